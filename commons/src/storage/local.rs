@@ -1,0 +1,1 @@
+//! Local-disk blob store (embedded default). Implemented in a follow-up step.

@@ -1,0 +1,336 @@
+//! The storage ports. Services depend on these traits only; each has an embedded
+//! implementation (local disk, SQLite) and a production one (S3, DynamoDB, SQS).
+//!
+//! - [`BlobStore`]: the bytes of uploads in progress and of published files.
+//! - [`MetadataStore`]: upload sessions, chunk records and files (owned by the sessions service).
+//! - [`AuthStore`]: users and refresh tokens (owned by the gateway).
+//! - [`JobQueue`]: the assembly queue (SQS FIFO semantics).
+
+pub mod local;
+pub mod sqlite;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::digest::Sha256;
+use crate::range::ByteRange;
+use crate::state::UploadState;
+
+/// Errors of any store. `Unavailable` is transient (retry); the rest are not.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("chunk body does not match its declared SHA-256")]
+    DigestMismatch,
+    #[error("chunk body has the wrong length: expected {expected}, got {actual}")]
+    LengthMismatch { expected: u64, actual: u64 },
+    #[error("the request body failed: {0}")]
+    Body(String),
+    #[error("storage error: {0}")]
+    Other(String),
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Other(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A stream of body bytes; an `Err` item aborts the write.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+// ---------------------------------------------------------------------------------------------
+// Blob store
+
+/// Where one chunk goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkTarget {
+    pub upload_id: String,
+    /// The handle `begin_upload` returned (S3 multipart upload id; empty for local disk).
+    pub handle: String,
+    pub index: u32,
+    pub offset: u64,
+    pub len: u64,
+    pub sha256: Sha256,
+}
+
+/// A recorded chunk, as the assembler hands it back to the blob store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartRef {
+    pub index: u32,
+    pub size: u64,
+    pub etag: String,
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Prepares storage for an upload of `size` bytes; returns the backend's handle.
+    async fn begin_upload(&self, upload_id: &str, size: u64) -> StoreResult<String>;
+
+    /// Streams exactly `target.len` bytes to the chunk's final place, without buffering the
+    /// whole chunk. The caller verifies length and digest of what it streamed; a store that
+    /// can verify the digest itself (S3 checksums) also fails with `DigestMismatch`.
+    /// Returns the part's receipt (S3 ETag; empty for local disk).
+    async fn write_chunk(&self, target: &ChunkTarget, body: ByteStream) -> StoreResult<String>;
+
+    /// Makes the upload's bytes the immutable blob `blob_key`. Idempotent: committing an
+    /// upload that was already committed to `blob_key` succeeds.
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        handle: &str,
+        parts: &[PartRef],
+        blob_key: &str,
+    ) -> StoreResult<()>;
+
+    /// Releases the storage of an unfinished upload. Idempotent.
+    async fn abort_upload(&self, upload_id: &str, handle: &str) -> StoreResult<()>;
+
+    /// Size of a committed blob.
+    async fn blob_size(&self, blob_key: &str) -> StoreResult<u64>;
+
+    /// Streams a committed blob, or one inclusive byte range of it.
+    async fn read_blob(&self, blob_key: &str, range: Option<ByteRange>) -> StoreResult<ByteStream>;
+
+    /// Deletes a committed blob. Idempotent.
+    async fn delete_blob(&self, blob_key: &str) -> StoreResult<()>;
+
+    /// Cheap check that the backend is reachable (readiness).
+    async fn check(&self) -> StoreResult<()>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata store (upload sessions, chunks, files)
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub upload_id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    /// Client-declared whole-file SHA-256 (hex), if any.
+    pub sha256: Option<String>,
+    pub chunk_size: u64,
+    pub total_chunks: u32,
+    pub state: UploadState,
+    pub storage_handle: String,
+    pub error: Option<String>,
+    pub file_id: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRecord {
+    pub index: u32,
+    pub size: u64,
+    /// Hex SHA-256 of the chunk.
+    pub sha256: String,
+    pub etag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    pub file_id: String,
+    pub owner_id: String,
+    pub upload_id: String,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub sha256: String,
+    pub blob_key: String,
+    pub created_at_ms: i64,
+}
+
+/// Result of asking for the right to write one chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The caller holds the lease until `lease_until_ms`.
+    Claimed { lease_until_ms: i64 },
+    /// Already recorded with the same digest.
+    AlreadyStored,
+    /// Already recorded with another digest.
+    DigestConflict,
+    /// Another live claim holds the chunk.
+    InProgress,
+    /// The upload is not in a state that takes chunks.
+    NotAccepting(UploadState),
+}
+
+/// Result of recording one chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Recorded. `completed_set` is true for exactly one commit per upload: the one that
+    /// moved it from uploading to assembling.
+    Stored { received: u32, completed_set: bool },
+    AlreadyStored { received: u32 },
+    DigestConflict,
+    /// The claim was lost or the upload no longer takes chunks.
+    NotAccepting(UploadState),
+}
+
+/// A page of an owner's files, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePage {
+    pub items: Vec<FileRecord>,
+    pub next_cursor: Option<String>,
+}
+
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Inserts a new upload; `Conflict` if the id exists.
+    async fn insert_upload(&self, upload: &UploadRecord) -> StoreResult<()>;
+    async fn get_upload(&self, upload_id: &str) -> StoreResult<Option<UploadRecord>>;
+    /// The owner's uploads in the given states, newest first.
+    async fn list_uploads(&self, owner_id: &str, states: &[UploadState]) -> StoreResult<Vec<UploadRecord>>;
+    /// Recorded chunks of an upload, ascending by index.
+    async fn list_chunks(&self, upload_id: &str) -> StoreResult<Vec<ChunkRecord>>;
+
+    /// Takes (or, with the same `claim_id`, renews) the exclusive lease on one chunk, only
+    /// while the upload is uploading and the chunk is not recorded.
+    async fn claim_chunk(
+        &self,
+        upload_id: &str,
+        index: u32,
+        sha256: &str,
+        claim_id: &str,
+        lease: Duration,
+        now_ms: i64,
+    ) -> StoreResult<ClaimOutcome>;
+
+    /// Drops a claim if `claim_id` still holds it.
+    async fn release_chunk(&self, upload_id: &str, index: u32, claim_id: &str) -> StoreResult<()>;
+
+    /// Atomically records a chunk written under `claim_id` (which must still hold it) and, when
+    /// it is the last missing one, moves the upload from uploading to assembling.
+    async fn commit_chunk(
+        &self,
+        upload_id: &str,
+        chunk: &ChunkRecord,
+        claim_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<CommitOutcome>;
+
+    /// Conditional state change: applies only if the current state is one of `from`.
+    /// Returns whether it applied.
+    async fn transition(
+        &self,
+        upload_id: &str,
+        from: &[UploadState],
+        to: UploadState,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// Uploads still uploading whose `expires_at_ms` is before `now_ms`.
+    async fn list_expired(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<UploadRecord>>;
+    /// Uploads in assembling state not updated since `before_ms` (a lost job).
+    async fn list_stale_assembling(&self, before_ms: i64, limit: u32) -> StoreResult<Vec<UploadRecord>>;
+    /// Drops the chunk records of a finished upload (they are not needed any more).
+    async fn delete_chunks(&self, upload_id: &str) -> StoreResult<()>;
+
+    /// Atomically inserts the File and moves its upload assembling → completed.
+    /// Idempotent: if the File exists, returns it unchanged.
+    async fn publish_file(&self, file: &FileRecord, now_ms: i64) -> StoreResult<FileRecord>;
+    async fn get_file(&self, file_id: &str) -> StoreResult<Option<FileRecord>>;
+    async fn list_files(&self, owner_id: &str, cursor: Option<&str>, limit: u32) -> StoreResult<FilePage>;
+    /// Deletes a file record; returns whether it existed.
+    async fn delete_file(&self, file_id: &str) -> StoreResult<bool>;
+
+    async fn check(&self) -> StoreResult<()>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auth store (users, refresh tokens)
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user_id: String,
+    /// Lower-cased email.
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    /// SHA-256 (hex) of the opaque refresh token; the token itself is never stored.
+    pub token_hash: String,
+    pub family_id: String,
+    pub user_id: String,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The old token was live; it is now spent and `new` is stored.
+    Rotated { user_id: String },
+    /// The old token was already spent: the whole family is now revoked.
+    Reused { family_id: String },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+#[async_trait]
+pub trait AuthStore: Send + Sync + 'static {
+    /// `Conflict` when the email is taken.
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+    async fn user_by_id(&self, user_id: &str) -> StoreResult<Option<UserRecord>>;
+    async fn insert_refresh(&self, token: &RefreshRecord) -> StoreResult<()>;
+    /// Atomically spends `old_hash` and stores `new` in the same family.
+    async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now_ms: i64) -> StoreResult<RotateOutcome>;
+    /// Family of a token (any state) — used by logout.
+    async fn family_of(&self, token_hash: &str) -> StoreResult<Option<String>>;
+    async fn revoke_family(&self, family_id: &str) -> StoreResult<()>;
+    /// Whether a family is revoked (access tokens of a revoked family are refused).
+    async fn is_family_revoked(&self, family_id: &str) -> StoreResult<bool>;
+    async fn check(&self) -> StoreResult<()>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job queue
+
+/// A received message; invisible to other consumers until its visibility runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedJob {
+    pub body: String,
+    /// Handle for `extend_visibility` and `delete`.
+    pub receipt: String,
+    /// 1 on first delivery.
+    pub receive_count: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Enqueues `body`. A second send with the same `dedup_id` within the deduplication
+    /// window (5 minutes, as SQS FIFO) is accepted and dropped.
+    async fn send(&self, dedup_id: &str, body: &str) -> StoreResult<()>;
+    /// Waits up to `wait` for a visible message and hides it for `visibility`.
+    async fn receive(&self, wait: Duration, visibility: Duration) -> StoreResult<Option<ReceivedJob>>;
+    async fn extend_visibility(&self, receipt: &str, visibility: Duration) -> StoreResult<()>;
+    /// Acknowledges a message. A stale receipt (the message was redelivered since) is an error.
+    async fn delete(&self, receipt: &str) -> StoreResult<()>;
+    async fn depth(&self) -> StoreResult<QueueDepth>;
+    async fn check(&self) -> StoreResult<()>;
+}
