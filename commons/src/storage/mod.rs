@@ -6,6 +6,7 @@
 //! - [`AuthStore`]: users and refresh tokens (owned by the gateway).
 //! - [`JobQueue`]: the assembly queue (SQS FIFO semantics).
 
+pub mod config;
 pub mod local;
 pub mod sqlite;
 
