@@ -1,0 +1,187 @@
+//! `lfusys bench`: end-to-end upload throughput through a running server, against the
+//! physical reference of the same bytes written sequentially with fdatasync on the same disk,
+//! and the upload workers' peak memory.
+//!
+//! Run it against a freshly started `lfusys up` whose data directory is on the disk of
+//! `--scratch-dir`: peak RSS is the process's high-water mark since it started.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::client::Api;
+use crate::human::{self, parse_bytes};
+use crate::upload::{self, UploadOptions};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Size of the generated file.
+    #[arg(long, default_value = "2GiB", value_parser = parse_bytes)]
+    pub size: u64,
+    /// Chunks in flight.
+    #[arg(short = 'j', long, default_value_t = 16)]
+    pub parallel: usize,
+    /// Where the test file and the reference write go (use the disk of the server's data dir).
+    #[arg(long, default_value = ".")]
+    pub scratch_dir: PathBuf,
+    #[arg(long, env = "LFUSYS_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Keep the uploaded file on the server afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    size_bytes: u64,
+    parallel_chunks: usize,
+    upload_seconds: f64,
+    upload_mb_per_s: f64,
+    reference_seconds: f64,
+    reference_mb_per_s: f64,
+    ratio: f64,
+    workers_peak_rss_bytes: Option<u64>,
+    workers_rss_bytes: Option<u64>,
+}
+
+/// Fills `path` with `size` incompressible pseudo-random bytes (xorshift), 8 MiB at a time.
+fn generate(path: &Path, size: u64) -> anyhow::Result<()> {
+    let mut f = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path)?);
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ size ^ u64::from(std::process::id());
+    let mut block = vec![0u8; 8 << 20];
+    let mut left = size;
+    while left > 0 {
+        for word in block.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// Copies `src` sequentially into a new file and fdatasyncs it: what the disk can do.
+fn reference_write(src: &Path, dst: &Path) -> anyhow::Result<f64> {
+    use std::io::Read;
+    let mut input = std::fs::File::open(src)?;
+    let started = Instant::now();
+    let mut out = std::fs::File::create(dst)?;
+    let mut buf = vec![0u8; 8 << 20];
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+    }
+    out.sync_data()?;
+    let secs = started.elapsed().as_secs_f64();
+    drop(out);
+    std::fs::remove_file(dst)?;
+    Ok(secs)
+}
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.scratch_dir)?;
+    let source = args.scratch_dir.join(format!("lfusys-bench-{}.bin", std::process::id()));
+    let reference = args.scratch_dir.join(format!("lfusys-bench-{}.ref", std::process::id()));
+    eprintln!("Generating {} of test data in {}…", human::bytes(args.size), source.display());
+    let (src, size) = (source.clone(), args.size);
+    tokio::task::spawn_blocking(move || generate(&src, size)).await??;
+
+    let result = measure(&args, &source, &reference).await;
+    let _ = std::fs::remove_file(&source);
+    let _ = std::fs::remove_file(&reference);
+    let report = result?;
+    if args.json {
+        crate::print_json(&report);
+    } else {
+        println!("size:                     {}", human::bytes(report.size_bytes));
+        println!("parallel chunks:          {}", report.parallel_chunks);
+        println!("LFUSYS end to end:        {:.1} MB/s ({:.2} s, create → completed)", report.upload_mb_per_s, report.upload_seconds);
+        println!("sequential + fdatasync:   {:.1} MB/s ({:.2} s, same disk)", report.reference_mb_per_s, report.reference_seconds);
+        println!("ratio:                    {:.2}", report.ratio);
+        match report.workers_peak_rss_bytes {
+            Some(b) => println!("upload workers' peak RSS: {} (process high-water mark)", human::bytes(b)),
+            None => println!("upload workers' peak RSS: not reported by the server"),
+        }
+    }
+    Ok(())
+}
+
+async fn measure(args: &BenchArgs, source: &Path, reference: &Path) -> anyhow::Result<BenchReport> {
+    eprintln!("Writing the same bytes sequentially with fdatasync (reference)…");
+    let (s, r) = (source.to_path_buf(), reference.to_path_buf());
+    let reference_seconds = tokio::task::spawn_blocking(move || reference_write(&s, &r)).await??;
+
+    let api = Api::new(&args.server)?;
+    let email = format!("bench-{:016x}@bench.lfusys.invalid", rand::random::<u64>());
+    let password = format!("{:032x}", rand::random::<u128>());
+    api.register(&email, &password, Some("lfusys bench"))
+        .await
+        .context("registering a benchmark account")?;
+    api.login(&email, &password).await?;
+
+    eprintln!("Uploading through {} with {} chunks in flight…", args.server, args.parallel);
+    let opts = UploadOptions { parallelism: args.parallel, progress: !args.json, ..UploadOptions::default() };
+    let report = upload::upload_file(&api, source, &opts).await?;
+    let workers_base = api.resolve(&report.upload_url);
+    let workers_base = workers_base.split("/api/v1/chunks").next().unwrap_or_default().to_owned();
+    let metrics = api.get_text(&format!("{workers_base}/metrics")).await.unwrap_or_default();
+    if !args.keep {
+        api.delete_file(&report.file_id).await?;
+    }
+    api.logout().await?;
+
+    let mb = args.size as f64 / 1e6;
+    Ok(BenchReport {
+        size_bytes: args.size,
+        parallel_chunks: args.parallel,
+        upload_seconds: report.seconds,
+        upload_mb_per_s: mb / report.seconds,
+        reference_seconds,
+        reference_mb_per_s: mb / reference_seconds,
+        ratio: reference_seconds / report.seconds,
+        workers_peak_rss_bytes: metric(&metrics, "lfusys_process_peak_resident_memory_bytes"),
+        workers_rss_bytes: metric(&metrics, "lfusys_process_resident_memory_bytes"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_metrics() {
+        let text = "# HELP x\nlfusys_process_peak_resident_memory_bytes 52428800\nother 1\n";
+        assert_eq!(metric(text, "lfusys_process_peak_resident_memory_bytes"), Some(52_428_800));
+        assert_eq!(metric(text, "missing"), None);
+    }
+
+    #[test]
+    fn generates_exact_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        generate(&p, (8 << 20) + 3).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), (8 << 20) + 3);
+    }
+}

@@ -1,0 +1,123 @@
+//! `lfusys up`: the whole system on one machine — the sessions service, the upload workers
+//! and the gateway, each behind its real network interface on loopback, on embedded backends
+//! (local disk and SQLite under `--data-dir`). The gateway serves the web app when it is built.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use commons::storage::config::StorageConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::human::parse_bytes;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Where uploads, files, metadata and keys are kept.
+    #[arg(long, env = "LFUSYS_DATA_DIR", default_value = "./lfusys-data")]
+    pub data_dir: PathBuf,
+    /// The gateway's address: the web app and the API.
+    #[arg(long, env = "LFUSYS_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The upload workers' address (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub uploads_listen: SocketAddr,
+    /// The sessions service's address (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub sessions_listen: SocketAddr,
+    /// URL clients use to reach the upload workers (default: their listen address).
+    #[arg(long, env = "LFUSYS_PUBLIC_UPLOAD_URL")]
+    pub public_upload_url: Option<String>,
+    /// Preferred chunk size (raised for files that would need more than 10,000 chunks).
+    #[arg(long, env = "LFUSYS_CHUNK_SIZE", default_value = "16MiB", value_parser = parse_bytes)]
+    pub chunk_size: u64,
+    /// Largest accepted upload.
+    #[arg(long, env = "LFUSYS_MAX_UPLOAD_SIZE", default_value = "5TiB", value_parser = parse_bytes)]
+    pub max_upload_size: u64,
+    /// Unfinished uploads expire after this many seconds.
+    #[arg(long, env = "LFUSYS_UPLOAD_TTL_SECS", default_value_t = 86_400)]
+    pub upload_ttl_secs: u64,
+    /// How often expired uploads are swept, in seconds.
+    #[arg(long, env = "LFUSYS_SWEEP_INTERVAL_SECS", default_value_t = 30)]
+    pub sweep_interval_secs: u64,
+    /// Seconds an assembly job stays invisible to other assemblers without a heartbeat.
+    #[arg(long, env = "LFUSYS_ASSEMBLY_VISIBILITY_SECS", default_value_t = 30)]
+    pub assembly_visibility_secs: u64,
+    /// The built web app (served at `/` when the folder exists).
+    #[arg(long, env = "LFUSYS_WEB_DIR", default_value = "frontend/dist")]
+    pub web_dir: PathBuf,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the {what} (is another LFUSYS already running? choose another address)"))
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    commons::observability::init_tracing();
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let storage = StorageConfig::embedded(&data_dir);
+
+    let gateway_listener = bind(args.listen, "gateway").await?;
+    let sessions_listener = bind(args.sessions_listen, "sessions service").await?;
+    let uploads_listener = bind(args.uploads_listen, "upload workers").await?;
+    let gateway_addr = gateway_listener.local_addr()?;
+    let sessions_url = format!("http://{}", sessions_listener.local_addr()?);
+    let uploads_url = format!("http://{}", uploads_listener.local_addr()?);
+
+    let mut sessions_cfg = sessions::Config::new(storage.clone());
+    sessions_cfg.listen = sessions_listener.local_addr()?;
+    sessions_cfg.preferred_chunk_size = args.chunk_size;
+    sessions_cfg.max_upload_size = args.max_upload_size;
+    sessions_cfg.upload_ttl = Duration::from_secs(args.upload_ttl_secs);
+    sessions_cfg.sweep_interval = Duration::from_secs(args.sweep_interval_secs.max(1));
+    let sessions_state = sessions::SessionsState::open(&sessions_cfg).await?;
+
+    // The gateway creates the signing key pair on first start; the workers read its public half.
+    let mut gateway_cfg = gateway::Config::new(storage.clone());
+    gateway_cfg.listen = gateway_addr;
+    gateway_cfg.sessions_url.clone_from(&sessions_url);
+    gateway_cfg.public_upload_url = args.public_upload_url.clone().unwrap_or_else(|| uploads_url.clone());
+    gateway_cfg.web_dir.clone_from(&args.web_dir);
+    let gateway_state = gateway::GatewayState::open(&gateway_cfg).await?;
+
+    let mut uploads_cfg = uploads::Config::embedded(&data_dir);
+    uploads_cfg.listen = uploads_listener.local_addr()?;
+    uploads_cfg.sessions_url.clone_from(&sessions_url);
+    uploads_cfg.public_key_file = gateway_cfg.public_key_file();
+    uploads_cfg.assembly_visibility = Duration::from_secs(args.assembly_visibility_secs.max(1));
+    let uploads_state = uploads::WorkerState::open(&uploads_cfg).await?;
+
+    let stop = CancellationToken::new();
+    let on = |t: &CancellationToken| {
+        let t = t.clone();
+        async move { t.cancelled().await }
+    };
+    let sessions_task = tokio::spawn(sessions::serve(sessions_listener, sessions_state, on(&stop)));
+    let uploads_task = tokio::spawn(uploads::serve(uploads_listener, uploads_state, on(&stop)));
+    let gateway_task = tokio::spawn(gateway::serve(gateway_listener, gateway_state, on(&stop)));
+
+    let web = if args.web_dir.join("index.html").is_file() {
+        "web app and API"
+    } else {
+        "API (web app not built: run `npm ci && npm run build` in frontend/)"
+    };
+    println!("LFUSYS is running on embedded backends, data in {}", data_dir.display());
+    println!("  {web}: http://{gateway_addr}");
+    println!("  upload workers: {uploads_url}");
+    println!("  sessions (gRPC): {sessions_url}");
+    println!("Press Ctrl-C to stop.");
+
+    commons::observability::shutdown_signal().await;
+    eprintln!("Stopping…");
+    stop.cancel();
+    let (a, b, c) = tokio::join!(sessions_task, uploads_task, gateway_task);
+    a?.context("sessions service")?;
+    b?.context("upload workers")?;
+    c?.context("gateway")?;
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! `lfusys upload`: parallel, resumable uploads. Re-running the same command resumes: the
+//! client finds its unfinished upload of the same file (name, size and SHA-256) on the server
+//! and sends only the chunks the server does not have.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use crate::client::{Api, UploadStatus};
+
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// Chunks in flight at once.
+    pub parallelism: usize,
+    /// Attempts per chunk on transient failures.
+    pub attempts: u32,
+    /// Draw progress bars.
+    pub progress: bool,
+    /// Give up waiting for the assembly after this long.
+    pub assembly_timeout: Duration,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self { parallelism: 4, attempts: 8, progress: true, assembly_timeout: Duration::from_secs(3600) }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UploadReport {
+    pub path: String,
+    pub file_id: String,
+    pub upload_id: String,
+    /// Where the chunks went (the upload workers).
+    pub upload_url: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Chunks the server already had (resumed upload).
+    pub chunks_skipped: u32,
+    pub chunks_sent: u32,
+    /// Seconds from creating (or resuming) the upload to the File being completed.
+    pub seconds: f64,
+    pub megabytes_per_second: f64,
+}
+
+fn bar(progress: bool, len: u64, msg: String) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:24!} [{bar:32.cyan/blue}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta:>4}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+/// SHA-256 of a whole file, read in 1 MiB blocks.
+pub async fn hash_file(path: &Path, pb: &ProgressBar) -> anyhow::Result<String> {
+    let path = path.to_path_buf();
+    let pb = pb.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            pb.inc(n as u64);
+        }
+        Ok(hex_of(&hasher.finalize()))
+    })
+    .await?
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn content_type_of(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("txt" | "log" | "md") => "text/plain",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("pdf") => "application/pdf",
+        Some("zip") => "application/zip",
+        Some("gz" | "tgz") => "application/gzip",
+        Some("iso") => "application/x-iso9660-image",
+        Some("mp4") => "video/mp4",
+        Some("mkv") => "video/x-matroska",
+        Some("tar") => "application/x-tar",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Uploads one file (or resumes its unfinished upload) and waits until the server has
+/// assembled it into a completed File.
+pub async fn upload_file(api: &Api, path: &Path, opts: &UploadOptions) -> anyhow::Result<UploadReport> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let size = meta.len();
+    if size == 0 {
+        bail!("{} is empty: there is nothing to upload", path.display());
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no usable file name", path.display()))?
+        .to_owned();
+
+    let hashing = bar(opts.progress, size, format!("hashing {name}"));
+    let sha256 = hash_file(path, &hashing).await?;
+    hashing.finish_and_clear();
+
+    let started = Instant::now();
+    let existing = api
+        .unfinished_uploads()
+        .await?
+        .into_iter()
+        .find(|u| u.name == name && u.size == size && u.sha256.as_deref() == Some(sha256.as_str()));
+    let (upload_id, upload_url, token) = match existing {
+        // Already assembling: nothing to send, only wait.
+        Some(u) if u.state != "uploading" => (u.upload_id, String::new(), String::new()),
+        Some(u) => {
+            let renewed = api.renew_upload_token(&u.upload_id).await?;
+            let url = renewed.upload_url.unwrap_or_else(|| format!("/api/v1/chunks/{}", u.upload_id));
+            (u.upload_id, url, renewed.upload_token)
+        }
+        None => {
+            let created = api.create_upload(&name, size, content_type_of(path), &sha256).await?;
+            (created.upload_id, created.upload_url, created.upload_token)
+        }
+    };
+    let status = api.upload_status(&upload_id).await?;
+
+    let received: std::collections::HashSet<u32> = status.received_chunks.iter().copied().collect();
+    let missing: VecDeque<u32> = (0..status.total_chunks).filter(|i| !received.contains(i)).collect();
+    let skipped = status.total_chunks - missing.len() as u32;
+    let sent = missing.len() as u32;
+
+    let pb = bar(opts.progress, size, name.clone());
+    pb.set_position(status.bytes_received);
+    if status.state == "uploading" && !missing.is_empty() {
+        send_chunks(api, path, &status, &upload_url, token, missing, opts, &pb).await?;
+    }
+    pb.set_message(format!("assembling {name}"));
+    let done = wait_until_done(api, &upload_id, opts.assembly_timeout).await?;
+    pb.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    match done.state.as_str() {
+        "completed" => Ok(UploadReport {
+            path: path.display().to_string(),
+            file_id: done.file_id.unwrap_or_default(),
+            upload_id,
+            upload_url,
+            size,
+            sha256,
+            chunks_skipped: skipped,
+            chunks_sent: sent,
+            seconds,
+            megabytes_per_second: size as f64 / 1e6 / seconds.max(1e-9),
+        }),
+        "failed" => bail!("the server could not assemble {name}: {}", done.error.unwrap_or_else(|| "no reason given".into())),
+        other => bail!("the upload of {name} ended as {other}"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_chunks(
+    api: &Api,
+    path: &Path,
+    status: &UploadStatus,
+    upload_url: &str,
+    token: String,
+    missing: VecDeque<u32>,
+    opts: &UploadOptions,
+    pb: &ProgressBar,
+) -> anyhow::Result<()> {
+    let file = Arc::new(std::fs::File::open(path)?);
+    let queue = Arc::new(Mutex::new(missing));
+    let token = Arc::new(tokio::sync::RwLock::new(token));
+    let plan = commons::plan::UploadPlan::new(status.size, status.chunk_size);
+    let workers = opts.parallelism.clamp(1, 64);
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (queue, file, token, pb) = (queue.clone(), file.clone(), token.clone(), pb.clone());
+        let upload_url = upload_url.to_owned();
+        let upload_id = status.upload_id.clone();
+        let attempts = opts.attempts;
+        tasks.push(async move {
+            loop {
+                let Some(index) = queue.lock().await.pop_front() else { return Ok::<(), anyhow::Error>(()) };
+                let len = plan.chunk_len(index).context("chunk index out of the plan")?;
+                let offset = plan.offset(index);
+                let data = read_chunk(file.clone(), offset, len).await?;
+                let digest = commons::digest::format_content_digest(&Sha256::digest(&data).into());
+                send_one(api, &upload_id, &upload_url, &token, index, data, &digest, attempts).await?;
+                pb.inc(len);
+            }
+        });
+    }
+    futures::future::try_join_all(tasks).await?;
+    Ok(())
+}
+
+async fn read_chunk(file: Arc<std::fs::File>, offset: u64, len: u64) -> anyhow::Result<Bytes> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; usize::try_from(len)?];
+        file.read_exact_at(&mut buf, offset).context("reading the file (did it change during the upload?)")?;
+        Ok(Bytes::from(buf))
+    })
+    .await?
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_one(
+    api: &Api,
+    upload_id: &str,
+    upload_url: &str,
+    token: &tokio::sync::RwLock<String>,
+    index: u32,
+    data: Bytes,
+    digest: &str,
+    attempts: u32,
+) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = token.read().await.clone();
+        let err = match api.put_chunk(upload_url, &current, index, data.clone(), digest).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        match err.status() {
+            // The upload token expired: get a new one (once per expiry, shared by all tasks).
+            Some(401) => {
+                let mut guard = token.write().await;
+                if *guard == current {
+                    *guard = api.renew_upload_token(upload_id).await?.upload_token;
+                }
+            }
+            Some(410) => bail!("the upload was cancelled or has expired on the server"),
+            // Corrupted in transit, or another request is writing this chunk right now: retry.
+            Some(422 | 409) if attempt < attempts => {}
+            _ if err.is_transient() && attempt < attempts => {}
+            _ => return Err(anyhow::Error::new(err).context(format!("uploading chunk {index}"))),
+        }
+        if attempt >= attempts {
+            bail!("chunk {index} failed {attempts} times: {err}");
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+}
+
+/// Exponential backoff with jitter: 250 ms, 500 ms, 1 s … capped at 10 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 250u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(10_000);
+    let jitter = rand::random::<u64>() % (base / 4 + 1);
+    Duration::from_millis(base + jitter)
+}
+
+/// Polls the upload until it is completed, failed, cancelled or expired.
+pub async fn wait_until_done(api: &Api, upload_id: &str, timeout: Duration) -> anyhow::Result<UploadStatus> {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let status = match api.upload_status(upload_id).await {
+            Ok(s) => s,
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !matches!(status.state.as_str(), "uploading" | "assembling") {
+            return Ok(status);
+        }
+        if status.state == "uploading" && status.received_chunks.len() < status.total_chunks as usize {
+            bail!("the server is missing chunks of the upload; run the command again to resume");
+        }
+        if Instant::now() > deadline {
+            bail!("the server has not finished assembling the upload after {timeout:?}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert!(backoff(1) >= Duration::from_millis(250) && backoff(1) < Duration::from_millis(320));
+        assert!(backoff(3) >= Duration::from_millis(1000));
+        assert!(backoff(30) <= Duration::from_millis(12_500));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type_of(Path::new("a.ISO")), "application/x-iso9660-image");
+        assert_eq!(content_type_of(Path::new("noext")), "application/octet-stream");
+    }
+}

@@ -1,0 +1,190 @@
+//! Runs real `lfusys` processes for the system tests: `lfusys up` on loopback with its own
+//! data directory, and client commands with their own config directory.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lfusys");
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+/// A free loopback port (bound and released), for a server that must come back on the same URL.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Starts `lfusys up` and waits until the gateway answers `/readyz`.
+    pub fn start(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let log = data_dir.with_extension(format!("{port}.log"));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["up", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--chunk-size", "1MiB", "--web-dir", "/nonexistent"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning lfusys up");
+        let stdout = child.stdout.take().unwrap();
+        let mut url = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(u) = line.split("API").nth(1).and_then(|rest| rest.split("http://").nth(1)) {
+                url = Some(format!("http://{}", u.trim()));
+                break;
+            }
+        }
+        let url = url.unwrap_or_else(|| panic!("lfusys up did not start: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+        let server = Server { child, url, data_dir: data_dir.to_path_buf(), log };
+        wait_for(Duration::from_secs(30), || {
+            reqwest::blocking::get(format!("{}/readyz", server.url)).is_ok_and(|r| r.status().is_success())
+        });
+        server
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself (e.g. a failpoint aborted it).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `timeout`.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client: `lfusys` commands with a private config directory.
+pub struct Client {
+    pub server: String,
+    pub config_dir: tempfile::TempDir,
+}
+
+impl Client {
+    pub fn new(server: &str) -> Client {
+        Client { server: server.to_owned(), config_dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("LFUSYS_SERVER", &self.server)
+            .env("LFUSYS_CONFIG_DIR", self.config_dir.path())
+            .env("LFUSYS_PASSWORD", "correct horse battery staple")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "lfusys {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    pub fn signup(&self, email: &str) {
+        self.ok(&["register", "--email", email, "--password-stdin"]);
+        self.ok(&["login", "--email", email, "--password-stdin"]);
+    }
+
+    /// The saved access token (for direct HTTP calls).
+    pub fn access_token(&self) -> String {
+        let text = std::fs::read_to_string(self.config_dir.path().join("credentials.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub fn api_get(&self, path: &str) -> serde_json::Value {
+        let res = reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.server))
+            .bearer_auth(self.access_token())
+            .send()
+            .unwrap();
+        assert!(res.status().is_success(), "GET {path}: {}", res.status());
+        res.json().unwrap()
+    }
+}
+
+/// A file of `size` pseudo-random bytes; returns its SHA-256 (hex).
+pub fn random_file(path: &Path, size: usize, seed: u64) -> String {
+    let mut state = seed | 1;
+    let mut data = vec![0u8; size];
+    for b in &mut data {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *b = state as u8;
+    }
+    std::fs::write(path, &data).unwrap();
+    hex::encode(Sha256::digest(&data))
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Every file below `dir` whose name ends with `suffix`.
+pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_ending(&p, suffix));
+        } else if p.to_string_lossy().ends_with(suffix) {
+            out.push(p);
+        }
+    }
+    out
+}

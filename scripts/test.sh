@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of LFUSYS: formatting, lints, unit, component and system tests.
+# Build outputs go to a persistent CARGO_TARGET_DIR outside the clone so repeated runs are fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit, component and system tests)"
+# Two test binaries at a time: the system tests start real servers and move real bytes.
+cargo test --workspace --locked -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
