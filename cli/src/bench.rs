@@ -102,9 +102,17 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.scratch_dir)?;
-    let source = args.scratch_dir.join(format!("lfusys-bench-{}.bin", std::process::id()));
-    let reference = args.scratch_dir.join(format!("lfusys-bench-{}.ref", std::process::id()));
-    eprintln!("Generating {} of test data in {}…", human::bytes(args.size), source.display());
+    let source = args
+        .scratch_dir
+        .join(format!("lfusys-bench-{}.bin", std::process::id()));
+    let reference = args
+        .scratch_dir
+        .join(format!("lfusys-bench-{}.ref", std::process::id()));
+    eprintln!(
+        "Generating {} of test data in {}…",
+        human::bytes(args.size),
+        source.display()
+    );
     let (src, size) = (source.clone(), args.size);
     tokio::task::spawn_blocking(move || generate(&src, size)).await??;
 
@@ -115,13 +123,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.json {
         crate::print_json(&report);
     } else {
-        println!("size:                     {}", human::bytes(report.size_bytes));
+        println!(
+            "size:                     {}",
+            human::bytes(report.size_bytes)
+        );
         println!("parallel chunks:          {}", report.parallel_chunks);
-        println!("LFUSYS end to end:        {:.1} MB/s ({:.2} s, create → completed)", report.upload_mb_per_s, report.upload_seconds);
-        println!("sequential + fdatasync:   {:.1} MB/s ({:.2} s, same disk)", report.reference_mb_per_s, report.reference_seconds);
+        println!(
+            "LFUSYS end to end:        {:.1} MB/s ({:.2} s, create → completed)",
+            report.upload_mb_per_s, report.upload_seconds
+        );
+        println!(
+            "sequential + fdatasync:   {:.1} MB/s ({:.2} s, same disk)",
+            report.reference_mb_per_s, report.reference_seconds
+        );
         println!("ratio:                    {:.2}", report.ratio);
         match report.workers_peak_rss_bytes {
-            Some(b) => println!("upload workers' peak RSS: {} (process high-water mark)", human::bytes(b)),
+            Some(b) => println!(
+                "upload workers' peak RSS: {} (process high-water mark)",
+                human::bytes(b)
+            ),
             None => println!("upload workers' peak RSS: not reported by the server"),
         }
     }
@@ -141,12 +161,26 @@ async fn measure(args: &BenchArgs, source: &Path, reference: &Path) -> anyhow::R
         .context("registering a benchmark account")?;
     api.login(&email, &password).await?;
 
-    eprintln!("Uploading through {} with {} chunks in flight…", args.server, args.parallel);
-    let opts = UploadOptions { parallelism: args.parallel, progress: !args.json, ..UploadOptions::default() };
+    eprintln!(
+        "Uploading through {} with {} chunks in flight…",
+        args.server, args.parallel
+    );
+    let opts = UploadOptions {
+        parallelism: args.parallel,
+        progress: !args.json,
+        ..UploadOptions::default()
+    };
     let report = upload::upload_file(&api, source, &opts).await?;
     let workers_base = api.resolve(&report.upload_url);
-    let workers_base = workers_base.split("/api/v1/chunks").next().unwrap_or_default().to_owned();
-    let metrics = api.get_text(&format!("{workers_base}/metrics")).await.unwrap_or_default();
+    let workers_base = workers_base
+        .split("/api/v1/chunks")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let metrics = api
+        .get_text(&format!("{workers_base}/metrics"))
+        .await
+        .unwrap_or_default();
     if !args.keep {
         api.delete_file(&report.file_id).await?;
     }
@@ -173,7 +207,10 @@ mod tests {
     #[test]
     fn reads_metrics() {
         let text = "# HELP x\nlfusys_process_peak_resident_memory_bytes 52428800\nother 1\n";
-        assert_eq!(metric(text, "lfusys_process_peak_resident_memory_bytes"), Some(52_428_800));
+        assert_eq!(
+            metric(text, "lfusys_process_peak_resident_memory_bytes"),
+            Some(52_428_800)
+        );
         assert_eq!(metric(text, "missing"), None);
     }
 

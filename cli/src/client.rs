@@ -16,7 +16,13 @@ use crate::credentials::{self, Credentials};
 pub enum ApiError {
     /// The server answered with a problem+json (or another error status).
     #[error("{detail} ({status} {title})")]
-    Problem { status: u16, title: String, detail: String, retry_after: Option<u64> },
+    Problem {
+        status: u16,
+        kind: String,
+        title: String,
+        detail: String,
+        retry_after: Option<u64>,
+    },
     #[error("you are not logged in to {0}: run `lfusys login` first")]
     NotLoggedIn(String),
     #[error("cannot reach the server at {server}: {reason}")]
@@ -57,6 +63,8 @@ pub struct TokenPair {
     pub refresh_token: String,
 }
 
+// Field names are the wire names of DESIGN §3.
+#[allow(clippy::struct_field_names)]
 #[derive(Debug, Clone, Deserialize)]
 pub struct CreatedUpload {
     pub upload_id: String,
@@ -127,7 +135,11 @@ impl Api {
             .build()
             .map_err(|e| ApiError::Unexpected(e.to_string()))?;
         let creds = credentials::load().filter(|c| c.server == server);
-        Ok(Self { http, server, creds: Mutex::new(creds) })
+        Ok(Self {
+            http,
+            server,
+            creds: Mutex::new(creds),
+        })
     }
 
     pub fn server(&self) -> &str {
@@ -144,7 +156,10 @@ impl Api {
     }
 
     fn network(&self, e: &reqwest::Error) -> ApiError {
-        ApiError::Network { server: self.server.clone(), reason: root_cause(e) }
+        ApiError::Network {
+            server: self.server.clone(),
+            reason: root_cause(e),
+        }
     }
 
     async fn request_raw(
@@ -165,7 +180,12 @@ impl Api {
     }
 
     /// An authenticated request; on 401 refreshes the tokens once and retries.
-    async fn authed(&self, method: Method, path: &str, body: Option<&Value>) -> Result<reqwest::Response, ApiError> {
+    async fn authed(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, ApiError> {
         let token = self
             .creds
             .lock()
@@ -173,7 +193,9 @@ impl Api {
             .as_ref()
             .map(|c| c.access_token.clone())
             .ok_or_else(|| ApiError::NotLoggedIn(self.server.clone()))?;
-        let res = self.request_raw(method.clone(), path, body, Some(&token)).await?;
+        let res = self
+            .request_raw(method.clone(), path, body, Some(&token))
+            .await?;
         if res.status() != StatusCode::UNAUTHORIZED {
             return check(res).await;
         }
@@ -188,7 +210,12 @@ impl Api {
             return Err(ApiError::NotLoggedIn(self.server.clone()));
         };
         let res = self
-            .request_raw(Method::POST, "/api/v1/auth/refresh", Some(&json!({"refresh_token": creds.refresh_token})), None)
+            .request_raw(
+                Method::POST,
+                "/api/v1/auth/refresh",
+                Some(&json!({"refresh_token": creds.refresh_token})),
+                None,
+            )
             .await?;
         if res.status() == StatusCode::UNAUTHORIZED {
             let _ = credentials::clear();
@@ -196,26 +223,40 @@ impl Api {
             return Err(ApiError::NotLoggedIn(self.server.clone()));
         }
         let pair: TokenPair = json_of(check(res).await?).await?;
-        creds.access_token = pair.access_token.clone();
+        creds.access_token.clone_from(&pair.access_token);
         creds.refresh_token = pair.refresh_token;
         let _ = credentials::save(creds);
         Ok(pair.access_token)
     }
 
-    async fn authed_json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&Value>) -> Result<T, ApiError> {
+    async fn authed_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, ApiError> {
         json_of(self.authed(method, path, body).await?).await
     }
 
-    pub async fn register(&self, email: &str, password: &str, name: Option<&str>) -> Result<User, ApiError> {
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        name: Option<&str>,
+    ) -> Result<User, ApiError> {
         let body = json!({"email": email, "password": password, "name": name});
-        let res = self.request_raw(Method::POST, "/api/v1/auth/register", Some(&body), None).await?;
+        let res = self
+            .request_raw(Method::POST, "/api/v1/auth/register", Some(&body), None)
+            .await?;
         json_of(check(res).await?).await
     }
 
     /// Logs in and saves the credentials.
     pub async fn login(&self, email: &str, password: &str) -> Result<User, ApiError> {
         let body = json!({"email": email, "password": password});
-        let res = self.request_raw(Method::POST, "/api/v1/auth/login", Some(&body), None).await?;
+        let res = self
+            .request_raw(Method::POST, "/api/v1/auth/login", Some(&body), None)
+            .await?;
         let pair: TokenPair = json_of(check(res).await?).await?;
         let creds = Credentials {
             server: self.server.clone(),
@@ -223,17 +264,25 @@ impl Api {
             access_token: pair.access_token,
             refresh_token: pair.refresh_token,
         };
-        credentials::save(&creds).map_err(|e| ApiError::Unexpected(format!("saving the login: {e}")))?;
+        credentials::save(&creds)
+            .map_err(|e| ApiError::Unexpected(format!("saving the login: {e}")))?;
         *self.creds.lock().await = Some(creds);
         Ok(pair.user)
     }
 
     pub async fn logout(&self) -> Result<(), ApiError> {
-        let refresh = self.creds.lock().await.as_ref().map(|c| c.refresh_token.clone());
+        let refresh = self
+            .creds
+            .lock()
+            .await
+            .as_ref()
+            .map(|c| c.refresh_token.clone());
         if let Some(refresh) = refresh {
             let body = json!({"refresh_token": refresh});
             // Logging out locally must work even when the server is gone.
-            let _ = self.authed(Method::POST, "/api/v1/auth/logout", Some(&body)).await;
+            let _ = self
+                .authed(Method::POST, "/api/v1/auth/logout", Some(&body))
+                .await;
         }
         credentials::clear().map_err(|e| ApiError::Unexpected(e.to_string()))?;
         *self.creds.lock().await = None;
@@ -244,31 +293,60 @@ impl Api {
         self.authed_json(Method::GET, "/api/v1/auth/me", None).await
     }
 
-    pub async fn create_upload(&self, name: &str, size: u64, content_type: &str, sha256: &str) -> Result<CreatedUpload, ApiError> {
-        let body = json!({"name": name, "size": size, "content_type": content_type, "sha256": sha256});
-        self.authed_json(Method::POST, "/api/v1/uploads", Some(&body)).await
+    pub async fn create_upload(
+        &self,
+        name: &str,
+        size: u64,
+        content_type: &str,
+        sha256: &str,
+    ) -> Result<CreatedUpload, ApiError> {
+        let body =
+            json!({"name": name, "size": size, "content_type": content_type, "sha256": sha256});
+        self.authed_json(Method::POST, "/api/v1/uploads", Some(&body))
+            .await
     }
 
     pub async fn upload_status(&self, upload_id: &str) -> Result<UploadStatus, ApiError> {
-        self.authed_json(Method::GET, &format!("/api/v1/uploads/{upload_id}"), None).await
+        self.authed_json(Method::GET, &format!("/api/v1/uploads/{upload_id}"), None)
+            .await
     }
 
     pub async fn unfinished_uploads(&self) -> Result<Vec<UploadStatus>, ApiError> {
-        let page: Page<UploadStatus> = self.authed_json(Method::GET, "/api/v1/uploads", None).await?;
+        let page: Page<UploadStatus> = self
+            .authed_json(Method::GET, "/api/v1/uploads", None)
+            .await?;
         Ok(page.items)
     }
 
     pub async fn cancel_upload(&self, upload_id: &str) -> Result<(), ApiError> {
-        self.authed(Method::DELETE, &format!("/api/v1/uploads/{upload_id}"), None).await.map(drop)
+        self.authed(
+            Method::DELETE,
+            &format!("/api/v1/uploads/{upload_id}"),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// A fresh upload token (and the current chunk URL) for an upload still uploading.
     pub async fn renew_upload_token(&self, upload_id: &str) -> Result<RenewedToken, ApiError> {
-        self.authed_json(Method::POST, &format!("/api/v1/uploads/{upload_id}/token"), None).await
+        self.authed_json(
+            Method::POST,
+            &format!("/api/v1/uploads/{upload_id}/token"),
+            None,
+        )
+        .await
     }
 
     /// `PUT {upload_url}/{index}` with the chunk's exact bytes and `Content-Digest`.
-    pub async fn put_chunk(&self, upload_url: &str, token: &str, index: u32, data: Bytes, digest: &str) -> Result<(), ApiError> {
+    pub async fn put_chunk(
+        &self,
+        upload_url: &str,
+        token: &str,
+        index: u32,
+        data: Bytes,
+        digest: &str,
+    ) -> Result<(), ApiError> {
         let url = format!("{}/{index}", self.resolve(upload_url).trim_end_matches('/'));
         let res = self
             .http
@@ -302,21 +380,34 @@ impl Api {
     }
 
     pub async fn file(&self, file_id: &str) -> Result<FileInfo, ApiError> {
-        self.authed_json(Method::GET, &format!("/api/v1/files/{file_id}"), None).await
+        self.authed_json(Method::GET, &format!("/api/v1/files/{file_id}"), None)
+            .await
     }
 
     /// The streamed content of a file.
     pub async fn file_content(&self, file_id: &str) -> Result<reqwest::Response, ApiError> {
-        self.authed(Method::GET, &format!("/api/v1/files/{file_id}/content"), None).await
+        self.authed(
+            Method::GET,
+            &format!("/api/v1/files/{file_id}/content"),
+            None,
+        )
+        .await
     }
 
     pub async fn delete_file(&self, file_id: &str) -> Result<(), ApiError> {
-        self.authed(Method::DELETE, &format!("/api/v1/files/{file_id}"), None).await.map(drop)
+        self.authed(Method::DELETE, &format!("/api/v1/files/{file_id}"), None)
+            .await
+            .map(drop)
     }
 
     /// Raw GET of any URL (metrics scraping in the benchmark).
     pub async fn get_text(&self, url: &str) -> Result<String, ApiError> {
-        let res = self.http.get(self.resolve(url)).send().await.map_err(|e| self.network(&e))?;
+        let res = self
+            .http
+            .get(self.resolve(url))
+            .send()
+            .await
+            .map_err(|e| self.network(&e))?;
         check(res).await?.text().await.map_err(|e| self.network(&e))
     }
 }
@@ -333,14 +424,34 @@ async fn check(res: reqwest::Response) -> Result<reqwest::Response, ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let body: Value = res.json().await.unwrap_or(Value::Null);
-    let title = body["title"].as_str().map_or_else(|| status.canonical_reason().unwrap_or("").to_owned(), str::to_owned);
-    let detail = body["detail"].as_str().map_or_else(|| title.clone(), str::to_owned);
-    Err(ApiError::Problem { status: status.as_u16(), title, detail, retry_after })
+    let title = body["title"].as_str().map_or_else(
+        || status.canonical_reason().unwrap_or("").to_owned(),
+        str::to_owned,
+    );
+    let detail = body["detail"]
+        .as_str()
+        .map_or_else(|| title.clone(), str::to_owned);
+    let kind = body["type"].as_str().unwrap_or("about:blank").to_owned();
+    Err(ApiError::Problem {
+        status: status.as_u16(),
+        kind,
+        title,
+        detail,
+        retry_after,
+    })
 }
 
 async fn json_of<T: DeserializeOwned>(res: reqwest::Response) -> Result<T, ApiError> {
-    let bytes = res.bytes().await.map_err(|e| ApiError::Unexpected(root_cause(&e)))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::Unexpected(format!("{e}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)]))))
+    let bytes = res
+        .bytes()
+        .await
+        .map_err(|e| ApiError::Unexpected(root_cause(&e)))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::Unexpected(format!(
+            "{e}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        ))
+    })
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

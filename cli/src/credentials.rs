@@ -17,7 +17,9 @@ pub fn config_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LFUSYS_CONFIG_DIR") {
         return PathBuf::from(dir);
     }
-    dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("lfusys")
+    dirs::config_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("lfusys")
 }
 
 fn path() -> PathBuf {

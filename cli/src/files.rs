@@ -32,28 +32,57 @@ pub async fn list(api: &Api, json: bool) -> anyhow::Result<()> {
     if !files.is_empty() {
         println!("{:<36}  {:>10}  {:<24}  NAME", "ID", "SIZE", "CREATED");
         for f in &files {
-            println!("{:<36}  {:>10}  {:<24}  {}", f.id, human::bytes(f.size), f.created_at, f.name);
+            println!(
+                "{:<36}  {:>10}  {:<24}  {}",
+                f.id,
+                human::bytes(f.size),
+                f.created_at,
+                f.name
+            );
         }
     }
     if !uploads.is_empty() {
         println!("\nUnfinished uploads (run `lfusys upload` on the same file to resume):");
         for u in &uploads {
-            let pct = if u.size == 0 { 0.0 } else { u.bytes_received as f64 * 100.0 / u.size as f64 };
-            println!("{:<36}  {:>10}  {:>5.1}%  {:<11}  {}", u.upload_id, human::bytes(u.size), pct, u.state, u.name);
+            let pct = if u.size == 0 {
+                0.0
+            } else {
+                u.bytes_received as f64 * 100.0 / u.size as f64
+            };
+            println!(
+                "{:<36}  {:>10}  {:>5.1}%  {:<11}  {}",
+                u.upload_id,
+                human::bytes(u.size),
+                pct,
+                u.state,
+                u.name
+            );
         }
     }
     Ok(())
 }
 
-pub async fn download(api: &Api, id: &str, output: Option<PathBuf>, progress: bool, json: bool) -> anyhow::Result<()> {
+pub async fn download(
+    api: &Api,
+    id: &str,
+    output: Option<PathBuf>,
+    progress: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let info = api.file(id).await?;
     let target = output.unwrap_or_else(|| PathBuf::from(&info.name));
     if target.is_dir() {
-        bail!("{} is a directory: give a file path with -o", target.display());
+        bail!(
+            "{} is a directory: give a file path with -o",
+            target.display()
+        );
     }
     let partial = target.with_file_name(format!(
         ".{}.lfusys-part",
-        target.file_name().and_then(|n| n.to_str()).unwrap_or("download")
+        target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("download")
     ));
     let res = api.file_content(id).await?;
     let pb = if progress {
@@ -70,7 +99,8 @@ pub async fn download(api: &Api, id: &str, output: Option<PathBuf>, progress: bo
     };
     let mut out = std::io::BufWriter::with_capacity(
         1 << 20,
-        std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?,
+        std::fs::File::create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?,
     );
     let mut hasher = Sha256::new();
     let mut received = 0u64;
@@ -100,9 +130,16 @@ pub async fn download(api: &Api, id: &str, output: Option<PathBuf>, progress: bo
     }
     std::fs::rename(&partial, &target).with_context(|| format!("writing {}", target.display()))?;
     if json {
-        crate::print_json(&serde_json::json!({"id": info.id, "path": target, "size": received, "sha256": digest}));
+        crate::print_json(
+            &serde_json::json!({"id": info.id, "path": target, "size": received, "sha256": digest}),
+        );
     } else {
-        println!("Downloaded {} ({}) to {}, SHA-256 verified.", info.name, human::bytes(received), target.display());
+        println!(
+            "Downloaded {} ({}) to {}, SHA-256 verified.",
+            info.name,
+            human::bytes(received),
+            target.display()
+        );
     }
     Ok(())
 }

@@ -18,9 +18,13 @@ pub fn bytes(n: u64) -> String {
 /// Parses `123`, `64KiB`, `16MiB`, `2GiB`, `1.5G`, `10MB` (decimal units for `KB`/`MB`/`GB`).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let num: f64 = num.parse().map_err(|_| format!("`{s}` is not a size (try 512MiB or 2GiB)"))?;
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (try 512MiB or 2GiB)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,

@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand};
 use crate::client::Api;
 
 #[derive(Parser)]
-#[command(name = "lfusys", version, about = "Move very large files into object storage, fast and without losing a byte")]
+#[command(
+    name = "lfusys",
+    version,
+    about = "Move very large files into object storage, fast and without losing a byte"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,7 +30,12 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct ServerArgs {
     /// The LFUSYS server (gateway) URL.
-    #[arg(long, env = "LFUSYS_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "LFUSYS_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     server: String,
     /// Print machine-readable JSON instead of human output.
     #[arg(long, global = true)]
@@ -114,7 +123,9 @@ fn read_password(from_stdin: bool, confirm: bool) -> anyhow::Result<String> {
             return Ok(p);
         }
         let mut line = String::new();
-        std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
     }
     let p = rpassword::prompt_password("Password: ").context("reading the password")?;
@@ -133,18 +144,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Register { email, name, password_stdin, server } => {
+        Command::Register {
+            email,
+            name,
+            password_stdin,
+            server,
+        } => {
             let password = read_password(password_stdin, true)?;
             let api = Api::new(&server.server)?;
             let user = api.register(&email, &password, name.as_deref()).await?;
             if server.json {
                 print_json(&user);
             } else {
-                println!("Registered {}. Now run: lfusys login --email {}", user.email, user.email);
+                println!(
+                    "Registered {}. Now run: lfusys login --email {}",
+                    user.email, user.email
+                );
             }
             Ok(())
         }
-        Command::Login { email, password_stdin, server } => {
+        Command::Login {
+            email,
+            password_stdin,
+            server,
+        } => {
             let password = read_password(password_stdin, false)?;
             let api = Api::new(&server.server)?;
             let user = api.login(&email, &password).await?;
@@ -171,7 +194,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Upload { files, parallel, quiet, server } => {
+        Command::Upload {
+            files,
+            parallel,
+            quiet,
+            server,
+        } => {
             let api = Api::new(&server.server)?;
             let opts = upload::UploadOptions {
                 parallelism: parallel,
@@ -183,7 +211,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let report = upload::upload_file(&api, path, &opts).await?;
                 if !server.json {
                     let resumed = if report.chunks_skipped > 0 {
-                        format!(", resumed: {} chunks were already uploaded", report.chunks_skipped)
+                        format!(
+                            ", resumed: {} chunks were already uploaded",
+                            report.chunks_skipped
+                        )
                     } else {
                         String::new()
                     };
@@ -204,10 +235,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ls { server } => files::list(&Api::new(&server.server)?, server.json).await,
-        Command::Download { id, output, quiet, server } => {
-            files::download(&Api::new(&server.server)?, &id, output, !quiet && !server.json, server.json).await
+        Command::Download {
+            id,
+            output,
+            quiet,
+            server,
+        } => {
+            files::download(
+                &Api::new(&server.server)?,
+                &id,
+                output,
+                !quiet && !server.json,
+                server.json,
+            )
+            .await
         }
-        Command::Rm { ids, server } => files::remove(&Api::new(&server.server)?, &ids, server.json).await,
+        Command::Rm { ids, server } => {
+            files::remove(&Api::new(&server.server)?, &ids, server.json).await
+        }
     }
 }
 

@@ -58,7 +58,8 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     commons::observability::init_tracing();
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let storage = StorageConfig::embedded(&data_dir);
 
@@ -81,7 +82,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut gateway_cfg = gateway::Config::new(storage.clone());
     gateway_cfg.listen = gateway_addr;
     gateway_cfg.sessions_url.clone_from(&sessions_url);
-    gateway_cfg.public_upload_url = args.public_upload_url.clone().unwrap_or_else(|| uploads_url.clone());
+    gateway_cfg.public_upload_url = args
+        .public_upload_url
+        .clone()
+        .unwrap_or_else(|| uploads_url.clone());
     gateway_cfg.web_dir.clone_from(&args.web_dir);
     let gateway_state = gateway::GatewayState::open(&gateway_cfg).await?;
 
@@ -97,27 +101,53 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let t = t.clone();
         async move { t.cancelled().await }
     };
-    let sessions_task = tokio::spawn(sessions::serve(sessions_listener, sessions_state, on(&stop)));
-    let uploads_task = tokio::spawn(uploads::serve(uploads_listener, uploads_state, on(&stop)));
-    let gateway_task = tokio::spawn(gateway::serve(gateway_listener, gateway_state, on(&stop)));
+    let (s, u, g) = (on(&stop), on(&stop), on(&stop));
+    let sessions_task = tokio::spawn(async move {
+        Ok::<_, anyhow::Error>(sessions::serve(sessions_listener, sessions_state, s).await?)
+    });
+    let uploads_task = tokio::spawn(async move {
+        Ok::<_, anyhow::Error>(uploads::serve(uploads_listener, uploads_state, u).await?)
+    });
+    let gateway_task = tokio::spawn(async move {
+        Ok::<_, anyhow::Error>(gateway::serve(gateway_listener, gateway_state, g).await?)
+    });
 
     let web = if args.web_dir.join("index.html").is_file() {
         "web app and API"
     } else {
         "API (web app not built: run `npm ci && npm run build` in frontend/)"
     };
-    println!("LFUSYS is running on embedded backends, data in {}", data_dir.display());
-    println!("  {web}: http://{gateway_addr}");
-    println!("  upload workers: {uploads_url}");
-    println!("  sessions (gRPC): {sessions_url}");
-    println!("Press Ctrl-C to stop.");
+    // A closed stdout (`lfusys up | head -1`) must not bring the server down: ignore write errors.
+    let banner = format!(
+        "LFUSYS is running on embedded backends, data in {}\n  {web}: http://{gateway_addr}\n  upload workers: {uploads_url}\n  sessions (gRPC): {sessions_url}\nPress Ctrl-C to stop.\n",
+        data_dir.display()
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
 
-    commons::observability::shutdown_signal().await;
-    eprintln!("Stopping…");
+    // Stop on Ctrl-C/SIGTERM, or as soon as any service fails, and then stop the others.
+    let mut tasks = [
+        ("sessions service", sessions_task),
+        ("upload workers", uploads_task),
+        ("gateway", gateway_task),
+    ];
+    let failed = tokio::select! {
+        () = commons::observability::shutdown_signal() => None,
+        (res, i, _) = futures::future::select_all(tasks.iter_mut().map(|(_, t)| t)) => Some((i, res)),
+    };
     stop.cancel();
-    let (a, b, c) = tokio::join!(sessions_task, uploads_task, gateway_task);
-    a?.context("sessions service")?;
-    b?.context("upload workers")?;
-    c?.context("gateway")?;
+    if let Some((i, res)) = failed {
+        let what = tasks[i].0;
+        return match res {
+            Ok(Ok(())) => Err(anyhow::anyhow!("the {what} stopped unexpectedly")),
+            Ok(Err(e)) => Err(e.context(format!("the {what} failed"))),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("the {what} crashed"))),
+        };
+    }
+    eprintln!("Stopping…");
+    for (what, task) in tasks {
+        task.await?
+            .with_context(|| format!("stopping the {what}"))?;
+    }
     Ok(())
 }

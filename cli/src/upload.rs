@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::client::{Api, UploadStatus};
+use crate::client::{Api, ApiError, UploadStatus};
 
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
@@ -29,7 +29,12 @@ pub struct UploadOptions {
 
 impl Default for UploadOptions {
     fn default() -> Self {
-        Self { parallelism: 4, attempts: 8, progress: true, assembly_timeout: Duration::from_secs(3600) }
+        Self {
+            parallelism: 4,
+            attempts: 8,
+            progress: true,
+            assembly_timeout: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -72,7 +77,8 @@ pub async fn hash_file(path: &Path, pb: &ProgressBar) -> anyhow::Result<String> 
     let pb = pb.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         use std::io::Read;
-        let mut f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut f =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -97,7 +103,12 @@ fn hex_of(bytes: &[u8]) -> String {
 }
 
 fn content_type_of(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("txt" | "log" | "md") => "text/plain",
         Some("json") => "application/json",
         Some("png") => "image/png",
@@ -116,8 +127,13 @@ fn content_type_of(path: &Path) -> &'static str {
 
 /// Uploads one file (or resumes its unfinished upload) and waits until the server has
 /// assembled it into a completed File.
-pub async fn upload_file(api: &Api, path: &Path, opts: &UploadOptions) -> anyhow::Result<UploadReport> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+pub async fn upload_file(
+    api: &Api,
+    path: &Path,
+    opts: &UploadOptions,
+) -> anyhow::Result<UploadReport> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }
@@ -136,28 +152,33 @@ pub async fn upload_file(api: &Api, path: &Path, opts: &UploadOptions) -> anyhow
     hashing.finish_and_clear();
 
     let started = Instant::now();
-    let existing = api
-        .unfinished_uploads()
-        .await?
-        .into_iter()
-        .find(|u| u.name == name && u.size == size && u.sha256.as_deref() == Some(sha256.as_str()));
+    let existing =
+        api.unfinished_uploads().await?.into_iter().find(|u| {
+            u.name == name && u.size == size && u.sha256.as_deref() == Some(sha256.as_str())
+        });
     let (upload_id, upload_url, token) = match existing {
         // Already assembling: nothing to send, only wait.
         Some(u) if u.state != "uploading" => (u.upload_id, String::new(), String::new()),
         Some(u) => {
             let renewed = api.renew_upload_token(&u.upload_id).await?;
-            let url = renewed.upload_url.unwrap_or_else(|| format!("/api/v1/chunks/{}", u.upload_id));
+            let url = renewed
+                .upload_url
+                .unwrap_or_else(|| format!("/api/v1/chunks/{}", u.upload_id));
             (u.upload_id, url, renewed.upload_token)
         }
         None => {
-            let created = api.create_upload(&name, size, content_type_of(path), &sha256).await?;
+            let created = api
+                .create_upload(&name, size, content_type_of(path), &sha256)
+                .await?;
             (created.upload_id, created.upload_url, created.upload_token)
         }
     };
     let status = api.upload_status(&upload_id).await?;
 
     let received: std::collections::HashSet<u32> = status.received_chunks.iter().copied().collect();
-    let missing: VecDeque<u32> = (0..status.total_chunks).filter(|i| !received.contains(i)).collect();
+    let missing: VecDeque<u32> = (0..status.total_chunks)
+        .filter(|i| !received.contains(i))
+        .collect();
     let skipped = status.total_chunks - missing.len() as u32;
     let sent = missing.len() as u32;
 
@@ -183,7 +204,10 @@ pub async fn upload_file(api: &Api, path: &Path, opts: &UploadOptions) -> anyhow
             seconds,
             megabytes_per_second: size as f64 / 1e6 / seconds.max(1e-9),
         }),
-        "failed" => bail!("the server could not assemble {name}: {}", done.error.unwrap_or_else(|| "no reason given".into())),
+        "failed" => bail!(
+            "the server could not assemble {name}: {}",
+            done.error.unwrap_or_else(|| "no reason given".into())
+        ),
         other => bail!("the upload of {name} ended as {other}"),
     }
 }
@@ -212,12 +236,26 @@ async fn send_chunks(
         let attempts = opts.attempts;
         tasks.push(async move {
             loop {
-                let Some(index) = queue.lock().await.pop_front() else { return Ok::<(), anyhow::Error>(()) };
-                let len = plan.chunk_len(index).context("chunk index out of the plan")?;
+                let Some(index) = queue.lock().await.pop_front() else {
+                    return Ok::<(), anyhow::Error>(());
+                };
+                let len = plan
+                    .chunk_len(index)
+                    .context("chunk index out of the plan")?;
                 let offset = plan.offset(index);
                 let data = read_chunk(file.clone(), offset, len).await?;
                 let digest = commons::digest::format_content_digest(&Sha256::digest(&data).into());
-                send_one(api, &upload_id, &upload_url, &token, index, data, &digest, attempts).await?;
+                send_one(
+                    api,
+                    &upload_id,
+                    &upload_url,
+                    &token,
+                    index,
+                    data,
+                    &digest,
+                    attempts,
+                )
+                .await?;
                 pb.inc(len);
             }
         });
@@ -230,7 +268,8 @@ async fn read_chunk(file: Arc<std::fs::File>, offset: u64, len: u64) -> anyhow::
     tokio::task::spawn_blocking(move || -> anyhow::Result<Bytes> {
         use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; usize::try_from(len)?];
-        file.read_exact_at(&mut buf, offset).context("reading the file (did it change during the upload?)")?;
+        file.read_exact_at(&mut buf, offset)
+            .context("reading the file (did it change during the upload?)")?;
         Ok(Bytes::from(buf))
     })
     .await?
@@ -247,44 +286,74 @@ async fn send_one(
     digest: &str,
     attempts: u32,
 ) -> anyhow::Result<()> {
+    // Another request may hold this chunk's lease (e.g. one cut off by a crash); the server
+    // frees it when the lease runs out, so wait that long rather than give up.
+    let in_progress_deadline = Instant::now() + Duration::from_secs(180);
     let mut attempt = 0;
     loop {
-        attempt += 1;
         let current = token.read().await.clone();
-        let err = match api.put_chunk(upload_url, &current, index, data.clone(), digest).await {
-            Ok(_) => return Ok(()),
+        let err = match api
+            .put_chunk(upload_url, &current, index, data.clone(), digest)
+            .await
+        {
+            Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        match err.status() {
+        let wait = match (err.status(), &err) {
             // The upload token expired: get a new one (once per expiry, shared by all tasks).
-            Some(401) => {
+            (Some(401), _) => {
                 let mut guard = token.write().await;
                 if *guard == current {
                     *guard = api.renew_upload_token(upload_id).await?.upload_token;
                 }
+                attempt += 1;
+                Duration::ZERO
             }
-            Some(410) => bail!("the upload was cancelled or has expired on the server"),
-            // Corrupted in transit, or another request is writing this chunk right now: retry.
-            Some(422 | 409) if attempt < attempts => {}
-            _ if err.is_transient() && attempt < attempts => {}
+            (Some(410), _) => bail!("the upload was cancelled or has expired on the server"),
+            (
+                Some(409),
+                ApiError::Problem {
+                    kind, retry_after, ..
+                },
+            ) if kind.ends_with("/chunk-in-progress") => {
+                if Instant::now() > in_progress_deadline {
+                    bail!("chunk {index} stayed locked by another request: {err}");
+                }
+                Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 30))
+            }
+            // Corrupted in transit (422), or the network or server failed: retry with backoff.
+            (Some(422), _) => {
+                attempt += 1;
+                backoff(attempt)
+            }
+            _ if err.is_transient() => {
+                attempt += 1;
+                backoff(attempt)
+            }
             _ => return Err(anyhow::Error::new(err).context(format!("uploading chunk {index}"))),
-        }
+        };
         if attempt >= attempts {
             bail!("chunk {index} failed {attempts} times: {err}");
         }
-        tokio::time::sleep(backoff(attempt)).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
 /// Exponential backoff with jitter: 250 ms, 500 ms, 1 s … capped at 10 s.
 pub fn backoff(attempt: u32) -> Duration {
-    let base = 250u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(10_000);
+    let base = 250u64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+        .min(10_000);
     let jitter = rand::random::<u64>() % (base / 4 + 1);
     Duration::from_millis(base + jitter)
 }
 
 /// Polls the upload until it is completed, failed, cancelled or expired.
-pub async fn wait_until_done(api: &Api, upload_id: &str, timeout: Duration) -> anyhow::Result<UploadStatus> {
+pub async fn wait_until_done(
+    api: &Api,
+    upload_id: &str,
+    timeout: Duration,
+) -> anyhow::Result<UploadStatus> {
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(50);
     loop {
@@ -299,7 +368,9 @@ pub async fn wait_until_done(api: &Api, upload_id: &str, timeout: Duration) -> a
         if !matches!(status.state.as_str(), "uploading" | "assembling") {
             return Ok(status);
         }
-        if status.state == "uploading" && status.received_chunks.len() < status.total_chunks as usize {
+        if status.state == "uploading"
+            && status.received_chunks.len() < status.total_chunks as usize
+        {
             bail!("the server is missing chunks of the upload; run the command again to resume");
         }
         if Instant::now() > deadline {
@@ -316,14 +387,22 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        assert!(backoff(1) >= Duration::from_millis(250) && backoff(1) < Duration::from_millis(320));
-        assert!(backoff(3) >= Duration::from_millis(1000));
+        assert!(
+            backoff(1) >= Duration::from_millis(250) && backoff(1) < Duration::from_millis(320)
+        );
+        assert!(backoff(3) >= Duration::from_secs(1));
         assert!(backoff(30) <= Duration::from_millis(12_500));
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(content_type_of(Path::new("a.ISO")), "application/x-iso9660-image");
-        assert_eq!(content_type_of(Path::new("noext")), "application/octet-stream");
+        assert_eq!(
+            content_type_of(Path::new("a.ISO")),
+            "application/x-iso9660-image"
+        );
+        assert_eq!(
+            content_type_of(Path::new("noext")),
+            "application/octet-stream"
+        );
     }
 }

@@ -20,10 +20,15 @@ fn upload_json(client: &Client, path: &std::path::Path, parallel: &str) -> serde
 /// Number of chunks the server has for the user's only unfinished upload (0 when none).
 fn received_chunks(client: &Client) -> (usize, usize) {
     let list = client.api_get("/api/v1/uploads");
-    let Some(item) = list["items"].as_array().and_then(|a| a.first()) else { return (0, 0) };
+    let Some(item) = list["items"].as_array().and_then(|a| a.first()) else {
+        return (0, 0);
+    };
     let id = item["upload_id"].as_str().unwrap();
     let status = client.api_get(&format!("/api/v1/uploads/{id}"));
-    (status["received_chunks"].as_array().unwrap().len(), status["total_chunks"].as_u64().unwrap() as usize)
+    (
+        status["received_chunks"].as_array().unwrap().len(),
+        status["total_chunks"].as_u64().unwrap() as usize,
+    )
 }
 
 #[test]
@@ -57,10 +62,17 @@ fn register_login_upload_list_download_delete() {
 
     client.ok(&["rm", &id]);
     assert!(client.json(&["ls"])["files"].as_array().unwrap().is_empty());
-    assert!(files_ending(&server.data_dir.join("blobs"), &id).is_empty(), "the blob is deleted too");
+    assert!(
+        files_ending(&server.data_dir.join("blobs"), &id).is_empty(),
+        "the blob is deleted too"
+    );
     let out = client.run(&["download", &id, "-o", copy.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -73,7 +85,11 @@ fn cli_errors_are_readable() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("lfusys login"));
     client.signup("bob@example.com");
     let out = client.run(&["register", "--email", "bob@example.com", "--password-stdin"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("409"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = client.run(&["upload", "/nonexistent/file.bin"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file.bin"));
     let offline = Client::new(&format!("http://127.0.0.1:{}", free_port()));
@@ -100,14 +116,26 @@ fn interrupted_upload_resumes_with_only_the_missing_chunks() {
     upload.kill().unwrap(); // SIGKILL: no chance to clean up
     upload.wait().unwrap();
     let (had, total) = received_chunks(&client);
-    assert!(had >= 3 && had < total, "interrupted mid-upload: {had}/{total}");
+    assert!(
+        had >= 3 && had < total,
+        "interrupted mid-upload: {had}/{total}"
+    );
 
     let report = upload_json(&client, &source, "4");
     let skipped = report["chunks_skipped"].as_u64().unwrap() as usize;
     assert!(skipped >= had, "resumed: {report}");
-    assert_eq!(skipped + report["chunks_sent"].as_u64().unwrap() as usize, total);
+    assert_eq!(
+        skipped + report["chunks_sent"].as_u64().unwrap() as usize,
+        total
+    );
     let copy = dir.path().join("copy.mkv");
-    client.ok(&["download", report["file_id"].as_str().unwrap(), "-o", copy.to_str().unwrap(), "--quiet"]);
+    client.ok(&[
+        "download",
+        report["file_id"].as_str().unwrap(),
+        "-o",
+        copy.to_str().unwrap(),
+        "--quiet",
+    ]);
     assert_eq!(sha256_file(&copy), sha);
     assert_eq!(client.json(&["ls"])["files"].as_array().unwrap().len(), 1);
 }
@@ -136,12 +164,21 @@ fn server_killed_mid_upload_restarts_and_the_upload_completes() {
 
     let server = Server::start(&data, port, &[], &[]);
     let (had, total) = received_chunks(&client);
-    assert!(had >= 3 && had < total, "kept across the crash: {had}/{total}");
+    assert!(
+        had >= 3 && had < total,
+        "kept across the crash: {had}/{total}"
+    );
     let report = upload_json(&client, &source, "4");
     assert!(report["chunks_skipped"].as_u64().unwrap() as usize >= had);
     assert_eq!(report["sha256"], sha.as_str());
     let copy = dir.path().join("copy.img");
-    client.ok(&["download", report["file_id"].as_str().unwrap(), "-o", copy.to_str().unwrap(), "--quiet"]);
+    client.ok(&[
+        "download",
+        report["file_id"].as_str().unwrap(),
+        "-o",
+        copy.to_str().unwrap(),
+        "--quiet",
+    ]);
     assert_eq!(sha256_file(&copy), sha);
     drop(server);
 }
@@ -175,12 +212,20 @@ fn assembler_killed_mid_job_is_redelivered_and_publishes_once() {
 
     let server = Server::start(&data, port, &["--assembly-visibility-secs", "2"], &[]);
     wait_for(Duration::from_secs(60), || {
-        client.json(&["ls"])["files"].as_array().is_some_and(|f| !f.is_empty())
+        client.json(&["ls"])["files"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
     });
     let files = client.json(&["ls"])["files"].as_array().unwrap().clone();
     assert_eq!(files.len(), 1, "exactly one File: {files:?}");
     assert_eq!(files[0]["sha256"], sha.as_str());
-    assert!(client.json(&["ls"])["uploads"].as_array().unwrap().is_empty(), "nothing left unfinished");
+    assert!(
+        client.json(&["ls"])["uploads"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing left unfinished"
+    );
     drop(server);
 }
 
@@ -207,11 +252,13 @@ fn expired_upload_leaves_nothing_behind() {
     let id = created["upload_id"].as_str().unwrap().to_owned();
     let url = created["upload_url"].as_str().unwrap().to_owned();
     let chunk = vec![1u8; MIB];
-    let digest = commons::digest::format_content_digest(&sha2::Digest::finalize(sha2::Digest::chain_update(
-        <sha2::Sha256 as sha2::Digest>::new(),
-        &chunk,
-    ))
-    .into());
+    let digest = commons::digest::format_content_digest(
+        &sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            &chunk,
+        ))
+        .into(),
+    );
     let put = |index: u32| {
         http.put(format!("{url}/{index}"))
             .bearer_auth(created["upload_token"].as_str().unwrap())
@@ -225,9 +272,20 @@ fn expired_upload_leaves_nothing_behind() {
     let first = put(0);
     assert!(first == 201 || first == 410, "{first}");
 
-    wait_for(Duration::from_secs(30), || client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "expired");
-    assert!(files_ending(&server.data_dir.join("blobs"), ".part").is_empty(), "storage released");
+    wait_for(Duration::from_secs(30), || {
+        client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "expired"
+    });
+    assert!(
+        files_ending(&server.data_dir.join("blobs"), ".part").is_empty(),
+        "storage released"
+    );
     assert_eq!(put(1), 410);
-    assert!(client.api_get("/api/v1/uploads")["items"].as_array().unwrap().is_empty());
-    assert!(client.api_get("/api/v1/files")["items"].as_array().unwrap().is_empty());
+    assert!(client.api_get("/api/v1/uploads")["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(client.api_get("/api/v1/files")["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }

@@ -36,7 +36,8 @@ pub fn parse_content_digest(value: &str) -> Result<Sha256, DigestError> {
             .and_then(|v| v.strip_suffix(':'))
             .ok_or(DigestError::Malformed)?;
         let bytes = STANDARD.decode(inner).map_err(|_| DigestError::Malformed)?;
-        return Sha256::try_from(bytes.as_slice()).map_err(|_| DigestError::WrongLength(bytes.len()));
+        return Sha256::try_from(bytes.as_slice())
+            .map_err(|_| DigestError::WrongLength(bytes.len()));
     }
     Err(DigestError::NoSha256)
 }
@@ -68,7 +69,10 @@ mod tests {
     fn round_trips_content_digest() {
         let d: Sha256 = sha2::Sha256::digest(b"hello").into();
         let header = format_content_digest(&d);
-        assert_eq!(header, "sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:");
+        assert_eq!(
+            header,
+            "sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:"
+        );
         assert_eq!(parse_content_digest(&header), Ok(d));
         let multi = format!("sha-512=:AAAA:, {header};x=1");
         assert_eq!(parse_content_digest(&multi), Ok(d));
@@ -76,10 +80,22 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert_eq!(parse_content_digest("md5=:AAAA:"), Err(DigestError::NoSha256));
-        assert_eq!(parse_content_digest("sha-256=AAAA"), Err(DigestError::Malformed));
-        assert_eq!(parse_content_digest("sha-256=:!!:"), Err(DigestError::Malformed));
-        assert_eq!(parse_content_digest("sha-256=:AAAA:"), Err(DigestError::WrongLength(3)));
+        assert_eq!(
+            parse_content_digest("md5=:AAAA:"),
+            Err(DigestError::NoSha256)
+        );
+        assert_eq!(
+            parse_content_digest("sha-256=AAAA"),
+            Err(DigestError::Malformed)
+        );
+        assert_eq!(
+            parse_content_digest("sha-256=:!!:"),
+            Err(DigestError::Malformed)
+        );
+        assert_eq!(
+            parse_content_digest("sha-256=:AAAA:"),
+            Err(DigestError::WrongLength(3))
+        );
         assert_eq!(parse_content_digest(""), Err(DigestError::NoSha256));
     }
 

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod problem;
 pub mod proto;
 pub mod range;
+pub mod sessions_client;
 pub mod state;
 pub mod storage;
 pub mod tokens;

@@ -25,8 +25,14 @@ pub fn init_tracing() {
     INIT.get_or_init(|| {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
         let json = std::env::var("LFUSYS_LOG_FORMAT").is_ok_and(|v| v == "json");
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-        let _ = if json { builder.json().try_init() } else { builder.try_init() };
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = if json {
+            builder.json().try_init()
+        } else {
+            builder.try_init()
+        };
     });
 }
 
@@ -36,7 +42,9 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0])
+                .set_buckets(&[
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+                ])
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
                 Ok(h) => h,
@@ -60,7 +68,10 @@ pub fn always_ready() -> ReadinessCheck {
 pub fn ops_router(ready: ReadinessCheck) -> Router {
     let handle = metrics_handle();
     Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz).with_state(ready))
         .route(
             "/metrics",
@@ -80,7 +91,9 @@ pub fn ops_router(ready: ReadinessCheck) -> Router {
 async fn readyz(State(check): State<ReadinessCheck>) -> Response {
     match check().await {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(reason) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", reason).into_response(),
+        Err(reason) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", reason).into_response()
+        }
     }
 }
 

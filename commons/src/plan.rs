@@ -110,7 +110,14 @@ mod tests {
     #[test]
     fn small_file_is_one_chunk_of_its_size() {
         let p = policy().plan(1234).unwrap();
-        assert_eq!(p, UploadPlan { size: 1234, chunk_size: 1234, total_chunks: 1 });
+        assert_eq!(
+            p,
+            UploadPlan {
+                size: 1234,
+                chunk_size: 1234,
+                total_chunks: 1
+            }
+        );
         assert_eq!(p.chunk_len(0), Some(1234));
         assert_eq!(p.chunk_len(1), None);
     }
@@ -139,13 +146,19 @@ mod tests {
 
     #[test]
     fn preferred_below_store_minimum_is_raised() {
-        let policy = PlanPolicy { preferred_chunk_size: MIB, ..policy() };
+        let policy = PlanPolicy {
+            preferred_chunk_size: MIB,
+            ..policy()
+        };
         assert_eq!(policy.plan(100 * MIB).unwrap().chunk_size, 5 * MIB);
     }
 
     #[test]
     fn rejects_empty_and_too_large() {
         assert_eq!(policy().plan(0), Err(PlanError::EmptyOrNegative));
-        assert!(matches!(policy().plan(6 * 1024 * GIB), Err(PlanError::TooLarge { .. })));
+        assert!(matches!(
+            policy().plan(6 * 1024 * GIB),
+            Err(PlanError::TooLarge { .. })
+        ));
     }
 }

@@ -30,6 +30,7 @@ impl Problem {
         }
     }
 
+    #[must_use]
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs);
         self
@@ -123,6 +124,7 @@ pub fn from_rejection(rejection: &impl std::fmt::Display, status: StatusCode) ->
 }
 
 /// Fallback for unknown routes.
+#[allow(clippy::unused_async)] // an axum handler
 pub async fn not_found_fallback() -> Problem {
     Problem::not_found("no such resource")
 }
@@ -146,10 +148,25 @@ mod tests {
 
     #[test]
     fn maps_grpc_codes() {
-        assert_eq!(Problem::from_status(&tonic::Status::not_found("x")).status, 404);
-        assert_eq!(Problem::from_status(&tonic::Status::failed_precondition("x")).status, 409);
-        assert_eq!(Problem::from_status(&tonic::Status::invalid_argument("x")).status, 400);
-        assert_eq!(Problem::from_status(&tonic::Status::unavailable("x")).status, 503);
-        assert_eq!(Problem::from_status(&tonic::Status::internal("secret")).detail, "an internal error occurred");
+        assert_eq!(
+            Problem::from_status(&tonic::Status::not_found("x")).status,
+            404
+        );
+        assert_eq!(
+            Problem::from_status(&tonic::Status::failed_precondition("x")).status,
+            409
+        );
+        assert_eq!(
+            Problem::from_status(&tonic::Status::invalid_argument("x")).status,
+            400
+        );
+        assert_eq!(
+            Problem::from_status(&tonic::Status::unavailable("x")).status,
+            503
+        );
+        assert_eq!(
+            Problem::from_status(&tonic::Status::internal("secret")).detail,
+            "an internal error occurred"
+        );
     }
 }

@@ -97,6 +97,9 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Full);
         assert_eq!(parse_range(Some("items=0-1"), 100), Full);
         assert_eq!(parse_range(Some("bytes=abc"), 100), Full);
-        assert_eq!(ByteRange { start: 90, end: 99 }.content_range(100), "bytes 90-99/100");
+        assert_eq!(
+            ByteRange { start: 90, end: 99 }.content_range(100),
+            "bytes 90-99/100"
+        );
     }
 }

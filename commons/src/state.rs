@@ -85,7 +85,9 @@ impl UploadState {
 
     /// Decodes the wire value of a proto enum field.
     pub fn from_proto_i32(v: i32) -> Option<Self> {
-        proto::UploadState::try_from(v).ok().and_then(Self::from_proto)
+        proto::UploadState::try_from(v)
+            .ok()
+            .and_then(Self::from_proto)
     }
 }
 

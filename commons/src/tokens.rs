@@ -111,7 +111,9 @@ fn pem(label: &str, der: &[u8]) -> String {
         out.push_str(&String::from_utf8_lossy(line));
         out.push('\n');
     }
-    out.push_str(&format!("-----END {label}-----\n"));
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
     out
 }
 
@@ -157,15 +159,23 @@ impl TokenSigner {
     pub fn load_or_generate(path: &Path) -> Result<Self, KeyError> {
         let p = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::from_pem(&text).map_err(|reason| KeyError::Invalid { path: p, reason }),
+            Ok(text) => {
+                Self::from_pem(&text).map_err(|reason| KeyError::Invalid { path: p, reason })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let rng = ring::rand::SystemRandom::new();
                 let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generate)?;
                 let text = pem("PRIVATE KEY", pkcs8.as_ref());
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|source| KeyError::Io { path: p.clone(), source })?;
+                    std::fs::create_dir_all(dir).map_err(|source| KeyError::Io {
+                        path: p.clone(),
+                        source,
+                    })?;
                 }
-                write_private(path, &text).map_err(|source| KeyError::Io { path: p.clone(), source })?;
+                write_private(path, &text).map_err(|source| KeyError::Io {
+                    path: p.clone(),
+                    source,
+                })?;
                 Self::from_pem(&text).map_err(|reason| KeyError::Invalid { path: p, reason })
             }
             Err(source) => Err(KeyError::Io { path: p, source }),
@@ -175,7 +185,10 @@ impl TokenSigner {
     /// Loads a private key PEM file that must exist.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: p.clone(),
+            source,
+        })?;
         Self::from_pem(&text).map_err(|reason| KeyError::Invalid { path: p, reason })
     }
 
@@ -193,7 +206,13 @@ impl TokenSigner {
             .map_err(|_| TokenError::Signing)
     }
 
-    pub fn sign_access(&self, user_id: &str, family: &str, now_s: i64, ttl_s: i64) -> Result<String, TokenError> {
+    pub fn sign_access(
+        &self,
+        user_id: &str,
+        family: &str,
+        now_s: i64,
+        ttl_s: i64,
+    ) -> Result<String, TokenError> {
         self.sign(&AccessClaims {
             sub: user_id.to_owned(),
             iss: ISSUER.to_owned(),
@@ -258,7 +277,10 @@ impl TokenVerifier {
 
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: p.clone(),
+            source,
+        })?;
         Self::from_public_pem(&text).map_err(|reason| KeyError::Invalid { path: p, reason })
     }
 
@@ -335,6 +357,9 @@ mod tests {
         let t = a.sign_access("u", "f", now(), 60).unwrap();
         assert!(b.verifier().verify_access(&t).is_ok());
         std::fs::write(&path, "garbage").unwrap();
-        assert!(matches!(TokenSigner::load_or_generate(&path), Err(KeyError::Invalid { .. })));
+        assert!(matches!(
+            TokenSigner::load_or_generate(&path),
+            Err(KeyError::Invalid { .. })
+        ));
     }
 }

@@ -1,1 +1,146 @@
-//! gateway
+//! The LFUSYS gateway: the public HTTP API (DESIGN §3 uploads and files, §4 auth), its
+//! OpenAPI document, and the web app.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), gateway::Error> {
+//! let config = gateway::Config::from_environment()?;
+//! let state = gateway::GatewayState::open(&config).await?;
+//! let listener = tokio::net::TcpListener::bind(config.listen).await?;
+//! gateway::serve(listener, state, commons::observability::shutdown_signal()).await
+//! # }
+//! ```
+
+pub mod api;
+pub mod authn;
+pub mod config;
+pub mod dto;
+pub mod openapi;
+pub mod password;
+pub mod ratelimit;
+pub mod state;
+pub mod web;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use commons::observability::{ops_router, track_http, ReadinessCheck};
+use commons::problem::Problem;
+use commons::proto;
+
+pub use config::{Config, CookieSecure};
+pub use state::GatewayState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Key(#[from] commons::tokens::KeyError),
+    #[error(transparent)]
+    Store(#[from] commons::storage::StoreError),
+    #[error(transparent)]
+    Password(#[from] password::PasswordError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The gateway's routes: `/api/v1/…`, `/healthz`, `/readyz`, `/metrics`, and the web app.
+pub fn app(state: GatewayState) -> Router {
+    use api::{auth, files, uploads};
+    let web = web::WebApp::new(&state.config().web_dir);
+    let api = Router::new()
+        .route("/api/v1/auth/register", post(auth::register))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/me", get(auth::me))
+        .route(
+            "/api/v1/uploads",
+            post(uploads::create_upload).get(uploads::list_uploads),
+        )
+        .route(
+            "/api/v1/uploads/{id}",
+            get(uploads::get_upload).delete(uploads::cancel_upload),
+        )
+        .route("/api/v1/uploads/{id}/token", post(uploads::renew_token))
+        .route("/api/v1/files", get(files::list_files))
+        .route(
+            "/api/v1/files/{id}",
+            get(files::get_file).delete(files::delete_file),
+        )
+        .route("/api/v1/files/{id}/content", get(files::download))
+        .route("/api/v1/openapi.json", get(openapi::serve_document))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone());
+    Router::new()
+        .merge(api)
+        .merge(ops_router(readiness(state)))
+        .fallback(move |req: Request| {
+            let web = web.clone();
+            async move { web.handle(req).await }
+        })
+        .layer(middleware::from_fn(track_http))
+}
+
+async fn method_not_allowed() -> Response {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this method is not allowed on this resource",
+    )
+    .into_response()
+}
+
+/// Ready when the auth store answers and the sessions service is reachable.
+fn readiness(state: GatewayState) -> ReadinessCheck {
+    Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move {
+            state
+                .auth()
+                .check()
+                .await
+                .map_err(|e| format!("auth store: {e}"))?;
+            sessions_reachable(&state).await
+        })
+    })
+}
+
+async fn sessions_reachable(state: &GatewayState) -> Result<(), String> {
+    // Any answer, even NOT_FOUND for this id that never exists, proves the service is up.
+    let probe = proto::GetUploadRequest {
+        owner_id: "readiness-probe".to_owned(),
+        upload_id: "00000000-0000-0000-0000-000000000000".to_owned(),
+    };
+    let mut client = state.sessions();
+    match tokio::time::timeout(Duration::from_secs(3), client.get_upload(probe)).await {
+        Err(_) => Err("sessions service: no answer within 3 s".to_owned()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+                Err(format!("sessions service: {}", status.message()))
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Serves the gateway on an already bound listener until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: GatewayState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Io)
+}

@@ -1,1 +1,161 @@
-//! sessions
+//! The sessions service: the single authority over users' uploads and files metadata.
+//!
+//! It serves the gRPC contract `commons/proto/sessions.proto` (used by the gateway and the
+//! upload workers) and, on the same port, `/healthz`, `/readyz` and `/metrics`. A background
+//! sweeper expires abandoned uploads and re-enqueues assembly jobs that were lost.
+//!
+//! Choices the contract leaves open:
+//! - Chunk records of a completed upload are kept until its File is deleted, so a chunk
+//!   retried after completion is still recognised (`ALREADY_STORED` / `DIGEST_CONFLICT`) and
+//!   the upload's status keeps listing every chunk. Cancelled, expired and failed uploads drop
+//!   their chunk records together with their storage.
+//! - An upload is refused past its `expires_at` even before the sweeper runs: `BeginChunk`
+//!   expires it on the spot and answers `GONE`.
+//! - Cancelling or failing an upload again answers its state and retries the (idempotent)
+//!   storage release, which heals a release that failed halfway.
+//! - A stuck assembly is re-sent with the upload id as dedup id, so re-sends within the
+//!   queue's deduplication window are dropped; `assembly_stale_after` should exceed it.
+
+pub mod config;
+mod convert;
+pub mod service;
+pub mod sweeper;
+mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use commons::observability::{ops_router, track_http, ReadinessCheck};
+use commons::plan::PlanPolicy;
+use commons::proto::sessions_server::SessionsServer;
+use commons::storage::{BlobStore, JobQueue, MetadataStore, StoreError};
+
+pub use config::{Config, ConfigError};
+pub use service::SessionsService;
+pub use sweeper::{sweep_once, SweepReport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the {what}: {source}")]
+    Storage {
+        what: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything the service works with; cheap to clone.
+#[derive(Clone)]
+pub struct SessionsState {
+    pub metadata: Arc<dyn MetadataStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub policy: PlanPolicy,
+    pub config: Arc<Config>,
+}
+
+impl std::fmt::Debug for SessionsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionsState")
+            .field("policy", &self.policy)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionsState {
+    /// Opens the metadata store, blob store and queue that `config.storage` names.
+    pub async fn open(config: &Config) -> Result<Self, Error> {
+        let storage = |what| move |source| Error::Storage { what, source };
+        let metadata = config
+            .storage
+            .metadata_store()
+            .await
+            .map_err(storage("metadata store"))?;
+        let blobs = config
+            .storage
+            .blob_store()
+            .await
+            .map_err(storage("blob store"))?;
+        let queue = config
+            .storage
+            .job_queue()
+            .await
+            .map_err(storage("job queue"))?;
+        Ok(Self::new(config.clone(), metadata, blobs, queue))
+    }
+
+    /// A state over explicitly given stores.
+    pub fn new(
+        config: Config,
+        metadata: Arc<dyn MetadataStore>,
+        blobs: Arc<dyn BlobStore>,
+        queue: Arc<dyn JobQueue>,
+    ) -> Self {
+        Self {
+            metadata,
+            blobs,
+            queue,
+            policy: config.plan_policy(),
+            config: Arc::new(config),
+        }
+    }
+
+    /// Readiness: all three stores answer.
+    pub fn readiness(&self) -> ReadinessCheck {
+        let state = self.clone();
+        Arc::new(move || {
+            let state = state.clone();
+            Box::pin(async move {
+                let (m, b, q) = tokio::join!(
+                    state.metadata.check(),
+                    state.blobs.check(),
+                    state.queue.check()
+                );
+                m.map_err(|e| format!("metadata store: {e}"))?;
+                b.map_err(|e| format!("blob store: {e}"))?;
+                q.map_err(|e| format!("job queue: {e}"))?;
+                Ok(())
+            })
+        })
+    }
+}
+
+/// The gRPC service and the ops endpoints on one router (gRPC rides on HTTP/2 without TLS,
+/// the ops endpoints answer HTTP/1.1 and HTTP/2 alike).
+pub fn app(state: SessionsState) -> Router {
+    let readiness = state.readiness();
+    let grpc = tonic::service::Routes::new(SessionsServer::new(SessionsService::new(state)))
+        .into_axum_router();
+    grpc.merge(ops_router(readiness))
+        .fallback(commons::problem::not_found_fallback)
+        .layer(axum::middleware::from_fn(track_http))
+}
+
+/// Serves [`app`] on an already-bound listener, with the sweeper running alongside, until
+/// `shutdown` resolves; then stops the sweeper and drains the open connections.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: SessionsState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(sweeper::run(state.clone(), stop_rx));
+    let stop = stop_tx.clone();
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    if let Err(e) = sweeper.await {
+        tracing::error!(error = %e, "the sweeper task failed");
+    }
+    result.map_err(Error::Io)
+}

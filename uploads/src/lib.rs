@@ -1,1 +1,229 @@
-//! uploads
+//! LFUSYS upload workers (DESIGN §3, steps 2–4).
+//!
+//! - **Chunk ingest**: `PUT /api/v1/chunks/{upload_id}/{index}` verifies the upload token
+//!   locally (the gateway's public key, no database), takes a lease on the chunk from the
+//!   sessions service, streams the body into the blob store while hashing it, and records it.
+//!   See [`chunks`].
+//! - **Assembly**: `Config::assemblers` tasks consume the assembly queue and turn complete
+//!   uploads into Files. See [`assembler`].
+//!
+//! Both run inside [`serve`]; `/healthz`, `/readyz` and `/metrics` come with [`app`].
+
+pub mod assembler;
+pub mod chunks;
+mod config;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::Router;
+use commons::observability::{ops_router, ReadinessCheck};
+use commons::problem::Problem;
+use commons::proto::sessions_client::SessionsClient;
+use commons::proto::GetUploadRequest;
+use commons::storage::{BlobStore, JobQueue, StoreError};
+use commons::tokens::{KeyError, TokenVerifier};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+pub use config::{Config, DEFAULT_LISTEN, DEFAULT_SESSIONS_URL};
+
+/// Errors of starting or running a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("loading the token public key")]
+    Key(#[from] KeyError),
+    #[error("opening storage")]
+    Store(#[from] StoreError),
+    #[error("invalid sessions service address")]
+    SessionsUrl(#[from] tonic::transport::Error),
+    #[error("serving HTTP")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything the handlers and assemblers share. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkerState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    verifier: TokenVerifier,
+    blob: Arc<dyn BlobStore>,
+    queue: Arc<dyn JobQueue>,
+    sessions: SessionsClient<Channel>,
+    config: Config,
+}
+
+impl WorkerState {
+    pub fn new(
+        verifier: TokenVerifier,
+        blob: Arc<dyn BlobStore>,
+        queue: Arc<dyn JobQueue>,
+        sessions: SessionsClient<Channel>,
+        config: Config,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                verifier,
+                blob,
+                queue,
+                sessions,
+                config,
+            }),
+        }
+    }
+
+    /// Loads the public key, opens the configured stores and prepares a (lazy) connection to
+    /// the sessions service.
+    pub async fn open(config: &Config) -> Result<Self, Error> {
+        let verifier = TokenVerifier::load(&config.public_key_file)?;
+        let blob = config.storage.blob_store().await?;
+        let queue = config.storage.job_queue().await?;
+        // Connects on first use, so workers may start before the sessions service.
+        let sessions = commons::sessions_client::connect_lazy(&config.sessions_url)?;
+        Ok(Self::new(verifier, blob, queue, sessions, config.clone()))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn verifier(&self) -> &TokenVerifier {
+        &self.inner.verifier
+    }
+
+    pub(crate) fn blob(&self) -> &Arc<dyn BlobStore> {
+        &self.inner.blob
+    }
+
+    pub(crate) fn queue(&self) -> &Arc<dyn JobQueue> {
+        &self.inner.queue
+    }
+
+    pub(crate) fn sessions(&self) -> SessionsClient<Channel> {
+        self.inner.sessions.clone()
+    }
+}
+
+/// The worker's HTTP surface: the chunk route, `/healthz` `/readyz` `/metrics`, request
+/// metrics and CORS (browsers upload from the gateway's origin to the workers).
+pub fn app(state: WorkerState) -> Router {
+    let cors = cors_layer(&state.config().cors_allowed_origins);
+    chunks::router(state.clone())
+        .merge(ops_router(readiness(state)))
+        .fallback(commons::problem::not_found_fallback)
+        .layer(axum::middleware::from_fn(
+            commons::observability::track_http,
+        ))
+        .layer(cors)
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| {
+                let v = HeaderValue::from_str(o).ok();
+                if v.is_none() {
+                    tracing::warn!(origin = %o, "ignoring an invalid CORS origin");
+                }
+                v
+            })
+            .collect();
+        AllowOrigin::list(list)
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::PUT])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("content-digest"),
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+/// Ready when the blob store and the queue answer and the sessions service responds to a
+/// request (any gRPC answer but "unavailable" counts: it is up and talking).
+fn readiness(state: WorkerState) -> ReadinessCheck {
+    Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move {
+            state
+                .blob()
+                .check()
+                .await
+                .map_err(|e| format!("blob store: {e}"))?;
+            state
+                .queue()
+                .check()
+                .await
+                .map_err(|e| format!("job queue: {e}"))?;
+            let probe = GetUploadRequest {
+                owner_id: String::new(),
+                upload_id: "00000000-0000-0000-0000-000000000000".to_owned(),
+            };
+            let mut client = state.sessions();
+            match tokio::time::timeout(Duration::from_secs(3), client.get_upload(probe)).await {
+                Err(_) => Err("sessions service: no answer within 3 s".to_owned()),
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(status)) => match status.code() {
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown => {
+                        Err(format!("sessions service: {}", status.message()))
+                    }
+                    _ => Ok(()),
+                },
+            }
+        })
+    })
+}
+
+/// Serves the worker on an already-bound listener and runs its assemblers until `shutdown`
+/// resolves; then stops accepting, finishes in-flight requests and stops the assemblers.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: WorkerState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let stop = CancellationToken::new();
+    let assemblers = assembler::spawn(&state, state.config().assemblers, &stop);
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    let http_stop = stop.clone();
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move { http_stop.cancelled().await })
+        .await;
+    // The HTTP server may end on its own (an I/O error); the assemblers go with it.
+    stop.cancel();
+    for task in assemblers {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "an assembler task panicked");
+        }
+    }
+    result.map_err(Error::Io)
+}
+
+/// A problem whose status says the sessions service could not be reached.
+pub(crate) fn sessions_problem(status: &tonic::Status) -> Problem {
+    if status.code() == tonic::Code::NotFound {
+        return Problem::new(
+            StatusCode::GONE,
+            "upload-gone",
+            "the upload no longer exists",
+        );
+    }
+    Problem::from_status(status)
+}

@@ -21,7 +21,11 @@ pub struct Server {
 
 /// A free loopback port (bound and released), for a server that must come back on the same URL.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
@@ -31,7 +35,14 @@ impl Server {
         let mut cmd = Command::new(BIN);
         cmd.args(["up", "--data-dir"])
             .arg(data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--chunk-size", "1MiB", "--web-dir", "/nonexistent"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--chunk-size",
+                "1MiB",
+                "--web-dir",
+                "/nonexistent",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -42,17 +53,35 @@ impl Server {
         let mut child = cmd.spawn().expect("spawning lfusys up");
         let stdout = child.stdout.take().unwrap();
         let mut url = None;
-        for line in BufReader::new(stdout).lines() {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
             let line = line.unwrap();
-            if let Some(u) = line.split("API").nth(1).and_then(|rest| rest.split("http://").nth(1)) {
+            if let Some(u) = line
+                .split("API")
+                .nth(1)
+                .and_then(|rest| rest.split("http://").nth(1))
+            {
                 url = Some(format!("http://{}", u.trim()));
                 break;
             }
         }
-        let url = url.unwrap_or_else(|| panic!("lfusys up did not start: {}", std::fs::read_to_string(&log).unwrap_or_default()));
-        let server = Server { child, url, data_dir: data_dir.to_path_buf(), log };
+        // Keep reading what the server prints so it never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let url = url.unwrap_or_else(|| {
+            panic!(
+                "lfusys up did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        let server = Server {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        };
         wait_for(Duration::from_secs(30), || {
-            reqwest::blocking::get(format!("{}/readyz", server.url)).is_ok_and(|r| r.status().is_success())
+            reqwest::blocking::get(format!("{}/readyz", server.url))
+                .is_ok_and(|r| r.status().is_success())
         });
         server
     }
@@ -69,7 +98,10 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "server did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -78,6 +110,14 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // The server's log helps whoever reads a failed test.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- log of lfusys up at {} ---\n{}",
+                self.url,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
     }
 }
 
@@ -85,7 +125,10 @@ impl Drop for Server {
 pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -98,7 +141,10 @@ pub struct Client {
 
 impl Client {
     pub fn new(server: &str) -> Client {
-        Client { server: server.to_owned(), config_dir: tempfile::tempdir().unwrap() }
+        Client {
+            server: server.to_owned(),
+            config_dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -140,7 +186,8 @@ impl Client {
 
     /// The saved access token (for direct HTTP calls).
     pub fn access_token(&self) -> String {
-        let text = std::fs::read_to_string(self.config_dir.path().join("credentials.json")).unwrap();
+        let text =
+            std::fs::read_to_string(self.config_dir.path().join("credentials.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v["access_token"].as_str().unwrap().to_owned()
     }
@@ -177,7 +224,9 @@ pub fn sha256_file(path: &Path) -> String {
 /// Every file below `dir` whose name ends with `suffix`.
 pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {

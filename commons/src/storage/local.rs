@@ -1,12 +1,31 @@
 //! Local-disk blob store (embedded default).
-//! STUB: to be implemented (see storage/mod.rs for the contract).
+//!
+//! Layout under the root directory:
+//! - `uploads/{upload_id}.part`: one file per upload in progress, pre-sized at
+//!   `begin_upload`; every chunk is written at its own offset, so chunks may arrive in any
+//!   order and on any worker sharing the directory.
+//! - `{blob_key}` (e.g. `files/{uuid}`): committed blobs. Committing is fsync + rename of the
+//!   part file, so no byte is copied.
 
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::task::JoinHandle;
 
 use super::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult};
 use crate::range::ByteRange;
+
+/// Size of the buffers small body frames are coalesced into before a positioned write.
+const WRITE_BUFFER: usize = 1024 * 1024;
+/// Read buffer of blob streams.
+const READ_BUFFER: usize = 64 * 1024;
+const UPLOADS_DIR: &str = "uploads";
 
 #[derive(Debug, Clone)]
 pub struct LocalBlobStore {
@@ -14,41 +33,681 @@ pub struct LocalBlobStore {
 }
 
 impl LocalBlobStore {
+    /// Opens (creating it if needed) the store rooted at `root`.
     pub fn open(root: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(root)?;
-        Ok(Self { root: root.to_path_buf() })
+        std::fs::create_dir_all(root.join(UPLOADS_DIR))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn part_path(&self, upload_id: &str) -> StoreResult<PathBuf> {
+        validate_upload_id(upload_id)?;
+        Ok(self
+            .root
+            .join(UPLOADS_DIR)
+            .join(format!("{upload_id}.part")))
+    }
+
+    fn blob_path(&self, blob_key: &str) -> StoreResult<PathBuf> {
+        validate_blob_key(blob_key)?;
+        Ok(self.root.join(blob_key))
     }
 }
 
-fn todo_err() -> StoreError {
-    StoreError::Other("not implemented yet".into())
+fn is_safe_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+fn validate_upload_id(id: &str) -> StoreResult<()> {
+    if id.is_empty() || id.len() > 200 || !id.chars().all(is_safe_char) {
+        return Err(StoreError::Other(format!("invalid upload id {id:?}")));
+    }
+    Ok(())
+}
+
+/// Keys are relative paths of safe segments; the `uploads/` namespace is the store's own.
+fn validate_blob_key(key: &str) -> StoreResult<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 1000
+        && key
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg.chars().all(is_safe_char))
+        && key.split('/').next() != Some(UPLOADS_DIR);
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Other(format!("invalid blob key {key:?}")))
+    }
+}
+
+async fn blocking<T, F>(f: F) -> StoreResult<T>
+where
+    F: FnOnce() -> StoreResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Other(format!("blocking task failed: {e}")))?
+}
+
+fn not_found_or(e: std::io::Error, what: &str) -> StoreError {
+    if e.kind() == ErrorKind::NotFound {
+        StoreError::NotFound(what.to_owned())
+    } else {
+        StoreError::from(e)
+    }
+}
+
+/// Makes a rename or a new directory entry durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes consecutive buffers at increasing offsets, one positioned write in flight at a time,
+/// so at most two buffers (the one being filled, the one being written) exist per chunk.
+struct PositionedWriter {
+    file: Arc<File>,
+    pos: u64,
+    fill: Vec<u8>,
+    spare: Option<Vec<u8>>,
+    in_flight: Option<JoinHandle<std::io::Result<Vec<u8>>>>,
+}
+
+impl PositionedWriter {
+    fn new(file: File, offset: u64) -> Self {
+        Self {
+            file: Arc::new(file),
+            pos: offset,
+            fill: Vec::with_capacity(WRITE_BUFFER),
+            spare: None,
+            in_flight: None,
+        }
+    }
+
+    async fn push(&mut self, mut data: &[u8]) -> StoreResult<()> {
+        while !data.is_empty() {
+            let n = (WRITE_BUFFER - self.fill.len()).min(data.len());
+            self.fill.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.fill.len() >= WRITE_BUFFER {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_in_flight(&mut self) -> StoreResult<()> {
+        if let Some(handle) = self.in_flight.take() {
+            let buf = handle
+                .await
+                .map_err(|e| StoreError::Other(format!("write task failed: {e}")))??;
+            self.spare = Some(buf);
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> StoreResult<()> {
+        if self.fill.is_empty() {
+            return Ok(());
+        }
+        self.wait_in_flight().await?;
+        let next = self.spare.take().map_or_else(
+            || Vec::with_capacity(WRITE_BUFFER),
+            |mut v| {
+                v.clear();
+                v
+            },
+        );
+        let data = std::mem::replace(&mut self.fill, next);
+        let at = self.pos;
+        self.pos += data.len() as u64;
+        let file = Arc::clone(&self.file);
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            file.write_all_at(&data, at)?;
+            Ok(data)
+        }));
+        Ok(())
+    }
+
+    /// Writes what is buffered, waits for it and makes the data durable.
+    async fn finish(mut self) -> StoreResult<()> {
+        self.flush().await?;
+        self.wait_in_flight().await?;
+        let file = Arc::clone(&self.file);
+        blocking(move || Ok(file.sync_data()?)).await
+    }
+
+    /// Waits for the write in flight so that nothing of a failed attempt lands later, over a
+    /// retry's bytes.
+    async fn abandon(mut self) {
+        let _ = self.wait_in_flight().await;
+    }
+}
+
+async fn stream_into(
+    writer: &mut PositionedWriter,
+    target: &ChunkTarget,
+    mut body: ByteStream,
+) -> StoreResult<()> {
+    let mut received: u64 = 0;
+    while let Some(frame) = body.next().await {
+        let frame = frame.map_err(|e| StoreError::Body(e.to_string()))?;
+        received += frame.len() as u64;
+        if received > target.len {
+            return Err(StoreError::LengthMismatch {
+                expected: target.len,
+                actual: received,
+            });
+        }
+        writer.push(&frame).await?;
+    }
+    if received != target.len {
+        return Err(StoreError::LengthMismatch {
+            expected: target.len,
+            actual: received,
+        });
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl BlobStore for LocalBlobStore {
-    async fn begin_upload(&self, _upload_id: &str, _size: u64) -> StoreResult<String> {
-        let _ = &self.root;
-        Err(todo_err())
+    async fn begin_upload(&self, upload_id: &str, size: u64) -> StoreResult<String> {
+        let path = self.part_path(upload_id)?;
+        blocking(move || {
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            std::fs::create_dir_all(&dir)?;
+            // No truncation: a repeated begin must not wipe chunks already written.
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.set_len(size)?;
+            file.sync_all()?;
+            sync_dir(&dir)?;
+            Ok(String::new())
+        })
+        .await
     }
-    async fn write_chunk(&self, _target: &ChunkTarget, _body: ByteStream) -> StoreResult<String> {
-        Err(todo_err())
+
+    async fn write_chunk(&self, target: &ChunkTarget, body: ByteStream) -> StoreResult<String> {
+        let path = self.part_path(&target.upload_id)?;
+        let end = target
+            .offset
+            .checked_add(target.len)
+            .ok_or_else(|| StoreError::Other("chunk offset overflows".into()))?;
+        let file = blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| not_found_or(e, "upload storage"))?;
+            let size = file.metadata()?.len();
+            if end > size {
+                return Err(StoreError::Conflict(format!(
+                    "chunk ends at {end}, past the upload's size {size}"
+                )));
+            }
+            Ok(file)
+        })
+        .await?;
+        let mut writer = PositionedWriter::new(file, target.offset);
+        match stream_into(&mut writer, target, body).await {
+            Ok(()) => {
+                writer.finish().await?;
+                Ok(String::new())
+            }
+            Err(e) => {
+                writer.abandon().await;
+                Err(e)
+            }
+        }
     }
-    async fn complete_upload(&self, _u: &str, _h: &str, _p: &[PartRef], _k: &str) -> StoreResult<()> {
-        Err(todo_err())
+
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        _handle: &str,
+        parts: &[PartRef],
+        blob_key: &str,
+    ) -> StoreResult<()> {
+        let part = self.part_path(upload_id)?;
+        let blob = self.blob_path(blob_key)?;
+        let expected: Option<u64> = (!parts.is_empty()).then(|| parts.iter().map(|p| p.size).sum());
+        blocking(move || {
+            match File::open(&part) {
+                Ok(file) => {
+                    let size = file.metadata()?.len();
+                    if let Some(expected) = expected {
+                        if expected != size {
+                            return Err(StoreError::Conflict(format!(
+                                "parts add up to {expected} bytes but the upload holds {size}"
+                            )));
+                        }
+                    }
+                    file.sync_all()?;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return already_committed(&blob);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let blob_dir = blob.parent().map(Path::to_path_buf).unwrap_or_default();
+            std::fs::create_dir_all(&blob_dir)?;
+            match std::fs::rename(&part, &blob) {
+                Ok(()) => {}
+                // A concurrent commit of the same upload won the rename.
+                Err(e) if e.kind() == ErrorKind::NotFound => return already_committed(&blob),
+                Err(e) => return Err(e.into()),
+            }
+            sync_dir(&blob_dir)?;
+            if let Some(part_dir) = part.parent() {
+                sync_dir(part_dir)?;
+            }
+            Ok(())
+        })
+        .await
     }
-    async fn abort_upload(&self, _u: &str, _h: &str) -> StoreResult<()> {
-        Err(todo_err())
+
+    async fn abort_upload(&self, upload_id: &str, _handle: &str) -> StoreResult<()> {
+        let part = self.part_path(upload_id)?;
+        blocking(move || match std::fs::remove_file(&part) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        })
+        .await
     }
-    async fn blob_size(&self, _k: &str) -> StoreResult<u64> {
-        Err(todo_err())
+
+    async fn blob_size(&self, blob_key: &str) -> StoreResult<u64> {
+        let path = self.blob_path(blob_key)?;
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| not_found_or(e, blob_key))?;
+        if !meta.is_file() {
+            return Err(StoreError::NotFound(blob_key.to_owned()));
+        }
+        Ok(meta.len())
     }
-    async fn read_blob(&self, _k: &str, _r: Option<ByteRange>) -> StoreResult<ByteStream> {
-        Err(todo_err())
+
+    async fn read_blob(&self, blob_key: &str, range: Option<ByteRange>) -> StoreResult<ByteStream> {
+        let path = self.blob_path(blob_key)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| not_found_or(e, blob_key))?;
+        let size = file.metadata().await?.len();
+        let (start, len) = match range {
+            None => (0, size),
+            Some(r) => {
+                if r.start > r.end || r.end >= size {
+                    return Err(StoreError::Other(format!(
+                        "range {}-{} is outside the blob ({size} bytes)",
+                        r.start, r.end
+                    )));
+                }
+                (r.start, r.len())
+            }
+        };
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start)).await?;
+        }
+        let reader = file.take(len);
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            READ_BUFFER,
+        )))
     }
-    async fn delete_blob(&self, _k: &str) -> StoreResult<()> {
-        Err(todo_err())
+
+    async fn delete_blob(&self, blob_key: &str) -> StoreResult<()> {
+        let path = self.blob_path(blob_key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
+
     async fn check(&self) -> StoreResult<()> {
-        Err(todo_err())
+        let dir = self.root.join(UPLOADS_DIR);
+        blocking(move || {
+            // Writable, not just present: a read-only or full disk must fail readiness.
+            let probe = dir.join(format!(".probe-{}", uuid::Uuid::new_v4()));
+            std::fs::write(&probe, b"ok")
+                .map_err(|e| StoreError::Unavailable(format!("blob directory: {e}")))?;
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn already_committed(blob: &Path) -> StoreResult<()> {
+    match std::fs::metadata(blob) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(StoreError::NotFound("upload storage".into())),
+        Err(e) => Err(not_found_or(e, "upload storage")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use sha2::Digest;
+
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalBlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalBlobStore::open(&dir.path().join("blobs")).unwrap();
+        (dir, s)
+    }
+
+    fn target(upload_id: &str, index: u32, offset: u64, len: u64) -> ChunkTarget {
+        ChunkTarget {
+            upload_id: upload_id.into(),
+            handle: String::new(),
+            index,
+            offset,
+            len,
+            sha256: [0; 32],
+        }
+    }
+
+    /// A body of `data` cut into frames of `frame` bytes.
+    fn body(data: &[u8], frame: usize) -> ByteStream {
+        let frames: Vec<Result<Bytes, std::io::Error>> = data
+            .chunks(frame)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(frames))
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    async fn read_all(s: &LocalBlobStore, key: &str, range: Option<ByteRange>) -> Vec<u8> {
+        let mut stream = s.read_blob(key, range).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = stream.next().await {
+            let b = b.unwrap();
+            assert!(b.len() <= READ_BUFFER);
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn chunks_in_any_order_assemble_to_the_file() {
+        let (_d, s) = store();
+        let chunk = 1_500_000usize; // not a multiple of the write buffer
+        let total = chunk * 3 + 12_345;
+        let data = pattern(total, 7);
+        let id = "0190a0a0-0000-7000-8000-000000000001";
+        assert_eq!(s.begin_upload(id, total as u64).await.unwrap(), "");
+        let plan: Vec<(u32, usize, usize)> = (0..4)
+            .map(|i| (i, i as usize * chunk, chunk.min(total - i as usize * chunk)))
+            .collect();
+        // Out of order and concurrently, with frames of different sizes.
+        let mut tasks = Vec::new();
+        for &(i, off, len) in &[plan[2], plan[0], plan[3], plan[1]] {
+            let s = s.clone();
+            let slice = data[off..off + len].to_vec();
+            tasks.push(tokio::spawn(async move {
+                let frame = [1usize, 8192, 100_000, 3 * WRITE_BUFFER][i as usize];
+                s.write_chunk(&target(id, i, off as u64, len as u64), body(&slice, frame))
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), "");
+        }
+        let parts: Vec<PartRef> = plan
+            .iter()
+            .map(|&(i, _, len)| PartRef {
+                index: i,
+                size: len as u64,
+                etag: String::new(),
+            })
+            .collect();
+        s.complete_upload(id, "", &parts, "files/abc")
+            .await
+            .unwrap();
+        assert_eq!(s.blob_size("files/abc").await.unwrap(), total as u64);
+        let back = read_all(&s, "files/abc", None).await;
+        assert_eq!(sha2::Sha256::digest(&back), sha2::Sha256::digest(&data));
+        // Idempotent: the part is gone, the blob exists.
+        s.complete_upload(id, "", &parts, "files/abc")
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.complete_upload("other", "", &[], "files/nope").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn rewriting_a_chunk_replaces_its_bytes() {
+        let (_d, s) = store();
+        s.begin_upload("u1", 10).await.unwrap();
+        s.write_chunk(&target("u1", 0, 0, 5), body(b"xxxxx", 2))
+            .await
+            .unwrap();
+        s.write_chunk(&target("u1", 1, 5, 5), body(b"world", 5))
+            .await
+            .unwrap();
+        s.write_chunk(&target("u1", 0, 0, 5), body(b"hello", 1))
+            .await
+            .unwrap();
+        // A repeated begin keeps what was written.
+        s.begin_upload("u1", 10).await.unwrap();
+        s.complete_upload("u1", "", &[], "files/f1").await.unwrap();
+        assert_eq!(read_all(&s, "files/f1", None).await, b"helloworld");
+    }
+
+    #[tokio::test]
+    async fn wrong_lengths_and_body_errors_are_refused() {
+        let (_d, s) = store();
+        s.begin_upload("u2", 20).await.unwrap();
+        let long = s
+            .write_chunk(&target("u2", 0, 0, 10), body(&[1; 11], 4))
+            .await;
+        assert!(
+            matches!(
+                long,
+                Err(StoreError::LengthMismatch {
+                    expected: 10,
+                    actual: 11
+                })
+            ),
+            "{long:?}"
+        );
+        let short = s
+            .write_chunk(&target("u2", 0, 0, 10), body(&[1; 9], 4))
+            .await;
+        assert!(
+            matches!(
+                short,
+                Err(StoreError::LengthMismatch {
+                    expected: 10,
+                    actual: 9
+                })
+            ),
+            "{short:?}"
+        );
+        let failing: ByteStream = Box::pin(futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(std::io::Error::other("connection reset")),
+        ]));
+        assert!(matches!(
+            s.write_chunk(&target("u2", 0, 0, 10), failing).await,
+            Err(StoreError::Body(_))
+        ));
+        // Never past the pre-sized file.
+        assert!(matches!(
+            s.write_chunk(&target("u2", 1, 15, 10), body(&[1; 10], 4))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        // The bytes of a too-long body never go past the chunk.
+        s.write_chunk(&target("u2", 1, 10, 10), body(&[2; 10], 3))
+            .await
+            .unwrap();
+        let over = s
+            .write_chunk(&target("u2", 0, 0, 10), body(&[9; 30], 30))
+            .await;
+        assert!(matches!(over, Err(StoreError::LengthMismatch { .. })));
+        s.complete_upload("u2", "", &[], "files/f2").await.unwrap();
+        assert_eq!(&read_all(&s, "files/f2", None).await[10..], &[2; 10]);
+        // An upload that was never begun (or was aborted).
+        assert!(matches!(
+            s.write_chunk(&target("missing", 0, 0, 1), body(b"a", 1))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn complete_checks_part_sizes() {
+        let (_d, s) = store();
+        s.begin_upload("u3", 4).await.unwrap();
+        let parts = [PartRef {
+            index: 0,
+            size: 3,
+            etag: String::new(),
+        }];
+        assert!(matches!(
+            s.complete_upload("u3", "", &parts, "files/f3").await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn ranges_reads_and_deletes() {
+        let (_d, s) = store();
+        let data = pattern(200_000, 3);
+        s.begin_upload("u4", data.len() as u64).await.unwrap();
+        s.write_chunk(&target("u4", 0, 0, data.len() as u64), body(&data, 65_536))
+            .await
+            .unwrap();
+        s.complete_upload("u4", "", &[], "files/dir/f4")
+            .await
+            .unwrap();
+        let r = ByteRange {
+            start: 70_000,
+            end: 140_000,
+        };
+        assert_eq!(
+            read_all(&s, "files/dir/f4", Some(r)).await,
+            &data[70_000..=140_000]
+        );
+        let last = ByteRange {
+            start: 199_999,
+            end: 199_999,
+        };
+        assert_eq!(
+            read_all(&s, "files/dir/f4", Some(last)).await,
+            &data[199_999..]
+        );
+        assert!(s
+            .read_blob(
+                "files/dir/f4",
+                Some(ByteRange {
+                    start: 5,
+                    end: 200_000
+                })
+            )
+            .await
+            .is_err());
+        s.delete_blob("files/dir/f4").await.unwrap();
+        s.delete_blob("files/dir/f4").await.unwrap();
+        assert!(matches!(
+            s.blob_size("files/dir/f4").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.read_blob("files/dir/f4", None).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn abort_releases_storage() {
+        let (_d, s) = store();
+        s.begin_upload("u5", 1 << 30).await.unwrap();
+        let part = s.root().join("uploads/u5.part");
+        assert_eq!(std::fs::metadata(&part).unwrap().len(), 1 << 30);
+        s.abort_upload("u5", "").await.unwrap();
+        assert!(!part.exists());
+        s.abort_upload("u5", "").await.unwrap();
+        s.check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unsafe_ids_and_keys_are_refused() {
+        let (_d, s) = store();
+        for id in ["", "../x", "a/b", "a.b", "/abs", "a b"] {
+            assert!(s.begin_upload(id, 1).await.is_err(), "{id}");
+        }
+        for key in [
+            "",
+            "../x",
+            "files/../x",
+            "/etc/passwd",
+            "files//x",
+            "files/x/",
+            "uploads/x",
+            "a.b",
+        ] {
+            assert!(s.blob_size(key).await.is_err(), "{key}");
+            assert!(s.delete_blob(key).await.is_err(), "{key}");
+        }
+    }
+
+    /// Memory stays bounded whatever the chunk size: a slow body never makes the store
+    /// buffer more than its two write buffers.
+    #[tokio::test]
+    async fn large_chunk_streams_through_bounded_buffers() {
+        let (_d, s) = store();
+        let len: u64 = 64 * 1024 * 1024;
+        s.begin_upload("u6", len).await.unwrap();
+        let frames = futures::stream::unfold(0u64, move |sent| async move {
+            (sent < len).then(|| {
+                let n = (len - sent).min(16 * 1024);
+                (
+                    Ok(Bytes::from(vec![(sent / 16384) as u8; n as usize])),
+                    sent + n,
+                )
+            })
+        });
+        let t = tokio::time::timeout(
+            Duration::from_secs(60),
+            s.write_chunk(&target("u6", 0, 0, len), Box::pin(frames)),
+        )
+        .await
+        .unwrap();
+        t.unwrap();
+        s.complete_upload("u6", "", &[], "files/f6").await.unwrap();
+        assert_eq!(s.blob_size("files/f6").await.unwrap(), len);
+        let tail = read_all(
+            &s,
+            "files/f6",
+            Some(ByteRange {
+                start: len - 16384,
+                end: len - 1,
+            }),
+        )
+        .await;
+        assert!(tail.iter().all(|&b| b == ((len - 16384) / 16384) as u8));
     }
 }

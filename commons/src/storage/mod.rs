@@ -176,8 +176,13 @@ pub enum ClaimOutcome {
 pub enum CommitOutcome {
     /// Recorded. `completed_set` is true for exactly one commit per upload: the one that
     /// moved it from uploading to assembling.
-    Stored { received: u32, completed_set: bool },
-    AlreadyStored { received: u32 },
+    Stored {
+        received: u32,
+        completed_set: bool,
+    },
+    AlreadyStored {
+        received: u32,
+    },
     DigestConflict,
     /// The claim was lost or the upload no longer takes chunks.
     NotAccepting(UploadState),
@@ -196,7 +201,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn insert_upload(&self, upload: &UploadRecord) -> StoreResult<()>;
     async fn get_upload(&self, upload_id: &str) -> StoreResult<Option<UploadRecord>>;
     /// The owner's uploads in the given states, newest first.
-    async fn list_uploads(&self, owner_id: &str, states: &[UploadState]) -> StoreResult<Vec<UploadRecord>>;
+    async fn list_uploads(
+        &self,
+        owner_id: &str,
+        states: &[UploadState],
+    ) -> StoreResult<Vec<UploadRecord>>;
     /// Recorded chunks of an upload, ascending by index.
     async fn list_chunks(&self, upload_id: &str) -> StoreResult<Vec<ChunkRecord>>;
 
@@ -239,7 +248,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Uploads still uploading whose `expires_at_ms` is before `now_ms`.
     async fn list_expired(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<UploadRecord>>;
     /// Uploads in assembling state not updated since `before_ms` (a lost job).
-    async fn list_stale_assembling(&self, before_ms: i64, limit: u32) -> StoreResult<Vec<UploadRecord>>;
+    async fn list_stale_assembling(
+        &self,
+        before_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<UploadRecord>>;
     /// Drops the chunk records of a finished upload (they are not needed any more).
     async fn delete_chunks(&self, upload_id: &str) -> StoreResult<()>;
 
@@ -247,7 +260,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Idempotent: if the File exists, returns it unchanged.
     async fn publish_file(&self, file: &FileRecord, now_ms: i64) -> StoreResult<FileRecord>;
     async fn get_file(&self, file_id: &str) -> StoreResult<Option<FileRecord>>;
-    async fn list_files(&self, owner_id: &str, cursor: Option<&str>, limit: u32) -> StoreResult<FilePage>;
+    async fn list_files(
+        &self,
+        owner_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<FilePage>;
     /// Deletes a file record; returns whether it existed.
     async fn delete_file(&self, file_id: &str) -> StoreResult<bool>;
 
@@ -294,7 +312,12 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn user_by_id(&self, user_id: &str) -> StoreResult<Option<UserRecord>>;
     async fn insert_refresh(&self, token: &RefreshRecord) -> StoreResult<()>;
     /// Atomically spends `old_hash` and stores `new` in the same family.
-    async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now_ms: i64) -> StoreResult<RotateOutcome>;
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new: &RefreshRecord,
+        now_ms: i64,
+    ) -> StoreResult<RotateOutcome>;
     /// Family of a token (any state) — used by logout.
     async fn family_of(&self, token_hash: &str) -> StoreResult<Option<String>>;
     async fn revoke_family(&self, family_id: &str) -> StoreResult<()>;
@@ -328,7 +351,11 @@ pub trait JobQueue: Send + Sync + 'static {
     /// window (5 minutes, as SQS FIFO) is accepted and dropped.
     async fn send(&self, dedup_id: &str, body: &str) -> StoreResult<()>;
     /// Waits up to `wait` for a visible message and hides it for `visibility`.
-    async fn receive(&self, wait: Duration, visibility: Duration) -> StoreResult<Option<ReceivedJob>>;
+    async fn receive(
+        &self,
+        wait: Duration,
+        visibility: Duration,
+    ) -> StoreResult<Option<ReceivedJob>>;
     async fn extend_visibility(&self, receipt: &str, visibility: Duration) -> StoreResult<()>;
     /// Acknowledges a message. A stale receipt (the message was redelivered since) is an error.
     async fn delete(&self, receipt: &str) -> StoreResult<()>;

@@ -1,0 +1,1174 @@
+//! Upload sessions, chunk records, chunk claims and files.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rusqlite::{params, params_from_iter, OptionalExtension, Row, Transaction};
+
+use super::{immediate, Db, Durability};
+use crate::state::UploadState;
+use crate::storage::{
+    ChunkRecord, ClaimOutcome, CommitOutcome, FilePage, FileRecord, MetadataStore, StoreError,
+    StoreResult, UploadRecord,
+};
+
+const SCHEMA_VERSION: i32 = 1;
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id      TEXT PRIMARY KEY,
+    owner_id       TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    size           INTEGER NOT NULL,
+    content_type   TEXT NOT NULL,
+    sha256         TEXT,
+    chunk_size     INTEGER NOT NULL,
+    total_chunks   INTEGER NOT NULL,
+    state          TEXT NOT NULL,
+    storage_handle TEXT NOT NULL,
+    error          TEXT,
+    file_id        TEXT,
+    created_at_ms  INTEGER NOT NULL,
+    updated_at_ms  INTEGER NOT NULL,
+    expires_at_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS uploads_by_owner ON uploads (owner_id, created_at_ms DESC);
+CREATE INDEX IF NOT EXISTS uploads_by_expiry ON uploads (state, expires_at_ms);
+CREATE INDEX IF NOT EXISTS uploads_by_update ON uploads (state, updated_at_ms);
+CREATE TABLE IF NOT EXISTS chunks (
+    upload_id TEXT NOT NULL,
+    idx       INTEGER NOT NULL,
+    size      INTEGER NOT NULL,
+    sha256    TEXT NOT NULL,
+    etag      TEXT NOT NULL,
+    PRIMARY KEY (upload_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS claims (
+    upload_id      TEXT NOT NULL,
+    idx            INTEGER NOT NULL,
+    claim_id       TEXT NOT NULL,
+    sha256         TEXT NOT NULL,
+    lease_until_ms INTEGER NOT NULL,
+    PRIMARY KEY (upload_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    file_id       TEXT PRIMARY KEY,
+    owner_id      TEXT NOT NULL,
+    upload_id     TEXT NOT NULL UNIQUE,
+    name          TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    content_type  TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    blob_key      TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_owner ON files (owner_id, created_at_ms DESC, file_id DESC);
+";
+
+const UPLOAD_COLUMNS: &str =
+    "upload_id, owner_id, name, size, content_type, sha256, chunk_size, total_chunks, \
+     state, storage_handle, error, file_id, created_at_ms, updated_at_ms, expires_at_ms";
+const FILE_COLUMNS: &str =
+    "file_id, owner_id, upload_id, name, size, content_type, sha256, blob_key, created_at_ms";
+
+const MAX_PAGE: u32 = 1000;
+
+/// [`MetadataStore`] on one SQLite file (`sessions.db`). Commits are fully synchronous: an
+/// acknowledged chunk must survive a power loss.
+#[derive(Debug, Clone)]
+pub struct SqliteMetadataStore {
+    db: Db,
+}
+
+impl SqliteMetadataStore {
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        Ok(Self {
+            db: Db::open(path, SCHEMA, SCHEMA_VERSION, Durability::Full)?,
+        })
+    }
+}
+
+fn state_of(s: &str) -> rusqlite::Result<UploadState> {
+    UploadState::parse(s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown state {s:?}").into(),
+        )
+    })
+}
+
+fn upload_from_row(r: &Row<'_>) -> rusqlite::Result<UploadRecord> {
+    Ok(UploadRecord {
+        upload_id: r.get(0)?,
+        owner_id: r.get(1)?,
+        name: r.get(2)?,
+        size: r.get(3)?,
+        content_type: r.get(4)?,
+        sha256: r.get(5)?,
+        chunk_size: r.get(6)?,
+        total_chunks: r.get(7)?,
+        state: state_of(&r.get::<_, String>(8)?)?,
+        storage_handle: r.get(9)?,
+        error: r.get(10)?,
+        file_id: r.get(11)?,
+        created_at_ms: r.get(12)?,
+        updated_at_ms: r.get(13)?,
+        expires_at_ms: r.get(14)?,
+    })
+}
+
+fn file_from_row(r: &Row<'_>) -> rusqlite::Result<FileRecord> {
+    Ok(FileRecord {
+        file_id: r.get(0)?,
+        owner_id: r.get(1)?,
+        upload_id: r.get(2)?,
+        name: r.get(3)?,
+        size: r.get(4)?,
+        content_type: r.get(5)?,
+        sha256: r.get(6)?,
+        blob_key: r.get(7)?,
+        created_at_ms: r.get(8)?,
+    })
+}
+
+fn chunk_from_row(r: &Row<'_>) -> rusqlite::Result<ChunkRecord> {
+    Ok(ChunkRecord {
+        index: r.get(0)?,
+        size: r.get(1)?,
+        sha256: r.get(2)?,
+        etag: r.get(3)?,
+    })
+}
+
+fn upload_state(tx: &Transaction<'_>, upload_id: &str) -> StoreResult<(UploadState, u32)> {
+    let row: Option<(String, u32)> = tx
+        .query_row(
+            "SELECT state, total_chunks FROM uploads WHERE upload_id = ?1",
+            [upload_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (state, total) = row.ok_or_else(|| StoreError::NotFound(format!("upload {upload_id}")))?;
+    Ok((state_of(&state)?, total))
+}
+
+fn recorded_digest(
+    tx: &Transaction<'_>,
+    upload_id: &str,
+    index: u32,
+) -> StoreResult<Option<String>> {
+    Ok(tx
+        .query_row(
+            "SELECT sha256 FROM chunks WHERE upload_id = ?1 AND idx = ?2",
+            params![upload_id, index],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+fn received(tx: &Transaction<'_>, upload_id: &str) -> StoreResult<u32> {
+    Ok(tx.query_row(
+        "SELECT COUNT(*) FROM chunks WHERE upload_id = ?1",
+        [upload_id],
+        |r| r.get(0),
+    )?)
+}
+
+fn file_by_upload(tx: &Transaction<'_>, upload_id: &str) -> StoreResult<Option<FileRecord>> {
+    Ok(tx
+        .query_row(
+            &format!("SELECT {FILE_COLUMNS} FROM files WHERE upload_id = ?1"),
+            [upload_id],
+            file_from_row,
+        )
+        .optional()?)
+}
+
+fn placeholders(n: usize, first: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn encode_cursor(file: &FileRecord) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", file.created_at_ms, file.file_id))
+}
+
+fn decode_cursor(cursor: &str) -> StoreResult<(i64, String)> {
+    let bad = || StoreError::Conflict("invalid page cursor".into());
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (ms, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok((ms.parse().map_err(|_| bad())?, id.to_owned()))
+}
+
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl MetadataStore for SqliteMetadataStore {
+    async fn insert_upload(&self, upload: &UploadRecord) -> StoreResult<()> {
+        let u = upload.clone();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    &format!(
+                        "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES \
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                    ),
+                    params![
+                        u.upload_id,
+                        u.owner_id,
+                        u.name,
+                        u.size,
+                        u.content_type,
+                        u.sha256,
+                        u.chunk_size,
+                        u.total_chunks,
+                        u.state.as_str(),
+                        u.storage_handle,
+                        u.error,
+                        u.file_id,
+                        u.created_at_ms,
+                        u.updated_at_ms,
+                        u.expires_at_ms
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_upload(&self, upload_id: &str) -> StoreResult<Option<UploadRecord>> {
+        let id = upload_id.to_owned();
+        self.db
+            .call(move |c| {
+                Ok(c.query_row(
+                    &format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?1"),
+                    [id],
+                    upload_from_row,
+                )
+                .optional()?)
+            })
+            .await
+    }
+
+    /// An empty `states` means every state.
+    async fn list_uploads(
+        &self,
+        owner_id: &str,
+        states: &[UploadState],
+    ) -> StoreResult<Vec<UploadRecord>> {
+        let owner = owner_id.to_owned();
+        let states: Vec<&'static str> = states.iter().map(|s| s.as_str()).collect();
+        self.db
+            .call(move |c| {
+                let filter = if states.is_empty() {
+                    String::new()
+                } else {
+                    format!(" AND state IN ({})", placeholders(states.len(), 2))
+                };
+                let sql = format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE owner_id = ?1{filter} \
+                     ORDER BY created_at_ms DESC, upload_id DESC"
+                );
+                let mut stmt = c.prepare(&sql)?;
+                let args = std::iter::once(owner.as_str()).chain(states.iter().copied());
+                let rows = stmt.query_map(params_from_iter(args), upload_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn list_chunks(&self, upload_id: &str) -> StoreResult<Vec<ChunkRecord>> {
+        let id = upload_id.to_owned();
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT idx, size, sha256, etag FROM chunks WHERE upload_id = ?1 ORDER BY idx",
+                )?;
+                let rows = stmt.query_map([id], chunk_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// Besides the contract: a chunk already recorded in an upload that is assembling or
+    /// completed answers `AlreadyStored` / `DigestConflict` (an idempotent retry after the
+    /// last chunk landed is a success), not `NotAccepting`.
+    async fn claim_chunk(
+        &self,
+        upload_id: &str,
+        index: u32,
+        sha256: &str,
+        claim_id: &str,
+        lease: Duration,
+        now_ms: i64,
+    ) -> StoreResult<ClaimOutcome> {
+        let (upload_id, sha256, claim_id) =
+            (upload_id.to_owned(), sha256.to_owned(), claim_id.to_owned());
+        let lease_until_ms = now_ms.saturating_add(lease_ms(lease));
+        self.db
+            .call(move |c| {
+                immediate(c, |tx| {
+                    let (state, total) = upload_state(tx, &upload_id)?;
+                    let recorded = recorded_digest(tx, &upload_id, index)?;
+                    let answer_recorded = matches!(
+                        state,
+                        UploadState::Uploading | UploadState::Assembling | UploadState::Completed
+                    );
+                    if let (Some(digest), true) = (&recorded, answer_recorded) {
+                        return Ok(if *digest == sha256 {
+                            ClaimOutcome::AlreadyStored
+                        } else {
+                            ClaimOutcome::DigestConflict
+                        });
+                    }
+                    if state != UploadState::Uploading {
+                        return Ok(ClaimOutcome::NotAccepting(state));
+                    }
+                    if index >= total {
+                        return Err(StoreError::Conflict(format!("chunk {index} is out of range (0..{total})")));
+                    }
+                    let holder: Option<(String, i64)> = tx
+                        .query_row(
+                            "SELECT claim_id, lease_until_ms FROM claims WHERE upload_id = ?1 AND idx = ?2",
+                            params![upload_id, index],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    if let Some((holder, until)) = holder {
+                        if holder != claim_id && until > now_ms {
+                            return Ok(ClaimOutcome::InProgress);
+                        }
+                    }
+                    tx.execute(
+                        "INSERT INTO claims (upload_id, idx, claim_id, sha256, lease_until_ms) \
+                         VALUES (?1, ?2, ?3, ?4, ?5) \
+                         ON CONFLICT (upload_id, idx) DO UPDATE SET \
+                         claim_id = excluded.claim_id, sha256 = excluded.sha256, \
+                         lease_until_ms = excluded.lease_until_ms",
+                        params![upload_id, index, claim_id, sha256, lease_until_ms],
+                    )?;
+                    Ok(ClaimOutcome::Claimed { lease_until_ms })
+                })
+            })
+            .await
+    }
+
+    async fn release_chunk(&self, upload_id: &str, index: u32, claim_id: &str) -> StoreResult<()> {
+        let (upload_id, claim_id) = (upload_id.to_owned(), claim_id.to_owned());
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "DELETE FROM claims WHERE upload_id = ?1 AND idx = ?2 AND claim_id = ?3",
+                    params![upload_id, index, claim_id],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn commit_chunk(
+        &self,
+        upload_id: &str,
+        chunk: &ChunkRecord,
+        claim_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<CommitOutcome> {
+        let (upload_id, chunk, claim_id) =
+            (upload_id.to_owned(), chunk.clone(), claim_id.to_owned());
+        self.db
+            .call(move |c| {
+                immediate(c, |tx| {
+                    let (state, total) = upload_state(tx, &upload_id)?;
+                    if let Some(digest) = recorded_digest(tx, &upload_id, chunk.index)? {
+                        return Ok(if digest == chunk.sha256 {
+                            CommitOutcome::AlreadyStored {
+                                received: received(tx, &upload_id)?,
+                            }
+                        } else {
+                            CommitOutcome::DigestConflict
+                        });
+                    }
+                    if state != UploadState::Uploading {
+                        return Ok(CommitOutcome::NotAccepting(state));
+                    }
+                    if chunk.index >= total {
+                        return Err(StoreError::Conflict(format!(
+                            "chunk {} is out of range (0..{total})",
+                            chunk.index
+                        )));
+                    }
+                    // The claim must still be ours (an expired lease nobody took is fine): if
+                    // another writer took it over, its bytes may have replaced ours.
+                    let holder: Option<String> = tx
+                        .query_row(
+                            "SELECT claim_id FROM claims WHERE upload_id = ?1 AND idx = ?2",
+                            params![upload_id, chunk.index],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    if holder.as_deref() != Some(claim_id.as_str()) {
+                        return Ok(CommitOutcome::NotAccepting(UploadState::Uploading));
+                    }
+                    tx.execute(
+                        "INSERT INTO chunks (upload_id, idx, size, sha256, etag) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![upload_id, chunk.index, chunk.size, chunk.sha256, chunk.etag],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM claims WHERE upload_id = ?1 AND idx = ?2",
+                        params![upload_id, chunk.index],
+                    )?;
+                    let count = received(tx, &upload_id)?;
+                    let completed_set = count == total
+                        && tx.execute(
+                            "UPDATE uploads SET state = 'assembling', updated_at_ms = ?2 \
+                             WHERE upload_id = ?1 AND state = 'uploading'",
+                            params![upload_id, now_ms],
+                        )? == 1;
+                    Ok(CommitOutcome::Stored {
+                        received: count,
+                        completed_set,
+                    })
+                })
+            })
+            .await
+    }
+
+    /// `error`, when given, replaces the stored reason; otherwise the reason is kept.
+    async fn transition(
+        &self,
+        upload_id: &str,
+        from: &[UploadState],
+        to: UploadState,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        if from.is_empty() {
+            return Ok(false);
+        }
+        let upload_id = upload_id.to_owned();
+        let error = error.map(str::to_owned);
+        let from: Vec<&'static str> = from.iter().map(|s| s.as_str()).collect();
+        self.db
+            .call(move |c| {
+                let sql = format!(
+                    "UPDATE uploads SET state = ?1, error = COALESCE(?2, error), updated_at_ms = ?3 \
+                     WHERE upload_id = ?4 AND state IN ({})",
+                    placeholders(from.len(), 5)
+                );
+                let mut args: Vec<rusqlite::types::Value> = vec![
+                    to.as_str().to_owned().into(),
+                    error.into(),
+                    now_ms.into(),
+                    upload_id.into(),
+                ];
+                args.extend(from.iter().map(|s| (*s).to_owned().into()));
+                Ok(c.execute(&sql, params_from_iter(args))? > 0)
+            })
+            .await
+    }
+
+    async fn list_expired(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<UploadRecord>> {
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE state = 'uploading' AND expires_at_ms < ?1 \
+                     ORDER BY expires_at_ms LIMIT ?2"
+                ))?;
+                let rows = stmt.query_map(params![now_ms, limit], upload_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn list_stale_assembling(
+        &self,
+        before_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<UploadRecord>> {
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE state = 'assembling' AND updated_at_ms < ?1 \
+                     ORDER BY updated_at_ms LIMIT ?2"
+                ))?;
+                let rows = stmt.query_map(params![before_ms, limit], upload_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn delete_chunks(&self, upload_id: &str) -> StoreResult<()> {
+        let id = upload_id.to_owned();
+        self.db
+            .call(move |c| {
+                immediate(c, |tx| {
+                    tx.execute("DELETE FROM chunks WHERE upload_id = ?1", [&id])?;
+                    tx.execute("DELETE FROM claims WHERE upload_id = ?1", [&id])?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    /// Idempotent: the File already published for this upload is returned unchanged. An upload
+    /// that completed but whose File was deleted since is a `Conflict` (it is not recreated).
+    async fn publish_file(&self, file: &FileRecord, now_ms: i64) -> StoreResult<FileRecord> {
+        let file = file.clone();
+        self.db
+            .call(move |c| {
+                immediate(c, |tx| {
+                    if let Some(existing) = file_by_upload(tx, &file.upload_id)? {
+                        return Ok(existing);
+                    }
+                    let (state, _) = upload_state(tx, &file.upload_id)?;
+                    if state != UploadState::Assembling {
+                        return Err(StoreError::Conflict(format!(
+                            "upload {} is {state}, not assembling",
+                            file.upload_id
+                        )));
+                    }
+                    tx.execute(
+                        &format!("INSERT INTO files ({FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                        params![
+                            file.file_id,
+                            file.owner_id,
+                            file.upload_id,
+                            file.name,
+                            file.size,
+                            file.content_type,
+                            file.sha256,
+                            file.blob_key,
+                            file.created_at_ms
+                        ],
+                    )?;
+                    tx.execute(
+                        "UPDATE uploads SET state = 'completed', file_id = ?2, updated_at_ms = ?3 \
+                         WHERE upload_id = ?1 AND state = 'assembling'",
+                        params![file.upload_id, file.file_id, now_ms],
+                    )?;
+                    Ok(file)
+                })
+            })
+            .await
+    }
+
+    async fn get_file(&self, file_id: &str) -> StoreResult<Option<FileRecord>> {
+        let id = file_id.to_owned();
+        self.db
+            .call(move |c| {
+                Ok(c.query_row(
+                    &format!("SELECT {FILE_COLUMNS} FROM files WHERE file_id = ?1"),
+                    [id],
+                    file_from_row,
+                )
+                .optional()?)
+            })
+            .await
+    }
+
+    /// Newest first. `limit` is clamped to 1..=1000; a malformed cursor is a `Conflict`.
+    async fn list_files(
+        &self,
+        owner_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<FilePage> {
+        let owner = owner_id.to_owned();
+        let after = cursor.map(decode_cursor).transpose()?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        self.db
+            .call(move |c| {
+                let bounded = after.is_some();
+                let (after_ms, after_id) = after.unwrap_or((i64::MAX, String::new()));
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {FILE_COLUMNS} FROM files WHERE owner_id = ?1 \
+                     AND (?5 = 0 OR created_at_ms < ?2 OR (created_at_ms = ?2 AND file_id < ?3)) \
+                     ORDER BY created_at_ms DESC, file_id DESC LIMIT ?4"
+                ))?;
+                let rows = stmt.query_map(
+                    params![owner, after_ms, after_id, limit + 1, i64::from(bounded)],
+                    file_from_row,
+                )?;
+                let mut items = rows.collect::<Result<Vec<_>, _>>()?;
+                let next_cursor = if items.len() > limit as usize {
+                    items.truncate(limit as usize);
+                    items.last().map(encode_cursor)
+                } else {
+                    None
+                };
+                Ok(FilePage { items, next_cursor })
+            })
+            .await
+    }
+
+    async fn delete_file(&self, file_id: &str) -> StoreResult<bool> {
+        let id = file_id.to_owned();
+        self.db
+            .call(move |c| Ok(c.execute("DELETE FROM files WHERE file_id = ?1", [id])? > 0))
+            .await
+    }
+
+    async fn check(&self) -> StoreResult<()> {
+        self.db.check().await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(30);
+    const T0: i64 = 1_700_000_000_000;
+
+    fn upload(id: &str, owner: &str, total_chunks: u32, created_at_ms: i64) -> UploadRecord {
+        UploadRecord {
+            upload_id: id.into(),
+            owner_id: owner.into(),
+            name: format!("{id}.bin"),
+            size: u64::from(total_chunks) * 10,
+            content_type: "application/octet-stream".into(),
+            sha256: None,
+            chunk_size: 10,
+            total_chunks,
+            state: UploadState::Uploading,
+            storage_handle: String::new(),
+            error: None,
+            file_id: None,
+            created_at_ms,
+            updated_at_ms: created_at_ms,
+            expires_at_ms: created_at_ms + 86_400_000,
+        }
+    }
+
+    fn chunk(index: u32, sha: &str) -> ChunkRecord {
+        ChunkRecord {
+            index,
+            size: 10,
+            sha256: sha.into(),
+            etag: String::new(),
+        }
+    }
+
+    fn file(upload_id: &str, owner: &str, created_at_ms: i64) -> FileRecord {
+        FileRecord {
+            file_id: format!("f-{upload_id}"),
+            owner_id: owner.into(),
+            upload_id: upload_id.into(),
+            name: "a.bin".into(),
+            size: 10,
+            content_type: "application/octet-stream".into(),
+            sha256: "ab".repeat(32),
+            blob_key: format!("files/f-{upload_id}"),
+            created_at_ms,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, SqliteMetadataStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteMetadataStore::open(&dir.path().join("db/sessions.db")).unwrap();
+        (dir, s)
+    }
+
+    async fn store_chunk(
+        s: &SqliteMetadataStore,
+        id: &str,
+        index: u32,
+        sha: &str,
+    ) -> CommitOutcome {
+        let claim = format!("claim-{index}-{sha}");
+        let c = s
+            .claim_chunk(id, index, sha, &claim, LEASE, T0)
+            .await
+            .unwrap();
+        assert!(matches!(c, ClaimOutcome::Claimed { .. }), "{c:?}");
+        s.commit_chunk(id, &chunk(index, sha), &claim, T0)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn uploads_round_trip_and_list() {
+        let (dir, s) = open();
+        let mut u = upload("u1", "alice", 3, T0);
+        u.sha256 = Some("cd".repeat(32));
+        u.size = 5_000_000_000_000; // TBs fit
+        s.insert_upload(&u).await.unwrap();
+        assert!(matches!(
+            s.insert_upload(&u).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.get_upload("u1").await.unwrap(), Some(u.clone()));
+        assert_eq!(s.get_upload("nope").await.unwrap(), None);
+        s.insert_upload(&upload("u2", "alice", 1, T0 + 1))
+            .await
+            .unwrap();
+        s.insert_upload(&upload("u3", "bob", 1, T0 + 2))
+            .await
+            .unwrap();
+        assert!(s
+            .transition(
+                "u2",
+                &[UploadState::Uploading],
+                UploadState::Cancelled,
+                None,
+                T0 + 5
+            )
+            .await
+            .unwrap());
+        let ids = |v: Vec<UploadRecord>| v.into_iter().map(|u| u.upload_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(s.list_uploads("alice", &[]).await.unwrap()),
+            ["u2", "u1"]
+        );
+        assert_eq!(
+            ids(s
+                .list_uploads("alice", &[UploadState::Uploading, UploadState::Assembling])
+                .await
+                .unwrap()),
+            ["u1"]
+        );
+        assert_eq!(
+            ids(s.list_uploads("carol", &[]).await.unwrap()),
+            Vec::<String>::new()
+        );
+        s.check().await.unwrap();
+        // Reopening keeps the data and the schema.
+        drop(s);
+        let s = SqliteMetadataStore::open(&dir.path().join("db/sessions.db")).unwrap();
+        assert_eq!(s.get_upload("u1").await.unwrap(), Some(u));
+    }
+
+    #[tokio::test]
+    async fn claims_lease_renew_and_expire() {
+        let (_d, s) = open();
+        s.insert_upload(&upload("u", "o", 2, T0)).await.unwrap();
+        let a = "aa".repeat(32);
+        let b = "bb".repeat(32);
+        assert!(matches!(
+            s.claim_chunk("missing", 0, &a, "c1", LEASE, T0).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(
+            s.claim_chunk("u", 0, &a, "c1", LEASE, T0).await.unwrap(),
+            ClaimOutcome::Claimed {
+                lease_until_ms: T0 + 30_000
+            }
+        );
+        // Another claimant while the lease lives.
+        assert_eq!(
+            s.claim_chunk("u", 0, &a, "c2", LEASE, T0 + 1)
+                .await
+                .unwrap(),
+            ClaimOutcome::InProgress
+        );
+        // The holder renews.
+        assert_eq!(
+            s.claim_chunk("u", 0, &a, "c1", LEASE, T0 + 10_000)
+                .await
+                .unwrap(),
+            ClaimOutcome::Claimed {
+                lease_until_ms: T0 + 40_000
+            }
+        );
+        assert_eq!(
+            s.claim_chunk("u", 0, &a, "c2", LEASE, T0 + 39_999)
+                .await
+                .unwrap(),
+            ClaimOutcome::InProgress
+        );
+        // Expired: taken over; the old holder can no longer commit.
+        assert_eq!(
+            s.claim_chunk("u", 0, &b, "c2", LEASE, T0 + 40_000)
+                .await
+                .unwrap(),
+            ClaimOutcome::Claimed {
+                lease_until_ms: T0 + 70_000
+            }
+        );
+        assert_eq!(
+            s.commit_chunk("u", &chunk(0, &a), "c1", T0 + 41_000)
+                .await
+                .unwrap(),
+            CommitOutcome::NotAccepting(UploadState::Uploading)
+        );
+        // Release only by the holder.
+        s.release_chunk("u", 0, "c1").await.unwrap();
+        assert_eq!(
+            s.claim_chunk("u", 0, &a, "c3", LEASE, T0 + 41_000)
+                .await
+                .unwrap(),
+            ClaimOutcome::InProgress
+        );
+        s.release_chunk("u", 0, "c2").await.unwrap();
+        // Released: a commit without the claim is refused, a new claim succeeds.
+        assert_eq!(
+            s.commit_chunk("u", &chunk(0, &b), "c2", T0 + 41_000)
+                .await
+                .unwrap(),
+            CommitOutcome::NotAccepting(UploadState::Uploading)
+        );
+        assert!(matches!(
+            s.claim_chunk("u", 0, &a, "c3", LEASE, T0 + 41_000)
+                .await
+                .unwrap(),
+            ClaimOutcome::Claimed { .. }
+        ));
+        // An expired claim that nobody took may still commit.
+        assert_eq!(
+            s.commit_chunk("u", &chunk(0, &a), "c3", T0 + 999_000)
+                .await
+                .unwrap(),
+            CommitOutcome::Stored {
+                received: 1,
+                completed_set: false
+            }
+        );
+        assert_eq!(
+            s.claim_chunk("u", 0, &a, "c4", LEASE, T0).await.unwrap(),
+            ClaimOutcome::AlreadyStored
+        );
+        assert_eq!(
+            s.claim_chunk("u", 0, &b, "c4", LEASE, T0).await.unwrap(),
+            ClaimOutcome::DigestConflict
+        );
+        assert_eq!(
+            s.commit_chunk("u", &chunk(0, &a), "whoever", T0)
+                .await
+                .unwrap(),
+            CommitOutcome::AlreadyStored { received: 1 }
+        );
+        assert_eq!(
+            s.commit_chunk("u", &chunk(0, &b), "c3", T0).await.unwrap(),
+            CommitOutcome::DigestConflict
+        );
+        assert!(s.claim_chunk("u", 2, &a, "c5", LEASE, T0).await.is_err());
+        assert_eq!(s.list_chunks("u").await.unwrap(), vec![chunk(0, &a)]);
+        // A cancelled upload takes no chunks.
+        assert!(s
+            .transition(
+                "u",
+                &[UploadState::Uploading],
+                UploadState::Cancelled,
+                None,
+                T0
+            )
+            .await
+            .unwrap());
+        assert_eq!(
+            s.claim_chunk("u", 1, &a, "c6", LEASE, T0).await.unwrap(),
+            ClaimOutcome::NotAccepting(UploadState::Cancelled)
+        );
+        assert_eq!(
+            s.claim_chunk("u", 0, &a, "c6", LEASE, T0).await.unwrap(),
+            ClaimOutcome::NotAccepting(UploadState::Cancelled)
+        );
+    }
+
+    #[tokio::test]
+    async fn last_commit_completes_and_retries_stay_idempotent() {
+        let (_d, s) = open();
+        s.insert_upload(&upload("u", "o", 2, T0)).await.unwrap();
+        let a = "aa".repeat(32);
+        assert_eq!(
+            store_chunk(&s, "u", 1, &a).await,
+            CommitOutcome::Stored {
+                received: 1,
+                completed_set: false
+            }
+        );
+        let claim = "late";
+        s.claim_chunk("u", 0, &a, claim, LEASE, T0).await.unwrap();
+        assert_eq!(
+            s.commit_chunk("u", &chunk(0, &a), claim, T0 + 7)
+                .await
+                .unwrap(),
+            CommitOutcome::Stored {
+                received: 2,
+                completed_set: true
+            }
+        );
+        let u = s.get_upload("u").await.unwrap().unwrap();
+        assert_eq!(
+            (u.state, u.updated_at_ms),
+            (UploadState::Assembling, T0 + 7)
+        );
+        // Retries after completion: same digest is a success, another is a conflict.
+        assert_eq!(
+            s.claim_chunk("u", 0, &a, "x", LEASE, T0).await.unwrap(),
+            ClaimOutcome::AlreadyStored
+        );
+        assert_eq!(
+            s.commit_chunk("u", &chunk(0, &a), claim, T0).await.unwrap(),
+            CommitOutcome::AlreadyStored { received: 2 }
+        );
+        assert_eq!(
+            s.commit_chunk("u", &chunk(1, &"cc".repeat(32)), claim, T0)
+                .await
+                .unwrap(),
+            CommitOutcome::DigestConflict
+        );
+        assert_eq!(
+            s.list_stale_assembling(T0 + 8, 10).await.unwrap().len(),
+            1,
+            "assembling since T0+7"
+        );
+        assert!(s
+            .list_stale_assembling(T0 + 7, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        s.delete_chunks("u").await.unwrap();
+        assert!(s.list_chunks("u").await.unwrap().is_empty());
+    }
+
+    /// Twenty writers, each through its own connection to the same file, commit the last
+    /// chunks at once: exactly one of them completes the set.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn completion_is_exactly_once_across_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.db");
+        let first = SqliteMetadataStore::open(&path).unwrap();
+        let total = 20u32;
+        for round in 0..3 {
+            let id = format!("race-{round}");
+            first
+                .insert_upload(&upload(&id, "o", total, T0))
+                .await
+                .unwrap();
+            let stores: Vec<Arc<SqliteMetadataStore>> = (0..total)
+                .map(|_| Arc::new(SqliteMetadataStore::open(&path).unwrap()))
+                .collect();
+            let barrier = Arc::new(tokio::sync::Barrier::new(total as usize));
+            let mut tasks = Vec::new();
+            for (i, s) in stores.into_iter().enumerate() {
+                let (id, barrier) = (id.clone(), Arc::clone(&barrier));
+                tasks.push(tokio::spawn(async move {
+                    let sha = format!("{i:064}");
+                    let claim = format!("claim-{i}");
+                    let c = s
+                        .claim_chunk(&id, i as u32, &sha, &claim, LEASE, T0)
+                        .await
+                        .unwrap();
+                    assert!(matches!(c, ClaimOutcome::Claimed { .. }));
+                    barrier.wait().await;
+                    s.commit_chunk(&id, &chunk(i as u32, &sha), &claim, T0 + 1)
+                        .await
+                        .unwrap()
+                }));
+            }
+            let mut completed = 0;
+            let mut counts = HashSet::new();
+            for t in tasks {
+                match t.await.unwrap() {
+                    CommitOutcome::Stored {
+                        received,
+                        completed_set,
+                    } => {
+                        completed += u32::from(completed_set);
+                        assert!(counts.insert(received), "each commit sees a distinct count");
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(completed, 1);
+            assert_eq!(counts.len(), total as usize);
+            let u = first.get_upload(&id).await.unwrap().unwrap();
+            assert_eq!(u.state, UploadState::Assembling);
+            assert_eq!(first.list_chunks(&id).await.unwrap().len(), total as usize);
+        }
+    }
+
+    #[tokio::test]
+    async fn transitions_are_conditional() {
+        let (_d, s) = open();
+        s.insert_upload(&upload("u", "o", 1, T0)).await.unwrap();
+        assert!(!s
+            .transition("u", &[], UploadState::Failed, None, T0)
+            .await
+            .unwrap());
+        assert!(!s
+            .transition(
+                "u",
+                &[UploadState::Assembling],
+                UploadState::Failed,
+                Some("x"),
+                T0
+            )
+            .await
+            .unwrap());
+        assert!(!s
+            .transition(
+                "missing",
+                &[UploadState::Uploading],
+                UploadState::Failed,
+                None,
+                T0
+            )
+            .await
+            .unwrap());
+        assert!(s
+            .transition(
+                "u",
+                &[UploadState::Uploading, UploadState::Assembling],
+                UploadState::Failed,
+                Some("bad sha"),
+                T0 + 3
+            )
+            .await
+            .unwrap());
+        let u = s.get_upload("u").await.unwrap().unwrap();
+        assert_eq!(
+            (u.state, u.error.as_deref(), u.updated_at_ms),
+            (UploadState::Failed, Some("bad sha"), T0 + 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_uploads_are_listed() {
+        let (_d, s) = open();
+        for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+            let mut u = upload(id, "o", 1, T0);
+            u.expires_at_ms = T0 + 100 * i as i64;
+            s.insert_upload(&u).await.unwrap();
+        }
+        s.transition(
+            "a",
+            &[UploadState::Uploading],
+            UploadState::Cancelled,
+            None,
+            T0,
+        )
+        .await
+        .unwrap();
+        let ids: Vec<_> = s
+            .list_expired(T0 + 150, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.upload_id)
+            .collect();
+        assert_eq!(ids, ["b"]);
+        assert_eq!(s.list_expired(T0 + 1000, 1).await.unwrap().len(), 1);
+        assert_eq!(s.list_expired(T0 + 1000, 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn publish_is_atomic_and_idempotent() {
+        let (_d, s) = open();
+        s.insert_upload(&upload("u", "o", 1, T0)).await.unwrap();
+        let f = file("u", "o", T0 + 5);
+        // Not assembling yet.
+        assert!(matches!(
+            s.publish_file(&f, T0).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(s.get_file(&f.file_id).await.unwrap().is_none());
+        assert!(matches!(
+            store_chunk(&s, "u", 0, "aa").await,
+            CommitOutcome::Stored {
+                completed_set: true,
+                ..
+            }
+        ));
+        assert_eq!(s.publish_file(&f, T0 + 6).await.unwrap(), f);
+        let u = s.get_upload("u").await.unwrap().unwrap();
+        assert_eq!(u.state, UploadState::Completed);
+        assert_eq!(u.file_id.as_deref(), Some(f.file_id.as_str()));
+        // A redelivered job publishes the same File, unchanged.
+        let mut again = f.clone();
+        again.created_at_ms = T0 + 99;
+        assert_eq!(s.publish_file(&again, T0 + 100).await.unwrap(), f);
+        assert_eq!(s.get_file(&f.file_id).await.unwrap(), Some(f.clone()));
+        assert!(matches!(
+            s.publish_file(&file("missing", "o", T0), T0).await,
+            Err(StoreError::NotFound(_))
+        ));
+        // Deleted by its owner: a late job does not bring it back.
+        assert!(s.delete_file(&f.file_id).await.unwrap());
+        assert!(!s.delete_file(&f.file_id).await.unwrap());
+        assert!(s.publish_file(&f, T0 + 200).await.is_err());
+        assert!(s.get_file(&f.file_id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn files_paginate_newest_first() {
+        let (_d, s) = open();
+        let mut expected = Vec::new();
+        for i in 0..25u32 {
+            let id = format!("u{i:02}");
+            s.insert_upload(&upload(&id, "alice", 1, T0)).await.unwrap();
+            store_chunk(&s, &id, 0, "aa").await;
+            // Several files share a timestamp: the id breaks the tie.
+            let f = file(&id, "alice", T0 + i64::from(i / 3));
+            s.publish_file(&f, T0).await.unwrap();
+            expected.push(f);
+        }
+        s.insert_upload(&upload("b", "bob", 1, T0)).await.unwrap();
+        store_chunk(&s, "b", 0, "aa").await;
+        s.publish_file(&file("b", "bob", T0 + 50), T0)
+            .await
+            .unwrap();
+        expected.sort_by(|a, b| (b.created_at_ms, &b.file_id).cmp(&(a.created_at_ms, &a.file_id)));
+
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = s.list_files("alice", cursor.as_deref(), 10).await.unwrap();
+            pages += 1;
+            seen.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(seen, expected);
+        // Exactly a page's worth: no empty trailing page.
+        let all = s.list_files("alice", None, 25).await.unwrap();
+        assert_eq!((all.items.len(), all.next_cursor), (25, None));
+        assert_eq!(s.list_files("alice", None, 0).await.unwrap().items.len(), 1);
+        assert_eq!(
+            s.list_files("alice", None, 5000).await.unwrap().items.len(),
+            25
+        );
+        assert!(s
+            .list_files("carol", None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+        assert!(s
+            .list_files("alice", Some("!!not-a-cursor"), 10)
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn delete_chunks_drops_claims() {
+        let (_d, s) = open();
+        s.insert_upload(&upload("u", "o", 2, T0)).await.unwrap();
+        store_chunk(&s, "u", 0, "aa").await;
+        s.claim_chunk("u", 1, "bb", "c", LEASE, T0).await.unwrap();
+        s.delete_chunks("u").await.unwrap();
+        assert!(s.list_chunks("u").await.unwrap().is_empty());
+        assert!(matches!(
+            s.claim_chunk("u", 1, "bb", "other", LEASE, T0)
+                .await
+                .unwrap(),
+            ClaimOutcome::Claimed { .. }
+        ));
+    }
+}

@@ -1,0 +1,350 @@
+//! `/api/v1/uploads`: create, status, resume listing, cancel, token renewal (DESIGN §3).
+
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use commons::clock::rfc3339;
+use commons::plan::UploadPlan;
+use commons::problem::Problem;
+use commons::proto;
+use commons::state::UploadState;
+use serde_json::Value;
+
+use super::{internal, now_s, parse_json, path_id};
+use crate::authn::AuthUser;
+use crate::dto::{
+    CreateUploadRequest, CreatedUpload, ProblemDoc, UploadList, UploadStatus, UploadToken,
+};
+use crate::state::GatewayState;
+
+pub const MAX_NAME_CHARS: usize = 1024;
+pub const MAX_CONTENT_TYPE_LEN: usize = 255;
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// A validated create request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUpload {
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub sha256: String,
+}
+
+/// Validates the body of `POST /api/v1/uploads` from a raw JSON value, so that a size that is
+/// zero, negative, fractional, a string or missing is a 400 with a clear message.
+pub fn parse_new_upload(v: &Value) -> Result<NewUpload, Problem> {
+    let bad = |m: &str| Problem::bad_request("invalid-upload", m);
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("the body must be a JSON object"))?;
+    let name = match obj.get("name") {
+        Some(Value::String(s)) => s.trim(),
+        _ => return Err(bad("name is required and must be a string")),
+    };
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(bad(
+            "name must be 1 to 1024 characters without control characters",
+        ));
+    }
+    let size = match obj.get("size") {
+        Some(Value::Number(n)) => n.as_u64().filter(|&s| s > 0),
+        _ => None,
+    }
+    .ok_or_else(|| bad("size must be a positive integer number of bytes"))?;
+    let content_type = match obj.get("content_type") {
+        None | Some(Value::Null) => DEFAULT_CONTENT_TYPE.to_owned(),
+        Some(Value::String(s)) if s.trim().is_empty() => DEFAULT_CONTENT_TYPE.to_owned(),
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            let (kind, sub) = s.split_once('/').unwrap_or_default();
+            if s.len() > MAX_CONTENT_TYPE_LEN
+                || kind.is_empty()
+                || sub.is_empty()
+                || HeaderValue::from_str(s).is_err()
+                || !s.is_ascii()
+            {
+                return Err(bad("content_type must be a media type such as text/plain"));
+            }
+            s.to_owned()
+        }
+        Some(_) => return Err(bad("content_type must be a string")),
+    };
+    let sha256 = match obj.get("sha256") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => commons::digest::parse_hex(s.trim())
+            .map(|d| commons::digest::to_hex(&d))
+            .map_err(|_| bad("sha256 must be 64 hexadecimal characters"))?,
+        Some(_) => return Err(bad("sha256 must be a string of 64 hexadecimal characters")),
+    };
+    Ok(NewUpload {
+        name: name.to_owned(),
+        size,
+        content_type,
+        sha256,
+    })
+}
+
+fn sign_token(
+    state: &GatewayState,
+    user_id: &str,
+    upload: &proto::Upload,
+) -> Result<(String, i64), Problem> {
+    let ttl = i64::try_from(state.config().upload_token_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let now = now_s();
+    let plan = UploadPlan::new(upload.size, upload.chunk_size);
+    let token = state
+        .signer()
+        .sign_upload(user_id, &upload.upload_id, plan, now, ttl)
+        .map_err(|e| internal(&e))?;
+    Ok((token, (now + ttl) * 1000))
+}
+
+/// Start an upload: the server plans the chunks and returns where and how to send them.
+#[utoipa::path(
+    post, path = "/api/v1/uploads", tag = "uploads",
+    request_body = CreateUploadRequest,
+    responses(
+        (status = 201, description = "The upload session was created", body = CreatedUpload,
+         headers(("Location" = String, description = "URL of the upload's status"))),
+        (status = 400, description = "Missing name, or a size that is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than the largest accepted upload", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn create_upload(
+    State(state): State<GatewayState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let value: Value = parse_json(&headers, body)?;
+    let new = parse_new_upload(&value)?;
+    let upload = state
+        .sessions()
+        .create_upload(proto::CreateUploadRequest {
+            owner_id: user.user_id.clone(),
+            name: new.name,
+            size: new.size,
+            content_type: new.content_type,
+            sha256: new.sha256,
+        })
+        .await?
+        .into_inner();
+    let (token, token_expires_ms) = sign_token(&state, &user.user_id, &upload)?;
+    tracing::info!(upload_id = %upload.upload_id, size = upload.size, chunks = upload.total_chunks, "upload created");
+    let body = CreatedUpload {
+        upload_url: state.config().upload_url(&upload.upload_id),
+        upload_id: upload.upload_id.clone(),
+        chunk_size: upload.chunk_size,
+        total_chunks: upload.total_chunks,
+        upload_token: token,
+        expires_at: rfc3339(upload.expires_at_ms),
+        upload_token_expires_at: rfc3339(token_expires_ms),
+        state: crate::dto::state_name(upload.state),
+    };
+    let mut res = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/uploads/{}", upload.upload_id)) {
+        res.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(res)
+}
+
+/// Status of an upload, with the chunks received so far (for resume).
+#[utoipa::path(
+    get, path = "/api/v1/uploads/{id}", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id")),
+    responses(
+        (status = 200, description = "The upload", body = UploadStatus),
+        (status = 401, description = "Not signed in", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such upload of the caller", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn get_upload(
+    State(state): State<GatewayState>,
+    user: AuthUser,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<UploadStatus>, Problem> {
+    let id = path_id(path, "upload")?;
+    let upload = fetch(&state, &user, id).await?;
+    Ok(Json(upload.into()))
+}
+
+async fn fetch(
+    state: &GatewayState,
+    user: &AuthUser,
+    upload_id: String,
+) -> Result<proto::Upload, Problem> {
+    Ok(state
+        .sessions()
+        .get_upload(proto::GetUploadRequest {
+            owner_id: user.user_id.clone(),
+            upload_id,
+        })
+        .await?
+        .into_inner())
+}
+
+/// The caller's unfinished uploads (uploading or assembling), newest first.
+#[utoipa::path(
+    get, path = "/api/v1/uploads", tag = "uploads",
+    responses(
+        (status = 200, description = "Unfinished uploads", body = UploadList),
+        (status = 401, description = "Not signed in", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn list_uploads(
+    State(state): State<GatewayState>,
+    user: AuthUser,
+) -> Result<Json<UploadList>, Problem> {
+    let list = state
+        .sessions()
+        .list_uploads(proto::ListUploadsRequest {
+            owner_id: user.user_id,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(UploadList {
+        items: list.items.into_iter().map(UploadStatus::from).collect(),
+    }))
+}
+
+/// Cancel an upload that is still uploading; its storage is released.
+#[utoipa::path(
+    delete, path = "/api/v1/uploads/{id}", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id")),
+    responses(
+        (status = 204, description = "Cancelled"),
+        (status = 401, description = "Not signed in", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "Cookie request without a matching X-CSRF-Token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such upload of the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The upload is assembling or completed", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn cancel_upload(
+    State(state): State<GatewayState>,
+    user: AuthUser,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, Problem> {
+    let id = path_id(path, "upload")?;
+    state
+        .sessions()
+        .cancel_upload(proto::CancelUploadRequest {
+            owner_id: user.user_id,
+            upload_id: id.clone(),
+        })
+        .await?;
+    tracing::info!(upload_id = %id, "upload cancelled");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A fresh upload token for an upload that is still uploading.
+#[utoipa::path(
+    post, path = "/api/v1/uploads/{id}/token", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id")),
+    responses(
+        (status = 200, description = "A new upload token", body = UploadToken),
+        (status = 401, description = "Not signed in", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such upload of the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The upload no longer takes chunks", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn renew_token(
+    State(state): State<GatewayState>,
+    user: AuthUser,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<UploadToken>, Problem> {
+    let id = path_id(path, "upload")?;
+    let upload = fetch(&state, &user, id).await?;
+    let current = UploadState::from_proto_i32(upload.state);
+    if current != Some(UploadState::Uploading) {
+        return Err(Problem::conflict(
+            "upload-not-uploading",
+            format!(
+                "the upload is {} and takes no more chunks",
+                crate::dto::state_name(upload.state)
+            ),
+        ));
+    }
+    let (upload_token, expires_ms) = sign_token(&state, &user.user_id, &upload)?;
+    Ok(Json(UploadToken {
+        upload_token,
+        expires_at: rfc3339(expires_ms),
+        upload_url: state.config().upload_url(&upload.upload_id),
+    }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sizes_must_be_positive_integers() {
+        for size in [
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!(1.0),
+            json!("10"),
+            json!(null),
+            json!(true),
+            json!([1]),
+        ] {
+            let p = parse_new_upload(&json!({"name": "a", "size": size})).unwrap_err();
+            assert_eq!(p.status, 400, "{size}");
+        }
+        assert_eq!(
+            parse_new_upload(&json!({"name": "a"})).unwrap_err().status,
+            400
+        );
+        let ok = parse_new_upload(&json!({"name": " a.bin ", "size": 5})).unwrap();
+        assert_eq!(
+            ok,
+            NewUpload {
+                name: "a.bin".into(),
+                size: 5,
+                content_type: DEFAULT_CONTENT_TYPE.into(),
+                sha256: String::new()
+            }
+        );
+        assert_eq!(
+            parse_new_upload(&json!({"name": "a", "size": u64::MAX}))
+                .unwrap()
+                .size,
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn validates_name_type_and_digest() {
+        assert!(parse_new_upload(&json!({"name": "", "size": 1})).is_err());
+        assert!(parse_new_upload(&json!({"name": 3, "size": 1})).is_err());
+        assert!(parse_new_upload(&json!({"name": "a\nb", "size": 1})).is_err());
+        assert!(parse_new_upload(&json!([])).is_err());
+        assert!(
+            parse_new_upload(&json!({"name": "a", "size": 1, "content_type": "nope"})).is_err()
+        );
+        assert!(parse_new_upload(&json!({"name": "a", "size": 1, "content_type": 5})).is_err());
+        let u = parse_new_upload(
+            &json!({"name": "a", "size": 1, "content_type": "text/plain; charset=utf-8"}),
+        )
+        .unwrap();
+        assert_eq!(u.content_type, "text/plain; charset=utf-8");
+        assert!(parse_new_upload(&json!({"name": "a", "size": 1, "sha256": "abc"})).is_err());
+        let hex = "AB".repeat(32);
+        let u = parse_new_upload(&json!({"name": "a", "size": 1, "sha256": hex})).unwrap();
+        assert_eq!(u.sha256, "ab".repeat(32));
+    }
+}

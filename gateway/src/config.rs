@@ -1,0 +1,239 @@
+//! Gateway configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use commons::storage::config::StorageConfig;
+
+use crate::Error;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_SESSIONS_URL: &str = "http://127.0.0.1:50051";
+pub const DEFAULT_WEB_DIR: &str = "frontend/dist";
+/// File name of the public key the gateway writes next to its private key.
+pub const PUBLIC_KEY_FILE_NAME: &str = "signing-key.pub.pem";
+
+/// Whether the auth cookies carry the `Secure` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CookieSecure {
+    /// `Secure` when the request came over HTTPS (directly, or per `X-Forwarded-Proto` from a
+    /// trusted proxy).
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl FromStr for CookieSecure {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "always" | "true" | "yes" => Ok(Self::Always),
+            "never" | "false" | "no" => Ok(Self::Never),
+            other => Err(format!("expected auto, always or never, got {other:?}")),
+        }
+    }
+}
+
+/// Settings of the gateway. Built in code (tests, `lfusys up`) with [`Config::new`] or from
+/// the environment with [`Config::from_environment`]:
+///
+/// | variable | default | field |
+/// |---|---|---|
+/// | `LFUSYS_GATEWAY_LISTEN` | `127.0.0.1:8080` | `listen` |
+/// | `LFUSYS_SESSIONS_URL` | `http://127.0.0.1:50051` | `sessions_url` |
+/// | `LFUSYS_DATA_DIR` | `./lfusys-data` | `storage` |
+/// | `LFUSYS_SIGNING_KEY_FILE` | `{data_dir}/keys/signing-key.pem` | `signing_key_file` |
+/// | `LFUSYS_PUBLIC_UPLOAD_URL` | empty (same origin) | `public_upload_url` |
+/// | `LFUSYS_ACCESS_TTL_SECS` | `900` | `access_ttl` |
+/// | `LFUSYS_REFRESH_TTL_SECS` | `2592000` (30 days) | `refresh_ttl` |
+/// | `LFUSYS_UPLOAD_TOKEN_TTL_SECS` | `21600` (6 h) | `upload_token_ttl` |
+/// | `LFUSYS_LOGIN_LIMIT_PER_ACCOUNT` | `10` (per minute; 0 = off) | `login_limit_per_account` |
+/// | `LFUSYS_AUTH_LIMIT_PER_CLIENT` | `30` (per minute; 0 = off) | `auth_limit_per_client` |
+/// | `LFUSYS_TRUST_PROXY` | `false` | `trust_forwarded_for` |
+/// | `LFUSYS_COOKIE_SECURE` | `auto` (`auto`, `always`, `never`) | `cookie_secure` |
+/// | `LFUSYS_WEB_DIR` | `frontend/dist` | `web_dir` |
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// gRPC URL of the sessions service.
+    pub sessions_url: String,
+    /// Where users, refresh tokens (auth store) and file bytes (blob store) live.
+    pub storage: StorageConfig,
+    /// PKCS#8 PEM Ed25519 private key; generated when absent. The public key is written next
+    /// to it as `signing-key.pub.pem` for the upload workers.
+    pub signing_key_file: PathBuf,
+    /// Base URL of the upload workers (e.g. `http://127.0.0.1:8081`). Empty: they share the
+    /// gateway's origin and `upload_url` is the path `/api/v1/chunks/{id}`.
+    pub public_upload_url: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub upload_token_ttl: Duration,
+    /// Login attempts per account per `rate_limit_window` (0 disables the limit).
+    pub login_limit_per_account: u32,
+    /// Register, login and refresh requests per client address per `rate_limit_window`
+    /// (0 disables the limit).
+    pub auth_limit_per_client: u32,
+    pub rate_limit_window: Duration,
+    /// Take the client address from `X-Forwarded-For` and the scheme from
+    /// `X-Forwarded-Proto` (only behind a proxy that sets them).
+    pub trust_forwarded_for: bool,
+    pub cookie_secure: CookieSecure,
+    /// The built web app, served at `/` when the folder exists.
+    pub web_dir: PathBuf,
+}
+
+impl Config {
+    /// Defaults for the given storage: loopback listener, keys in the data directory.
+    pub fn new(storage: StorageConfig) -> Self {
+        let signing_key_file = default_key_file(&storage);
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            sessions_url: DEFAULT_SESSIONS_URL.to_owned(),
+            storage,
+            signing_key_file,
+            public_upload_url: String::new(),
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            upload_token_ttl: Duration::from_secs(6 * 3600),
+            login_limit_per_account: 10,
+            auth_limit_per_client: 30,
+            rate_limit_window: Duration::from_secs(60),
+            trust_forwarded_for: false,
+            cookie_secure: CookieSecure::Auto,
+            web_dir: PathBuf::from(DEFAULT_WEB_DIR),
+        }
+    }
+
+    /// Reads the `LFUSYS_*` variables listed on [`Config`].
+    pub fn from_environment() -> Result<Self, Error> {
+        let mut c = Self::new(StorageConfig::from_environment());
+        c.listen = env_parse("LFUSYS_GATEWAY_LISTEN", c.listen)?;
+        if let Some(url) = env_str("LFUSYS_SESSIONS_URL") {
+            c.sessions_url = url;
+        }
+        if let Some(path) = env_str("LFUSYS_SIGNING_KEY_FILE") {
+            c.signing_key_file = PathBuf::from(path);
+        }
+        if let Some(url) = env_str("LFUSYS_PUBLIC_UPLOAD_URL") {
+            c.public_upload_url = url;
+        }
+        c.access_ttl =
+            Duration::from_secs(env_parse("LFUSYS_ACCESS_TTL_SECS", c.access_ttl.as_secs())?);
+        c.refresh_ttl = Duration::from_secs(env_parse(
+            "LFUSYS_REFRESH_TTL_SECS",
+            c.refresh_ttl.as_secs(),
+        )?);
+        c.upload_token_ttl = Duration::from_secs(env_parse(
+            "LFUSYS_UPLOAD_TOKEN_TTL_SECS",
+            c.upload_token_ttl.as_secs(),
+        )?);
+        c.login_limit_per_account =
+            env_parse("LFUSYS_LOGIN_LIMIT_PER_ACCOUNT", c.login_limit_per_account)?;
+        c.auth_limit_per_client =
+            env_parse("LFUSYS_AUTH_LIMIT_PER_CLIENT", c.auth_limit_per_client)?;
+        c.trust_forwarded_for = env_bool("LFUSYS_TRUST_PROXY", c.trust_forwarded_for)?;
+        c.cookie_secure = env_parse("LFUSYS_COOKIE_SECURE", c.cookie_secure)?;
+        if let Some(dir) = env_str("LFUSYS_WEB_DIR") {
+            c.web_dir = PathBuf::from(dir);
+        }
+        if c.access_ttl.is_zero() || c.refresh_ttl.is_zero() || c.upload_token_ttl.is_zero() {
+            return Err(Error::Config("token lifetimes must be positive".into()));
+        }
+        Ok(c)
+    }
+
+    /// Where the public key is written: `signing-key.pub.pem` in the private key's folder.
+    pub fn public_key_file(&self) -> PathBuf {
+        public_key_path(&self.signing_key_file)
+    }
+
+    /// The `upload_url` of an upload: absolute on the workers, or a same-origin path.
+    pub fn upload_url(&self, upload_id: &str) -> String {
+        let base = self.public_upload_url.trim().trim_end_matches('/');
+        format!("{base}/api/v1/chunks/{upload_id}")
+    }
+}
+
+fn default_key_file(storage: &StorageConfig) -> PathBuf {
+    match storage {
+        StorageConfig::Embedded { data_dir } => data_dir.join("keys").join("signing-key.pem"),
+    }
+}
+
+pub(crate) fn public_key_path(private: &Path) -> PathBuf {
+    private.parent().map_or_else(
+        || PathBuf::from(PUBLIC_KEY_FILE_NAME),
+        |d| d.join(PUBLIC_KEY_FILE_NAME),
+    )
+}
+
+fn env_str(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn env_parse<T>(name: &str, default: T) -> Result<T, Error>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match env_str(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|e| Error::Config(format!("{name}={v:?}: {e}"))),
+    }
+}
+
+fn env_bool(name: &str, default: bool) -> Result<bool, Error> {
+    match env_str(name).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+        Some(v) => Err(Error::Config(format!(
+            "{name}={v:?}: expected true or false"
+        ))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_data_dir() {
+        let c = Config::new(StorageConfig::embedded("/data"));
+        assert_eq!(
+            c.signing_key_file,
+            PathBuf::from("/data/keys/signing-key.pem")
+        );
+        assert_eq!(
+            c.public_key_file(),
+            PathBuf::from("/data/keys/signing-key.pub.pem")
+        );
+        assert_eq!(c.upload_url("abc"), "/api/v1/chunks/abc");
+    }
+
+    #[test]
+    fn upload_url_uses_the_public_base() {
+        let mut c = Config::new(StorageConfig::embedded("/data"));
+        c.public_upload_url = "http://127.0.0.1:8081/".into();
+        assert_eq!(
+            c.upload_url("abc"),
+            "http://127.0.0.1:8081/api/v1/chunks/abc"
+        );
+    }
+
+    #[test]
+    fn parses_cookie_secure() {
+        assert_eq!("auto".parse(), Ok(CookieSecure::Auto));
+        assert_eq!("Always".parse(), Ok(CookieSecure::Always));
+        assert_eq!("never".parse(), Ok(CookieSecure::Never));
+        assert!("sometimes".parse::<CookieSecure>().is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! `gateway`: the LFUSYS public HTTP API. Configured by `LFUSYS_*` variables (see
+//! `gateway::Config`).
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    commons::observability::init_tracing();
+    let config = gateway::Config::from_environment().context("reading the configuration")?;
+    let state = gateway::GatewayState::open(&config)
+        .await
+        .context("opening the gateway's stores and keys")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, sessions = %config.sessions_url, "gateway listening on http://{addr}");
+    gateway::serve(listener, state, commons::observability::shutdown_signal()).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

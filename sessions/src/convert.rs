@@ -1,0 +1,144 @@
+//! Records to protobuf messages, and store errors to gRPC statuses.
+
+use commons::proto;
+use commons::state::UploadState;
+use commons::storage::{ChunkRecord, FileRecord, StoreError, UploadRecord};
+use tonic::Status;
+
+/// What is known about the received chunks of an upload.
+pub enum Received<'a> {
+    /// The recorded chunks (ascending).
+    Chunks(&'a [ChunkRecord]),
+    /// Only the total of bytes recorded (listings keep the index list out).
+    BytesOnly(u64),
+}
+
+pub fn upload(rec: &UploadRecord, received: &Received<'_>) -> proto::Upload {
+    let (received_chunks, bytes_received) = match received {
+        Received::Chunks(chunks) => (
+            chunks.iter().map(|c| c.index).collect(),
+            chunks.iter().map(|c| c.size).sum(),
+        ),
+        Received::BytesOnly(bytes) => (Vec::new(), *bytes),
+    };
+    proto::Upload {
+        upload_id: rec.upload_id.clone(),
+        owner_id: rec.owner_id.clone(),
+        name: rec.name.clone(),
+        size: rec.size,
+        content_type: rec.content_type.clone(),
+        sha256: rec.sha256.clone().unwrap_or_default(),
+        chunk_size: rec.chunk_size,
+        total_chunks: rec.total_chunks,
+        state: state(rec.state),
+        received_chunks,
+        bytes_received,
+        file_id: rec.file_id.clone().unwrap_or_default(),
+        error: rec.error.clone().unwrap_or_default(),
+        created_at_ms: rec.created_at_ms,
+        expires_at_ms: rec.expires_at_ms,
+        storage_handle: rec.storage_handle.clone(),
+    }
+}
+
+pub fn state(s: UploadState) -> i32 {
+    s.to_proto().into()
+}
+
+pub fn file(rec: &FileRecord) -> proto::File {
+    proto::File {
+        file_id: rec.file_id.clone(),
+        owner_id: rec.owner_id.clone(),
+        name: rec.name.clone(),
+        size: rec.size,
+        content_type: rec.content_type.clone(),
+        sha256: rec.sha256.clone(),
+        created_at_ms: rec.created_at_ms,
+        upload_id: rec.upload_id.clone(),
+        blob_key: rec.blob_key.clone(),
+    }
+}
+
+pub fn part(chunk: &ChunkRecord) -> proto::Part {
+    proto::Part {
+        index: chunk.index,
+        size: chunk.size,
+        sha256: chunk.sha256.clone(),
+        etag: chunk.etag.clone(),
+    }
+}
+
+/// Maps a store failure: transient ones stay retryable (`UNAVAILABLE`), unexpected ones are
+/// logged in full and answered without internals.
+pub fn store_error(context: &str, err: StoreError) -> Status {
+    match err {
+        StoreError::NotFound(what) => Status::not_found(what),
+        StoreError::Conflict(what) => Status::failed_precondition(what),
+        StoreError::Unavailable(what) => {
+            tracing::warn!(context, error = %what, "storage unavailable");
+            Status::unavailable(format!("storage is unavailable: {what}"))
+        }
+        e @ (StoreError::DigestMismatch | StoreError::LengthMismatch { .. }) => {
+            Status::invalid_argument(e.to_string())
+        }
+        e @ (StoreError::Body(_) | StoreError::Other(_)) => {
+            tracing::error!(context, error = %e, "storage error");
+            Status::internal(format!("{context} failed: internal storage error"))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn store_errors() {
+        let code = |e| store_error("test", e).code();
+        assert_eq!(code(StoreError::NotFound("x".into())), Code::NotFound);
+        assert_eq!(
+            code(StoreError::Conflict("x".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(code(StoreError::Unavailable("x".into())), Code::Unavailable);
+        assert_eq!(code(StoreError::Other("x".into())), Code::Internal);
+        assert_eq!(code(StoreError::DigestMismatch), Code::InvalidArgument);
+        let msg = store_error("test", StoreError::Other("secret path /var/x".into()));
+        assert!(!msg.message().contains("secret"));
+    }
+
+    #[test]
+    fn upload_sums_received_bytes() {
+        let rec = UploadRecord {
+            upload_id: "u".into(),
+            owner_id: "o".into(),
+            name: "n".into(),
+            size: 10,
+            content_type: "c".into(),
+            sha256: None,
+            chunk_size: 4,
+            total_chunks: 3,
+            state: UploadState::Uploading,
+            storage_handle: String::new(),
+            error: None,
+            file_id: None,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+            expires_at_ms: 2,
+        };
+        let chunk = |index, size| ChunkRecord {
+            index,
+            size,
+            sha256: String::new(),
+            etag: String::new(),
+        };
+        let chunks = [chunk(0, 4), chunk(2, 2)];
+        let p = upload(&rec, &Received::Chunks(&chunks));
+        assert_eq!(p.received_chunks, vec![0, 2]);
+        assert_eq!(p.bytes_received, 6);
+        assert_eq!(p.state(), proto::UploadState::Uploading);
+        assert_eq!(p.sha256, "");
+    }
+}

@@ -1,0 +1,108 @@
+//! The sweeper: expires abandoned uploads (releasing their storage, so nothing is left
+//! behind) and re-enqueues the assembly job of uploads stuck in assembling (a lost job).
+
+use commons::clock::now_ms;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::service::{enqueue_assembly, expire_upload};
+use crate::SessionsState;
+
+const BATCH: u32 = 100;
+/// Bounds one sweep; the rest waits for the next one.
+const MAX_BATCHES: usize = 100;
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Uploads moved to expired, their storage released.
+    pub expired: usize,
+    /// Assembly jobs sent again for uploads stuck in assembling.
+    pub requeued: usize,
+    /// Store failures (logged); the next sweep retries.
+    pub errors: usize,
+}
+
+/// One pass of the sweeper.
+pub async fn sweep_once(state: &SessionsState) -> SweepReport {
+    let mut report = SweepReport::default();
+    let now = now_ms();
+
+    for _ in 0..MAX_BATCHES {
+        let batch = match state.metadata.list_expired(now, BATCH).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "sweeper: cannot list expired uploads");
+                report.errors += 1;
+                break;
+            }
+        };
+        let mut progressed = false;
+        for rec in &batch {
+            match expire_upload(state, rec, now).await {
+                Ok(true) => {
+                    report.expired += 1;
+                    progressed = true;
+                }
+                // Someone else moved it on (the last chunk landed, or it was cancelled).
+                Ok(false) => progressed = true,
+                Err(e) => {
+                    tracing::error!(upload_id = %rec.upload_id, error = %e, "sweeper: cannot expire upload");
+                    report.errors += 1;
+                }
+            }
+        }
+        if batch.len() < BATCH as usize || !progressed {
+            break;
+        }
+    }
+
+    let stale_ms = i64::try_from(state.config.assembly_stale_after.as_millis()).unwrap_or(i64::MAX);
+    match state
+        .metadata
+        .list_stale_assembling(now.saturating_sub(stale_ms), BATCH)
+        .await
+    {
+        Ok(stuck) => {
+            for rec in &stuck {
+                match enqueue_assembly(state, &rec.upload_id).await {
+                    Ok(()) => {
+                        tracing::warn!(upload_id = %rec.upload_id, "sweeper: re-enqueued the assembly job of a stuck upload");
+                        report.requeued += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(upload_id = %rec.upload_id, error = %e, "sweeper: cannot re-enqueue assembly job");
+                        report.errors += 1;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sweeper: cannot list stuck assembling uploads");
+            report.errors += 1;
+        }
+    }
+    if report != SweepReport::default() {
+        tracing::info!(?report, "sweep done");
+    }
+    report
+}
+
+/// Sweeps every `sweep_interval` (the first one interval after start) until `stop` turns true or is dropped.
+pub(crate) async fn run(state: SessionsState, mut stop: watch::Receiver<bool>) {
+    let every = state.config.sweep_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                sweep_once(&state).await;
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The assembler: consumes the assembly queue and turns complete uploads into Files
+//! (DESIGN §3 step 4).
+//!
+//! Each of `Config::assemblers` tasks long-polls the [`JobQueue`] (10 s wait), hiding the
+//! message it receives for `Config::assembly_visibility`, and renews that every third of it
+//! while it works (heartbeat), so a long job keeps its message while a crashed assembler's
+//! job reappears once its visibility runs out. For an [`AssemblyJob`] it:
+//!
+//! 1. asks the sessions service for the assembly (`GetAssembly`); an upload that is no longer
+//!    assembling (completed, failed, cancelled, expired or unknown) is acknowledged and left alone;
+//! 2. commits the blob (`BlobStore::complete_upload`, idempotent);
+//! 3. checks the blob's size, and its whole-file SHA-256 (streamed) against the one the client
+//!    declared, if any; a mismatch fails the upload with the reason stated
+//!    (`whole-file SHA-256 mismatch: declared X, received Y`), deletes the blob and publishes
+//!    nothing;
+//! 4. publishes the File (`CompleteAssembly`, idempotent: the File id derives from the
+//!    upload id) and acknowledges (deletes) the message.
+//!
+//! A transient error (storage or sessions service unreachable) is logged and the message is
+//! not acknowledged: it is redelivered after the visibility timeout.
+//!
+//! **Dead-letter rule.** A message received more than `Config::assembly_max_attempts` times
+//! is not tried again: the upload is marked failed with
+//! `assembly failed after N attempts: <last error>` and the message is acknowledged. (SQS
+//! deployments additionally configure a DLQ after more receives than this, as a safety net.)
+//!
+//! **Test-only failpoint.** With `LFUSYS_FAILPOINT=assembler-crash-after-commit` in its
+//! environment, the process aborts (`std::process::abort`) right after committing a blob and
+//! before publishing the File. The system tests use it to kill an assembler mid-job; never
+//! set it in a deployment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use commons::digest::to_hex;
+use commons::jobs::AssemblyJob;
+use commons::proto::{Assembly, CompleteAssemblyRequest, FailUploadRequest, GetAssemblyRequest};
+use commons::state::UploadState;
+use commons::storage::{PartRef, ReceivedJob};
+use futures::StreamExt;
+use sha2::Digest;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::WorkerState;
+
+/// Environment variable naming a test failpoint.
+pub const FAILPOINT_ENV: &str = "LFUSYS_FAILPOINT";
+/// Failpoint: abort the process right after the blob is committed.
+pub const CRASH_AFTER_COMMIT: &str = "assembler-crash-after-commit";
+/// Long-poll wait of one receive.
+pub const RECEIVE_WAIT: Duration = Duration::from_secs(10);
+
+/// The last transient error per upload, shared by the assemblers of this process, for the
+/// reason given when a job is dead-lettered.
+type LastErrors = Arc<Mutex<HashMap<String, String>>>;
+
+/// Starts `tasks` assembler loops that run until `stop` is cancelled.
+pub(crate) fn spawn(
+    state: &WorkerState,
+    tasks: usize,
+    stop: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let crash_after_commit = std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == CRASH_AFTER_COMMIT);
+    if crash_after_commit {
+        tracing::warn!("test failpoint {CRASH_AFTER_COMMIT} is set: this process aborts after committing a blob");
+    }
+    let last_errors = LastErrors::default();
+    (0..tasks)
+        .map(|n| {
+            let a = Assembler {
+                state: state.clone(),
+                stop: stop.clone(),
+                last_errors: Arc::clone(&last_errors),
+                crash_after_commit,
+            };
+            tokio::spawn(async move {
+                tracing::debug!(assembler = n, "assembler started");
+                a.run().await;
+                tracing::debug!(assembler = n, "assembler stopped");
+            })
+        })
+        .collect()
+}
+
+struct Assembler {
+    state: WorkerState,
+    stop: CancellationToken,
+    last_errors: LastErrors,
+    crash_after_commit: bool,
+}
+
+/// How a job ended; all of these acknowledge the message.
+enum Done {
+    Completed { file_id: String },
+    Failed { reason: String },
+    Skipped { why: String },
+}
+
+/// A transient failure: the message is left to be redelivered.
+struct Retry(String);
+
+impl Assembler {
+    fn visibility(&self) -> Duration {
+        self.state.config().assembly_visibility
+    }
+
+    async fn run(&self) {
+        let queue = Arc::clone(self.state.queue());
+        loop {
+            let received = tokio::select! {
+                () = self.stop.cancelled() => return,
+                r = queue.receive(RECEIVE_WAIT, self.visibility()) => r,
+            };
+            match received {
+                Ok(Some(job)) => self.handle(job).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving from the assembly queue failed");
+                    tokio::select! {
+                        () = self.stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, job: ReceivedJob) {
+        let queue = Arc::clone(self.state.queue());
+        let heartbeat = Heartbeat::start(&self.state, &job.receipt, self.visibility());
+        let started = Instant::now();
+        let result = tokio::select! {
+            () = self.stop.cancelled() => {
+                drop(heartbeat);
+                // Hand the job back at once rather than after the visibility timeout.
+                if let Err(e) = queue.extend_visibility(&job.receipt, Duration::ZERO).await {
+                    tracing::debug!(error = %e, "returning an unfinished job to the queue failed");
+                }
+                return;
+            }
+            r = self.process(&job) => r,
+        };
+        drop(heartbeat);
+        let upload_id = AssemblyJob::from_body(&job.body)
+            .map(|j| j.upload_id)
+            .unwrap_or_default();
+        let outcome = match result {
+            Err(Retry(error)) => {
+                tracing::warn!(%upload_id, attempt = job.receive_count, %error, "assembly failed; the job will be redelivered");
+                self.last_errors
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(upload_id, error);
+                metrics::counter!("lfusys_assemblies_total", "outcome" => "retry").increment(1);
+                return;
+            }
+            Ok(done) => done,
+        };
+        self.last_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&upload_id);
+        let label = match &outcome {
+            Done::Completed { file_id } => {
+                metrics::histogram!("lfusys_assembly_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                tracing::info!(%upload_id, %file_id, seconds = started.elapsed().as_secs_f64(), "upload assembled");
+                "completed"
+            }
+            Done::Failed { reason } => {
+                tracing::warn!(%upload_id, %reason, "upload failed in assembly");
+                "failed"
+            }
+            Done::Skipped { why } => {
+                tracing::info!(%upload_id, %why, "assembly job acknowledged without work");
+                "skipped"
+            }
+        };
+        metrics::counter!("lfusys_assemblies_total", "outcome" => label).increment(1);
+        if let Err(e) = queue.delete(&job.receipt).await {
+            // The message was redelivered meanwhile; its next run finds the work done.
+            tracing::warn!(%upload_id, error = %e, "acknowledging the assembly job failed");
+        }
+    }
+
+    async fn process(&self, job: &ReceivedJob) -> Result<Done, Retry> {
+        let Ok(AssemblyJob { upload_id }) = AssemblyJob::from_body(&job.body) else {
+            tracing::error!(body = %job.body, "dropping a malformed assembly job");
+            return Ok(Done::Skipped {
+                why: "malformed job".to_owned(),
+            });
+        };
+        let Some(assembly) = self.get_assembly(&upload_id).await? else {
+            return Ok(Done::Skipped {
+                why: "the upload does not exist".to_owned(),
+            });
+        };
+        let upload = assembly.upload.clone().unwrap_or_default();
+        let upload_state = UploadState::from_proto_i32(upload.state);
+        if upload_state != Some(UploadState::Assembling) {
+            if upload_state == Some(UploadState::Failed) {
+                // A failed upload never publishes: drop a blob an earlier run may have left.
+                self.delete_blob(&assembly.blob_key).await;
+            }
+            return Ok(Done::Skipped {
+                why: format!(
+                    "the upload is {}",
+                    upload_state.map_or("in an unknown state", UploadState::as_str)
+                ),
+            });
+        }
+
+        let max = self.state.config().assembly_max_attempts;
+        if job.receive_count > max {
+            let last = self
+                .last_errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&upload_id)
+                .cloned()
+                .unwrap_or_else(|| {
+                    "no error was recorded by this worker (an assembler may have crashed)"
+                        .to_owned()
+                });
+            let reason = format!(
+                "assembly failed after {} attempts: {last}",
+                job.receive_count - 1
+            );
+            return self.fail(&upload_id, &assembly.blob_key, reason).await;
+        }
+
+        let blob = self.state.blob();
+        let parts: Vec<PartRef> = assembly
+            .parts
+            .iter()
+            .map(|p| PartRef {
+                index: p.index,
+                size: p.size,
+                etag: p.etag.clone(),
+            })
+            .collect();
+        blob.complete_upload(
+            &upload_id,
+            &upload.storage_handle,
+            &parts,
+            &assembly.blob_key,
+        )
+        .await
+        .map_err(|e| Retry(format!("committing the blob: {e}")))?;
+        if self.crash_after_commit {
+            tracing::error!(%upload_id, "failpoint {CRASH_AFTER_COMMIT}: aborting");
+            std::process::abort();
+        }
+
+        let size = blob
+            .blob_size(&assembly.blob_key)
+            .await
+            .map_err(|e| Retry(format!("reading the blob's size: {e}")))?;
+        if size != upload.size {
+            let reason = format!(
+                "assembled size mismatch: expected {} bytes, the blob has {size}",
+                upload.size
+            );
+            return self.fail(&upload_id, &assembly.blob_key, reason).await;
+        }
+        let sha256 = self.hash_blob(&assembly.blob_key).await?;
+        if !upload.sha256.is_empty() && !upload.sha256.eq_ignore_ascii_case(&sha256) {
+            let reason = format!(
+                "whole-file SHA-256 mismatch: declared {}, received {sha256}",
+                upload.sha256.to_ascii_lowercase()
+            );
+            return self.fail(&upload_id, &assembly.blob_key, reason).await;
+        }
+
+        let req = CompleteAssemblyRequest {
+            upload_id: upload_id.clone(),
+            sha256,
+            size,
+        };
+        match self.state.sessions().complete_assembly(req).await {
+            Ok(file) => Ok(Done::Completed {
+                file_id: file.into_inner().file_id,
+            }),
+            // The upload moved on meanwhile (failed, or completed and deleted): nothing to publish.
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(Done::Skipped {
+                why: format!("the file was not published: {}", s.message()),
+            }),
+            Err(s) => Err(Retry(format!("publishing the file: {}", s.message()))),
+        }
+    }
+
+    async fn get_assembly(&self, upload_id: &str) -> Result<Option<Assembly>, Retry> {
+        let req = GetAssemblyRequest {
+            upload_id: upload_id.to_owned(),
+        };
+        match self.state.sessions().get_assembly(req).await {
+            Ok(res) => Ok(Some(res.into_inner())),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(Retry(format!("reading the assembly: {}", s.message()))),
+        }
+    }
+
+    /// Marks the upload failed (nothing is published) and deletes its blob.
+    async fn fail(&self, upload_id: &str, blob_key: &str, reason: String) -> Result<Done, Retry> {
+        let req = FailUploadRequest {
+            upload_id: upload_id.to_owned(),
+            reason: reason.clone(),
+        };
+        match self.state.sessions().fail_upload(req).await {
+            Ok(res) => {
+                let upload = res.into_inner();
+                if UploadState::from_proto_i32(upload.state) == Some(UploadState::Failed) {
+                    self.delete_blob(blob_key).await;
+                    Ok(Done::Failed { reason })
+                } else {
+                    // Someone else finished it first; its blob may be a published file.
+                    Ok(Done::Skipped {
+                        why: format!("the upload is {} already", upload.state().as_str_name()),
+                    })
+                }
+            }
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) =>
+            {
+                Ok(Done::Skipped {
+                    why: format!("the upload could not be failed: {}", s.message()),
+                })
+            }
+            Err(s) => Err(Retry(format!("failing the upload: {}", s.message()))),
+        }
+    }
+
+    async fn delete_blob(&self, blob_key: &str) {
+        if blob_key.is_empty() {
+            return;
+        }
+        if let Err(e) = self.state.blob().delete_blob(blob_key).await {
+            tracing::warn!(%blob_key, error = %e, "deleting the blob of a failed upload failed");
+        }
+    }
+
+    /// SHA-256 of a committed blob, streamed.
+    async fn hash_blob(&self, blob_key: &str) -> Result<String, Retry> {
+        let mut stream = self
+            .state
+            .blob()
+            .read_blob(blob_key, None)
+            .await
+            .map_err(|e| Retry(format!("reading the blob: {e}")))?;
+        let mut hasher = sha2::Sha256::new();
+        while let Some(bytes) = stream.next().await {
+            let bytes = bytes.map_err(|e| Retry(format!("reading the blob: {e}")))?;
+            hasher.update(&bytes);
+        }
+        Ok(to_hex(&hasher.finalize().into()))
+    }
+}
+
+/// Keeps a received message invisible while its job runs; stops when dropped.
+struct Heartbeat(JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(state: &WorkerState, receipt: &str, visibility: Duration) -> Self {
+        let queue = Arc::clone(state.queue());
+        let receipt = receipt.to_owned();
+        let every = (visibility / 3).max(Duration::from_millis(50));
+        Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = queue.extend_visibility(&receipt, visibility).await {
+                    tracing::warn!(error = %e, "extending the assembly job's visibility failed");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

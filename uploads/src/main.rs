@@ -1,0 +1,25 @@
+//! The `uploads` binary: one upload worker (chunk ingest + assemblers).
+//! Configuration comes from the environment; see `uploads::Config`.
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    commons::observability::init_tracing();
+    let config = uploads::Config::from_environment().context("reading the configuration")?;
+    let state = uploads::WorkerState::open(&config)
+        .await
+        .context("starting the upload worker")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        sessions = %config.sessions_url,
+        assemblers = config.assemblers,
+        "upload worker started"
+    );
+    uploads::serve(listener, state, commons::observability::shutdown_signal()).await?;
+    tracing::info!("upload worker stopped");
+    Ok(())
+}
