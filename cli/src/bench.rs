@@ -13,13 +13,13 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::client::Api;
-use crate::human::{self, parse_bytes};
 use crate::upload::{self, UploadOptions};
+use commons::units::{format_size, parse_size};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Size of the generated file.
-    #[arg(long, default_value = "2GiB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
     pub size: u64,
     /// Chunks in flight.
     #[arg(short = 'j', long, default_value_t = 16)]
@@ -32,6 +32,11 @@ pub struct BenchArgs {
     /// Keep the uploaded file on the server afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// S3 mode: the reference is the same file uploaded straight to this bucket of the same
+    /// S3 server (the SDK's standard AWS_* configuration) with an aws-sdk-s3 multipart client,
+    /// with the LFUSYS upload's part size and parallelism, instead of a local fdatasync write.
+    #[arg(long)]
+    pub s3_bucket: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -45,6 +50,8 @@ struct BenchReport {
     reference_seconds: f64,
     reference_mb_per_s: f64,
     ratio: f64,
+    /// What the reference is: `sequential write + fdatasync` or `direct S3 multipart upload`.
+    reference: String,
     workers_peak_rss_bytes: Option<u64>,
     workers_rss_bytes: Option<u64>,
 }
@@ -110,7 +117,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .join(format!("lfusys-bench-{}.ref", std::process::id()));
     eprintln!(
         "Generating {} of test data in {}…",
-        human::bytes(args.size),
+        format_size(args.size),
         source.display()
     );
     let (src, size) = (source.clone(), args.size);
@@ -125,22 +132,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "size:                     {}",
-            human::bytes(report.size_bytes)
+            format_size(report.size_bytes)
         );
         println!("parallel chunks:          {}", report.parallel_chunks);
         println!(
             "LFUSYS end to end:        {:.1} MB/s ({:.2} s, create → completed)",
             report.upload_mb_per_s, report.upload_seconds
         );
-        println!(
-            "sequential + fdatasync:   {:.1} MB/s ({:.2} s, same disk)",
-            report.reference_mb_per_s, report.reference_seconds
-        );
+        if args.s3_bucket.is_some() {
+            println!(
+                "direct S3 multipart:      {:.1} MB/s ({:.2} s, aws-sdk-s3, same part size and parallelism)",
+                report.reference_mb_per_s, report.reference_seconds
+            );
+        } else {
+            println!(
+                "sequential + fdatasync:   {:.1} MB/s ({:.2} s, same disk)",
+                report.reference_mb_per_s, report.reference_seconds
+            );
+        }
         println!("ratio:                    {:.2}", report.ratio);
         match report.workers_peak_rss_bytes {
             Some(b) => println!(
                 "upload workers' peak RSS: {} (process high-water mark)",
-                human::bytes(b)
+                format_size(b)
             ),
             None => println!("upload workers' peak RSS: not reported by the server"),
         }
@@ -149,9 +163,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn measure(args: &BenchArgs, source: &Path, reference: &Path) -> anyhow::Result<BenchReport> {
-    eprintln!("Writing the same bytes sequentially with fdatasync (reference)…");
-    let (s, r) = (source.to_path_buf(), reference.to_path_buf());
-    let reference_seconds = tokio::task::spawn_blocking(move || reference_write(&s, &r)).await??;
+    let reference_seconds = if args.s3_bucket.is_some() {
+        0.0 // measured after the LFUSYS upload, with its part size
+    } else {
+        eprintln!("Writing the same bytes sequentially with fdatasync (reference)…");
+        let (s, r) = (source.to_path_buf(), reference.to_path_buf());
+        tokio::task::spawn_blocking(move || reference_write(&s, &r)).await??
+    };
 
     let api = Api::new(&args.server)?;
     let email = format!("bench-{:016x}@bench.lfusys.invalid", rand::random::<u64>());
@@ -181,6 +199,19 @@ async fn measure(args: &BenchArgs, source: &Path, reference: &Path) -> anyhow::R
         .get_text(&format!("{workers_base}/metrics"))
         .await
         .unwrap_or_default();
+    let reference_seconds = match &args.s3_bucket {
+        None => reference_seconds,
+        Some(bucket) => {
+            let part_size = api.upload_status(&report.upload_id).await?.chunk_size;
+            eprintln!(
+                "Uploading the same file straight to S3 bucket {bucket} ({} parts, {} in flight)…",
+                format_size(part_size),
+                args.parallel
+            );
+            crate::bench_s3::direct_multipart_upload(source, bucket, part_size, args.parallel)
+                .await?
+        }
+    };
     if !args.keep {
         api.delete_file(&report.file_id).await?;
     }
@@ -195,6 +226,11 @@ async fn measure(args: &BenchArgs, source: &Path, reference: &Path) -> anyhow::R
         reference_seconds,
         reference_mb_per_s: mb / reference_seconds,
         ratio: reference_seconds / report.seconds,
+        reference: if args.s3_bucket.is_some() {
+            "direct S3 multipart upload".to_owned()
+        } else {
+            "sequential write + fdatasync".to_owned()
+        },
         workers_peak_rss_bytes: metric(&metrics, "lfusys_process_peak_resident_memory_bytes"),
         workers_rss_bytes: metric(&metrics, "lfusys_process_resident_memory_bytes"),
     })

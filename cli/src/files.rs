@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::client::Api;
-use crate::human;
+use commons::units::format_size;
 
 pub async fn list(api: &Api, json: bool) -> anyhow::Result<()> {
     let files = api.list_files().await?;
@@ -35,7 +35,7 @@ pub async fn list(api: &Api, json: bool) -> anyhow::Result<()> {
             println!(
                 "{:<36}  {:>10}  {:<24}  {}",
                 f.id,
-                human::bytes(f.size),
+                format_size(f.size),
                 f.created_at,
                 f.name
             );
@@ -52,7 +52,7 @@ pub async fn list(api: &Api, json: bool) -> anyhow::Result<()> {
             println!(
                 "{:<36}  {:>10}  {:>5.1}%  {:<11}  {}",
                 u.upload_id,
-                human::bytes(u.size),
+                format_size(u.size),
                 pct,
                 u.state,
                 u.name
@@ -137,7 +137,7 @@ pub async fn download(
         println!(
             "Downloaded {} ({}) to {}, SHA-256 verified.",
             info.name,
-            human::bytes(received),
+            format_size(received),
             target.display()
         );
     }

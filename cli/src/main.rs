@@ -1,10 +1,15 @@
 //! `lfusys`: runs LFUSYS locally (`lfusys up`) and is its command-line client.
 
+// Returns freed chunk buffers to the OS promptly: with the system allocator the workers'
+// resident memory grows with fragmentation under many concurrent chunks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
+mod bench_s3;
 mod client;
 mod credentials;
 mod files;
-mod human;
 mod up;
 mod upload;
 
@@ -42,6 +47,8 @@ struct ServerArgs {
     json: bool,
 }
 
+// Parsed once per run: the size of `up`'s arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole system locally (gateway, sessions, upload workers) on embedded backends.
@@ -221,7 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!(
                         "Uploaded {} ({}) as {} in {:.1}s, {:.1} MB/s{resumed}",
                         report.path,
-                        human::bytes(report.size),
+                        commons::units::format_size(report.size),
                         report.file_id,
                         report.seconds,
                         report.megabytes_per_second

@@ -1,17 +1,20 @@
 //! `lfusys up`: the whole system on one machine — the sessions service, the upload workers
 //! and the gateway, each behind its real network interface on loopback, on embedded backends
-//! (local disk and SQLite under `--data-dir`). The gateway serves the web app when it is built.
+//! (local disk and SQLite under `--data-dir`) or, with `--backend aws`, on S3, DynamoDB and
+//! SQS through the AWS SDK's standard configuration (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+//! credentials). The gateway serves the web app when it is built.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use commons::storage::config::StorageConfig;
+use commons::storage::aws::AwsResources;
+use commons::storage::config::{self as storage_config, StorageConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::human::parse_bytes;
+use commons::units::parse_size;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpArgs {
@@ -31,10 +34,10 @@ pub struct UpArgs {
     #[arg(long, env = "LFUSYS_PUBLIC_UPLOAD_URL")]
     pub public_upload_url: Option<String>,
     /// Preferred chunk size (raised for files that would need more than 10,000 chunks).
-    #[arg(long, env = "LFUSYS_CHUNK_SIZE", default_value = "16MiB", value_parser = parse_bytes)]
+    #[arg(long, env = "LFUSYS_CHUNK_SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub chunk_size: u64,
     /// Largest accepted upload.
-    #[arg(long, env = "LFUSYS_MAX_UPLOAD_SIZE", default_value = "5TiB", value_parser = parse_bytes)]
+    #[arg(long, env = "LFUSYS_MAX_UPLOAD_SIZE", default_value = "5TiB", value_parser = parse_size)]
     pub max_upload_size: u64,
     /// Unfinished uploads expire after this many seconds.
     #[arg(long, env = "LFUSYS_UPLOAD_TTL_SECS", default_value_t = 86_400)]
@@ -48,6 +51,65 @@ pub struct UpArgs {
     /// The built web app (served at `/` when the folder exists).
     #[arg(long, env = "LFUSYS_WEB_DIR", default_value = "frontend/dist")]
     pub web_dir: PathBuf,
+    /// Storage: `embedded` (local disk and SQLite in --data-dir) or `aws` (S3, DynamoDB, SQS;
+    /// the data directory then only keeps the signing keys).
+    #[arg(long, env = "LFUSYS_BACKEND", value_enum, default_value = "embedded")]
+    pub backend: Backend,
+    /// AWS: the S3 bucket of uploads and files.
+    #[arg(long, env = "LFUSYS_S3_BUCKET", default_value = storage_config::DEFAULT_S3_BUCKET)]
+    pub s3_bucket: String,
+    /// AWS: prefix of the DynamoDB tables (`{prefix}uploads`, `{prefix}chunks`, `{prefix}files`, `{prefix}auth`).
+    #[arg(long, env = "LFUSYS_TABLE_PREFIX", default_value = storage_config::DEFAULT_TABLE_PREFIX)]
+    pub table_prefix: String,
+    /// AWS: the SQS FIFO assembly queue (its dead-letter queue is `{name}-dlq.fifo`).
+    #[arg(long, env = "LFUSYS_QUEUE_NAME", default_value = storage_config::DEFAULT_QUEUE_NAME)]
+    pub queue_name: String,
+    /// AWS: create the bucket, tables and queues when they are missing (development, tests).
+    #[arg(long, env = "LFUSYS_CREATE_RESOURCES")]
+    pub create_resources: bool,
+    /// AWS: smallest chunk but the last (default S3's 5MiB; lower only for test servers that allow it).
+    #[arg(long, env = "LFUSYS_MIN_CHUNK_SIZE", value_parser = parse_size)]
+    pub min_chunk_size: Option<u64>,
+    /// Deliveries of one assembly job before its upload is failed (on AWS: the dead-letter
+    /// queue's receive count, set when the queue is created).
+    #[arg(long, env = "LFUSYS_ASSEMBLY_MAX_ATTEMPTS", default_value_t = storage_config::DEFAULT_MAX_RECEIVES)]
+    pub assembly_max_attempts: u32,
+    /// Assembler tasks in the upload workers (0: chunk ingest only, jobs wait in the queue).
+    #[arg(long, env = "LFUSYS_ASSEMBLERS", default_value_t = 1)]
+    pub assemblers: usize,
+    /// Answer downloads with a 302 to a presigned S3 URL valid this many seconds (0: stream
+    /// through the gateway). AWS only.
+    #[arg(long, env = "LFUSYS_DOWNLOAD_REDIRECT_SECS", default_value_t = 0)]
+    pub download_redirect_secs: u64,
+}
+
+/// The storage backend of `lfusys up`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Aws,
+}
+
+impl UpArgs {
+    /// The storage these arguments name, local state in `data_dir`.
+    pub fn storage(&self, data_dir: &std::path::Path) -> StorageConfig {
+        match self.backend {
+            Backend::Embedded => StorageConfig::embedded(data_dir),
+            Backend::Aws => StorageConfig::Aws {
+                data_dir: data_dir.to_path_buf(),
+                resources: AwsResources {
+                    bucket: self.s3_bucket.clone(),
+                    table_prefix: self.table_prefix.clone(),
+                    queue_name: self.queue_name.clone(),
+                    max_receives: self.assembly_max_attempts.max(1),
+                },
+                min_chunk_size: self
+                    .min_chunk_size
+                    .unwrap_or(commons::storage::aws::s3::MIN_PART_SIZE)
+                    .max(1),
+            },
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -61,7 +123,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
-    let storage = StorageConfig::embedded(&data_dir);
+    let storage = args.storage(&data_dir);
+    if args.create_resources {
+        storage
+            .create_resources()
+            .await
+            .context("creating the storage resources (--create-resources)")?;
+    }
 
     let gateway_listener = bind(args.listen, "gateway").await?;
     let sessions_listener = bind(args.sessions_listen, "sessions service").await?;
@@ -87,9 +155,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| uploads_url.clone());
     gateway_cfg.web_dir.clone_from(&args.web_dir);
+    gateway_cfg.download_redirect =
+        (args.download_redirect_secs > 0).then(|| Duration::from_secs(args.download_redirect_secs));
     let gateway_state = gateway::GatewayState::open(&gateway_cfg).await?;
 
     let mut uploads_cfg = uploads::Config::embedded(&data_dir);
+    uploads_cfg.storage = storage.clone();
+    uploads_cfg.assembly_max_attempts = args.assembly_max_attempts.max(1);
+    uploads_cfg.assemblers = args.assemblers;
     uploads_cfg.listen = uploads_listener.local_addr()?;
     uploads_cfg.sessions_url.clone_from(&sessions_url);
     uploads_cfg.public_key_file = gateway_cfg.public_key_file();
@@ -118,9 +191,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "API (web app not built: run `npm ci && npm run build` in frontend/)"
     };
     // A closed stdout (`lfusys up | head -1`) must not bring the server down: ignore write errors.
+    let backend = match &storage {
+        StorageConfig::Embedded { .. } => {
+            format!("embedded backends, data in {}", data_dir.display())
+        }
+        StorageConfig::Aws { resources, .. } => format!(
+            "AWS backends (S3 bucket {}, DynamoDB tables {}*, SQS queue {}), keys in {}",
+            resources.bucket,
+            resources.table_prefix,
+            commons::storage::aws::sqs::fifo_name(&resources.queue_name),
+            data_dir.display()
+        ),
+    };
     let banner = format!(
-        "LFUSYS is running on embedded backends, data in {}\n  {web}: http://{gateway_addr}\n  upload workers: {uploads_url}\n  sessions (gRPC): {sessions_url}\nPress Ctrl-C to stop.\n",
-        data_dir.display()
+        "LFUSYS is running on {backend}\n  {web}: http://{gateway_addr}\n  upload workers: {uploads_url}\n  sessions (gRPC): {sessions_url}\nPress Ctrl-C to stop.\n"
     );
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     let _ = std::io::Write::flush(&mut std::io::stdout());

@@ -15,3 +15,4 @@ pub mod sessions_client;
 pub mod state;
 pub mod storage;
 pub mod tokens;
+pub mod units;

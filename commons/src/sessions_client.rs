@@ -20,3 +20,23 @@ pub fn connect_lazy(url: &str) -> Result<SessionsClient<Channel>, tonic::transpo
         .keep_alive_while_idle(true);
     Ok(SessionsClient::new(endpoint.connect_lazy()))
 }
+
+/// Readiness probe: whether the sessions service answers at all. Any answer but
+/// "unavailable" (a not-found for a made-up id included) means it is up.
+pub async fn probe(client: &SessionsClient<Channel>) -> Result<(), String> {
+    let mut client = client.clone();
+    let req = crate::proto::GetUploadRequest {
+        owner_id: "readiness-probe".to_owned(),
+        upload_id: "00000000-0000-0000-0000-000000000000".to_owned(),
+    };
+    match tokio::time::timeout(Duration::from_secs(3), client.get_upload(req)).await {
+        Err(_) => Err("sessions service: no answer within 3 s".to_owned()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+                Err(format!("sessions service: {}", status.message()))
+            }
+            _ => Ok(()),
+        },
+    }
+}

@@ -45,7 +45,7 @@ impl FromStr for CookieSecure {
 /// |---|---|---|
 /// | `LFUSYS_GATEWAY_LISTEN` | `127.0.0.1:8080` | `listen` |
 /// | `LFUSYS_SESSIONS_URL` | `http://127.0.0.1:50051` | `sessions_url` |
-/// | `LFUSYS_DATA_DIR` | `./lfusys-data` | `storage` |
+/// | `LFUSYS_BACKEND`, `LFUSYS_DATA_DIR`, … | embedded in `./lfusys-data` | `storage` (see `StorageConfig::from_environment`) |
 /// | `LFUSYS_SIGNING_KEY_FILE` | `{data_dir}/keys/signing-key.pem` | `signing_key_file` |
 /// | `LFUSYS_PUBLIC_UPLOAD_URL` | empty (same origin) | `public_upload_url` |
 /// | `LFUSYS_ACCESS_TTL_SECS` | `900` | `access_ttl` |
@@ -56,6 +56,7 @@ impl FromStr for CookieSecure {
 /// | `LFUSYS_TRUST_PROXY` | `false` | `trust_forwarded_for` |
 /// | `LFUSYS_COOKIE_SECURE` | `auto` (`auto`, `always`, `never`) | `cookie_secure` |
 /// | `LFUSYS_WEB_DIR` | `frontend/dist` | `web_dir` |
+/// | `LFUSYS_DOWNLOAD_REDIRECT_SECS` | `0` (stream) | `download_redirect` |
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -84,6 +85,9 @@ pub struct Config {
     pub cookie_secure: CookieSecure,
     /// The built web app, served at `/` when the folder exists.
     pub web_dir: PathBuf,
+    /// When set and the blob store can presign (S3), downloads answer `302` to a presigned
+    /// URL valid this long instead of streaming through the gateway.
+    pub download_redirect: Option<Duration>,
 }
 
 impl Config {
@@ -105,12 +109,15 @@ impl Config {
             trust_forwarded_for: false,
             cookie_secure: CookieSecure::Auto,
             web_dir: PathBuf::from(DEFAULT_WEB_DIR),
+            download_redirect: None,
         }
     }
 
     /// Reads the `LFUSYS_*` variables listed on [`Config`].
     pub fn from_environment() -> Result<Self, Error> {
-        let mut c = Self::new(StorageConfig::from_environment());
+        let storage =
+            StorageConfig::from_environment().map_err(|e| Error::Config(e.to_string()))?;
+        let mut c = Self::new(storage);
         c.listen = env_parse("LFUSYS_GATEWAY_LISTEN", c.listen)?;
         if let Some(url) = env_str("LFUSYS_SESSIONS_URL") {
             c.sessions_url = url;
@@ -140,6 +147,8 @@ impl Config {
         if let Some(dir) = env_str("LFUSYS_WEB_DIR") {
             c.web_dir = PathBuf::from(dir);
         }
+        let redirect_secs: u64 = env_parse("LFUSYS_DOWNLOAD_REDIRECT_SECS", 0)?;
+        c.download_redirect = (redirect_secs > 0).then(|| Duration::from_secs(redirect_secs));
         if c.access_ttl.is_zero() || c.refresh_ttl.is_zero() || c.upload_token_ttl.is_zero() {
             return Err(Error::Config("token lifetimes must be positive".into()));
         }
@@ -158,10 +167,10 @@ impl Config {
     }
 }
 
+/// `{data_dir}/keys/signing-key.pem`, on either backend (on AWS set `LFUSYS_SIGNING_KEY_FILE`
+/// to a mounted Secret; the default keeps the key in `./lfusys-data/keys`).
 fn default_key_file(storage: &StorageConfig) -> PathBuf {
-    match storage {
-        StorageConfig::Embedded { data_dir } => data_dir.join("keys").join("signing-key.pem"),
-    }
+    storage.keys_dir().join("signing-key.pem")
 }
 
 pub(crate) fn public_key_path(private: &Path) -> PathBuf {

@@ -23,7 +23,6 @@ pub mod web;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -32,7 +31,6 @@ use axum::routing::{get, post};
 use axum::{middleware, Router};
 use commons::observability::{ops_router, track_http, ReadinessCheck};
 use commons::problem::Problem;
-use commons::proto;
 
 pub use config::{Config, CookieSecure};
 pub use state::GatewayState;
@@ -108,28 +106,9 @@ fn readiness(state: GatewayState) -> ReadinessCheck {
                 .check()
                 .await
                 .map_err(|e| format!("auth store: {e}"))?;
-            sessions_reachable(&state).await
+            commons::sessions_client::probe(&state.sessions()).await
         })
     })
-}
-
-async fn sessions_reachable(state: &GatewayState) -> Result<(), String> {
-    // Any answer, even NOT_FOUND for this id that never exists, proves the service is up.
-    let probe = proto::GetUploadRequest {
-        owner_id: "readiness-probe".to_owned(),
-        upload_id: "00000000-0000-0000-0000-000000000000".to_owned(),
-    };
-    let mut client = state.sessions();
-    match tokio::time::timeout(Duration::from_secs(3), client.get_upload(probe)).await {
-        Err(_) => Err("sessions service: no answer within 3 s".to_owned()),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(status)) => match status.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
-                Err(format!("sessions service: {}", status.message()))
-            }
-            _ => Ok(()),
-        },
-    }
 }
 
 /// Serves the gateway on an already bound listener until `shutdown` resolves.

@@ -1,6 +1,11 @@
 //! `gateway`: the LFUSYS public HTTP API. Configured by `LFUSYS_*` variables (see
 //! `gateway::Config`).
 
+// Returns freed chunk buffers to the OS promptly: with the system allocator the workers'
+// resident memory grows with fragmentation under many concurrent chunks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 
 #[tokio::main]

@@ -4,6 +4,9 @@
 //! upload workers) and, on the same port, `/healthz`, `/readyz` and `/metrics`. A background
 //! sweeper expires abandoned uploads and re-enqueues assembly jobs that were lost.
 //!
+//! On a queue with a dead-letter queue (SQS), the service also consumes the dead-letter queue
+//! and fails the uploads whose assembly jobs landed there (see [`dead_letters`]).
+//!
 //! Choices the contract leaves open:
 //! - Chunk records of a completed upload are kept until its File is deleted, so a chunk
 //!   retried after completion is still recognised (`ALREADY_STORED` / `DIGEST_CONFLICT`) and
@@ -18,6 +21,7 @@
 
 pub mod config;
 mod convert;
+pub mod dead_letters;
 pub mod service;
 pub mod sweeper;
 mod validate;
@@ -145,6 +149,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // SQS moves a job received too often to its dead-letter queue; this service settles it.
+    let dead_letter_consumer = state
+        .queue
+        .dead_letters()
+        .map(|dlq| tokio::spawn(dead_letters::run(state.clone(), dlq, stop_rx.clone())));
     let sweeper = tokio::spawn(sweeper::run(state.clone(), stop_rx));
     let stop = stop_tx.clone();
     let result = axum::serve(listener, app(state))
@@ -156,6 +165,11 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     if let Err(e) = sweeper.await {
         tracing::error!(error = %e, "the sweeper task failed");
+    }
+    if let Some(task) = dead_letter_consumer {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "the dead-letter consumer failed");
+        }
     }
     result.map_err(Error::Io)
 }

@@ -1,6 +1,11 @@
 //! `sessions`: the LFUSYS sessions service (gRPC + ops endpoints on one port).
 //! Configuration comes from the environment; see `sessions::Config`.
 
+// Returns freed chunk buffers to the OS promptly: with the system allocator the workers'
+// resident memory grows with fragmentation under many concurrent chunks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use commons::observability::{init_tracing, shutdown_signal};
 use sessions::{serve, Config, SessionsState};

@@ -21,8 +21,10 @@
 //!
 //! **Dead-letter rule.** A message received more than `Config::assembly_max_attempts` times
 //! is not tried again: the upload is marked failed with
-//! `assembly failed after N attempts: <last error>` and the message is acknowledged. (SQS
-//! deployments additionally configure a DLQ after more receives than this, as a safety net.)
+//! `assembly failed after N attempts: <last error>` and the message is acknowledged. On SQS the
+//! queue's redrive policy moves a job to the dead-letter queue after `assembly_max_attempts`
+//! receives (set when the queue is created), before this rule can apply: the sessions service
+//! consumes the dead-letter queue and fails the upload (see `sessions::dead_letters`).
 //!
 //! **Test-only failpoint.** With `LFUSYS_FAILPOINT=assembler-crash-after-commit` in its
 //! environment, the process aborts (`std::process::abort`) right after committing a blob and
@@ -232,15 +234,7 @@ impl Assembler {
         }
 
         let blob = self.state.blob();
-        let parts: Vec<PartRef> = assembly
-            .parts
-            .iter()
-            .map(|p| PartRef {
-                index: p.index,
-                size: p.size,
-                etag: p.etag.clone(),
-            })
-            .collect();
+        let parts: Vec<PartRef> = assembly.parts.iter().map(PartRef::from).collect();
         blob.complete_upload(
             &upload_id,
             &upload.storage_handle,

@@ -19,8 +19,8 @@ pub const DEFAULT_SESSIONS_URL: &str = "http://127.0.0.1:50051";
 /// |---|---|---|
 /// | `LFUSYS_UPLOADS_LISTEN` | `127.0.0.1:8081` | HTTP listen address |
 /// | `LFUSYS_SESSIONS_URL` | `http://127.0.0.1:50051` | the sessions service (gRPC) |
-/// | `LFUSYS_DATA_DIR` | `./lfusys-data` | embedded storage (see [`StorageConfig`]) |
-/// | `LFUSYS_TOKEN_PUBLIC_KEY_FILE` | `{data_dir}/keys/signing-key.pub.pem` | the gateway's public key (SPKI PEM) that verifies upload tokens |
+/// | `LFUSYS_BACKEND`, `LFUSYS_DATA_DIR`, … | embedded in `./lfusys-data` | storage (see [`StorageConfig::from_environment`]) |
+/// | `LFUSYS_TOKEN_PUBLIC_KEY_FILE` | `{data_dir}/keys/signing-key.pub.pem` (also on AWS) | the gateway's public key (SPKI PEM) that verifies upload tokens |
 /// | `LFUSYS_ASSEMBLERS` | `1` | assembler tasks in this process; `0` = chunk ingest only |
 /// | `LFUSYS_ASSEMBLY_VISIBILITY_SECS` | `30` | how long a received assembly job stays invisible; renewed every third of it while the job runs |
 /// | `LFUSYS_ASSEMBLY_MAX_ATTEMPTS` | `5` | deliveries of one job before the upload is failed (dead letter) |
@@ -56,10 +56,12 @@ impl Config {
 
     /// Reads the `LFUSYS_*` variables of the table above.
     pub fn from_environment() -> Result<Self, Error> {
-        let storage = StorageConfig::from_environment();
-        let StorageConfig::Embedded { data_dir } = &storage;
-        let public_key_file = std::env::var_os("LFUSYS_TOKEN_PUBLIC_KEY_FILE")
-            .map_or_else(|| default_public_key_file(data_dir), PathBuf::from);
+        let storage =
+            StorageConfig::from_environment().map_err(|e| Error::Config(e.to_string()))?;
+        let public_key_file = std::env::var_os("LFUSYS_TOKEN_PUBLIC_KEY_FILE").map_or_else(
+            || default_public_key_file(storage.data_dir()),
+            PathBuf::from,
+        );
         let listen = var("LFUSYS_UPLOADS_LISTEN")
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned())
             .parse()

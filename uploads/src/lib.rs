@@ -22,7 +22,6 @@ use axum::Router;
 use commons::observability::{ops_router, ReadinessCheck};
 use commons::problem::Problem;
 use commons::proto::sessions_client::SessionsClient;
-use commons::proto::GetUploadRequest;
 use commons::storage::{BlobStore, JobQueue, StoreError};
 use commons::tokens::{KeyError, TokenVerifier};
 use tokio_util::sync::CancellationToken;
@@ -148,6 +147,8 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             header::CONTENT_TYPE,
             HeaderName::from_static("content-digest"),
         ])
+        // Browsers read Retry-After of a 409 chunk-in-progress (or 503) only when it is exposed.
+        .expose_headers([header::RETRY_AFTER])
         .max_age(Duration::from_secs(3600))
 }
 
@@ -167,23 +168,7 @@ fn readiness(state: WorkerState) -> ReadinessCheck {
                 .check()
                 .await
                 .map_err(|e| format!("job queue: {e}"))?;
-            let probe = GetUploadRequest {
-                owner_id: String::new(),
-                upload_id: "00000000-0000-0000-0000-000000000000".to_owned(),
-            };
-            let mut client = state.sessions();
-            match tokio::time::timeout(Duration::from_secs(3), client.get_upload(probe)).await {
-                Err(_) => Err("sessions service: no answer within 3 s".to_owned()),
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(status)) => match status.code() {
-                    tonic::Code::Unavailable
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Unknown => {
-                        Err(format!("sessions service: {}", status.message()))
-                    }
-                    _ => Ok(()),
-                },
-            }
+            commons::sessions_client::probe(&state.sessions()).await
         })
     })
 }

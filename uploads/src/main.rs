@@ -1,6 +1,11 @@
 //! The `uploads` binary: one upload worker (chunk ingest + assemblers).
 //! Configuration comes from the environment; see `uploads::Config`.
 
+// Returns freed chunk buffers to the OS promptly: with the system allocator the workers'
+// resident memory grows with fragmentation under many concurrent chunks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 
 #[tokio::main]

@@ -28,9 +28,72 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The backend the system tests run on: `LFUSYS_TEST_BACKEND` (`embedded`, the default, or
+/// `aws`: S3, DynamoDB and SQS at the endpoints of the SDK's standard variables, e.g. those
+/// `scripts/aws-servers.sh env` prints).
+pub fn test_backend() -> String {
+    std::env::var("LFUSYS_TEST_BACKEND").unwrap_or_else(|_| "embedded".to_owned())
+}
+
+/// Names of the AWS resources of one test server: derived from its data directory, so each
+/// test has its own and a restarted server finds its own again.
+pub fn aws_names(data_dir: &Path) -> (String, String, String) {
+    let digest = Sha256::digest(data_dir.to_string_lossy().as_bytes());
+    let tag = hex::encode(&digest[..6]);
+    (
+        format!("lfusys-test-{tag}"),
+        format!("t{tag}-"),
+        format!("t{tag}-assembly"),
+    )
+}
+
+/// The `lfusys up` arguments that select the test backend.
+pub fn backend_args(data_dir: &Path) -> Vec<String> {
+    if test_backend() == "aws" {
+        aws_args(data_dir, true)
+    } else {
+        Vec::new()
+    }
+}
+
+/// The `lfusys up` arguments of the AWS backend on this data directory's resources.
+pub fn aws_args(data_dir: &Path, create_resources: bool) -> Vec<String> {
+    let (bucket, prefix, queue) = aws_names(data_dir);
+    let mut args = vec![
+        "--backend".into(),
+        "aws".into(),
+        "--s3-bucket".into(),
+        bucket,
+        "--table-prefix".into(),
+        prefix,
+        "--queue-name".into(),
+        queue,
+        // The tests' small chunks (the test S3 server is configured to allow them).
+        "--min-chunk-size".into(),
+        "1".into(),
+    ];
+    if create_resources {
+        args.push("--create-resources".into());
+    }
+    args
+}
+
 impl Server {
-    /// Starts `lfusys up` and waits until the gateway answers `/readyz`.
+    /// Starts `lfusys up` on the test backend and waits until the gateway answers `/readyz`.
     pub fn start(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let server = Self::spawn(data_dir, port, &backend_args(data_dir), extra, env);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts `lfusys up` with the given backend arguments; returns once it prints its URL.
+    pub fn spawn(
+        data_dir: &Path,
+        port: u16,
+        backend: &[String],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let log = data_dir.with_extension(format!("{port}.log"));
         let mut cmd = Command::new(BIN);
         cmd.args(["up", "--data-dir"])
@@ -38,11 +101,16 @@ impl Server {
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
-                "--chunk-size",
-                "1MiB",
                 "--web-dir",
                 "/nonexistent",
             ])
+            // 1 MiB chunks unless the test chooses.
+            .args(if extra.contains(&"--chunk-size") {
+                &[][..]
+            } else {
+                &["--chunk-size", "1MiB"][..]
+            })
+            .args(backend)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -73,17 +141,20 @@ impl Server {
                 std::fs::read_to_string(&log).unwrap_or_default()
             )
         });
-        let server = Server {
+        Server {
             child,
             url,
             data_dir: data_dir.to_path_buf(),
             log,
-        };
+        }
+    }
+
+    /// Waits until the gateway answers `/readyz` with success.
+    pub fn wait_ready(&self) {
         wait_for(Duration::from_secs(30), || {
-            reqwest::blocking::get(format!("{}/readyz", server.url))
+            reqwest::blocking::get(format!("{}/readyz", self.url))
                 .is_ok_and(|r| r.status().is_success())
         });
-        server
     }
 
     pub fn kill(&mut self) {

@@ -6,6 +6,7 @@
 //! - [`AuthStore`]: users and refresh tokens (owned by the gateway).
 //! - [`JobQueue`]: the assembly queue (SQS FIFO semantics).
 
+pub mod aws;
 pub mod config;
 pub mod local;
 pub mod sqlite;
@@ -71,7 +72,20 @@ pub struct ChunkTarget {
 pub struct PartRef {
     pub index: u32,
     pub size: u64,
+    /// Hex SHA-256 of the part (S3 completes a SHA-256 multipart upload with each part's checksum).
+    pub sha256: String,
     pub etag: String,
+}
+
+impl From<&crate::proto::Part> for PartRef {
+    fn from(p: &crate::proto::Part) -> Self {
+        Self {
+            index: p.index,
+            size: p.size,
+            sha256: p.sha256.clone(),
+            etag: p.etag.clone(),
+        }
+    }
 }
 
 #[async_trait]
@@ -109,6 +123,19 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Cheap check that the backend is reachable (readiness).
     async fn check(&self) -> StoreResult<()>;
+
+    /// A short-lived URL that serves a committed blob directly (an S3 presigned `GET` that
+    /// answers with the given `Content-Disposition` and `Content-Type`), when the store can
+    /// give one.
+    async fn presigned_url(
+        &self,
+        _blob_key: &str,
+        _expires_in: Duration,
+        _content_disposition: &str,
+        _content_type: &str,
+    ) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -361,4 +388,10 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn delete(&self, receipt: &str) -> StoreResult<()>;
     async fn depth(&self) -> StoreResult<QueueDepth>;
     async fn check(&self) -> StoreResult<()>;
+
+    /// The dead-letter queue where the backend moves a message after too many receives
+    /// (SQS redrive policy), for its consumer to settle; `None` when the backend has none.
+    fn dead_letters(&self) -> Option<std::sync::Arc<dyn JobQueue>> {
+        None
+    }
 }

@@ -149,6 +149,33 @@ pub async fn download(
         }
     }
 
+    // S3 mode: hand the client a short-lived presigned URL (it serves ranges itself).
+    if let Some(ttl) = state.config().download_redirect {
+        let disposition = content_disposition(&file.name);
+        match state
+            .blobs()
+            .presigned_url(&file.blob_key, ttl, &disposition, &file.content_type)
+            .await
+        {
+            Ok(Some(url)) => {
+                if let Ok(location) = HeaderValue::from_str(&url) {
+                    let mut res = StatusCode::FOUND.into_response();
+                    let h = res.headers_mut();
+                    h.insert(header::LOCATION, location);
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    if let Some(v) = etag_value {
+                        h.insert(header::ETAG, v);
+                    }
+                    return Ok(res);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "presigning a download failed; streaming it instead");
+            }
+        }
+    }
+
     // If-Range: the range applies only to the representation the client already has part of.
     let range_applies = match headers.get(header::IF_RANGE) {
         None => true,

@@ -244,15 +244,7 @@ impl Harness {
             .await
             .unwrap()
             .into_inner();
-        let parts: Vec<PartRef> = assembly
-            .parts
-            .iter()
-            .map(|p| PartRef {
-                index: p.index,
-                size: p.size,
-                etag: p.etag.clone(),
-            })
-            .collect();
+        let parts: Vec<PartRef> = assembly.parts.iter().map(PartRef::from).collect();
         let handle = assembly.upload.as_ref().unwrap().storage_handle.clone();
         blobs
             .complete_upload(upload_id, &handle, &parts, &assembly.blob_key)

@@ -210,15 +210,7 @@ impl Harness {
             .unwrap()
             .into_inner();
         let upload = assembly.upload.unwrap();
-        let parts: Vec<PartRef> = assembly
-            .parts
-            .iter()
-            .map(|p| PartRef {
-                index: p.index,
-                size: p.size,
-                etag: p.etag.clone(),
-            })
-            .collect();
+        let parts: Vec<PartRef> = assembly.parts.iter().map(PartRef::from).collect();
         self.state
             .blobs
             .complete_upload(

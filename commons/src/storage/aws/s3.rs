@@ -1,0 +1,664 @@
+//! S3 blob store: one multipart upload per upload session.
+//!
+//! - `begin_upload` creates a multipart upload (checksum algorithm SHA-256) at the object key
+//!   the upload's File will have (`files/{file id}`, derived from the upload id), so assembly
+//!   copies nothing: `CompleteMultipartUpload` makes the parts the object.
+//! - Chunk *i* is part *i+1*, streamed to `UploadPart` with its `Content-Length` and its
+//!   SHA-256 as `x-amz-checksum-sha256`: S3 verifies the part itself and refuses a mismatch
+//!   (`BadDigest` → [`StoreError::DigestMismatch`]). Re-sending a part replaces it.
+//! - `complete_upload` sends the recorded parts (ETag and checksum each; listed with
+//!   `ListParts` when none are given). An upload that was already completed (`NoSuchUpload`
+//!   while the object exists) is success. A `200` whose body is an error is an error (the SDK
+//!   turns it into a retryable `InternalError`; a response without an ETag is refused too).
+//! - `abort_upload` aborts the handle and every other multipart upload still open on the
+//!   upload's key (an orphan of a retried `CreateMultipartUpload`), so nothing is left behind.
+//! - Reads are `GetObject`, with `Range` for partial reads; `presigned_url` signs a `GetObject`.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_s3::config::{
+    RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Part as S3Part,
+};
+use aws_sdk_s3::Client;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{error_code, sdk_error};
+use crate::ids;
+use crate::range::ByteRange;
+use crate::storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult};
+
+/// S3's limit on the parts of one multipart upload.
+pub const MAX_PARTS: u32 = 10_000;
+/// S3's smallest part (all but the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// [`BlobStore`] on one S3 bucket.
+#[derive(Debug, Clone)]
+pub struct S3BlobStore {
+    client: Client,
+    bucket: String,
+}
+
+/// The S3 client for `sdk`: path-style addressing when an endpoint is configured (S3-compatible
+/// servers), checksums only where we send them, and a long grace for slow chunk bodies.
+pub fn client(sdk: &SdkConfig) -> Client {
+    let custom_endpoint = sdk.endpoint_url().is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some_and(|v| !v.is_empty());
+    let path_style = match std::env::var("LFUSYS_S3_PATH_STYLE").ok().as_deref() {
+        Some("true" | "1") => true,
+        Some("false" | "0") => false,
+        _ => custom_endpoint,
+    };
+    let config = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(path_style)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .stalled_stream_protection(
+            StalledStreamProtectionConfig::enabled()
+                .grace_period(Duration::from_secs(60))
+                .build(),
+        )
+        .build();
+    Client::from_conf(config)
+}
+
+impl S3BlobStore {
+    pub fn new(sdk: &SdkConfig, bucket: impl Into<String>) -> Self {
+        Self::with_client(client(sdk), bucket)
+    }
+
+    pub fn with_client(client: Client, bucket: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The object key of an upload: the key of the File it becomes.
+    pub fn key_for_upload(upload_id: &str) -> String {
+        ids::blob_key_for_file(&ids::file_id_for_upload(upload_id))
+    }
+
+    /// Every part S3 holds for a multipart upload (paginated, 1,000 a page).
+    pub async fn list_parts(&self, key: &str, handle: &str) -> StoreResult<Vec<S3Part>> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(handle)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| match error_code(&e) {
+                    Some("NoSuchUpload") => StoreError::NotFound("multipart upload".into()),
+                    _ => sdk_error("S3 ListParts", &e),
+                })?;
+            parts.extend(out.parts().iter().cloned());
+            match (out.is_truncated(), out.next_part_number_marker()) {
+                (Some(true), Some(next)) if marker.as_deref() != Some(next) => {
+                    marker = Some(next.to_owned());
+                }
+                _ => break,
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Ids of the multipart uploads open on `key` (paginated).
+    pub async fn open_multipart_uploads(&self, key: &str) -> StoreResult<Vec<String>> {
+        let mut ids = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_error("S3 ListMultipartUploads", &e))?;
+            ids.extend(
+                out.uploads()
+                    .iter()
+                    .filter(|u| u.key() == Some(key))
+                    .filter_map(|u| u.upload_id().map(str::to_owned)),
+            );
+            let next = (
+                out.next_key_marker().map(str::to_owned),
+                out.next_upload_id_marker().map(str::to_owned),
+            );
+            if out.is_truncated() != Some(true)
+                || next.0.is_none()
+                || (next.0 == key_marker && next.1 == id_marker)
+            {
+                break;
+            }
+            (key_marker, id_marker) = next;
+        }
+        Ok(ids)
+    }
+
+    async fn object_exists(&self, key: &str) -> StoreResult<bool> {
+        match self.blob_size(key).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn check_key(upload_id: &str, blob_key: &str) -> StoreResult<String> {
+    let key = S3BlobStore::key_for_upload(upload_id);
+    if key == blob_key {
+        Ok(key)
+    } else {
+        Err(StoreError::Other(format!(
+            "upload {upload_id} is stored at {key}, it cannot be committed to {blob_key}"
+        )))
+    }
+}
+
+/// Base64 of the SHA-256 given in hex (S3's checksum encoding).
+fn checksum_b64(hex_sha: &str) -> Option<String> {
+    let raw = hex::decode(hex_sha).ok().filter(|r| r.len() == 32)?;
+    Some(STANDARD.encode(raw))
+}
+
+/// What went wrong with the body while S3 read it.
+#[derive(Debug, Clone)]
+enum BodyFault {
+    Stream(String),
+    Length { expected: u64, actual: u64 },
+}
+
+/// A chunk body for the SDK: the request's stream, counted so that it never yields more or
+/// fewer bytes than the part's declared length (an error aborts the request instead). The
+/// frame that completes the length is held back until the stream has ended, so a body that
+/// goes on is refused rather than cut.
+struct PartBody {
+    inner: Mutex<ByteStream>,
+    expected: u64,
+    /// Bytes received from the stream.
+    received: u64,
+    /// Bytes handed to the SDK.
+    emitted: u64,
+    held: Option<Bytes>,
+    done: bool,
+    fault: Arc<Mutex<Option<BodyFault>>>,
+}
+
+type FrameResult = Result<http_body::Frame<Bytes>, std::io::Error>;
+
+impl PartBody {
+    fn new(body: ByteStream, expected: u64, fault: Arc<Mutex<Option<BodyFault>>>) -> Self {
+        Self {
+            inner: Mutex::new(body),
+            expected,
+            received: 0,
+            emitted: 0,
+            held: None,
+            done: false,
+            fault,
+        }
+    }
+
+    fn fail(&mut self, fault: BodyFault) -> Poll<Option<FrameResult>> {
+        let text = match &fault {
+            BodyFault::Stream(e) => e.clone(),
+            BodyFault::Length { expected, actual } => {
+                format!("the body has {actual} bytes, the part {expected}")
+            }
+        };
+        if let Ok(mut slot) = self.fault.lock() {
+            slot.get_or_insert(fault);
+        }
+        self.done = true;
+        self.held = None;
+        Poll::Ready(Some(Err(std::io::Error::other(text))))
+    }
+
+    fn emit(&mut self, bytes: Bytes) -> Poll<Option<FrameResult>> {
+        self.emitted += bytes.len() as u64;
+        Poll::Ready(Some(Ok(http_body::Frame::data(bytes))))
+    }
+}
+
+impl http_body::Body for PartBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let polled = match self.inner.get_mut() {
+                Ok(stream) => stream.as_mut().poll_next(cx),
+                Err(_) => return self.fail(BodyFault::Stream("body lock poisoned".into())),
+            };
+            match polled {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    let received = self.received + bytes.len() as u64;
+                    if received > self.expected {
+                        let expected = self.expected;
+                        return self.fail(BodyFault::Length {
+                            expected,
+                            actual: received,
+                        });
+                    }
+                    self.received = received;
+                    if received < self.expected {
+                        return self.emit(bytes);
+                    }
+                    // The last bytes: hand them over once the stream says it has ended.
+                    self.held = Some(bytes);
+                }
+                Poll::Ready(Some(Err(e))) => return self.fail(BodyFault::Stream(e.to_string())),
+                Poll::Ready(None) => {
+                    if self.received != self.expected {
+                        let (expected, actual) = (self.expected, self.received);
+                        return self.fail(BodyFault::Length { expected, actual });
+                    }
+                    self.done = true;
+                    return match self.held.take() {
+                        Some(last) => self.emit(last),
+                        None => Poll::Ready(None),
+                    };
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.held.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.expected.saturating_sub(self.emitted))
+    }
+}
+
+fn io_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn begin_upload(&self, upload_id: &str, _size: u64) -> StoreResult<String> {
+        let key = Self::key_for_upload(upload_id);
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .map_err(|e| sdk_error("S3 CreateMultipartUpload", &e))?;
+        out.upload_id()
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Unavailable("S3 returned no multipart upload id".into()))
+    }
+
+    async fn write_chunk(&self, target: &ChunkTarget, body: ByteStream) -> StoreResult<String> {
+        if target.index >= MAX_PARTS {
+            return Err(StoreError::Conflict(format!(
+                "chunk {} is past S3's {MAX_PARTS} parts",
+                target.index
+            )));
+        }
+        if target.handle.is_empty() {
+            return Err(StoreError::NotFound("multipart upload (no handle)".into()));
+        }
+        let key = Self::key_for_upload(&target.upload_id);
+        let fault = Arc::new(Mutex::new(None));
+        let part_body = PartBody::new(body, target.len, Arc::clone(&fault));
+        let result = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&key)
+            .upload_id(&target.handle)
+            .part_number(target.index as i32 + 1)
+            .content_length(target.len as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(STANDARD.encode(target.sha256))
+            .body(SdkByteStream::from_body_1_x(part_body))
+            .send()
+            .await;
+        let recorded = fault.lock().ok().and_then(|f| f.clone());
+        if let Some(fault) = recorded {
+            return Err(match fault {
+                BodyFault::Stream(e) => StoreError::Body(e),
+                BodyFault::Length { expected, actual } => {
+                    StoreError::LengthMismatch { expected, actual }
+                }
+            });
+        }
+        let out = result.map_err(|e| match error_code(&e) {
+            Some(
+                "BadDigest"
+                | "InvalidDigest"
+                | "XAmzContentChecksumMismatch"
+                | "XAmzContentSHA256Mismatch",
+            ) => StoreError::DigestMismatch,
+            Some("NoSuchUpload") => StoreError::NotFound("multipart upload".into()),
+            _ => sdk_error("S3 UploadPart", &e),
+        })?;
+        Ok(out.e_tag().unwrap_or_default().to_owned())
+    }
+
+    async fn complete_upload(
+        &self,
+        upload_id: &str,
+        handle: &str,
+        parts: &[PartRef],
+        blob_key: &str,
+    ) -> StoreResult<()> {
+        let key = check_key(upload_id, blob_key)?;
+        let mut completed: Vec<CompletedPart> = if parts.is_empty() {
+            match self.list_parts(&key, handle).await {
+                Ok(listed) => listed
+                    .iter()
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .set_part_number(p.part_number())
+                            .set_e_tag(p.e_tag().map(str::to_owned))
+                            .set_checksum_sha256(p.checksum_sha256().map(str::to_owned))
+                            .build()
+                    })
+                    .collect(),
+                Err(StoreError::NotFound(_)) if self.object_exists(&key).await? => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        } else {
+            parts
+                .iter()
+                .map(|p| {
+                    CompletedPart::builder()
+                        .part_number(p.index as i32 + 1)
+                        .e_tag(&p.etag)
+                        .set_checksum_sha256(checksum_b64(&p.sha256))
+                        .build()
+                })
+                .collect()
+        };
+        completed.sort_by_key(CompletedPart::part_number);
+        let result = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .upload_id(handle)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(out) if out.e_tag().is_some_and(|t| !t.is_empty()) => Ok(()),
+            // A 200 without the completion's ETag is not a completion (its body was an error).
+            Ok(_) => Err(StoreError::Unavailable(
+                "S3 CompleteMultipartUpload answered without an ETag".into(),
+            )),
+            Err(e) => match error_code(&e) {
+                // Completed before (a redelivered job), or aborted: the object tells which.
+                Some("NoSuchUpload") => {
+                    if self.object_exists(&key).await? {
+                        Ok(())
+                    } else {
+                        Err(StoreError::NotFound(format!(
+                            "multipart upload of {upload_id}"
+                        )))
+                    }
+                }
+                Some("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "InvalidRequest") => {
+                    Err(StoreError::Conflict(format!(
+                        "S3 refused the parts: {}",
+                        aws_smithy_types::error::display::DisplayErrorContext(&e)
+                    )))
+                }
+                _ => Err(sdk_error("S3 CompleteMultipartUpload", &e)),
+            },
+        }
+    }
+
+    async fn abort_upload(&self, upload_id: &str, handle: &str) -> StoreResult<()> {
+        let key = Self::key_for_upload(upload_id);
+        let mut handles = self.open_multipart_uploads(&key).await?;
+        if !handle.is_empty() && !handles.iter().any(|h| h == handle) {
+            handles.push(handle.to_owned());
+        }
+        for h in handles {
+            match self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(&h)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if error_code(&e) == Some("NoSuchUpload") => {}
+                Err(e) => return Err(sdk_error("S3 AbortMultipartUpload", &e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn blob_size(&self, blob_key: &str) -> StoreResult<u64> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(blob_key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.content_length().unwrap_or_default().max(0) as u64),
+            Err(e)
+                if e.as_service_error().is_some_and(
+                    aws_sdk_s3::operation::head_object::HeadObjectError::is_not_found,
+                ) =>
+            {
+                Err(StoreError::NotFound(blob_key.to_owned()))
+            }
+            Err(e) if error_code(&e) == Some("NoSuchKey") => {
+                Err(StoreError::NotFound(blob_key.to_owned()))
+            }
+            Err(e) => Err(sdk_error("S3 HeadObject", &e)),
+        }
+    }
+
+    async fn read_blob(&self, blob_key: &str, range: Option<ByteRange>) -> StoreResult<ByteStream> {
+        if let Some(r) = range {
+            if r.start > r.end {
+                return Err(StoreError::Other(format!(
+                    "range {}-{} is empty",
+                    r.start, r.end
+                )));
+            }
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(blob_key)
+            .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end)))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key)
+                {
+                    StoreError::NotFound(blob_key.to_owned())
+                } else {
+                    sdk_error("S3 GetObject", &e)
+                }
+            })?;
+        if let Some(r) = range {
+            let len = out.content_length().unwrap_or_default().max(0) as u64;
+            if len != r.len() {
+                return Err(StoreError::Other(format!(
+                    "range {}-{} is outside the blob",
+                    r.start, r.end
+                )));
+            }
+        }
+        let reader = out.body.into_async_read();
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024)
+            .map(|r| r.map_err(io_error));
+        Ok(Box::pin(stream))
+    }
+
+    async fn delete_blob(&self, blob_key: &str) -> StoreResult<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(blob_key)
+            .send()
+            .await
+            .map_err(|e| sdk_error("S3 DeleteObject", &e))?;
+        Ok(())
+    }
+
+    async fn check(&self) -> StoreResult<()> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                Err(match status {
+                    Some(404) => StoreError::Unavailable(format!(
+                        "S3 bucket {} does not exist (create it, or start with --create-resources)",
+                        self.bucket
+                    )),
+                    Some(403) => StoreError::Unavailable(format!(
+                        "access to S3 bucket {} is denied: check the AWS credentials and their permissions",
+                        self.bucket
+                    )),
+                    Some(400 | 401) => StoreError::Unavailable(format!(
+                        "S3 refused the request for bucket {}: check the AWS credentials and region",
+                        self.bucket
+                    )),
+                    _ => sdk_error(&format!("S3 HeadBucket {}", self.bucket), &e),
+                })
+            }
+        }
+    }
+
+    async fn presigned_url(
+        &self,
+        blob_key: &str,
+        expires_in: Duration,
+        content_disposition: &str,
+        content_type: &str,
+    ) -> StoreResult<Option<String>> {
+        let config = PresigningConfig::expires_in(expires_in)
+            .map_err(|e| StoreError::Other(format!("presigning: {e}")))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(blob_key)
+            .response_content_disposition(content_disposition)
+            .set_response_content_type(Some(content_type.to_owned()).filter(|c| !c.is_empty()))
+            .presigned(config)
+            .await
+            .map_err(|e| sdk_error("S3 presigning", &e))?;
+        Ok(Some(request.uri().to_owned()))
+    }
+}
+
+/// Creates the bucket when it is missing, with a lifecycle rule that aborts multipart uploads
+/// left incomplete for 7 days (a safety net under the sweeper; ignored by servers without
+/// lifecycle support).
+pub async fn create_bucket(sdk: &SdkConfig, bucket: &str) -> StoreResult<()> {
+    let client = client(sdk);
+    if client.head_bucket().bucket(bucket).send().await.is_ok() {
+        return Ok(());
+    }
+    let mut req = client.create_bucket().bucket(bucket);
+    let region = sdk.region().map(ToString::to_string).unwrap_or_default();
+    if !region.is_empty() && region != "us-east-1" {
+        req = req.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    region.as_str(),
+                ))
+                .build(),
+        );
+    }
+    match req.send().await {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                error_code(&e),
+                Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+            ) => {}
+        Err(e) => return Err(sdk_error(&format!("S3 CreateBucket {bucket}"), &e)),
+    }
+    let rule = aws_sdk_s3::types::LifecycleRule::builder()
+        .id("lfusys-abort-incomplete-multipart-uploads")
+        .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
+        .filter(
+            aws_sdk_s3::types::LifecycleRuleFilter::builder()
+                .prefix("")
+                .build(),
+        )
+        .abort_incomplete_multipart_upload(
+            aws_sdk_s3::types::AbortIncompleteMultipartUpload::builder()
+                .days_after_initiation(7)
+                .build(),
+        )
+        .build()
+        .map_err(|e| StoreError::Other(format!("lifecycle rule: {e}")))?;
+    let lifecycle = aws_sdk_s3::types::BucketLifecycleConfiguration::builder()
+        .rules(rule)
+        .build()
+        .map_err(|e| StoreError::Other(format!("lifecycle configuration: {e}")))?;
+    if let Err(e) = client
+        .put_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .lifecycle_configuration(lifecycle)
+        .send()
+        .await
+    {
+        tracing::warn!(%bucket, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "could not set the bucket's lifecycle rule");
+    }
+    Ok(())
+}

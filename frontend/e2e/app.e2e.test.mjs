@@ -1,0 +1,294 @@
+// End to end, in Debian's headless Chromium against a real `lfusys up` serving the built app:
+// register → sign in → upload two files at once (one ≥ 64 MiB) → progress → pause and resume →
+// reload mid-upload and resume by re-selecting the file → both listed with their sizes →
+// download one and compare its SHA-256 → delete it; plus drag and drop, cancel, phone width and
+// sign-out. Screenshots of each page go to e2e/artifacts/. Every wait is on a condition.
+
+import assert from 'node:assert/strict';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ARTIFACTS, apiCall, launchBrowser, makeFile, sha256File, startServer, tempDir } from './harness.mjs';
+
+const MiB = 1024 * 1024;
+const BIG = { name: 'dataset-72MiB.bin', size: 72 * MiB };
+const SMALL = { name: 'holiday-photo.jpg', size: 9 * MiB + 12345 };
+const THIRD = { name: 'to-cancel.iso', size: 24 * MiB };
+/** Upload bandwidth the browser is held to, so that pausing and reloading happen mid-upload. */
+const UPLOAD_BYTES_PER_S = 6 * MiB;
+const T = { short: 15_000, long: 180_000 };
+
+const EMAIL = `e2e-${Date.now()}@example.com`;
+const PASSWORD = 'correct horse battery staple';
+
+let tmp;
+let server;
+let browser;
+let page;
+/** Chunk PUTs the page started: { index, uploadId, at }. */
+const chunkPuts = [];
+
+const row = (name) => page.locator(`[data-testid="upload-row"][data-name="${name}"]`);
+const fileRow = (name) => page.locator(`[data-testid="file-row"][data-name="${name}"]`);
+
+async function shot(name) {
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+/** Waits until the row of `name` satisfies `pred(dataset, arg)` (evaluated in the page). */
+async function waitRow(name, pred, { timeout = T.long, arg = null } = {}) {
+  await page.waitForFunction(
+    ([n, src, a]) => {
+      const el = document.querySelector(`[data-testid="upload-row"][data-name="${n}"]`);
+      return el instanceof HTMLElement && new Function('d', 'a', `return (${src})(d, a)`)(el.dataset, a);
+    },
+    [name, pred.toString(), arg],
+    { timeout, polling: 100 },
+  );
+}
+
+async function dataset(name) {
+  return row(name).evaluate((el) => ({ ...el.dataset }));
+}
+
+/** The server's view, through the page's own session (cookies). */
+async function inPage(pathname) {
+  return page.evaluate(async (p) => {
+    const res = await fetch(p, { credentials: 'same-origin' });
+    if (!res.ok) throw new Error(`${p}: ${res.status}`);
+    return res.json();
+  }, pathname);
+}
+
+async function throttleUploads(p) {
+  const cdp = await p.context().newCDPSession(p);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false,
+    latency: 0,
+    downloadThroughput: -1,
+    uploadThroughput: UPLOAD_BYTES_PER_S,
+  });
+}
+
+/** A test step that leaves a screenshot behind when it fails. */
+function step(name, fn) {
+  it(name, async () => {
+    try {
+      await fn();
+    } catch (e) {
+      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
+      await page?.screenshot({ path: path.join(ARTIFACTS, `FAILED-${slug}.png`), fullPage: true }).catch(() => undefined);
+      throw e;
+    }
+  });
+}
+
+describe('web app end to end', { concurrency: false }, () => {
+  before(async () => {
+    await mkdir(ARTIFACTS, { recursive: true });
+    tmp = await tempDir('lfusys-e2e-');
+    await Promise.all([
+      makeFile(path.join(tmp, BIG.name), BIG.size),
+      makeFile(path.join(tmp, SMALL.name), SMALL.size),
+      makeFile(path.join(tmp, THIRD.name), THIRD.size),
+    ]);
+    server = await startServer({ dataDir: path.join(tmp, 'data'), args: ['--chunk-size', '4MiB'] });
+    browser = await launchBrowser({ downloadsPath: path.join(tmp, 'downloads') });
+    page = browser.context.pages()[0] ?? (await browser.context.newPage());
+    page.setDefaultTimeout(T.short);
+    // Leaving mid-upload asks for confirmation (beforeunload): the test says yes.
+    page.on('dialog', (d) => void d.accept());
+    page.on('request', (req) => {
+      const m = /\/api\/v1\/chunks\/([^/]+)\/(\d+)$/.exec(req.url());
+      if (m && req.method() === 'PUT') chunkPuts.push({ uploadId: m[1], index: Number(m[2]), at: Date.now() });
+    });
+    page.on('pageerror', (e) => console.error('page error:', e));
+    await throttleUploads(page);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  step('registers an account', async () => {
+    await page.goto(`${server.url}/register`);
+    await page.getByRole('heading', { name: 'Create your account' }).waitFor();
+    await page.getByLabel('Email').fill(EMAIL);
+    await page.getByLabel('Name (optional)').fill('Ada Lovelace');
+    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await shot('01-register');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByText('Your account is ready. Sign in to continue.').waitFor();
+    assert.equal(new URL(page.url()).pathname, '/login');
+  });
+
+  step('refuses a wrong password with a clear message, then signs in', async () => {
+    assert.equal(await page.getByLabel('Email').inputValue(), EMAIL);
+    await page.getByLabel('Password', { exact: true }).fill('not the password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').filter({ hasText: 'The email or password is incorrect.' }).waitFor();
+    await shot('02-sign-in-error');
+    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Upload', level: 1 }).waitFor();
+    await page.getByTestId('user-email').filter({ hasText: 'Ada Lovelace' }).waitFor();
+    await shot('03-upload-empty');
+  });
+
+  step('uploads two files at once and shows their progress', async () => {
+    await page.getByTestId('file-input').setInputFiles([path.join(tmp, BIG.name), path.join(tmp, SMALL.name)]);
+    await page.locator('[data-testid="upload-row"]').nth(1).waitFor();
+    // Both files are sent at the same time: each has chunks on the wire before the small one ends.
+    await waitRow(BIG.name, (d) => d.phase === 'uploading' && Number(d.uploaded) > 0);
+    await waitRow(SMALL.name, (d) => d.phase === 'uploading' || d.phase === 'assembling' || d.phase === 'completed');
+    const chunks = (await dataset(BIG.name)).chunksTotal;
+    assert.equal(Number(chunks), Math.ceil(BIG.size / (4 * MiB)));
+    const uploads = new Set(chunkPuts.map((p) => p.uploadId));
+    assert.equal(uploads.size, 2, 'chunks of both files were sent');
+    await waitRow(BIG.name, (d) => Number(d.percent) >= 5 && d.phase === 'uploading');
+    const stats = await row(BIG.name).locator('.row-stats').innerText();
+    assert.match(stats, /\d+%/);
+    assert.match(stats, /MiB\/s|KiB\/s/, `speed shown: ${stats}`);
+    assert.match(stats, /left|estimating/, `time left shown: ${stats}`);
+    await shot('04-uploading');
+    await waitRow(SMALL.name, (d) => d.phase === 'completed');
+  });
+
+  step('pauses and resumes one file', async () => {
+    await row(BIG.name).getByRole('button', { name: `Pause ${BIG.name}` }).click();
+    await waitRow(BIG.name, (d) => d.phase === 'paused');
+    const paused = await dataset(BIG.name);
+    const putsAtPause = chunkPuts.length;
+    await row(BIG.name).getByRole('button', { name: `Resume ${BIG.name}` }).waitFor();
+    await shot('05-paused');
+    // Nothing is sent while paused; the server has what was confirmed.
+    const status = await inPage('/api/v1/uploads');
+    const big = status.items.find((u) => u.name === BIG.name);
+    assert.ok(big && big.state === 'uploading');
+    assert.ok(big.bytes_received <= Number(paused.uploaded));
+    assert.equal(chunkPuts.length, putsAtPause, 'no chunk was sent while paused');
+    await row(BIG.name).getByRole('button', { name: `Resume ${BIG.name}` }).click();
+    await waitRow(BIG.name, (d) => d.phase === 'uploading');
+    await waitRow(BIG.name, (d, a) => Number(d.uploaded) > a, { arg: Number(paused.uploaded) });
+  });
+
+  step('resumes after a reload when the file is selected again, sending only the missing chunks', async () => {
+    // Mid-upload: a good part is on the server, a good part is not.
+    await waitRow(BIG.name, (d) => d.phase === 'uploading' && Number(d.chunksReceived) >= 6);
+    await page.reload();
+    await page.getByRole('heading', { name: 'Unfinished uploads' }).waitFor();
+    await waitRow(BIG.name, (d) => d.phase === 'interrupted' && Number(d.uploaded) > 0);
+    await shot('06-after-reload');
+    const listed = (await inPage('/api/v1/uploads')).items.find((u) => u.name === BIG.name);
+    assert.ok(listed, 'the server lists the unfinished upload');
+    const before = await inPage(`/api/v1/uploads/${listed.upload_id}`);
+    const had = new Set(before.received_chunks);
+    assert.ok(had.size > 0 && had.size < before.total_chunks);
+    const putsBefore = chunkPuts.length;
+
+    await row(BIG.name).getByTestId('resume-input').setInputFiles(path.join(tmp, BIG.name));
+    await waitRow(BIG.name, (d) => d.phase === 'uploading');
+    await row(BIG.name).getByText(/Resumed: \d+ of \d+ chunks were already on the server/).waitFor();
+    await shot('07-resumed');
+    await waitRow(BIG.name, (d) => d.phase === 'completed');
+    await shot('08-completed');
+
+    const sent = chunkPuts.slice(putsBefore).filter((p) => p.uploadId === before.upload_id).map((p) => p.index);
+    for (const i of sent) assert.ok(!had.has(i), `chunk ${i} was on the server already but was sent again`);
+    const all = new Set([...had, ...sent]);
+    assert.equal(all.size, before.total_chunks, 'every chunk was sent once');
+  });
+
+  step('lists both files with their sizes', async () => {
+    await page.getByRole('link', { name: 'Files', exact: true }).click();
+    await page.getByRole('heading', { name: 'Files', level: 1 }).waitFor();
+    await fileRow(BIG.name).waitFor();
+    await fileRow(SMALL.name).waitFor();
+    assert.equal(await page.locator('[data-testid="file-row"]').count(), 2);
+    assert.equal(Number(await fileRow(BIG.name).getAttribute('data-size')), BIG.size);
+    assert.equal(Number(await fileRow(SMALL.name).getAttribute('data-size')), SMALL.size);
+    assert.equal((await fileRow(BIG.name).locator('td').first().innerText()).trim(), '72.0 MiB');
+    await shot('09-files');
+  });
+
+  step('downloads a file through a streamed link, byte for byte', async () => {
+    const link = fileRow(BIG.name).getByTestId('download');
+    assert.match((await link.getAttribute('href')) ?? '', /^\/api\/v1\/files\/[^/]+\/content$/);
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: T.long }), link.click()]);
+    const saved = path.join(tmp, 'downloaded.bin');
+    await download.saveAs(saved);
+    assert.equal((await stat(saved)).size, BIG.size);
+    assert.equal(await sha256File(saved), await sha256File(path.join(tmp, BIG.name)));
+  });
+
+  step('deletes a file after confirmation', async () => {
+    await fileRow(BIG.name).getByTestId('delete').click();
+    const dialog = page.getByRole('dialog', { name: 'Delete this file?' });
+    await dialog.waitFor();
+    await shot('10-delete-confirm');
+    // Escape keeps the file.
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'hidden' });
+    assert.equal(await fileRow(BIG.name).count(), 1);
+    await fileRow(BIG.name).getByTestId('delete').click();
+    await dialog.getByRole('button', { name: 'Delete' }).click();
+    await fileRow(BIG.name).waitFor({ state: 'detached' });
+    await page.getByText(`Deleted ${BIG.name}.`).first().waitFor();
+    const files = await inPage('/api/v1/files');
+    assert.deepEqual(
+      files.items.map((f) => f.name),
+      [SMALL.name],
+    );
+  });
+
+  step('takes files by drag and drop, and cancels an upload', async () => {
+    await page.getByRole('link', { name: 'Upload', exact: true }).click();
+    await page.getByRole('heading', { name: 'Upload', level: 1 }).waitFor();
+    const dt = await page.evaluateHandle(() => {
+      const d = new DataTransfer();
+      d.items.add(new File(['dropped with the mouse\n'.repeat(1000)], 'dropped.txt', { type: 'text/plain' }));
+      return d;
+    });
+    await page.getByTestId('dropzone').dispatchEvent('dragenter', { dataTransfer: dt });
+    await page.getByTestId('dropzone').dispatchEvent('drop', { dataTransfer: dt });
+    await waitRow('dropped.txt', (d) => d.phase === 'completed');
+
+    await page.getByTestId('file-input').setInputFiles(path.join(tmp, THIRD.name));
+    await waitRow(THIRD.name, (d) => d.phase === 'uploading' && Number(d.uploaded) > 0);
+    await row(THIRD.name).getByRole('button', { name: `Cancel the upload of ${THIRD.name}` }).click();
+    await waitRow(THIRD.name, (d) => d.phase === 'cancelled');
+    await page.waitForFunction(
+      async () => (await (await fetch('/api/v1/uploads')).json()).items.length === 0,
+      null,
+      { timeout: T.short, polling: 200 },
+    );
+    await shot('11-upload-list');
+  });
+
+  step('is usable at phone width', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot('12-phone-upload');
+    await page.getByRole('link', { name: 'Files', exact: true }).click();
+    await fileRow(SMALL.name).waitFor();
+    await shot('13-phone-files');
+    // Nothing overflows sideways.
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than the screen`);
+    await page.setViewportSize({ width: 1280, height: 860 });
+  });
+
+  step('signs out', async () => {
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await shot('14-signed-out');
+    const me = await page.evaluate(async () => (await fetch('/api/v1/auth/me')).status);
+    assert.equal(me, 401);
+    // And the server agrees from outside the browser: the account exists, its files are there.
+    const login = await apiCall(server.url, 'POST', '/api/v1/auth/login', { body: { email: EMAIL, password: PASSWORD } });
+    const files = await apiCall(server.url, 'GET', '/api/v1/files', { token: login.access_token });
+    assert.equal(files.items.length, 2);
+  });
+});

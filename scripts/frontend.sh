@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The web app (frontend/): npm ci, ESLint, tsc, Vitest, the production build, then the end-to-end
+# test in Debian's headless Chromium against a real `lfusys up` (the debug binary; it is built if
+# missing). Installs Debian's chromium when /usr/bin/chromium is missing (CI runs as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "web app: npm ci"
+(cd frontend && npm ci --no-audit --no-fund)
+
+step "web app: eslint"
+(cd frontend && npm run --silent lint)
+
+step "web app: tsc --noEmit"
+(cd frontend && npm run --silent typecheck)
+
+step "web app: vitest (unit tests)"
+(cd frontend && npm run --silent test)
+
+step "web app: vite build"
+(cd frontend && npm run --silent build)
+
+if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM_PATH:-}" ]; then
+  step "installing Debian's chromium for the end-to-end test"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "chromium is missing: run 'apt-get update && apt-get install -y chromium' as root" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium >/dev/null
+fi
+
+if [ ! -x "$CARGO_TARGET_DIR/debug/lfusys" ]; then
+  step "building the lfusys binary for the end-to-end test"
+  cargo build --bin lfusys --locked
+fi
+
+step "web app: end to end in headless Chromium (playwright-core)"
+(cd frontend && npm run --silent e2e)
