@@ -18,18 +18,5 @@ step "cargo test (unit, component and system tests)"
 # Two test binaries at a time: the system tests start real servers and move real bytes.
 cargo test --workspace --locked -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
 
-step "AWS backends: moto (S3, DynamoDB, SQS) and MinIO on loopback (scripts/aws-servers.sh)"
-# In a subshell: the servers' AWS_* settings stay out of the other steps, and the trap stops
-# the servers however the tests end.
-(
-  trap 'bash scripts/aws-servers.sh stop' EXIT
-  bash scripts/aws-servers.sh start
-  eval "$(bash scripts/aws-servers.sh env)"
-  step "system tests again, on the AWS backends"
-  LFUSYS_TEST_BACKEND=aws cargo test -p cli --locked --test system -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
-  step "AWS store component tests and AWS-specific system tests"
-  cargo test -p cli --locked --features aws-tests --test aws_stores --test aws -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
-)
-
 step "web app (frontend/): lint, type-check, unit tests, build, end to end in Chromium"
 bash scripts/frontend.sh
