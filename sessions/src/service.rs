@@ -108,7 +108,11 @@ impl SessionsService {
     }
 
     async fn received_count(&self, upload_id: &str) -> Result<u32, Status> {
-        Ok(u32::try_from(self.chunks(upload_id).await?.len()).unwrap_or(u32::MAX))
+        self.state
+            .metadata
+            .received_count(upload_id)
+            .await
+            .map_err(|e| store_error("counting the chunks", e))
     }
 }
 

@@ -236,6 +236,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Recorded chunks of an upload, ascending by index.
     async fn list_chunks(&self, upload_id: &str) -> StoreResult<Vec<ChunkRecord>>;
 
+    /// How many chunks of an upload are recorded (a store may keep a count rather than list).
+    async fn received_count(&self, upload_id: &str) -> StoreResult<u32> {
+        Ok(u32::try_from(self.list_chunks(upload_id).await?.len()).unwrap_or(u32::MAX))
+    }
+
     /// Takes (or, with the same `claim_id`, renews) the exclusive lease on one chunk, only
     /// while the upload is uploading and the chunk is not recorded.
     async fn claim_chunk(

@@ -1052,6 +1052,11 @@ impl MetadataStore for DynamoMetadataStore {
         Ok(chunks)
     }
 
+    /// The tally's count: no listing of the chunks.
+    async fn received_count(&self, upload_id: &str) -> StoreResult<u32> {
+        self.received(upload_id).await
+    }
+
     /// As the SQLite store: a chunk already recorded in an upload that is assembling or
     /// completed answers `AlreadyStored` / `DigestConflict`.
     async fn claim_chunk(
