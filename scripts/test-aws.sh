@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# The test suites on the AWS backends (issue 3, work in progress): starts moto (S3, DynamoDB,
-# SQS) and a real S3 server on loopback, runs the system tests and the AWS-specific tests against
-# them, and stops the servers. Not yet part of scripts/test.sh (CI): its run time on the 2-core
-# machine is not yet within budget (the 10,000-part upload on moto).
+# The test suites on the AWS backends: starts moto (S3, DynamoDB, SQS) and MinIO (a real S3
+# server) on loopback, runs the system tests and the AWS-specific tests against them, and stops
+# the servers. Part of scripts/test.sh; runs alone when only the AWS backends are of interest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"

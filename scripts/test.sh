@@ -18,5 +18,8 @@ step "cargo test (unit, component and system tests)"
 # Two test binaries at a time: the system tests start real servers and move real bytes.
 cargo test --workspace --locked -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
 
+step "AWS backends: the system tests and AWS-specific tests against moto and MinIO"
+bash scripts/test-aws.sh
+
 step "web app (frontend/): lint, type-check, unit tests, build, end to end in Chromium"
 bash scripts/frontend.sh

@@ -90,40 +90,6 @@ fn put_chunk(created: &serde_json::Value, data: &[u8], index: usize) -> u16 {
         .as_u16()
 }
 
-/// An upload of the largest number of chunks S3 allows: 10,000 parts (1 KiB chunks, which
-/// the test S3 server allows), then downloaded and compared.
-#[test]
-fn an_upload_of_ten_thousand_chunks() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = aws_server(&data, free_port(), &["--chunk-size", "1KiB"], &[]);
-    let client = Client::new(&server.url);
-    client.signup("tenk@example.com");
-    let source = dir.path().join("many-chunks.bin");
-    let sha = random_file(&source, 10_000 * 1024, 31);
-    let reports = client.json(&["upload", source.to_str().unwrap(), "-j", "16"]);
-    let report = &reports[0];
-    assert_eq!(report["sha256"], sha.as_str());
-    assert_eq!(report["chunks_sent"], 10_000);
-    let upload = client.api_get(&format!(
-        "/api/v1/uploads/{}",
-        report["upload_id"].as_str().unwrap()
-    ));
-    assert_eq!(upload["total_chunks"], 10_000);
-    assert_eq!(upload["state"], "completed");
-    assert_eq!(upload["received_chunks"].as_array().unwrap().len(), 10_000);
-    let copy = dir.path().join("copy.bin");
-    client.ok(&[
-        "download",
-        report["file_id"].as_str().unwrap(),
-        "-o",
-        copy.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert_eq!(sha256_file(&copy), sha);
-    assert!(open_multipart_uploads(&aws_names(&data).0).is_empty());
-}
-
 /// A job that can never succeed (its multipart upload vanished) is received
 /// `--assembly-max-attempts` times, moved to the dead-letter queue by SQS, and the sessions
 /// service marks the upload failed with the reason; nothing is published.

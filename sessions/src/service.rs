@@ -456,6 +456,34 @@ impl Sessions for SessionsService {
             ),
         };
         let received = self.received_count(&rec.upload_id).await?;
+        let mut state = state;
+        if outcome == BeginChunkOutcome::AlreadyStored
+            && state == UploadState::Uploading
+            && received >= rec.total_chunks
+        {
+            // A store that records and counts a chunk in two steps (DynamoDB) may have
+            // counted the last chunk only now, on this retry: complete the set here, once.
+            if self
+                .state
+                .metadata
+                .transition(
+                    &rec.upload_id,
+                    &[UploadState::Uploading],
+                    UploadState::Assembling,
+                    None,
+                    now,
+                )
+                .await
+                .map_err(|e| store_error("completing the upload", e))?
+            {
+                count_transition(UploadState::Assembling);
+                tracing::info!(upload_id = %rec.upload_id, "every chunk recorded (on a retry); assembling");
+                if let Err(e) = enqueue_assembly(&self.state, &rec.upload_id).await {
+                    tracing::error!(upload_id = %rec.upload_id, error = %e, "cannot enqueue the assembly job");
+                }
+            }
+            state = UploadState::Assembling;
+        }
         Ok(respond(outcome, state, String::new(), 0, received))
     }
 

@@ -1048,6 +1048,24 @@ impl MetadataStore for DynamoMetadataStore {
                 _ => break,
             }
         }
+        // Only counted chunks: a chunk recorded by a worker that died before counting it is
+        // listed as missing, so the client sends it again and that retry counts it.
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.chunks)
+            .set_key(Some(Self::tally_key(upload_id)))
+            .consistent_read(true)
+            .projection_expression("recorded")
+            .send()
+            .await
+            .map_err(|e| sdk_error("DynamoDB GetItem chunks (tally)", &e))?;
+        let counted: std::collections::HashSet<u32> =
+            match out.item().and_then(|i| i.get("recorded")) {
+                Some(AttributeValue::Ns(v)) => v.iter().filter_map(|x| x.parse().ok()).collect(),
+                _ => std::collections::HashSet::new(),
+            };
+        chunks.retain(|c| counted.contains(&c.index));
         chunks.sort_by_key(|c| c.index);
         Ok(chunks)
     }
