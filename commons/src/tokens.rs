@@ -126,6 +126,16 @@ fn pem_body(text: &str, label: &str) -> Option<Vec<u8>> {
     STANDARD.decode(b64).ok()
 }
 
+/// A fresh Ed25519 key pair as PEM documents: (PKCS#8 `PRIVATE KEY`, SPKI `PUBLIC KEY`), the
+/// form the services read from `LFUSYS_SIGNING_KEY_FILE` / `LFUSYS_TOKEN_PUBLIC_KEY_FILE`.
+pub fn generate_key_pair_pem() -> Result<(String, String), KeyError> {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generate)?;
+    let private_pem = pem("PRIVATE KEY", pkcs8.as_ref());
+    let signer = TokenSigner::from_pem(&private_pem).map_err(|_| KeyError::Generate)?;
+    Ok((private_pem, signer.public_pem().to_owned()))
+}
+
 impl TokenSigner {
     /// Generates a fresh Ed25519 key pair.
     pub fn generate() -> Result<Self, KeyError> {
