@@ -21,5 +21,8 @@ cargo test --workspace --locked -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
 step "AWS backends: the system tests and AWS-specific tests against moto and MinIO"
 bash scripts/test-aws.sh
 
+step "Kubernetes: the Helm chart (lint, values schema, render, install on a real control plane)"
+bash scripts/chart-check.sh
+
 step "web app (frontend/): lint, type-check, unit tests, build, end to end in Chromium"
 bash scripts/frontend.sh

@@ -358,6 +358,19 @@ mod tests {
     }
 
     #[test]
+    fn a_generated_pem_pair_signs_and_verifies() {
+        let (private_pem, public_pem) = generate_key_pair_pem().unwrap();
+        assert!(private_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(public_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+        let signer = TokenSigner::from_pem(&private_pem).unwrap();
+        let verifier = TokenVerifier::from_public_pem(&public_pem).unwrap();
+        let token = signer.sign_access("user-1", "fam", now(), 60).unwrap();
+        assert_eq!(verifier.verify_access(&token).unwrap().sub, "user-1");
+        let (other, _) = generate_key_pair_pem().unwrap();
+        assert_ne!(other, private_pem);
+    }
+
+    #[test]
     fn keys_persist_across_loads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys/signing-key.pem");
