@@ -2,7 +2,8 @@
 # Installs (once, cached outside the clone) and runs the AWS-compatible servers the AWS test
 # suites and the S3 benchmark use, on loopback:
 #   - moto (PyPI `moto[server]`, in a venv): S3, DynamoDB and SQS, one process per service
-#     (ports LFUSYS_MOTO_PORT, +2, +3; each also serves the others' APIs);
+#     (ports LFUSYS_MOTO_PORT, +2, +3; each also serves the others' APIs), started through
+#     scripts/moto-server.py;
 #   - MinIO (built from its Go module, pinned), a real S3 server that verifies part checksums
 #     and enforces S3's 5 MiB part minimum; if MinIO cannot be built, s3s-fs 0.14.1 from
 #     crates.io instead.
@@ -14,10 +15,13 @@
 # Everything is idempotent. Settings: LFUSYS_CACHE (default ~/.cache/lfusys),
 # LFUSYS_MOTO_PORT (29990), LFUSYS_S3_PORT (29991): below the ephemeral port range, so
 # no test server picks them.
+# LFUSYS_AWS_SERVERS_DIR (default $LFUSYS_CACHE/aws-servers): pid files, logs and data, so a
+# private instance (other ports, e.g. scripts/test-k8s.sh) runs next to the default one.
 set -euo pipefail
 
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${LFUSYS_CACHE:-$HOME/.cache/lfusys}"
-RUN="$CACHE/aws-servers"
+RUN="${LFUSYS_AWS_SERVERS_DIR:-$CACHE/aws-servers}"
 TOOLS="$CACHE/tools"
 VENV="$CACHE/moto-venv"
 MOTO_VERSION="5.2.5"
@@ -81,15 +85,20 @@ start() {
   local kind
   kind=$(install_s3)
   # One moto process per service: each is one Python process (one core at most), and a
-  # 10,000-chunk upload keeps DynamoDB and S3 busy at once.
-  local svc port
+  # 10,000-chunk upload keeps DynamoDB and S3 busy at once. scripts/moto-server.py runs
+  # moto_server with fixes for the tests (see there): DynamoDB handles one request at a time,
+  # as moto does not isolate concurrent writes of one item.
+  local svc port serialize
   for svc in s3 dynamodb sqs; do
     port=$(moto_port "$svc")
+    serialize=0
+    [[ $svc == dynamodb ]] && serialize=1
     if ! alive "$RUN/moto-$svc.pid"; then
       log "starting moto ($svc) on 127.0.0.1:$port"
       # Tests use small chunks: let multipart parts be as small as one byte. Object bytes
       # beyond 256 KiB go to temporary files rather than moto's memory.
-      S3_UPLOAD_PART_MIN_SIZE=1 MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=262144 nohup "$VENV/bin/moto_server" \
+      LFUSYS_MOTO_SERIALIZE=$serialize LFUSYS_MOTO_FAST_JSON=1 S3_UPLOAD_PART_MIN_SIZE=1 MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=262144 \
+        nohup "$VENV/bin/python" "$ROOT/scripts/moto-server.py" \
         -H 127.0.0.1 -p "$port" >"$RUN/moto-$svc.log" 2>&1 &
       echo $! >"$RUN/moto-$svc.pid"
     fi

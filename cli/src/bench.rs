@@ -1,6 +1,9 @@
 //! `lfusys bench`: end-to-end upload throughput through a running server, against the
-//! physical reference of the same bytes written sequentially with fdatasync on the same disk,
-//! and the upload workers' peak memory.
+//! physical reference of the same bytes written sequentially with fdatasync on the same disk
+//! (or, in S3 mode, uploaded straight to the same S3 server), and the upload workers' peak
+//! memory. In S3 mode the file goes through LFUSYS twice: without a declared whole-file SHA-256
+//! (like the direct upload, only part checksums are verified) and with one (the server reads
+//! the file back to verify it).
 //!
 //! Run it against a freshly started `lfusys up` whose data directory is on the disk of
 //! `--scratch-dir`: peak RSS is the process's high-water mark since it started.
@@ -37,6 +40,10 @@ pub struct BenchArgs {
     /// with the LFUSYS upload's part size and parallelism, instead of a local fdatasync write.
     #[arg(long)]
     pub s3_bucket: Option<String>,
+    /// S3 mode: measure this many rounds (each: LFUSYS without and with a declared file
+    /// SHA-256, then direct) and report the medians.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -45,15 +52,28 @@ pub struct BenchArgs {
 struct BenchReport {
     size_bytes: u64,
     parallel_chunks: usize,
+    /// Rounds measured (S3 mode); the seconds are medians over them.
+    rounds: usize,
+    /// The LFUSYS upload with the whole-file SHA-256 declared (verified after assembly).
     upload_seconds: f64,
     upload_mb_per_s: f64,
     reference_seconds: f64,
     reference_mb_per_s: f64,
     ratio: f64,
+    /// S3 mode: the LFUSYS upload without a declared whole-file SHA-256 (every chunk verified
+    /// by its part checksum, as in the direct upload; the file is not read back).
+    undeclared: Option<Undeclared>,
     /// What the reference is: `sequential write + fdatasync` or `direct S3 multipart upload`.
     reference: String,
     workers_peak_rss_bytes: Option<u64>,
     workers_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Undeclared {
+    upload_seconds: f64,
+    upload_mb_per_s: f64,
+    ratio: f64,
 }
 
 /// Fills `path` with `size` incompressible pseudo-random bytes (xorshift), 8 MiB at a time.
@@ -98,6 +118,20 @@ fn reference_write(src: &Path, dst: &Path) -> anyhow::Result<f64> {
     Ok(secs)
 }
 
+/// The median of some measurements (the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        f64::midpoint(values[n / 2 - 1], values[n / 2])
+    }
+}
+
 fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -135,8 +169,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             format_size(report.size_bytes)
         );
         println!("parallel chunks:          {}", report.parallel_chunks);
+        if report.rounds > 1 {
+            println!(
+                "rounds:                   {} (medians below)",
+                report.rounds
+            );
+        }
+        if let Some(u) = &report.undeclared {
+            println!(
+                "LFUSYS, no file SHA-256:  {:.1} MB/s ({:.2} s, create → completed; chunks verified)",
+                u.upload_mb_per_s, u.upload_seconds
+            );
+        }
         println!(
-            "LFUSYS end to end:        {:.1} MB/s ({:.2} s, create → completed)",
+            "LFUSYS end to end:        {:.1} MB/s ({:.2} s, create → completed; declared file SHA-256 verified)",
             report.upload_mb_per_s, report.upload_seconds
         );
         if args.s3_bucket.is_some() {
@@ -149,6 +195,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "sequential + fdatasync:   {:.1} MB/s ({:.2} s, same disk)",
                 report.reference_mb_per_s, report.reference_seconds
             );
+        }
+        if let Some(u) = &report.undeclared {
+            println!("ratio, no file SHA-256:   {:.2}", u.ratio);
         }
         println!("ratio:                    {:.2}", report.ratio);
         match report.workers_peak_rss_bytes {
@@ -179,16 +228,60 @@ async fn measure(args: &BenchArgs, source: &Path, reference: &Path) -> anyhow::R
         .context("registering a benchmark account")?;
     api.login(&email, &password).await?;
 
-    eprintln!(
-        "Uploading through {} with {} chunks in flight…",
-        args.server, args.parallel
-    );
     let opts = UploadOptions {
         parallelism: args.parallel,
         progress: !args.json,
         ..UploadOptions::default()
     };
-    let report = upload::upload_file(&api, source, &opts).await?;
+    let plain = UploadOptions {
+        declare_sha256: false,
+        ..opts.clone()
+    };
+    // S3 mode, each round: first as the direct upload does it (part checksums only), then
+    // with the whole-file SHA-256 declared (the server reads the file back to verify it), then
+    // the direct upload. The figures are the medians over the rounds (a shared machine is
+    // noisy).
+    let rounds = if args.s3_bucket.is_some() {
+        args.rounds.max(1)
+    } else {
+        1
+    };
+    let (mut undeclared, mut declared, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = None;
+    for round in 1..=rounds {
+        if args.s3_bucket.is_some() {
+            eprintln!(
+                "Round {round}/{rounds}: uploading through {} with {} chunks in flight, without a whole-file SHA-256…",
+                args.server, args.parallel
+            );
+            let report = upload::upload_file(&api, source, &plain).await?;
+            api.delete_file(&report.file_id).await?;
+            undeclared.push(report.seconds);
+        }
+        eprintln!(
+            "Uploading through {} with {} chunks in flight…",
+            args.server, args.parallel
+        );
+        let report = upload::upload_file(&api, source, &opts).await?;
+        declared.push(report.seconds);
+        if let Some(bucket) = &args.s3_bucket {
+            let part_size = api.upload_status(&report.upload_id).await?.chunk_size;
+            eprintln!(
+                "Uploading the same file straight to S3 bucket {bucket} ({} parts, {} in flight)…",
+                format_size(part_size),
+                args.parallel
+            );
+            direct.push(
+                crate::bench_s3::direct_multipart_upload(source, bucket, part_size, args.parallel)
+                    .await?,
+            );
+        }
+        if round < rounds || !args.keep {
+            api.delete_file(&report.file_id).await?;
+        }
+        last = Some(report);
+    }
+    let report = last.context("no round ran")?;
     let workers_base = api.resolve(&report.upload_url);
     let workers_base = workers_base
         .split("/api/v1/chunks")
@@ -199,33 +292,30 @@ async fn measure(args: &BenchArgs, source: &Path, reference: &Path) -> anyhow::R
         .get_text(&format!("{workers_base}/metrics"))
         .await
         .unwrap_or_default();
-    let reference_seconds = match &args.s3_bucket {
-        None => reference_seconds,
-        Some(bucket) => {
-            let part_size = api.upload_status(&report.upload_id).await?.chunk_size;
-            eprintln!(
-                "Uploading the same file straight to S3 bucket {bucket} ({} parts, {} in flight)…",
-                format_size(part_size),
-                args.parallel
-            );
-            crate::bench_s3::direct_multipart_upload(source, bucket, part_size, args.parallel)
-                .await?
-        }
+    let reference_seconds = if args.s3_bucket.is_some() {
+        median(&mut direct)
+    } else {
+        reference_seconds
     };
-    if !args.keep {
-        api.delete_file(&report.file_id).await?;
-    }
+    let upload_seconds = median(&mut declared);
+    let undeclared = (!undeclared.is_empty()).then(|| median(&mut undeclared));
     api.logout().await?;
 
     let mb = args.size as f64 / 1e6;
     Ok(BenchReport {
         size_bytes: args.size,
         parallel_chunks: args.parallel,
-        upload_seconds: report.seconds,
-        upload_mb_per_s: mb / report.seconds,
+        rounds,
+        upload_seconds,
+        upload_mb_per_s: mb / upload_seconds,
         reference_seconds,
         reference_mb_per_s: mb / reference_seconds,
-        ratio: reference_seconds / report.seconds,
+        ratio: reference_seconds / upload_seconds,
+        undeclared: undeclared.map(|seconds| Undeclared {
+            upload_seconds: seconds,
+            upload_mb_per_s: mb / seconds,
+            ratio: reference_seconds / seconds,
+        }),
         reference: if args.s3_bucket.is_some() {
             "direct S3 multipart upload".to_owned()
         } else {
@@ -248,6 +338,13 @@ mod tests {
             Some(52_428_800)
         );
         assert_eq!(metric(text, "missing"), None);
+    }
+
+    #[test]
+    fn medians() {
+        assert!((median(&mut [3.0, 1.0, 2.0]) - 2.0).abs() < 1e-12);
+        assert!((median(&mut [4.0, 1.0, 3.0, 2.0]) - 2.5).abs() < 1e-12);
+        assert!(median(&mut []).is_nan());
     }
 
     #[test]

@@ -106,7 +106,9 @@ pub struct FileInfo {
     pub size: u64,
     #[serde(default)]
     pub content_type: String,
-    pub sha256: String,
+    /// Absent when the uploader declared no whole-file SHA-256.
+    #[serde(default)]
+    pub sha256: Option<String>,
     pub created_at: String,
 }
 
@@ -298,10 +300,12 @@ impl Api {
         name: &str,
         size: u64,
         content_type: &str,
-        sha256: &str,
+        sha256: Option<&str>,
     ) -> Result<CreatedUpload, ApiError> {
-        let body =
-            json!({"name": name, "size": size, "content_type": content_type, "sha256": sha256});
+        let mut body = json!({"name": name, "size": size, "content_type": content_type});
+        if let Some(sha) = sha256 {
+            body["sha256"] = json!(sha);
+        }
         self.authed_json(Method::POST, "/api/v1/uploads", Some(&body))
             .await
     }

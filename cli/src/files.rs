@@ -124,9 +124,15 @@ pub async fn download(
         return Err(e);
     }
     let digest = hex::encode(hasher.finalize());
-    if received != info.size || digest != info.sha256 {
+    // A file uploaded without a declared SHA-256 has none to compare with: its size still is.
+    let expected = info.sha256.as_deref();
+    if received != info.size || expected.is_some_and(|sha| sha != digest) {
         let _ = std::fs::remove_file(&partial);
-        bail!("the downloaded bytes do not match the file (got {received} bytes, SHA-256 {digest}; expected {} bytes, {})", info.size, info.sha256);
+        bail!(
+            "the downloaded bytes do not match the file (got {received} bytes, SHA-256 {digest}; expected {} bytes, {})",
+            info.size,
+            expected.unwrap_or("no SHA-256 known")
+        );
     }
     std::fs::rename(&partial, &target).with_context(|| format!("writing {}", target.display()))?;
     if json {
@@ -135,10 +141,15 @@ pub async fn download(
         );
     } else {
         println!(
-            "Downloaded {} ({}) to {}, SHA-256 verified.",
+            "Downloaded {} ({}) to {}, {}.",
             info.name,
             format_size(received),
-            target.display()
+            target.display(),
+            if expected.is_some() {
+                "SHA-256 verified"
+            } else {
+                "size verified (the file has no SHA-256)"
+            }
         );
     }
     Ok(())

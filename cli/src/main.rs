@@ -94,6 +94,10 @@ enum Command {
         /// No progress bars.
         #[arg(long, short)]
         quiet: bool,
+        /// Do not hash the whole file first: every chunk is still verified, but the file gets
+        /// no SHA-256 and an interrupted upload starts over rather than resumes.
+        #[arg(long)]
+        no_sha256: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -205,12 +209,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             files,
             parallel,
             quiet,
+            no_sha256,
             server,
         } => {
             let api = Api::new(&server.server)?;
             let opts = upload::UploadOptions {
                 parallelism: parallel,
                 progress: !quiet && !server.json,
+                declare_sha256: !no_sha256,
                 ..upload::UploadOptions::default()
             };
             let mut reports = Vec::new();

@@ -25,6 +25,10 @@ pub struct UploadOptions {
     pub progress: bool,
     /// Give up waiting for the assembly after this long.
     pub assembly_timeout: Duration,
+    /// Hash the whole file first and declare its SHA-256, which the server verifies after
+    /// assembly and keeps as the File's (and by which an interrupted upload is found again).
+    /// Without it every chunk is still verified, and the File has no SHA-256.
+    pub declare_sha256: bool,
 }
 
 impl Default for UploadOptions {
@@ -34,6 +38,7 @@ impl Default for UploadOptions {
             attempts: 8,
             progress: true,
             assembly_timeout: Duration::from_secs(3600),
+            declare_sha256: true,
         }
     }
 }
@@ -46,7 +51,8 @@ pub struct UploadReport {
     /// Where the chunks went (the upload workers).
     pub upload_url: String,
     pub size: u64,
-    pub sha256: String,
+    /// The declared whole-file SHA-256 (none when not declared).
+    pub sha256: Option<String>,
     /// Chunks the server already had (resumed upload).
     pub chunks_skipped: u32,
     pub chunks_sent: u32,
@@ -147,15 +153,23 @@ pub async fn upload_file(
         .with_context(|| format!("{} has no usable file name", path.display()))?
         .to_owned();
 
-    let hashing = bar(opts.progress, size, format!("hashing {name}"));
-    let sha256 = hash_file(path, &hashing).await?;
-    hashing.finish_and_clear();
+    let sha256 = if opts.declare_sha256 {
+        let hashing = bar(opts.progress, size, format!("hashing {name}"));
+        let sha256 = hash_file(path, &hashing).await?;
+        hashing.finish_and_clear();
+        Some(sha256)
+    } else {
+        None
+    };
 
     let started = Instant::now();
-    let existing =
-        api.unfinished_uploads().await?.into_iter().find(|u| {
-            u.name == name && u.size == size && u.sha256.as_deref() == Some(sha256.as_str())
-        });
+    // An upload is found again by its SHA-256: without one, a new upload starts.
+    let existing = match &sha256 {
+        Some(sha) => api.unfinished_uploads().await?.into_iter().find(|u| {
+            u.name == name && u.size == size && u.sha256.as_deref() == Some(sha.as_str())
+        }),
+        None => None,
+    };
     let (upload_id, upload_url, token) = match existing {
         // Already assembling: nothing to send, only wait.
         Some(u) if u.state != "uploading" => (u.upload_id, String::new(), String::new()),
@@ -168,7 +182,7 @@ pub async fn upload_file(
         }
         None => {
             let created = api
-                .create_upload(&name, size, content_type_of(path), &sha256)
+                .create_upload(&name, size, content_type_of(path), sha256.as_deref())
                 .await?;
             (created.upload_id, created.upload_url, created.upload_token)
         }
@@ -377,7 +391,8 @@ pub async fn wait_until_done(
             bail!("the server has not finished assembling the upload after {timeout:?}");
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
+        // Capped low: the wait for the assembly is part of the upload time the user sees.
+        delay = (delay * 2).min(Duration::from_millis(200));
     }
 }
 

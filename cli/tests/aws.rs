@@ -59,6 +59,21 @@ fn open_multipart_uploads(bucket: &str) -> Vec<(String, String)> {
     })
 }
 
+/// The text of a log without its ANSI colour codes.
+fn without_colors(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut in_code = false;
+    for c in log.chars() {
+        match (in_code, c) {
+            (false, '\x1b') => in_code = true,
+            (false, c) => out.push(c),
+            (true, 'm') => in_code = false,
+            (true, _) => {}
+        }
+    }
+    out
+}
+
 /// Creates an upload over plain HTTP.
 fn create_upload(client: &Client, name: &str, size: usize) -> serde_json::Value {
     let res = reqwest::blocking::Client::new()
@@ -88,6 +103,114 @@ fn put_chunk(created: &serde_json::Value, data: &[u8], index: usize) -> u16 {
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// An upload of the largest number of chunks S3 allows: 10,000 parts (1 KiB chunks, which
+/// the test S3 server allows), then downloaded and compared.
+#[test]
+fn an_upload_of_ten_thousand_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = aws_server(&data, free_port(), &["--chunk-size", "1KiB"], &[]);
+    let client = Client::new(&server.url);
+    client.signup("tenk@example.com");
+    let source = dir.path().join("many-chunks.bin");
+    let sha = random_file(&source, 10_000 * 1024, 31);
+    let started = std::time::Instant::now();
+    let reports = client.json(&["upload", source.to_str().unwrap(), "-j", "16"]);
+    eprintln!(
+        "10,000 chunks uploaded and assembled in {:?}",
+        started.elapsed()
+    );
+    let report = &reports[0];
+    assert_eq!(report["sha256"], sha.as_str());
+    assert_eq!(report["chunks_sent"], 10_000);
+    let upload = client.api_get(&format!(
+        "/api/v1/uploads/{}",
+        report["upload_id"].as_str().unwrap()
+    ));
+    assert_eq!(upload["total_chunks"], 10_000);
+    assert_eq!(upload["state"], "completed");
+    assert_eq!(upload["received_chunks"].as_array().unwrap().len(), 10_000);
+    let copy = dir.path().join("copy.bin");
+    client.ok(&[
+        "download",
+        report["file_id"].as_str().unwrap(),
+        "-o",
+        copy.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(sha256_file(&copy), sha);
+    assert!(open_multipart_uploads(&aws_names(&data).0).is_empty());
+    eprintln!("whole test: {:?}", started.elapsed());
+}
+
+/// On a real S3 server (MinIO), which verifies part checksums, the workers do not hash the
+/// chunks themselves (the store probes the server once): a chunk whose body does not match its
+/// digest is still refused with `422` by S3's check, nothing of it counts, and the good chunks
+/// complete the upload intact.
+#[test]
+fn a_real_s3_server_refuses_a_corrupt_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let access = std::env::var("LFUSYS_TEST_S3_ACCESS_KEY").unwrap();
+    let secret = std::env::var("LFUSYS_TEST_S3_SECRET_KEY").unwrap();
+    let server = aws_server(
+        &data,
+        free_port(),
+        &["--chunk-size", "5MiB"],
+        &[
+            ("AWS_ENDPOINT_URL_S3", aws_support::s3_url().as_str()),
+            ("AWS_ACCESS_KEY_ID", access.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ],
+    );
+    let client = Client::new(&server.url);
+    client.signup("corrupt@example.com");
+    let bytes: Vec<u8> = (0..5 * MIB + 777).map(|i| (i * 13 % 251) as u8).collect();
+    let created = create_upload(&client, "checked.bin", bytes.len());
+    assert_eq!(created["total_chunks"], 2);
+    let good = &bytes[..5 * MIB];
+    let mut corrupt = good.to_vec();
+    corrupt[4_000_000] ^= 0x5a;
+    let res = reqwest::blocking::Client::new()
+        .put(format!("{}/0", created["upload_url"].as_str().unwrap()))
+        .bearer_auth(created["upload_token"].as_str().unwrap())
+        .header(
+            "content-digest",
+            commons::digest::format_content_digest(&Sha256::digest(good).into()),
+        )
+        .body(corrupt)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    let status = client.api_get(&format!("/api/v1/uploads/{id}"));
+    assert_eq!(status["received_chunks"], serde_json::json!([]), "{status}");
+    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    assert!(
+        without_colors(&log).contains("verifies=true"),
+        "the workers rely on S3's check"
+    );
+    for i in 0..2 {
+        assert_eq!(put_chunk(&created, &bytes, i), 201);
+    }
+    wait_for(Duration::from_secs(60), || {
+        client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "completed"
+    });
+    let file_id = client.api_get(&format!("/api/v1/uploads/{id}"))["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let copy = dir.path().join("copy.bin");
+    client.ok(&[
+        "download",
+        &file_id,
+        "-o",
+        copy.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes);
 }
 
 /// A job that can never succeed (its multipart upload vanished) is received

@@ -1050,6 +1050,26 @@ mod blobs {
 
     /// S3 verifies each part's SHA-256 itself: a body that does not match the declared
     /// checksum is refused, and nothing of it is stored.
+    /// The store relies on the server's checksum check only where a probe showed it: MinIO
+    /// refuses a part under a wrong checksum, moto does not; the probe leaves nothing open.
+    #[tokio::test]
+    async fn checksum_verification_is_probed() {
+        let name = unique("b");
+        let verifying = bucket(&real_s3().await, &name).await;
+        assert!(verifying.verifies_digest().await);
+        assert!(verifying.verifies_digest().await, "remembered");
+        let open = verifying
+            .client()
+            .list_multipart_uploads()
+            .bucket(verifying.bucket())
+            .send()
+            .await
+            .unwrap();
+        assert!(open.uploads().is_empty(), "{open:?}");
+        let not_verifying = bucket(&moto().await, &unique("b")).await;
+        assert!(!not_verifying.verifies_digest().await);
+    }
+
     #[tokio::test]
     async fn s3_rejects_a_part_whose_checksum_does_not_match() {
         let sdk = real_s3().await;

@@ -289,3 +289,229 @@ fn expired_upload_leaves_nothing_behind() {
         .unwrap()
         .is_empty());
 }
+
+/// Creates an upload over plain HTTP (no whole-file SHA-256 unless given).
+fn create_upload(client: &Client, size: usize, sha256: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::json!({"name": "raw.bin", "size": size});
+    if let Some(sha) = sha256 {
+        body["sha256"] = sha.into();
+    }
+    let res = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/uploads", client.server))
+        .bearer_auth(client.access_token())
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    res.json().unwrap()
+}
+
+/// PUTs `body` as chunk `index` with the given `Content-Digest` (the body's own if `None`);
+/// returns the status and the answer's JSON.
+fn put_raw(
+    created: &serde_json::Value,
+    index: &str,
+    body: &[u8],
+    digest: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let own = commons::digest::format_content_digest(
+        &sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            body,
+        ))
+        .into(),
+    );
+    let res = reqwest::blocking::Client::new()
+        .put(format!(
+            "{}/{index}",
+            created["upload_url"].as_str().unwrap()
+        ))
+        .bearer_auth(created["upload_token"].as_str().unwrap())
+        .header("content-digest", digest.unwrap_or(&own))
+        .body(body.to_vec())
+        .send()
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or(serde_json::Value::Null))
+}
+
+fn chunk_of(data: &[u8], created: &serde_json::Value, index: usize) -> Vec<u8> {
+    let size = created["chunk_size"].as_u64().unwrap() as usize;
+    data[index * size..((index + 1) * size).min(data.len())].to_vec()
+}
+
+/// Many requests race for the last chunks of an upload, each chunk sent several times at
+/// once: every chunk is stored exactly once (`201`), the others see it stored (`200`) or in
+/// progress (`409`), the upload completes once and exactly one File appears.
+#[test]
+fn racing_last_chunks_store_each_once_and_publish_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), free_port(), &[], &[]);
+    let client = Client::new(&server.url);
+    client.signup("grace@example.com");
+    let data: Vec<u8> = (0..6 * MIB + 99).map(|i| (i * 31 % 253) as u8).collect();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    let created = create_upload(&client, data.len(), Some(&sha));
+    let total = created["total_chunks"].as_u64().unwrap() as usize;
+    assert_eq!(total, 7);
+    for i in 0..total - 3 {
+        assert_eq!(
+            put_raw(
+                &created,
+                &i.to_string(),
+                &chunk_of(&data, &created, i),
+                None
+            )
+            .0,
+            201
+        );
+    }
+    // The last three chunks, four requests each, all at once.
+    let answers: Vec<(usize, u16, serde_json::Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (total - 3..total)
+            .flat_map(|i| std::iter::repeat_n(i, 4))
+            .map(|i| {
+                let (created, chunk) = (&created, chunk_of(&data, &created, i));
+                s.spawn(move || {
+                    let (status, body) = put_raw(created, &i.to_string(), &chunk, None);
+                    (i, status, body)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for i in total - 3..total {
+        let stored = answers
+            .iter()
+            .filter(|(c, status, _)| *c == i && *status == 201)
+            .count();
+        assert_eq!(stored, 1, "chunk {i} stored exactly once: {answers:?}");
+    }
+    for (_, status, body) in &answers {
+        assert!(matches!(status, 200 | 201 | 409), "{status} {body}");
+        if *status == 409 {
+            assert!(
+                body["type"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("/chunk-in-progress"),
+                "{body}"
+            );
+        }
+    }
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    wait_for(Duration::from_secs(60), || {
+        client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "completed"
+    });
+    let files = client.api_get("/api/v1/files")["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(files.len(), 1, "exactly one File: {files:?}");
+    assert_eq!(files[0]["sha256"], sha.as_str());
+    // A chunk sent again after completion is recognised, not stored again.
+    assert_eq!(
+        put_raw(&created, "0", &chunk_of(&data, &created, 0), None).0,
+        200
+    );
+}
+
+/// Bad chunk requests are refused with the contract's statuses and nothing of them counts;
+/// the good chunks then complete the upload intact.
+#[test]
+fn bad_chunk_requests_are_refused_and_never_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), free_port(), &[], &[]);
+    let client = Client::new(&server.url);
+    client.signup("heidi@example.com");
+    let data: Vec<u8> = (0..2 * MIB + 5).map(|i| (i * 7 % 241) as u8).collect();
+    let created = create_upload(&client, data.len(), None);
+    let first = chunk_of(&data, &created, 0);
+    let mut corrupt = first.clone();
+    corrupt[12_345] ^= 0xff;
+    let good_digest = commons::digest::format_content_digest(
+        &<sha2::Sha256 as sha2::Digest>::digest(&first).into(),
+    );
+    // The body does not match its digest: 422, nothing stored.
+    let (status, body) = put_raw(&created, "0", &corrupt, Some(&good_digest));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["type"].as_str().unwrap().ends_with("/digest-mismatch"),
+        "{body}"
+    );
+    // Out of range, not a number, malformed digest, short body.
+    assert_eq!(put_raw(&created, "3", &first, None).0, 400);
+    assert_eq!(put_raw(&created, "x", &first, None).0, 400);
+    assert_eq!(
+        put_raw(&created, "0", &first, Some("sha-256=:nope:")).0,
+        400
+    );
+    assert_eq!(put_raw(&created, "0", &first[..100], None).0, 400);
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    let status = client.api_get(&format!("/api/v1/uploads/{id}"));
+    assert_eq!(status["received_chunks"], serde_json::json!([]), "{status}");
+    assert_eq!(status["bytes_received"], 0);
+    for i in 0..3 {
+        assert_eq!(
+            put_raw(
+                &created,
+                &i.to_string(),
+                &chunk_of(&data, &created, i),
+                None
+            )
+            .0,
+            201
+        );
+    }
+    // Stored with one digest, sent again with another: 409.
+    let (status, body) = put_raw(&created, "0", &corrupt, None);
+    assert_eq!(status, 409, "{body}");
+    wait_for(Duration::from_secs(60), || {
+        client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "completed"
+    });
+    let file_id = client.api_get(&format!("/api/v1/uploads/{id}"))["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let copy = dir.path().join("copy.bin");
+    client.ok(&[
+        "download",
+        &file_id,
+        "-o",
+        copy.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(std::fs::read(&copy).unwrap(), data);
+}
+
+/// Without a declared whole-file SHA-256 the file is not read back after assembly and has no
+/// SHA-256 (`null`, no ETag); its bytes are still exactly the uploaded ones.
+#[test]
+fn an_upload_without_a_declared_sha256_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), free_port(), &[], &[]);
+    let client = Client::new(&server.url);
+    client.signup("ivan@example.com");
+    let source = dir.path().join("plain.bin");
+    let sha = random_file(&source, 3 * MIB + 17, 23);
+    let report = client.json(&["upload", source.to_str().unwrap(), "--no-sha256"])[0].clone();
+    assert_eq!(report["sha256"], serde_json::Value::Null);
+    let id = report["file_id"].as_str().unwrap().to_owned();
+    let file = client.api_get(&format!("/api/v1/files/{id}"));
+    assert_eq!(file["sha256"], serde_json::Value::Null, "{file}");
+    assert_eq!(file["size"], 3 * MIB + 17);
+    let res = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/files/{id}/content", server.url))
+        .bearer_auth(client.access_token())
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("etag").is_none());
+    assert_eq!(
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(res.bytes().unwrap())),
+        sha
+    );
+    let copy = dir.path().join("copy.bin");
+    client.ok(&["download", &id, "-o", copy.to_str().unwrap(), "--quiet"]);
+    assert_eq!(sha256_file(&copy), sha);
+}

@@ -145,8 +145,10 @@ pub struct FileInfo {
     pub name: String,
     pub size: u64,
     pub content_type: String,
-    /// Whole-file SHA-256 (hex); also the download's ETag.
-    pub sha256: String,
+    /// Whole-file SHA-256 (hex) the client declared when creating the upload, verified when
+    /// the file was assembled; also the download's ETag. `null` when the client declared none
+    /// (every chunk was still verified against its own SHA-256; the file is not hashed whole).
+    pub sha256: Option<String>,
     pub created_at: String,
 }
 
@@ -193,7 +195,7 @@ impl From<proto::File> for FileInfo {
             name: f.name,
             size: f.size,
             content_type: f.content_type,
-            sha256: f.sha256,
+            sha256: non_empty(f.sha256),
             created_at: rfc3339(f.created_at_ms),
         }
     }

@@ -1,5 +1,8 @@
 //! The gRPC service: every rule about uploads and files lives here, over the storage ports.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use commons::clock::now_ms;
 use commons::ids;
 use commons::jobs::AssemblyJob;
@@ -26,25 +29,95 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 /// Longer failure reasons are cut: they are shown to the owner, not a log.
 const MAX_REASON_BYTES: usize = 1000;
 
+/// How many uploads [`SessionsService`] keeps the unchanging fields of.
+const KNOWN_UPLOADS: usize = 10_000;
+
 /// Implements [`Sessions`] over a [`SessionsState`].
 #[derive(Debug, Clone)]
 pub struct SessionsService {
     state: SessionsState,
+    /// Uploads as last read, for the fields that never change once an upload is created
+    /// (owner, plan, storage handle, expiry): the chunk calls, two per chunk, decide on those
+    /// without reading the upload again. Their state is read by the store that decides.
+    known: Arc<Mutex<HashMap<String, Arc<UploadRecord>>>>,
 }
 
 impl SessionsService {
     pub fn new(state: SessionsState) -> Self {
-        Self { state }
+        Self {
+            state,
+            known: Arc::default(),
+        }
+    }
+
+    fn remember(&self, rec: &UploadRecord) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= KNOWN_UPLOADS && !known.contains_key(&rec.upload_id) {
+            known.clear();
+        }
+        known.insert(rec.upload_id.clone(), Arc::new(rec.clone()));
     }
 
     /// The upload if it exists and belongs to `owner_id`; `NOT_FOUND` otherwise, so that
-    /// nobody learns whether someone else's id exists.
+    /// nobody learns whether someone else's id exists. Read from the store (current state).
     async fn owned_upload(&self, owner_id: &str, upload_id: &str) -> Result<UploadRecord, Status> {
         validate::owner(owner_id)?;
         match self.upload(upload_id).await? {
-            Some(rec) if rec.owner_id == owner_id => Ok(rec),
+            Some(rec) if rec.owner_id == owner_id => {
+                self.remember(&rec);
+                Ok(rec)
+            }
             _ => Err(upload_not_found()),
         }
+    }
+
+    /// As [`Self::owned_upload`], but possibly as read earlier: only its unchanging fields
+    /// may be used, never its state.
+    async fn known_upload(
+        &self,
+        owner_id: &str,
+        upload_id: &str,
+    ) -> Result<Arc<UploadRecord>, Status> {
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(upload_id)
+            .cloned();
+        match known {
+            Some(rec) if rec.owner_id == owner_id => Ok(rec),
+            Some(_) => Err(upload_not_found()),
+            None => Ok(Arc::new(self.owned_upload(owner_id, upload_id).await?)),
+        }
+    }
+
+    /// Completes the set of an upload that still says uploading although `received` (counted
+    /// again by the caller) covers every chunk — a store that records and counts in two steps
+    /// lost a count to a crash: moves it to assembling and enqueues its job, once. Returns
+    /// whether this call did.
+    async fn complete_if_counted(&self, rec: &UploadRecord, received: u32) -> Result<bool, Status> {
+        if received < rec.total_chunks
+            || !self
+                .state
+                .metadata
+                .transition(
+                    &rec.upload_id,
+                    &[UploadState::Uploading],
+                    UploadState::Assembling,
+                    None,
+                    now_ms(),
+                )
+                .await
+                .map_err(|e| store_error("completing the upload", e))?
+        {
+            return Ok(false);
+        }
+        count_transition(UploadState::Assembling);
+        tracing::info!(upload_id = %rec.upload_id, "every chunk recorded (counted late); assembling");
+        if let Err(e) = enqueue_assembly(&self.state, &rec.upload_id).await {
+            tracing::error!(upload_id = %rec.upload_id, error = %e, "cannot enqueue the assembly job");
+        }
+        Ok(true)
     }
 
     async fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>, Status> {
@@ -289,8 +362,19 @@ impl Sessions for SessionsService {
         request: Request<GetUploadRequest>,
     ) -> Result<Response<proto::Upload>, Status> {
         let req = request.into_inner();
-        let rec = self.owned_upload(&req.owner_id, &req.upload_id).await?;
+        let mut rec = self.owned_upload(&req.owner_id, &req.upload_id).await?;
         let chunks = self.chunks(&rec.upload_id).await?;
+        if rec.state == UploadState::Uploading && chunks.len() >= rec.total_chunks as usize {
+            let received = self
+                .state
+                .metadata
+                .recount(&rec.upload_id)
+                .await
+                .map_err(|e| store_error("counting the chunks", e))?;
+            if self.complete_if_counted(&rec, received).await? {
+                rec = self.any_upload(&rec.upload_id).await?;
+            }
+        }
         Ok(Response::new(convert::upload(
             &rec,
             &Received::Chunks(&chunks),
@@ -378,17 +462,10 @@ impl Sessions for SessionsService {
         request: Request<BeginChunkRequest>,
     ) -> Result<Response<BeginChunkResponse>, Status> {
         let req = request.into_inner();
-        let mut rec = self.owned_upload(&req.owner_id, &req.upload_id).await?;
-        check_chunk(&rec, req.index, Some(req.size))?;
+        let known = self.known_upload(&req.owner_id, &req.upload_id).await?;
+        check_chunk(&known, req.index, Some(req.size))?;
         let sha256 = validate::sha256_hex("sha256", &req.sha256)?;
         let now = now_ms();
-        if rec.state == UploadState::Uploading && now >= rec.expires_at_ms {
-            // Expire now rather than wait for the sweeper: no chunk is accepted past expiry.
-            expire_upload(&self.state, &rec, now)
-                .await
-                .map_err(|e| store_error("expiring the upload", e))?;
-            rec = self.any_upload(&rec.upload_id).await?;
-        }
 
         let respond = |outcome: BeginChunkOutcome,
                        state: UploadState,
@@ -399,8 +476,8 @@ impl Sessions for SessionsService {
                 claim_id,
                 lease_expires_at_ms: lease,
                 received_count: received,
-                total_chunks: rec.total_chunks,
-                storage_handle: rec.storage_handle.clone(),
+                total_chunks: known.total_chunks,
+                storage_handle: known.storage_handle.clone(),
                 state: convert::state(state),
                 ..Default::default()
             };
@@ -408,12 +485,22 @@ impl Sessions for SessionsService {
             Response::new(resp)
         };
 
-        if rec.state != UploadState::Uploading {
-            let outcome = self
-                .settled_outcome(&rec, rec.state, req.index, &sha256)
-                .await?;
-            let received = self.received_count(&rec.upload_id).await?;
-            return Ok(respond(outcome, rec.state, String::new(), 0, received));
+        if now >= known.expires_at_ms {
+            // Expire now rather than wait for the sweeper: no chunk is accepted past expiry.
+            let mut rec = self.owned_upload(&req.owner_id, &req.upload_id).await?;
+            if rec.state == UploadState::Uploading {
+                expire_upload(&self.state, &rec, now)
+                    .await
+                    .map_err(|e| store_error("expiring the upload", e))?;
+                rec = self.any_upload(&rec.upload_id).await?;
+            }
+            if rec.state != UploadState::Uploading {
+                let outcome = self
+                    .settled_outcome(&rec, rec.state, req.index, &sha256)
+                    .await?;
+                let received = self.received_count(&rec.upload_id).await?;
+                return Ok(respond(outcome, rec.state, String::new(), 0, received));
+            }
         }
 
         let claim_id = if req.claim_id.is_empty() {
@@ -421,11 +508,12 @@ impl Sessions for SessionsService {
         } else {
             req.claim_id
         };
+        // The store checks the upload's state with the claim.
         let outcome = self
             .state
             .metadata
             .claim_chunk(
-                &rec.upload_id,
+                &known.upload_id,
                 req.index,
                 &sha256,
                 &claim_id,
@@ -446,42 +534,29 @@ impl Sessions for SessionsService {
                     0,
                 ));
             }
-            ClaimOutcome::AlreadyStored => (BeginChunkOutcome::AlreadyStored, rec.state),
-            ClaimOutcome::DigestConflict => (BeginChunkOutcome::DigestConflict, rec.state),
-            ClaimOutcome::InProgress => (BeginChunkOutcome::InProgress, rec.state),
             ClaimOutcome::NotAccepting(state) => (
-                self.settled_outcome(&rec, state, req.index, &sha256)
+                self.settled_outcome(&known, state, req.index, &sha256)
                     .await?,
                 state,
             ),
+            other => {
+                let outcome = match other {
+                    ClaimOutcome::AlreadyStored => BeginChunkOutcome::AlreadyStored,
+                    ClaimOutcome::DigestConflict => BeginChunkOutcome::DigestConflict,
+                    _ => BeginChunkOutcome::InProgress,
+                };
+                (outcome, self.any_upload(&known.upload_id).await?.state)
+            }
         };
-        let received = self.received_count(&rec.upload_id).await?;
+        let received = self.received_count(&known.upload_id).await?;
         let mut state = state;
         if outcome == BeginChunkOutcome::AlreadyStored
             && state == UploadState::Uploading
-            && received >= rec.total_chunks
+            && received >= known.total_chunks
         {
             // A store that records and counts a chunk in two steps (DynamoDB) may have
             // counted the last chunk only now, on this retry: complete the set here, once.
-            if self
-                .state
-                .metadata
-                .transition(
-                    &rec.upload_id,
-                    &[UploadState::Uploading],
-                    UploadState::Assembling,
-                    None,
-                    now,
-                )
-                .await
-                .map_err(|e| store_error("completing the upload", e))?
-            {
-                count_transition(UploadState::Assembling);
-                tracing::info!(upload_id = %rec.upload_id, "every chunk recorded (on a retry); assembling");
-                if let Err(e) = enqueue_assembly(&self.state, &rec.upload_id).await {
-                    tracing::error!(upload_id = %rec.upload_id, error = %e, "cannot enqueue the assembly job");
-                }
-            }
+            self.complete_if_counted(&known, received).await?;
             state = UploadState::Assembling;
         }
         Ok(respond(outcome, state, String::new(), 0, received))
@@ -492,7 +567,7 @@ impl Sessions for SessionsService {
         request: Request<CommitChunkRequest>,
     ) -> Result<Response<CommitChunkResponse>, Status> {
         let req = request.into_inner();
-        let rec = self.owned_upload(&req.owner_id, &req.upload_id).await?;
+        let rec = self.known_upload(&req.owner_id, &req.upload_id).await?;
         check_chunk(&rec, req.index, Some(req.size))?;
         let sha256 = validate::sha256_hex("sha256", &req.sha256)?;
         if req.claim_id.is_empty() {
@@ -563,7 +638,7 @@ impl Sessions for SessionsService {
         request: Request<ReleaseChunkRequest>,
     ) -> Result<Response<ReleaseChunkResponse>, Status> {
         let req = request.into_inner();
-        let rec = self.owned_upload(&req.owner_id, &req.upload_id).await?;
+        let rec = self.known_upload(&req.owner_id, &req.upload_id).await?;
         check_chunk(&rec, req.index, None)?;
         if !req.claim_id.is_empty() {
             self.state
@@ -621,7 +696,14 @@ impl Sessions for SessionsService {
                 )));
             }
         }
-        let sha256 = validate::sha256_hex("sha256", &req.sha256)?;
+        // The assembler computes the whole-file SHA-256 only to verify the one the client
+        // declared; without a declared one the File has none.
+        let sha256 = validate::optional_sha256_hex("sha256", &req.sha256)?;
+        if rec.sha256.is_some() && sha256.is_none() {
+            return Err(Status::invalid_argument(
+                "sha256 is required: the client declared the file's SHA-256",
+            ));
+        }
         if req.size != rec.size {
             return Err(Status::failed_precondition(format!(
                 "the assembled file is {} bytes but the upload is {} bytes; fail the upload instead",
@@ -631,7 +713,7 @@ impl Sessions for SessionsService {
         if rec
             .sha256
             .as_ref()
-            .is_some_and(|declared| *declared != sha256)
+            .is_some_and(|declared| Some(declared) != sha256.as_ref())
         {
             return Err(Status::failed_precondition(
                 "the assembled file's SHA-256 differs from the one the client declared; fail the upload instead",
@@ -646,7 +728,7 @@ impl Sessions for SessionsService {
             name: rec.name.clone(),
             size: rec.size,
             content_type: rec.content_type.clone(),
-            sha256,
+            sha256: sha256.unwrap_or_default(),
             created_at_ms: now,
         };
         let published = self

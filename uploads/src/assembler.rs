@@ -9,8 +9,10 @@
 //! 1. asks the sessions service for the assembly (`GetAssembly`); an upload that is no longer
 //!    assembling (completed, failed, cancelled, expired or unknown) is acknowledged and left alone;
 //! 2. commits the blob (`BlobStore::complete_upload`, idempotent);
-//! 3. checks the blob's size, and its whole-file SHA-256 (streamed) against the one the client
-//!    declared, if any; a mismatch fails the upload with the reason stated
+//! 3. checks the blob's size and, when the client declared a whole-file SHA-256, the blob's
+//!    against it (read back in ranges, several at a time, hashed in order; without a declared
+//!    one the File has no SHA-256 and nothing is read again: every chunk was verified against
+//!    its own as it arrived); a mismatch fails the upload with the reason stated
 //!    (`whole-file SHA-256 mismatch: declared X, received Y`), deletes the blob and publishes
 //!    nothing;
 //! 4. publishes the File (`CompleteAssembly`, idempotent: the File id derives from the
@@ -35,11 +37,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use commons::digest::to_hex;
 use commons::jobs::AssemblyJob;
 use commons::proto::{Assembly, CompleteAssemblyRequest, FailUploadRequest, GetAssemblyRequest};
+use commons::range::ByteRange;
 use commons::state::UploadState;
-use commons::storage::{PartRef, ReceivedJob};
+use commons::storage::{PartRef, ReceivedJob, StoreError};
 use futures::StreamExt;
 use sha2::Digest;
 use tokio::task::JoinHandle;
@@ -53,6 +57,10 @@ pub const FAILPOINT_ENV: &str = "LFUSYS_FAILPOINT";
 pub const CRASH_AFTER_COMMIT: &str = "assembler-crash-after-commit";
 /// Long-poll wait of one receive.
 pub const RECEIVE_WAIT: Duration = Duration::from_secs(10);
+/// The whole-file SHA-256 check reads the blob in ranges of this size…
+const HASH_RANGE: u64 = 8 * 1024 * 1024;
+/// …this many at a time.
+const HASH_READS: usize = 4;
 
 /// The last transient error per upload, shared by the assemblers of this process, for the
 /// reason given when a job is dead-lettered.
@@ -111,9 +119,25 @@ impl Assembler {
     async fn run(&self) {
         let queue = Arc::clone(self.state.queue());
         loop {
+            let receive = queue.receive(RECEIVE_WAIT, self.visibility());
+            tokio::pin!(receive);
             let received = tokio::select! {
-                () = self.stop.cancelled() => return,
-                r = queue.receive(RECEIVE_WAIT, self.visibility()) => r,
+                r = &mut receive => r,
+                () = self.stop.cancelled() => {
+                    if queue.receives_outlive_their_caller() {
+                        // The queue may still hand this receive a job: take the answer and
+                        // give such a job back at once, rather than leave it invisible (and
+                        // its upload waiting) for the whole visibility timeout.
+                        let answer =
+                            tokio::time::timeout(RECEIVE_WAIT + Duration::from_secs(5), receive).await;
+                        if let Ok(Ok(Some(job))) = answer {
+                            if let Err(e) = queue.extend_visibility(&job.receipt, Duration::ZERO).await {
+                                tracing::debug!(error = %e, "returning a job received while stopping failed");
+                            }
+                        }
+                    }
+                    return;
+                }
             };
             match received {
                 Ok(Some(job)) => self.handle(job).await,
@@ -259,14 +283,22 @@ impl Assembler {
             );
             return self.fail(&upload_id, &assembly.blob_key, reason).await;
         }
-        let sha256 = self.hash_blob(&assembly.blob_key).await?;
-        if !upload.sha256.is_empty() && !upload.sha256.eq_ignore_ascii_case(&sha256) {
-            let reason = format!(
-                "whole-file SHA-256 mismatch: declared {}, received {sha256}",
-                upload.sha256.to_ascii_lowercase()
-            );
-            return self.fail(&upload_id, &assembly.blob_key, reason).await;
-        }
+        // Every chunk was verified against its own SHA-256 as it arrived; the whole file is
+        // read back only to verify the SHA-256 the client declared. Without one the File has
+        // none: the bytes are not read again.
+        let sha256 = if upload.sha256.is_empty() {
+            String::new()
+        } else {
+            let sha256 = self.hash_blob(&assembly.blob_key, size).await?;
+            if !upload.sha256.eq_ignore_ascii_case(&sha256) {
+                let reason = format!(
+                    "whole-file SHA-256 mismatch: declared {}, received {sha256}",
+                    upload.sha256.to_ascii_lowercase()
+                );
+                return self.fail(&upload_id, &assembly.blob_key, reason).await;
+            }
+            sha256
+        };
 
         let req = CompleteAssemblyRequest {
             upload_id: upload_id.clone(),
@@ -338,18 +370,42 @@ impl Assembler {
         }
     }
 
-    /// SHA-256 of a committed blob, streamed.
-    async fn hash_blob(&self, blob_key: &str) -> Result<String, Retry> {
-        let mut stream = self
-            .state
-            .blob()
-            .read_blob(blob_key, None)
-            .await
-            .map_err(|e| Retry(format!("reading the blob: {e}")))?;
+    /// SHA-256 of a committed blob of `size` bytes: ranges of [`HASH_RANGE`] bytes are read
+    /// [`HASH_READS`] at a time (so the store's latency overlaps) and hashed in order, with at
+    /// most `HASH_READS` ranges in memory.
+    async fn hash_blob(&self, blob_key: &str, size: u64) -> Result<String, Retry> {
+        let blob = Arc::clone(self.state.blob());
+        let ranges = (0..size.div_ceil(HASH_RANGE)).map(|i| {
+            let start = i * HASH_RANGE;
+            ByteRange {
+                start,
+                end: (start + HASH_RANGE).min(size) - 1,
+            }
+        });
+        let mut parts = futures::stream::iter(ranges)
+            .map(|range| {
+                let blob = Arc::clone(&blob);
+                async move {
+                    let mut stream = blob.read_blob(blob_key, Some(range)).await?;
+                    let mut buf = BytesMut::with_capacity(range.len() as usize);
+                    while let Some(bytes) = stream.next().await {
+                        buf.extend_from_slice(&bytes?);
+                    }
+                    Ok::<_, StoreError>(buf.freeze())
+                }
+            })
+            .buffered(HASH_READS);
         let mut hasher = sha2::Sha256::new();
-        while let Some(bytes) = stream.next().await {
-            let bytes = bytes.map_err(|e| Retry(format!("reading the blob: {e}")))?;
-            hasher.update(&bytes);
+        let mut read = 0u64;
+        while let Some(part) = parts.next().await {
+            let part = part.map_err(|e| Retry(format!("reading the blob: {e}")))?;
+            read += part.len() as u64;
+            hasher.update(&part);
+        }
+        if read != size {
+            return Err(Retry(format!(
+                "reading the blob: {read} bytes read, {size} expected"
+            )));
         }
         Ok(to_hex(&hasher.finalize().into()))
     }

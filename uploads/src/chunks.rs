@@ -412,7 +412,11 @@ async fn ingest(
         len: checked.len,
         sha256: checked.digest,
     };
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    // A store that verifies the digest itself (S3 checks the part checksum) refuses a corrupt
+    // body on its own: hashing it here as well would only cost CPU.
+    let tally = Arc::new(Mutex::new(Tally::new(
+        !state.blob().verifies_digest().await,
+    )));
     let abort = CancellationToken::new();
     let stream = (
         metered(body, checked.len, Arc::clone(&tally), abort.clone()),
@@ -611,7 +615,7 @@ async fn renew_lease(
 
 /// Reads a body that is not going to be stored and checks its length and digest.
 async fn verify_unstored(body: Body, checked: &Checked) -> Result<(), Problem> {
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    let tally = Arc::new(Mutex::new(Tally::new(true)));
     let mut stream = metered(
         body,
         checked.len,
@@ -690,9 +694,11 @@ fn verify(
     if tally.count != len {
         return Err(short(index, len, tally.count));
     }
-    let actual: Sha256 = tally.hasher.finalize().into();
-    if actual != checked.digest {
-        return Err(mismatch(checked, Some(&actual)));
+    if let Some(hasher) = tally.hasher {
+        let actual: Sha256 = hasher.finalize().into();
+        if actual != checked.digest {
+            return Err(mismatch(checked, Some(&actual)));
+        }
     }
     Ok(etag)
 }
@@ -734,9 +740,19 @@ async fn release(state: &WorkerState, claims: &UploadClaims, index: u32, claim_i
 
 #[derive(Default)]
 struct Tally {
-    hasher: sha2::Sha256,
+    /// None when the store verifies the digest itself.
+    hasher: Option<sha2::Sha256>,
     count: u64,
     failure: Option<BodyFailure>,
+}
+
+impl Tally {
+    fn new(hash: bool) -> Self {
+        Self {
+            hasher: hash.then(sha2::Sha256::new),
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -748,7 +764,7 @@ enum BodyFailure {
     Aborted,
 }
 
-/// The request body as a [`ByteStream`] that hashes and counts what passes through, and
+/// The request body as a [`ByteStream`] that counts (and hashes, if asked) what passes through, and
 /// fails (ending the write) when the body breaks, stalls or runs past `limit` bytes.
 fn metered(
     body: Body,
@@ -774,7 +790,9 @@ fn metered(
             let mut t = tally.lock().unwrap_or_else(PoisonError::into_inner);
             let failure = match item {
                 Ok(bytes) if t.count + bytes.len() as u64 <= limit => {
-                    t.hasher.update(&bytes);
+                    if let Some(h) = t.hasher.as_mut() {
+                        h.update(&bytes);
+                    }
                     t.count += bytes.len() as u64;
                     drop(t);
                     return Some((Ok(bytes), Some((inner, tally))));
@@ -856,7 +874,7 @@ mod tests {
 
     #[tokio::test]
     async fn metered_stream_hashes_counts_and_stops_past_the_limit() {
-        let tally = Arc::new(Mutex::new(Tally::default()));
+        let tally = Arc::new(Mutex::new(Tally::new(true)));
         let body = Body::from("hello");
         let out: Vec<_> = metered(body, 5, Arc::clone(&tally), CancellationToken::new())
             .collect()
@@ -864,7 +882,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         let t = std::mem::take(&mut *tally.lock().unwrap());
         assert_eq!(t.count, 5);
-        let d: Sha256 = t.hasher.finalize().into();
+        let d: Sha256 = t.hasher.unwrap().finalize().into();
         assert_eq!(
             to_hex(&d),
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"

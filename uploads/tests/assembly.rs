@@ -116,7 +116,7 @@ async fn a_job_whose_assembler_died_is_redelivered_and_completes_once() {
     let files = h.files().await;
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].file_id, done.file_id);
-    assert_eq!(files[0].sha256, up.sha256_hex());
+    assert_eq!(files[0].sha256, up.file_sha256());
     assert!(h.read_blob(&files[0].blob_key).await == up.data);
     // The dead assembler's receipt is stale.
     assert!(queue.delete(&dead.receipt).await.is_err());

@@ -383,7 +383,7 @@ async fn completed_upload_answers_retries_with_200_and_other_bytes_with_409() {
     let files = h.files().await;
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].file_id, done.file_id);
-    assert_eq!(files[0].sha256, up.sha256_hex());
+    assert_eq!(files[0].sha256, up.file_sha256());
     assert_eq!(h.read_blob(&files[0].blob_key).await, up.data);
 }
 

@@ -28,7 +28,7 @@ async fn assert_assembled_once(h: &Harness, up: &TestUpload, workers: &[&Worker]
     let file = &files[0];
     assert_eq!(file.file_id, done.file_id);
     assert_eq!(file.size, up.data.len() as u64);
-    assert_eq!(file.sha256, up.sha256_hex());
+    assert_eq!(file.sha256, up.file_sha256());
     let bytes = h.read_blob(&file.blob_key).await;
     assert!(bytes == up.data, "the file's bytes differ from the source");
     // One delivery, acknowledged once, wherever it ran.

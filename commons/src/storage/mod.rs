@@ -99,6 +99,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Returns the part's receipt (S3 ETag; empty for local disk).
     async fn write_chunk(&self, target: &ChunkTarget, body: ByteStream) -> StoreResult<String>;
 
+    /// Whether `write_chunk` itself refuses a body whose SHA-256 is not `target.sha256`
+    /// (`DigestMismatch`, and nothing of it is kept), so that the caller need not hash what it
+    /// streams. False unless the store has made sure of it (S3 checks the part checksum it is
+    /// sent; not every S3-compatible server does).
+    async fn verifies_digest(&self) -> bool {
+        false
+    }
+
     /// Makes the upload's bytes the immutable blob `blob_key`. Idempotent: committing an
     /// upload that was already committed to `blob_key` succeeds.
     async fn complete_upload(
@@ -178,6 +186,8 @@ pub struct FileRecord {
     pub name: String,
     pub size: u64,
     pub content_type: String,
+    /// Hex SHA-256 of the whole file, as the client declared it and the assembler verified;
+    /// empty when the client declared none.
     pub sha256: String,
     pub blob_key: String,
     pub created_at_ms: i64,
@@ -239,6 +249,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// How many chunks of an upload are recorded (a store may keep a count rather than list).
     async fn received_count(&self, upload_id: &str) -> StoreResult<u32> {
         Ok(u32::try_from(self.list_chunks(upload_id).await?.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Brings the count that completes an upload up to date with its recorded chunks, and
+    /// answers it. A store that records and counts a chunk in two steps (DynamoDB) may lag
+    /// behind after a writer died between them; the others count as they record.
+    async fn recount(&self, upload_id: &str) -> StoreResult<u32> {
+        self.received_count(upload_id).await
     }
 
     /// Takes (or, with the same `claim_id`, renews) the exclusive lease on one chunk, only
@@ -393,6 +410,14 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn delete(&self, receipt: &str) -> StoreResult<()>;
     async fn depth(&self) -> StoreResult<QueueDepth>;
     async fn check(&self) -> StoreResult<()>;
+
+    /// Whether a receive that the caller stops waiting for may still take a message (SQS
+    /// answers the long poll already sent; the message then stays invisible for the whole
+    /// visibility timeout). A consumer that stops should then let its receive finish and hand
+    /// back what it got.
+    fn receives_outlive_their_caller(&self) -> bool {
+        false
+    }
 
     /// The dead-letter queue where the backend moves a message after too many receives
     /// (SQS redrive policy), for its consumer to settle; `None` when the backend has none.

@@ -55,7 +55,8 @@ export interface FileInfo {
   name: string;
   size: number;
   content_type: string;
-  sha256: string;
+  /** The declared, verified whole-file SHA-256; null when the uploader declared none. */
+  sha256: string | null;
   created_at: string;
 }
 

@@ -165,6 +165,8 @@ pub struct TestUpload {
     pub data: Vec<u8>,
     pub plan: UploadPlan,
     pub token: String,
+    /// The whole-file SHA-256 declared at creation, if any.
+    pub declared_sha256: Option<String>,
 }
 
 impl TestUpload {
@@ -175,6 +177,10 @@ impl TestUpload {
     }
     pub fn sha256_hex(&self) -> String {
         hex::encode(sha2::Sha256::digest(&self.data))
+    }
+    /// The File's SHA-256: the declared one (verified), or none when none was declared.
+    pub fn file_sha256(&self) -> String {
+        self.declared_sha256.clone().unwrap_or_default()
     }
 }
 
@@ -344,7 +350,7 @@ impl Harness {
                 name: "data.bin".to_owned(),
                 size: size as u64,
                 content_type: String::new(),
-                sha256: declared_sha256.unwrap_or_default(),
+                sha256: declared_sha256.clone().unwrap_or_default(),
             })
             .await
             .unwrap()
@@ -360,6 +366,7 @@ impl Harness {
             data,
             plan,
             token,
+            declared_sha256,
         }
     }
 

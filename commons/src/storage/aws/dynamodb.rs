@@ -3,15 +3,21 @@
 //! Four tables, named `{prefix}uploads`, `{prefix}chunks`, `{prefix}files` and `{prefix}auth`
 //! (the layout, keys, indexes and TTL are documented in `docs/aws.md`):
 //!
-//! - **uploads** — one item per upload session (key `upload_id`).
-//!   Index `by_owner` (`owner_id`, `created_at_ms`, projects `state`) lists an owner's uploads;
-//!   the sparse index `by_sweep` (`sweep_state`, `sweep_at`, keys only) holds only uploads that
-//!   are uploading (at their expiry) or assembling (at their last change), for the sweeper.
-//!   Cancelled, expired and failed uploads get a `ttl` 30 days on.
-//! - **chunks** — one item per chunk (key `upload_id`, `idx`): first the lease of the worker
-//!   writing it (`claim_id`, `lease_until_ms`), then its record (`size`, `sha256`, `etag`). An
-//!   upload of 10,000 chunks is 10,000 small items, never one big one (items are at most 400 KB),
-//!   plus its tally (`idx` -1): the set of counted indexes (~30 KB at most) and their number.
+//! - **uploads** — one item per upload session (key `upload_id`), with the count that
+//!   completes it: `groups_left` (groups of chunks not yet complete) and `groups_done` (the
+//!   set of complete group numbers, at most 313). Index `by_owner` (`owner_id`,
+//!   `created_at_ms`, projects `state`) lists an owner's uploads; the sparse index `by_sweep`
+//!   (`sweep_state`, `sweep_at`, keys only) holds only uploads that are uploading (at their
+//!   expiry) or assembling (at their last change), for the sweeper. Cancelled, expired and
+//!   failed uploads get a `ttl` 30 days on.
+//! - **chunks** — the chunks of an upload by groups of 32, one item per group (key
+//!   `upload_id`, `idx` = group number = chunk index / 32): chunk *i*'s lease `c{i}` (claim
+//!   id) and `u{i}` (its end, ms) while a worker writes it, then its record `r{i}`
+//!   (`"{sha256} {size} {etag}"`); `n`, the group's recorded chunks, `left`, those still
+//!   missing, and `last`, its last chunk index. The group items are created with the upload
+//!   and deleted when it stops taking chunks (cancelled, expired, failed) or its chunks are
+//!   dropped: a claim needs its group's item, so they are also what closes an upload to
+//!   chunks. An upload of 10,000 chunks is 313 items of at most ~3.5 KB (the limit is 400 KB).
 //! - **files** — one item per File (key `file_id`); index `by_owner` (`owner_id`,
 //!   `created_key` = zero-padded `created_at_ms#file_id`, all attributes) pages an owner's files
 //!   newest first.
@@ -19,15 +25,22 @@
 //!   are unique), refresh tokens (`token#{hash}`) and their families (`family#{id}`), with
 //!   `ttl` a day after the token expires.
 //!
-//! Exactly-once completion: a chunk is recorded by a conditional update of its item (only if
-//! the caller still holds its lease and it is not recorded yet); then one conditional update of
-//! the upload's *tally* item (in the chunks table, sort key `-1`) counts it: `ADD recorded
-//! :index, received :1` unless the index is in `recorded`, so each chunk is counted once,
-//! whoever counts it. The caller that sees `received >= total_chunks` moves the upload from
-//! uploading to assembling with a conditional update, which succeeds for exactly one caller. A
-//! worker that dies between recording and counting leaves a recorded chunk uncounted: whoever
-//! touches that chunk next (the client's retry) counts it. No `TransactWriteItems` on this hot
-//! path, and the upload item itself stays small (the tally holds up to 10,000 small numbers).
+//! Exactly-once completion in O(1) requests per chunk, reading no other chunk: a chunk is
+//! recorded by one conditional update of its group's item — only if the caller still holds
+//! its lease and the chunk is not recorded — which also does `n + 1`, `left - 1` and returns
+//! them. The commit that takes `left` to 0 *promotes* the group: one conditional update of the
+//! upload item adds the group number to `groups_done` and does `groups_left - 1`, unless the
+//! set holds the number already (so a group counts once, whoever promotes it) or the upload is
+//! no longer uploading. The promotion that takes `groups_left` to 0 moves the upload from
+//! uploading to assembling with a conditional update, which succeeds for exactly one caller.
+//! So a chunk costs two writes (its lease, its record) and no read; one chunk in 32 one more
+//! write. A writer that dies between recording the last
+//! chunk of a group and promoting it leaves the group uncounted: whoever touches a recorded
+//! chunk of it next (the client's retry) promotes it, as does `recount` (the sessions service
+//! calls it when an upload lists every chunk but still says uploading). A commit's `received`
+//! is a lower bound (its group's count; every chunk once complete): an exact count would need
+//! a shared counter on every commit. No `TransactWriteItems` on this hot path (they serialize
+//! on shared items, and moto copies whole tables for each).
 //!
 //! Reads that decide are strongly consistent; listings through indexes are eventually
 //! consistent (a brand-new upload may take a moment to show in `list_uploads`).
@@ -41,10 +54,13 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::{BuildError, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -593,21 +609,25 @@ fn upload_from(item: &Item) -> StoreResult<UploadRecord> {
 }
 
 fn file_item(f: &FileRecord) -> Item {
-    [
+    let mut item: Item = [
         ("file_id", s(&f.file_id)),
         ("owner_id", s(&f.owner_id)),
         ("upload_id", s(&f.upload_id)),
         ("name", s(&f.name)),
         ("size", n(f.size)),
         ("content_type", s(&f.content_type)),
-        ("sha256", s(&f.sha256)),
         ("blob_key", s(&f.blob_key)),
         ("created_at_ms", n(f.created_at_ms)),
         ("created_key", s(created_key(f.created_at_ms, &f.file_id))),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    .collect();
+    // Absent when the client declared no whole-file SHA-256.
+    if !f.sha256.is_empty() {
+        item.insert("sha256".into(), s(&f.sha256));
+    }
+    item
 }
 
 fn file_from(item: &Item) -> StoreResult<FileRecord> {
@@ -618,7 +638,7 @@ fn file_from(item: &Item) -> StoreResult<FileRecord> {
         name: get_s(item, "name")?,
         size: get_n(item, "size")?,
         content_type: get_s(item, "content_type")?,
-        sha256: get_s(item, "sha256")?,
+        sha256: opt_s(item, "sha256").unwrap_or_default(),
         blob_key: get_s(item, "blob_key")?,
         created_at_ms: get_n(item, "created_at_ms")?,
     })
@@ -641,17 +661,106 @@ fn decode_cursor(cursor: &str) -> StoreResult<(i64, String)> {
     Ok((ms.parse().map_err(|_| bad())?, id.to_owned()))
 }
 
-/// The chunk item's record part, when it is recorded.
-fn chunk_from(item: &Item) -> StoreResult<Option<ChunkRecord>> {
-    let Some(sha256) = opt_s(item, "sha256") else {
-        return Ok(None);
+/// Chunks per chunk-table item (a *group*): an upload of 10,000 chunks is 313 items of at most
+/// ~3.5 KB.
+pub const CHUNKS_PER_ITEM: u32 = 32;
+
+/// The group (chunk-table item) of chunk `index`.
+fn group_of(index: u32) -> u32 {
+    index / CHUNKS_PER_ITEM
+}
+
+/// How many chunks group `group` of an upload of `total` chunks has.
+fn group_len(group: u32, total: u32) -> u32 {
+    total
+        .saturating_sub(group.saturating_mul(CHUNKS_PER_ITEM))
+        .min(CHUNKS_PER_ITEM)
+}
+
+/// How many groups an upload of `total` chunks has.
+fn groups(total: u32) -> u32 {
+    total.div_ceil(CHUNKS_PER_ITEM)
+}
+
+/// Attribute of chunk `index`'s record: `"{sha256} {size} {etag}"`.
+fn record_attr(index: u32) -> String {
+    format!("r{index}")
+}
+
+/// Attribute of the id of the lease on chunk `index`.
+fn claim_attr(index: u32) -> String {
+    format!("c{index}")
+}
+
+/// Attribute of the end (ms) of the lease on chunk `index`.
+fn until_attr(index: u32) -> String {
+    format!("u{index}")
+}
+
+fn record_value(chunk: &ChunkRecord) -> AttributeValue {
+    s(format!("{} {} {}", chunk.sha256, chunk.size, chunk.etag))
+}
+
+fn record_from(index: u32, v: &AttributeValue) -> StoreResult<ChunkRecord> {
+    let bad = || malformed(&record_attr(index));
+    let AttributeValue::S(text) = v else {
+        return Err(bad());
     };
-    Ok(Some(ChunkRecord {
-        index: get_n(item, "idx")?,
-        size: get_n(item, "size")?,
-        sha256,
-        etag: opt_s(item, "etag").unwrap_or_default(),
-    }))
+    let mut parts = text.splitn(3, ' ');
+    let sha256 = parts.next().filter(|p| !p.is_empty()).ok_or_else(bad)?;
+    let size = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    Ok(ChunkRecord {
+        index,
+        size,
+        sha256: sha256.to_owned(),
+        etag: parts.next().unwrap_or_default().to_owned(),
+    })
+}
+
+/// Chunk `index`'s record in its group's item, if it is recorded.
+fn record_in(item: &Item, index: u32) -> StoreResult<Option<ChunkRecord>> {
+    item.get(&record_attr(index))
+        .map(|v| record_from(index, v))
+        .transpose()
+}
+
+/// Every record in a group's item.
+fn records_in(item: &Item) -> StoreResult<Vec<ChunkRecord>> {
+    item.iter()
+        .filter_map(|(k, v)| {
+            let digits = k.strip_prefix('r')?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some(digits.parse().ok().map(|index| record_from(index, v)))
+        })
+        .map(|r| r.unwrap_or_else(|| Err(malformed("r…"))))
+        .collect()
+}
+
+/// How a conditional update ended: the attributes it asked for, or, when its condition did not
+/// hold, the item as it was (empty when there was none).
+type Conditional = Result<Item, Item>;
+
+/// Sends a conditional update that returns the old item when its condition fails.
+async fn conditional(req: UpdateItemFluentBuilder, what: &str) -> StoreResult<Conditional> {
+    let result = req
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+    match result {
+        Ok(out) => Ok(Ok(out.attributes().cloned().unwrap_or_default())),
+        Err(e) => {
+            if let Some(UpdateItemError::ConditionalCheckFailedException(c)) = e.as_service_error()
+            {
+                return Ok(Err(c.item().cloned().unwrap_or_default()));
+            }
+            if is_condition_failed(&e) {
+                return Ok(Err(Item::new()));
+            }
+            Err(sdk_error(what, &e))
+        }
+    }
 }
 
 /// The few upload attributes the chunk operations decide on.
@@ -660,10 +769,20 @@ struct UploadHead {
     total: u32,
 }
 
-/// What counting one chunk did.
-struct Counting {
-    received: u32,
-    completed_set: bool,
+fn head_from(item: &Item) -> StoreResult<UploadHead> {
+    let state = get_s(item, "state")?;
+    Ok(UploadHead {
+        state: UploadState::parse(&state).ok_or_else(|| malformed("state"))?,
+        total: get_n(item, "total_chunks")?,
+    })
+}
+
+/// What promoting a complete group said about its upload.
+enum Promotion {
+    /// The group is counted (now or before); `all` when every group is.
+    Counted { all: bool, total: u32 },
+    /// The upload no longer takes chunks.
+    Closed(UploadState),
 }
 
 fn lease_ms(lease: Duration) -> i64 {
@@ -687,10 +806,11 @@ impl DynamoMetadataStore {
         HashMap::from([("upload_id".to_owned(), s(upload_id))])
     }
 
-    fn chunk_key(upload_id: &str, index: u32) -> Item {
+    /// Key of the chunk-table item of group `group` of an upload.
+    fn group_key(upload_id: &str, group: u32) -> Item {
         HashMap::from([
             ("upload_id".to_owned(), s(upload_id)),
-            ("idx".to_owned(), n(index)),
+            ("idx".to_owned(), n(group)),
         ])
     }
 
@@ -722,109 +842,7 @@ impl DynamoMetadataStore {
         let Some(item) = out.item() else {
             return Ok(None);
         };
-        let state = get_s(item, "state")?;
-        Ok(Some(UploadHead {
-            state: UploadState::parse(&state).ok_or_else(|| malformed("state"))?,
-            total: get_n(item, "total_chunks")?,
-        }))
-    }
-
-    /// The key of an upload's tally item in the chunks table (sort key -1, before chunk 0).
-    fn tally_key(upload_id: &str) -> Item {
-        HashMap::from([
-            ("upload_id".to_owned(), s(upload_id)),
-            ("idx".to_owned(), n(-1)),
-        ])
-    }
-
-    /// How many chunks of the upload are counted.
-    async fn received(&self, upload_id: &str) -> StoreResult<u32> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.chunks)
-            .set_key(Some(Self::tally_key(upload_id)))
-            .consistent_read(true)
-            .projection_expression("received")
-            .send()
-            .await
-            .map_err(|e| sdk_error("DynamoDB GetItem chunks (tally)", &e))?;
-        Ok(out.item().and_then(|i| opt_n(i, "received")).unwrap_or(0))
-    }
-
-    /// Counts a recorded chunk once (its index joins the tally's `recorded` set and
-    /// `received` grows by one, in one conditional update), and moves the upload to
-    /// assembling when every chunk is counted: `completed_set` is true for exactly one caller.
-    async fn count_chunk(
-        &self,
-        upload_id: &str,
-        index: u32,
-        total: u32,
-        now_ms: i64,
-    ) -> StoreResult<Counting> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.chunks)
-            .set_key(Some(Self::tally_key(upload_id)))
-            .update_expression("ADD recorded :idx, received :one")
-            .condition_expression("NOT contains(recorded, :i)")
-            .expression_attribute_values(":idx", AttributeValue::Ns(vec![index.to_string()]))
-            .expression_attribute_values(":i", n(index))
-            .expression_attribute_values(":one", n(1))
-            .send()
-            .await;
-        match result {
-            Ok(_) => {}
-            Err(e) if is_condition_failed(&e) => {}
-            Err(e) => return Err(sdk_error("DynamoDB UpdateItem chunks (tally)", &e)),
-        }
-        let received = self.received(upload_id).await?;
-        let mut completed_set = false;
-        if received >= total {
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.tables.uploads)
-                .set_key(Some(Self::upload_key(upload_id)))
-                .update_expression(
-                    "SET #st = :assembling, updated_at_ms = :now, sweep_state = :assembling, sweep_at = :now",
-                )
-                .condition_expression("#st = :uploading")
-                .expression_attribute_names("#st", "state")
-                .expression_attribute_values(":assembling", s(UploadState::Assembling.as_str()))
-                .expression_attribute_values(":uploading", s(UploadState::Uploading.as_str()))
-                .expression_attribute_values(":now", n(now_ms))
-                .send()
-                .await;
-            completed_set = match result {
-                Ok(_) => true,
-                Err(e) if is_condition_failed(&e) => false,
-                Err(e) => return Err(sdk_error("DynamoDB UpdateItem uploads (assembling)", &e)),
-            };
-        }
-        Ok(Counting {
-            received,
-            completed_set,
-        })
-    }
-
-    /// A recorded chunk met again (a retry): makes sure it is counted, and answers with the
-    /// received count.
-    async fn heal(
-        &self,
-        upload_id: &str,
-        index: u32,
-        head: &UploadHead,
-        now_ms: i64,
-    ) -> StoreResult<u32> {
-        if head.state == UploadState::Uploading {
-            return Ok(self
-                .count_chunk(upload_id, index, head.total, now_ms)
-                .await?
-                .received);
-        }
-        self.received(upload_id).await
+        head_from(item).map(Some)
     }
 
     async fn head_or_not_found(&self, upload_id: &str) -> StoreResult<UploadHead> {
@@ -833,17 +851,204 @@ impl DynamoMetadataStore {
             .ok_or_else(|| StoreError::NotFound(format!("upload {upload_id}")))
     }
 
-    async fn chunk_item(&self, upload_id: &str, index: u32) -> StoreResult<Option<Item>> {
-        self.get_item(&self.tables.chunks, Self::chunk_key(upload_id, index))
-            .await
+    /// Counts a complete group once: its number joins the upload's `groups_done` set and
+    /// `groups_left` goes down by one, in one conditional update of the upload item (only
+    /// while it is uploading). Idempotent.
+    async fn promote(&self, upload_id: &str, group: u32) -> StoreResult<Promotion> {
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.uploads)
+            .set_key(Some(Self::upload_key(upload_id)))
+            .update_expression("ADD #done :group, #left :minus")
+            .condition_expression("#st = :uploading AND NOT contains(#done, :g)")
+            .expression_attribute_names("#done", "groups_done")
+            .expression_attribute_names("#left", "groups_left")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":group", AttributeValue::Ns(vec![group.to_string()]))
+            .expression_attribute_values(":g", n(group))
+            .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":uploading", s(UploadState::Uploading.as_str()))
+            .return_values(ReturnValue::AllNew);
+        let (item, applied) = match conditional(req, "DynamoDB UpdateItem uploads (count)").await? {
+            Ok(new) => (new, true),
+            Err(old) if old.is_empty() => {
+                return Err(StoreError::NotFound(format!("upload {upload_id}")))
+            }
+            Err(old) => (old, false),
+        };
+        let head = head_from(&item)?;
+        let done = match item.get("groups_done") {
+            Some(AttributeValue::Ns(v)) => v.iter().any(|x| x.parse() == Ok(group)),
+            _ => false,
+        };
+        if !applied && !done {
+            return Ok(Promotion::Closed(head.state));
+        }
+        Ok(Promotion::Counted {
+            all: opt_n::<i64>(&item, "groups_left").is_some_and(|left| left <= 0),
+            total: head.total,
+        })
     }
 
-    /// The recorded digest of a chunk, if it is recorded.
-    async fn recorded_digest(&self, upload_id: &str, index: u32) -> StoreResult<Option<String>> {
-        Ok(self
-            .chunk_item(upload_id, index)
-            .await?
-            .and_then(|i| opt_s(&i, "sha256")))
+    /// Moves the upload from uploading to assembling; true for exactly one caller.
+    async fn mark_assembling(&self, upload_id: &str, now_ms: i64) -> StoreResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.uploads)
+            .set_key(Some(Self::upload_key(upload_id)))
+            .update_expression(
+                "SET #st = :assembling, updated_at_ms = :now, sweep_state = :assembling, sweep_at = :now",
+            )
+            .condition_expression("#st = :uploading")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":assembling", s(UploadState::Assembling.as_str()))
+            .expression_attribute_values(":uploading", s(UploadState::Uploading.as_str()))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (assembling)", &e)),
+        }
+    }
+
+    /// A recorded chunk met again (a retry, possibly after a writer died between recording and
+    /// counting): makes sure its group is counted if complete. Answers a lower bound of the
+    /// received count (every chunk once the upload is complete).
+    async fn heal(&self, upload_id: &str, index: u32, item: &Item) -> StoreResult<u32> {
+        let recorded = opt_n(item, "n").unwrap_or(0);
+        if opt_n::<i64>(item, "left") != Some(0) {
+            return Ok(recorded);
+        }
+        Ok(match self.promote(upload_id, group_of(index)).await? {
+            Promotion::Counted { all: true, total } => total,
+            _ => recorded,
+        })
+    }
+
+    /// The items of an upload's groups, created with the upload: `left` = the group's length,
+    /// `last` = its last chunk index. A claim needs its group's item: deleting them (when the
+    /// upload stops taking chunks, or its chunks are dropped) closes the upload to chunks.
+    async fn create_groups(&self, upload_id: &str, total: u32) -> StoreResult<()> {
+        let puts = (0..groups(total))
+            .map(|group| {
+                let mut item = Self::group_key(upload_id, group);
+                item.insert("left".into(), n(group_len(group, total)));
+                item.insert(
+                    "last".into(),
+                    n(group * CHUNKS_PER_ITEM + group_len(group, total) - 1),
+                );
+                Ok(WriteRequest::builder()
+                    .put_request(built(
+                        aws_sdk_dynamodb::types::PutRequest::builder()
+                            .set_item(Some(item))
+                            .build(),
+                    )?)
+                    .build())
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        batch_write(&self.client, &self.tables.chunks, puts).await
+    }
+
+    /// Creates a group's item again if it is missing while the upload is uploading (what a
+    /// crash during `insert_upload`, or `delete_chunks` of an upload still uploading, leaves).
+    async fn restore_group(&self, upload_id: &str, group: u32, total: u32) -> StoreResult<()> {
+        let mut item = Self::group_key(upload_id, group);
+        item.insert("left".into(), n(group_len(group, total)));
+        item.insert(
+            "last".into(),
+            n(group * CHUNKS_PER_ITEM + group_len(group, total) - 1),
+        );
+        match self
+            .client
+            .put_item()
+            .table_name(&self.tables.chunks)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(upload_id)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk_error("DynamoDB PutItem chunks (group)", &e)),
+        }
+    }
+
+    /// Deletes the items of an upload's groups (records, leases and counts).
+    async fn delete_groups(&self, upload_id: &str) -> StoreResult<()> {
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.chunks)
+                .key_condition_expression("upload_id = :u")
+                .projection_expression("upload_id, idx")
+                .expression_attribute_values(":u", s(upload_id))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("DynamoDB Query chunks", &e))?;
+            let mut deletes = Vec::new();
+            for item in out.items() {
+                let group: i64 = get_n(item, "idx")?;
+                let key = HashMap::from([
+                    ("upload_id".to_owned(), s(upload_id)),
+                    ("idx".to_owned(), n(group)),
+                ]);
+                deletes.push(
+                    WriteRequest::builder()
+                        .delete_request(built(
+                            aws_sdk_dynamodb::types::DeleteRequest::builder()
+                                .set_key(Some(key))
+                                .build(),
+                        )?)
+                        .build(),
+                );
+            }
+            batch_write(&self.client, &self.tables.chunks, deletes).await?;
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Every item of an upload's groups, all pages (about 3.5 KB per 32 chunks).
+    async fn group_items(&self, upload_id: &str, counts_only: bool) -> StoreResult<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.tables.chunks)
+                .key_condition_expression("upload_id = :u")
+                .expression_attribute_values(":u", s(upload_id))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            if counts_only {
+                req = req
+                    .projection_expression("idx, #n, #left")
+                    .expression_attribute_names("#n", "n")
+                    .expression_attribute_names("#left", "left");
+            }
+            let out = req
+                .send()
+                .await
+                .map_err(|e| sdk_error("DynamoDB Query chunks", &e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(items)
     }
 
     /// Upload ids from an index query (every page).
@@ -921,22 +1126,6 @@ impl DynamoMetadataStore {
         self.uploads_by_id(ids).await
     }
 
-    /// The answer to a commit of a chunk that is recorded already.
-    async fn settled(
-        &self,
-        upload_id: &str,
-        chunk: &ChunkRecord,
-        digest: &str,
-        head: &UploadHead,
-        now_ms: i64,
-    ) -> StoreResult<CommitOutcome> {
-        if digest != chunk.sha256 {
-            return Ok(CommitOutcome::DigestConflict);
-        }
-        let received = self.heal(upload_id, chunk.index, head, now_ms).await?;
-        Ok(CommitOutcome::AlreadyStored { received })
-    }
-
     /// The File published for an upload, if any, as the upload records it.
     async fn published_file(
         &self,
@@ -960,22 +1149,41 @@ impl DynamoMetadataStore {
 #[async_trait]
 impl MetadataStore for DynamoMetadataStore {
     async fn insert_upload(&self, upload: &UploadRecord) -> StoreResult<()> {
+        let mut item = upload_item(upload);
+        item.insert("groups_left".into(), n(groups(upload.total_chunks)));
         match self
             .client
             .put_item()
             .table_name(&self.tables.uploads)
-            .set_item(Some(upload_item(upload)))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(upload_id)")
             .send()
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
-                "upload {} exists",
-                upload.upload_id
-            ))),
-            Err(e) => Err(sdk_error("DynamoDB PutItem uploads", &e)),
+            Ok(_) => {}
+            Err(e) if is_condition_failed(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "upload {} exists",
+                    upload.upload_id
+                )))
+            }
+            Err(e) => return Err(sdk_error("DynamoDB PutItem uploads", &e)),
         }
+        if let Err(e) = self
+            .create_groups(&upload.upload_id, upload.total_chunks)
+            .await
+        {
+            // Nothing refers to the upload yet: take it back rather than leave it half made.
+            let _ = self
+                .client
+                .delete_item()
+                .table_name(&self.tables.uploads)
+                .set_key(Some(Self::upload_key(&upload.upload_id)))
+                .send()
+                .await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn get_upload(&self, upload_id: &str) -> StoreResult<Option<UploadRecord>> {
@@ -1020,63 +1228,48 @@ impl MetadataStore for DynamoMetadataStore {
         Ok(uploads)
     }
 
+    /// One query over the upload's group items (313 items, ~1 MB, for 10,000 chunks).
     async fn list_chunks(&self, upload_id: &str) -> StoreResult<Vec<ChunkRecord>> {
         let mut chunks = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.chunks)
-                .key_condition_expression("upload_id = :u")
-                .filter_expression("attribute_exists(sha256)")
-                .projection_expression("idx, #size, sha256, etag")
-                .expression_attribute_names("#size", "size")
-                .expression_attribute_values(":u", s(upload_id))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("DynamoDB Query chunks", &e))?;
-            for item in out.items() {
-                if let Some(c) = chunk_from(item)? {
-                    chunks.push(c);
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
+        for item in self.group_items(upload_id, false).await? {
+            chunks.extend(records_in(&item)?);
         }
-        // Only counted chunks: a chunk recorded by a worker that died before counting it is
-        // listed as missing, so the client sends it again and that retry counts it.
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.chunks)
-            .set_key(Some(Self::tally_key(upload_id)))
-            .consistent_read(true)
-            .projection_expression("recorded")
-            .send()
-            .await
-            .map_err(|e| sdk_error("DynamoDB GetItem chunks (tally)", &e))?;
-        let counted: std::collections::HashSet<u32> =
-            match out.item().and_then(|i| i.get("recorded")) {
-                Some(AttributeValue::Ns(v)) => v.iter().filter_map(|x| x.parse().ok()).collect(),
-                _ => std::collections::HashSet::new(),
-            };
-        chunks.retain(|c| counted.contains(&c.index));
         chunks.sort_by_key(|c| c.index);
         Ok(chunks)
     }
 
-    /// The tally's count: no listing of the chunks.
+    /// The groups' counts (one query of small projections; not on the path of a chunk).
     async fn received_count(&self, upload_id: &str) -> StoreResult<u32> {
-        self.received(upload_id).await
+        Ok(self
+            .group_items(upload_id, true)
+            .await?
+            .iter()
+            .filter_map(|i| opt_n::<u32>(i, "n"))
+            .sum())
     }
 
-    /// As the SQLite store: a chunk already recorded in an upload that is assembling or
-    /// completed answers `AlreadyStored` / `DigestConflict`.
+    /// Counts every complete group that is not counted yet (what a writer that died between
+    /// recording and counting left undone); answers the received count, 0 once the upload no
+    /// longer takes chunks (it completes nothing then).
+    async fn recount(&self, upload_id: &str) -> StoreResult<u32> {
+        let mut received = 0;
+        for item in self.group_items(upload_id, true).await? {
+            received += opt_n::<u32>(&item, "n").unwrap_or(0);
+            let (Some(group), Some(0)) = (opt_n::<u32>(&item, "idx"), opt_n::<i64>(&item, "left"))
+            else {
+                continue;
+            };
+            if let Promotion::Closed(_) = self.promote(upload_id, group).await? {
+                return Ok(0);
+            }
+        }
+        Ok(received)
+    }
+
+    /// One conditional write on the chunk's group item, which exists only while the upload
+    /// takes chunks; a refused claim reads the upload to say why. As the SQLite store: a chunk
+    /// already recorded answers `AlreadyStored` / `DigestConflict` (also once the upload is
+    /// assembling or completed).
     async fn claim_chunk(
         &self,
         upload_id: &str,
@@ -1086,65 +1279,55 @@ impl MetadataStore for DynamoMetadataStore {
         lease: Duration,
         now_ms: i64,
     ) -> StoreResult<ClaimOutcome> {
-        let head = self.head_or_not_found(upload_id).await?;
-        let answer = |digest: &str| {
-            if digest == sha256 {
-                ClaimOutcome::AlreadyStored
-            } else {
-                ClaimOutcome::DigestConflict
-            }
-        };
-        // While uploading, the claim's condition tells whether the chunk is recorded: only
-        // a refused claim reads the chunk.
-        let answers_recorded =
-            matches!(head.state, UploadState::Assembling | UploadState::Completed);
-        if answers_recorded {
-            if let Some(digest) = self.recorded_digest(upload_id, index).await? {
-                if digest == sha256 {
-                    self.heal(upload_id, index, &head, now_ms).await?;
-                }
-                return Ok(answer(&digest));
-            }
-        }
-        if head.state != UploadState::Uploading {
-            return Ok(ClaimOutcome::NotAccepting(head.state));
-        }
-        if index >= head.total {
-            return Err(StoreError::Conflict(format!(
-                "chunk {index} is out of range (0..{})",
-                head.total
-            )));
-        }
         let lease_until_ms = now_ms.saturating_add(lease_ms(lease));
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.chunks)
-            .set_key(Some(Self::chunk_key(upload_id, index)))
-            .update_expression("SET claim_id = :c, claim_sha = :sha, lease_until_ms = :until")
-            .condition_expression(
-                "attribute_not_exists(sha256) AND (attribute_not_exists(claim_id) OR claim_id = :c OR lease_until_ms <= :now)",
-            )
-            .expression_attribute_values(":c", s(claim_id))
-            .expression_attribute_values(":sha", s(sha256))
-            .expression_attribute_values(":until", n(lease_until_ms))
-            .expression_attribute_values(":now", n(now_ms))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(ClaimOutcome::Claimed { lease_until_ms }),
-            Err(e) if is_condition_failed(&e) => {
-                Ok(match self.recorded_digest(upload_id, index).await? {
-                    Some(digest) => {
-                        if digest == sha256 {
-                            self.heal(upload_id, index, &head, now_ms).await?;
-                        }
-                        answer(&digest)
-                    }
-                    None => ClaimOutcome::InProgress,
-                })
+        let group = group_of(index);
+        let mut restored = false;
+        loop {
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.tables.chunks)
+                .set_key(Some(Self::group_key(upload_id, group)))
+                .update_expression("SET #c = :c, #u = :until")
+                .condition_expression(
+                    "attribute_exists(#left) AND :i <= #last AND attribute_not_exists(#r) AND (attribute_not_exists(#c) OR #c = :c OR #u <= :now)",
+                )
+                .expression_attribute_names("#c", claim_attr(index))
+                .expression_attribute_names("#u", until_attr(index))
+                .expression_attribute_names("#r", record_attr(index))
+                .expression_attribute_names("#left", "left")
+                .expression_attribute_names("#last", "last")
+                .expression_attribute_values(":c", s(claim_id))
+                .expression_attribute_values(":i", n(index))
+                .expression_attribute_values(":until", n(lease_until_ms))
+                .expression_attribute_values(":now", n(now_ms));
+            let Err(item) = conditional(req, "DynamoDB UpdateItem chunks (claim)").await? else {
+                return Ok(ClaimOutcome::Claimed { lease_until_ms });
+            };
+            if let Some(recorded) = record_in(&item, index)? {
+                if recorded.sha256 == sha256 {
+                    self.heal(upload_id, index, &item).await?;
+                    return Ok(ClaimOutcome::AlreadyStored);
+                }
+                return Ok(ClaimOutcome::DigestConflict);
             }
-            Err(e) => Err(sdk_error("DynamoDB UpdateItem chunks (claim)", &e)),
+            if item.contains_key("left") && opt_n::<u32>(&item, "last").is_some_and(|l| index <= l)
+            {
+                return Ok(ClaimOutcome::InProgress);
+            }
+            // No group item, or the index is past the group's end.
+            let head = self.head_or_not_found(upload_id).await?;
+            if index >= head.total {
+                return Err(StoreError::Conflict(format!(
+                    "chunk {index} is out of range (0..{})",
+                    head.total
+                )));
+            }
+            if head.state != UploadState::Uploading || restored {
+                return Ok(ClaimOutcome::NotAccepting(head.state));
+            }
+            self.restore_group(upload_id, group, head.total).await?;
+            restored = true;
         }
     }
 
@@ -1153,9 +1336,11 @@ impl MetadataStore for DynamoMetadataStore {
             .client
             .update_item()
             .table_name(&self.tables.chunks)
-            .set_key(Some(Self::chunk_key(upload_id, index)))
-            .update_expression("REMOVE claim_id, claim_sha, lease_until_ms")
-            .condition_expression("claim_id = :c")
+            .set_key(Some(Self::group_key(upload_id, group_of(index))))
+            .update_expression("REMOVE #c, #u")
+            .condition_expression("#c = :c")
+            .expression_attribute_names("#c", claim_attr(index))
+            .expression_attribute_names("#u", until_attr(index))
             .expression_attribute_values(":c", s(claim_id))
             .send()
             .await;
@@ -1166,6 +1351,9 @@ impl MetadataStore for DynamoMetadataStore {
         }
     }
 
+    /// One write, the record and its group's counts together (conditional on the caller's
+    /// lease), and one more for the chunk that completes its group (1 in 32). `received` is a
+    /// lower bound here: the chunks recorded in this chunk's group, or all once complete.
     async fn commit_chunk(
         &self,
         upload_id: &str,
@@ -1173,32 +1361,38 @@ impl MetadataStore for DynamoMetadataStore {
         claim_id: &str,
         now_ms: i64,
     ) -> StoreResult<CommitOutcome> {
-        // The record is conditional on the caller's lease, which is only granted while the
-        // upload is uploading and for a chunk in range: only a refused record reads more.
-        let result = self
+        let group = group_of(chunk.index);
+        // Requiring the lease also keeps a record from outliving `delete_chunks`: that deletes
+        // the group's item, and its leases with it.
+        let req = self
             .client
             .update_item()
             .table_name(&self.tables.chunks)
-            .set_key(Some(Self::chunk_key(upload_id, chunk.index)))
-            .update_expression(
-                "SET #size = :size, sha256 = :sha, etag = :etag REMOVE claim_id, claim_sha, lease_until_ms",
-            )
-            .condition_expression("claim_id = :c AND attribute_not_exists(sha256)")
-            .expression_attribute_names("#size", "size")
-            .expression_attribute_values(":size", n(chunk.size))
-            .expression_attribute_values(":sha", s(&chunk.sha256))
-            .expression_attribute_values(":etag", s(&chunk.etag))
+            .set_key(Some(Self::group_key(upload_id, group)))
+            .update_expression("SET #r = :rec REMOVE #c, #u ADD #n :one, #left :minus")
+            .condition_expression("#c = :c AND attribute_not_exists(#r)")
+            .expression_attribute_names("#r", record_attr(chunk.index))
+            .expression_attribute_names("#c", claim_attr(chunk.index))
+            .expression_attribute_names("#u", until_attr(chunk.index))
+            .expression_attribute_names("#n", "n")
+            .expression_attribute_names("#left", "left")
+            .expression_attribute_values(":rec", record_value(chunk))
             .expression_attribute_values(":c", s(claim_id))
-            .send()
-            .await;
-        match result {
-            Ok(_) => {}
-            Err(e) if is_condition_failed(&e) => {
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":minus", n(-1))
+            .return_values(ReturnValue::UpdatedNew);
+        let counts = match conditional(req, "DynamoDB UpdateItem chunks (record)").await? {
+            Ok(new) => new,
+            Err(old) => {
                 // Recorded before (a retry), the lease was lost, or the upload moved on.
-                let head = self.head_or_not_found(upload_id).await?;
-                if let Some(digest) = self.recorded_digest(upload_id, chunk.index).await? {
-                    return self.settled(upload_id, chunk, &digest, &head, now_ms).await;
+                if let Some(recorded) = record_in(&old, chunk.index)? {
+                    if recorded.sha256 != chunk.sha256 {
+                        return Ok(CommitOutcome::DigestConflict);
+                    }
+                    let received = self.heal(upload_id, chunk.index, &old).await?;
+                    return Ok(CommitOutcome::AlreadyStored { received });
                 }
+                let head = self.head_or_not_found(upload_id).await?;
                 if chunk.index >= head.total {
                     return Err(StoreError::Conflict(format!(
                         "chunk {} is out of range (0..{})",
@@ -1207,38 +1401,31 @@ impl MetadataStore for DynamoMetadataStore {
                 }
                 return Ok(CommitOutcome::NotAccepting(head.state));
             }
-            Err(e) => return Err(sdk_error("DynamoDB UpdateItem chunks (record)", &e)),
-        }
-        let head = self.head_or_not_found(upload_id).await?;
-        if matches!(head.state, UploadState::Assembling | UploadState::Completed) {
-            // A retry of this very chunk counted it meanwhile, and that completed the set.
+        };
+        let recorded: u32 = get_n(&counts, "n")?;
+        if get_n::<i64>(&counts, "left")? > 0 {
             return Ok(CommitOutcome::Stored {
-                received: self.received(upload_id).await?,
+                received: recorded,
                 completed_set: false,
             });
         }
-        if head.state != UploadState::Uploading {
-            // The upload stopped taking chunks (cancelled, expired) while this one was being
-            // recorded: drop the record, the upload's storage is being released.
-            self.client
-                .delete_item()
-                .table_name(&self.tables.chunks)
-                .set_key(Some(Self::chunk_key(upload_id, chunk.index)))
-                .send()
-                .await
-                .map_err(|e| sdk_error("DynamoDB DeleteItem chunks", &e))?;
-            return Ok(CommitOutcome::NotAccepting(head.state));
+        match self.promote(upload_id, group).await? {
+            Promotion::Counted { all: true, total } => Ok(CommitOutcome::Stored {
+                received: total,
+                completed_set: self.mark_assembling(upload_id, now_ms).await?,
+            }),
+            Promotion::Counted { all: false, .. } => Ok(CommitOutcome::Stored {
+                received: recorded,
+                completed_set: false,
+            }),
+            // Cancelled or expired meanwhile: its storage (this record too) is being released.
+            Promotion::Closed(state) => Ok(CommitOutcome::NotAccepting(state)),
         }
-        let counting = self
-            .count_chunk(upload_id, chunk.index, head.total, now_ms)
-            .await?;
-        Ok(CommitOutcome::Stored {
-            received: counting.received,
-            completed_set: counting.completed_set,
-        })
     }
 
-    /// `error`, when given, replaces the stored reason; otherwise the reason is kept.
+    /// `error`, when given, replaces the stored reason; otherwise the reason is kept. Moving to
+    /// cancelled, expired or failed also deletes the upload's group items, which closes it to
+    /// claims and records.
     async fn transition(
         &self,
         upload_id: &str,
@@ -1298,7 +1485,19 @@ impl MetadataStore for DynamoMetadataStore {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                if matches!(
+                    to,
+                    UploadState::Cancelled | UploadState::Expired | UploadState::Failed
+                ) {
+                    // Its groups go: no claim or record is taken from now on. (If this fails,
+                    // releasing the upload's storage, which follows, deletes them.)
+                    if let Err(e) = self.delete_groups(upload_id).await {
+                        tracing::warn!(%upload_id, error = %e, "cannot drop the chunk groups of a finished upload yet");
+                    }
+                }
+                Ok(true)
+            }
             Err(e) if is_condition_failed(&e) => Ok(false),
             Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (transition)", &e)),
         }
@@ -1331,45 +1530,7 @@ impl MetadataStore for DynamoMetadataStore {
     }
 
     async fn delete_chunks(&self, upload_id: &str) -> StoreResult<()> {
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.chunks)
-                .key_condition_expression("upload_id = :u")
-                .projection_expression("upload_id, idx")
-                .expression_attribute_values(":u", s(upload_id))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("DynamoDB Query chunks", &e))?;
-            let mut deletes = Vec::new();
-            // Chunk items and the tally item alike.
-            for item in out.items() {
-                let index: i64 = get_n(item, "idx")?;
-                let key = HashMap::from([
-                    ("upload_id".to_owned(), s(upload_id)),
-                    ("idx".to_owned(), n(index)),
-                ]);
-                deletes.push(
-                    WriteRequest::builder()
-                        .delete_request(built(
-                            aws_sdk_dynamodb::types::DeleteRequest::builder()
-                                .set_key(Some(key))
-                                .build(),
-                        )?)
-                        .build(),
-                );
-            }
-            batch_write(&self.client, &self.tables.chunks, deletes).await?;
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        Ok(())
+        self.delete_groups(upload_id).await
     }
 
     /// Idempotent: the File already published for this upload is returned unchanged. An upload
@@ -1803,6 +1964,42 @@ impl AuthStore for DynamoAuthStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_group_by_32_and_records_round_trip() {
+        assert_eq!((group_of(0), group_of(31), group_of(32)), (0, 0, 1));
+        assert_eq!(groups(10_000), 313);
+        assert_eq!(groups(32), 1);
+        assert_eq!(group_len(0, 10_000), 32);
+        assert_eq!(group_len(312, 10_000), 16);
+        assert_eq!(group_len(1, 40), 8);
+        let chunk = ChunkRecord {
+            index: 7,
+            size: 1024,
+            sha256: "ab".repeat(32),
+            etag: "\"0a1b\"".into(),
+        };
+        assert_eq!(
+            record_from(7, &record_value(&chunk)).ok(),
+            Some(chunk.clone())
+        );
+        let no_etag = ChunkRecord {
+            etag: String::new(),
+            ..chunk
+        };
+        assert_eq!(
+            record_from(7, &record_value(&no_etag)).ok(),
+            Some(no_etag.clone())
+        );
+        assert!(record_from(7, &s("nonsense")).is_err());
+        let item: Item = HashMap::from([
+            ("r7".to_owned(), record_value(&no_etag)),
+            ("c8".to_owned(), s("claim")),
+            ("idx".to_owned(), n(0)),
+            ("n".to_owned(), n(1)),
+        ]);
+        assert_eq!(records_in(&item).ok(), Some(vec![no_etag]));
+    }
 
     #[test]
     fn created_keys_sort_like_time_then_id() {

@@ -4,8 +4,11 @@
 //!   the upload's File will have (`files/{file id}`, derived from the upload id), so assembly
 //!   copies nothing: `CompleteMultipartUpload` makes the parts the object.
 //! - Chunk *i* is part *i+1*, streamed to `UploadPart` with its `Content-Length` and its
-//!   SHA-256 as `x-amz-checksum-sha256`: S3 verifies the part itself and refuses a mismatch
-//!   (`BadDigest` → [`StoreError::DigestMismatch`]). Re-sending a part replaces it.
+//!   SHA-256 as `x-amz-checksum-sha256` (given, so the SDK computes no checksum of its own):
+//!   S3 verifies the part itself and refuses a mismatch (`BadDigest` →
+//!   [`StoreError::DigestMismatch`]). Re-sending a part replaces it. Whether the server really
+//!   verifies (moto does not) is probed once, with a part sent under a wrong checksum, before
+//!   `verifies_digest` says so and the upload workers stop hashing the chunks themselves.
 //! - `complete_upload` sends the recorded parts (ETag and checksum each; listed with
 //!   `ListParts` when none are given). An upload that was already completed (`NoSuchUpload`
 //!   while the object exists) is success. A `200` whose body is an error is an error (the SDK
@@ -15,9 +18,10 @@
 //! - Reads are `GetObject`, with `Range` for partial reads; `presigned_url` signs a `GetObject`.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -45,11 +49,26 @@ pub const MAX_PARTS: u32 = 10_000;
 /// S3's smallest part (all but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
+/// Whether the server verifies part checksums: yes, no (0: not probed yet).
+const VERIFIES: u8 = 1;
+const DOES_NOT_VERIFY: u8 = 2;
+/// A probe that could not tell (the server was unreachable, say) is tried again after this.
+const PROBE_RETRY: Duration = Duration::from_secs(30);
+
+/// What the probe found out about the server's checksum verification.
+#[derive(Debug, Default)]
+struct ChecksumProbe {
+    found: AtomicU8,
+    /// When a probe last failed to tell; one probe at a time.
+    last_failure: tokio::sync::Mutex<Option<Instant>>,
+}
+
 /// [`BlobStore`] on one S3 bucket.
 #[derive(Debug, Clone)]
 pub struct S3BlobStore {
     client: Client,
     bucket: String,
+    checksums: Arc<ChecksumProbe>,
 }
 
 /// The S3 client for `sdk`: path-style addressing when an endpoint is configured (S3-compatible
@@ -84,6 +103,57 @@ impl S3BlobStore {
         Self {
             client,
             bucket: bucket.into(),
+            checksums: Arc::default(),
+        }
+    }
+
+    /// Sends a part under a wrong SHA-256 checksum to a scratch multipart upload (aborted
+    /// right after): true when the server refuses it. An error means it could not tell.
+    async fn probe_checksum_verification(&self) -> StoreResult<bool> {
+        let key = format!("files/.lfusys-checksum-probe-{}", ids::new_id());
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .map_err(|e| sdk_error("S3 CreateMultipartUpload (checksum probe)", &e))?;
+        let handle = created.upload_id().unwrap_or_default().to_owned();
+        let body: &'static [u8] = b"lfusys checksum probe";
+        let wrong = {
+            use sha2::Digest;
+            STANDARD.encode(sha2::Sha256::digest(b"not the body"))
+        };
+        let result = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&key)
+            .upload_id(&handle)
+            .part_number(1)
+            .content_length(body.len() as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(wrong)
+            .body(SdkByteStream::from_static(body))
+            .send()
+            .await;
+        if let Err(e) = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .upload_id(&handle)
+            .send()
+            .await
+        {
+            tracing::warn!(%key, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "cannot abort the checksum probe's multipart upload (the bucket's lifecycle rule will)");
+        }
+        match result {
+            Ok(_) => Ok(false),
+            Err(e) if is_digest_mismatch(error_code(&e)) => Ok(true),
+            Err(e) => Err(sdk_error("S3 UploadPart (checksum probe)", &e)),
         }
     }
 
@@ -309,6 +379,19 @@ impl http_body::Body for PartBody {
     }
 }
 
+/// S3's answers to a part whose checksum does not match its body.
+fn is_digest_mismatch(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "BadDigest"
+                | "InvalidDigest"
+                | "XAmzContentChecksumMismatch"
+                | "XAmzContentSHA256Mismatch"
+        )
+    )
+}
+
 fn io_error(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
@@ -368,16 +451,42 @@ impl BlobStore for S3BlobStore {
             });
         }
         let out = result.map_err(|e| match error_code(&e) {
-            Some(
-                "BadDigest"
-                | "InvalidDigest"
-                | "XAmzContentChecksumMismatch"
-                | "XAmzContentSHA256Mismatch",
-            ) => StoreError::DigestMismatch,
+            code if is_digest_mismatch(code) => StoreError::DigestMismatch,
             Some("NoSuchUpload") => StoreError::NotFound("multipart upload".into()),
             _ => sdk_error("S3 UploadPart", &e),
         })?;
         Ok(out.e_tag().unwrap_or_default().to_owned())
+    }
+
+    /// Probed once (see the module's notes); until the probe could tell, false.
+    async fn verifies_digest(&self) -> bool {
+        match self.checksums.found.load(Ordering::Acquire) {
+            VERIFIES => return true,
+            DOES_NOT_VERIFY => return false,
+            _ => {}
+        }
+        let mut last_failure = self.checksums.last_failure.lock().await;
+        match self.checksums.found.load(Ordering::Acquire) {
+            VERIFIES => return true,
+            DOES_NOT_VERIFY => return false,
+            _ => {}
+        }
+        if last_failure.is_some_and(|t| t.elapsed() < PROBE_RETRY) {
+            return false;
+        }
+        match self.probe_checksum_verification().await {
+            Ok(verifies) => {
+                tracing::info!(bucket = %self.bucket, verifies, "probed whether the S3 server verifies part checksums");
+                let found = if verifies { VERIFIES } else { DOES_NOT_VERIFY };
+                self.checksums.found.store(found, Ordering::Release);
+                verifies
+            }
+            Err(e) => {
+                tracing::warn!(bucket = %self.bucket, error = %e, "cannot tell whether the S3 server verifies part checksums; chunks are hashed by the worker meanwhile");
+                *last_failure = Some(Instant::now());
+                false
+            }
+        }
     }
 
     async fn complete_upload(

@@ -257,6 +257,11 @@ impl JobQueue for SqsJobQueue {
         self.depth().await.map(|_| ())
     }
 
+    /// A long poll already sent is answered by SQS whether or not anyone still listens.
+    fn receives_outlive_their_caller(&self) -> bool {
+        true
+    }
+
     fn dead_letters(&self) -> Option<Arc<dyn JobQueue>> {
         let name = self.dead_letter.as_deref()?;
         Some(Arc::new(Self {
