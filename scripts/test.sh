@@ -24,5 +24,8 @@ bash scripts/test-aws.sh
 step "Kubernetes: the Helm chart (lint, values schema, render, install on a real control plane)"
 bash scripts/chart-check.sh
 
+step "Kubernetes: the operator end to end (helm install, real control plane, kwok, SQS depth from moto)"
+bash scripts/test-k8s.sh
+
 step "web app (frontend/): lint, type-check, unit tests, build, end to end in Chromium"
 bash scripts/frontend.sh

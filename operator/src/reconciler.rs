@@ -51,7 +51,8 @@ pub struct Context {
     pub client: Client,
     pub queue: Arc<dyn QueueDepth>,
     pub recorder: Recorder,
-    scalers: Mutex<HashMap<(String, String), Autoscaler>>,
+    /// Autoscaler history per cluster uid: a cluster recreated under the same name starts afresh.
+    scalers: Mutex<HashMap<String, Autoscaler>>,
 }
 
 impl Context {
@@ -144,9 +145,10 @@ pub async fn reconcile(cluster: Arc<LfusysCluster>, ctx: Arc<Context>) -> Result
     let desired = match &queue {
         Ok(depth) => {
             let mut scalers = ctx.scalers.lock().await;
-            let scaler = scalers
-                .entry((namespace.clone(), name.clone()))
-                .or_default();
+            let key = cluster
+                .uid()
+                .unwrap_or_else(|| format!("{namespace}/{name}"));
+            let scaler = scalers.entry(key).or_default();
             scaler.recommend(Instant::now(), *depth, current_replicas, &policy)
         }
         // Without a depth the pool keeps its size (within the spec's bounds).

@@ -228,6 +228,11 @@ async fn run_controller(
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
+                // A deleted cluster's children, garbage-collected after it, still trigger
+                // reconciles of it: nothing to do, nothing failed.
+                Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                    tracing::debug!(cluster = %object.name, "cluster gone; not reconciled");
+                }
                 Err(err) => tracing::warn!(%err, "reconcile failed"),
             }
         })

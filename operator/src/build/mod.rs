@@ -135,8 +135,13 @@ pub fn child_meta(
     }
 }
 
+/// The cluster as controller, blocking its foreground deletion until the child is gone (as the
+/// built-in controllers do; kube's `controller_owner_ref` leaves `blockOwnerDeletion` unset).
 fn owner_reference(cluster: &LfusysCluster) -> Option<OwnerReference> {
-    cluster.controller_owner_ref(&())
+    cluster.controller_owner_ref(&()).map(|o| OwnerReference {
+        block_owner_deletion: Some(true),
+        ..o
+    })
 }
 
 /// A short stable hash (hex SHA-256 prefix) of the pods' configuration.
@@ -212,6 +217,7 @@ mod tests {
         assert_eq!(owner.api_version, "lfusys.io/v1alpha1");
         assert_eq!(owner.name, "files");
         assert_eq!(owner.controller, Some(true));
+        assert_eq!(owner.block_owner_deletion, Some(true));
     }
 
     #[test]
