@@ -68,13 +68,19 @@ ports_of() {
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# The process we just launched still runs. Not `alive`: right after the fork its command line
+# is still the forking shell's until exec, and under load that window is long enough to be seen.
+running() {
+  [[ -f "$RUN/$1.pid" ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null
+}
+
 # Polls until "$@" succeeds, for up to $2 seconds, while component $1 stays alive.
 wait_for() {
   local name=$1 secs=$2 i
   shift 2
   for ((i = 0; i < secs * 5; i++)); do
     if "$@" >/dev/null 2>&1; then return 0; fi
-    if ! alive "$name"; then
+    if ! running "$name"; then
       log "$name exited; last lines of $LOGS/$name.log:"
       tail -25 "$LOGS/$name.log" >&2
       return 1
@@ -331,7 +337,7 @@ start() {
   wait_for kube-controller-manager 60 default_sa_exists
   wait_for kwok 30 nodes_ready
   for name in kube-controller-manager kube-scheduler; do
-    alive "$name" || { log "$name exited:"; tail -25 "$LOGS/$name.log" >&2; exit 1; }
+    running "$name" || { log "$name exited:"; tail -25 "$LOGS/$name.log" >&2; exit 1; }
   done
   trap - EXIT
   log "cluster ready in $(($(date +%s) - t0)) s: https://127.0.0.1:$API_PORT (state in $RUN)"
