@@ -622,7 +622,11 @@ async fn the_uploads_deployment_follows_the_queue_depth() {
     .await;
     let scaled_up_at = status.last_scale_time.clone().expect("lastScaleTime");
     let note = s.ns.wait_event(&s.client, CLUSTER, "ScaledUp").await;
-    assert!(note.contains("from 1 to 4"), "{note}");
+    // The messages go out in two batches: a poll between them may scale to 2 first.
+    assert!(
+        note.contains("scaled upload workers up from 1 to "),
+        "{note}"
+    );
     s.wait_pods(&[("uploads", 4)], &default_image()).await;
 
     // Down: the workers take and delete every message; the pool stays for the stabilization
@@ -660,11 +664,14 @@ async fn the_uploads_deployment_follows_the_queue_depth() {
         let elapsed = dropped.elapsed();
         match replicas {
             Some(1) => Ok(elapsed),
-            Some(4) => {
+            // moto's approximate counts can overshoot for a moment while messages move from
+            // visible to in-flight, and the autoscaler follows what SQS reports: any count of
+            // 4 or more is "still scaled up".
+            Some(n) if n >= 4 => {
                 if elapsed >= window / 2 {
                     checked_inside_window.set(true);
                 }
-                Err(format!("still 4 after {elapsed:?}"))
+                Err(format!("still {n} after {elapsed:?}"))
             }
             other => panic!("uploads replicas {other:?} {elapsed:?} after the queue emptied"),
         }
