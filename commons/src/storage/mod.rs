@@ -193,6 +193,26 @@ pub struct FileRecord {
     pub created_at_ms: i64,
 }
 
+/// The page cursor of a file listing: where the next page starts (newest first, ties by id).
+/// One encoding for every store, so a cursor stays valid whatever store answers.
+pub(crate) fn encode_cursor(file: &FileRecord) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}:{}", file.created_at_ms, file.file_id))
+}
+
+/// The (`created_at_ms`, `file_id`) a cursor of [`encode_cursor`] names.
+pub(crate) fn decode_cursor(cursor: &str) -> StoreResult<(i64, String)> {
+    use base64::Engine as _;
+    let bad = || StoreError::Conflict("invalid page cursor".into());
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (ms, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok((ms.parse().map_err(|_| bad())?, id.to_owned()))
+}
+
 /// Result of asking for the right to write one chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {

@@ -64,15 +64,14 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 
 use super::{error_code, poll_until, sdk_error};
 use crate::clock::now_ms;
 use crate::state::UploadState;
 use crate::storage::{
-    AuthStore, ChunkRecord, ClaimOutcome, CommitOutcome, FilePage, FileRecord, MetadataStore,
-    RefreshRecord, RotateOutcome, StoreError, StoreResult, UploadRecord, UserRecord,
+    decode_cursor, encode_cursor, AuthStore, ChunkRecord, ClaimOutcome, CommitOutcome, FilePage,
+    FileRecord, MetadataStore, RefreshRecord, RotateOutcome, StoreError, StoreResult, UploadRecord,
+    UserRecord,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -647,18 +646,6 @@ fn file_from(item: &Item) -> StoreResult<FileRecord> {
 /// Sorts like (created_at_ms, file_id): the time zero-padded to 20 digits.
 fn created_key(created_at_ms: i64, file_id: &str) -> String {
     format!("{:020}#{file_id}", created_at_ms.max(0))
-}
-
-fn encode_cursor(file: &FileRecord) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", file.created_at_ms, file.file_id))
-}
-
-fn decode_cursor(cursor: &str) -> StoreResult<(i64, String)> {
-    let bad = || StoreError::Conflict("invalid page cursor".into());
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let (ms, id) = text.split_once(':').ok_or_else(bad)?;
-    Ok((ms.parse().map_err(|_| bad())?, id.to_owned()))
 }
 
 /// Chunks per chunk-table item (a *group*): an upload of 10,000 chunks is 313 items of at most

@@ -4,15 +4,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use rusqlite::{params, params_from_iter, OptionalExtension, Row, Transaction};
 
 use super::{immediate, Db, Durability};
 use crate::state::UploadState;
 use crate::storage::{
-    ChunkRecord, ClaimOutcome, CommitOutcome, FilePage, FileRecord, MetadataStore, StoreError,
-    StoreResult, UploadRecord,
+    decode_cursor, encode_cursor, ChunkRecord, ClaimOutcome, CommitOutcome, FilePage, FileRecord,
+    MetadataStore, StoreError, StoreResult, UploadRecord,
 };
 
 const SCHEMA_VERSION: i32 = 1;
@@ -192,18 +190,6 @@ fn placeholders(n: usize, first: usize) -> String {
         .map(|i| format!("?{i}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn encode_cursor(file: &FileRecord) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", file.created_at_ms, file.file_id))
-}
-
-fn decode_cursor(cursor: &str) -> StoreResult<(i64, String)> {
-    let bad = || StoreError::Conflict("invalid page cursor".into());
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let (ms, id) = text.split_once(':').ok_or_else(bad)?;
-    Ok((ms.parse().map_err(|_| bad())?, id.to_owned()))
 }
 
 fn lease_ms(lease: Duration) -> i64 {
