@@ -5,29 +5,27 @@
 #   docker build -f docker/operator.Dockerfile -t ghcr.io/lfusys/lfusys-operator:0.1.0 .
 #
 # Build context: the repository root (see /.dockerignore). Needs BuildKit for the cache mounts.
-# No Docker engine runs in our CI, so this file is not built there; see docs/kubernetes.md.
+# No Docker engine runs in our CI, so this file is not built there: scripts/images.sh builds the
+# same image from Debian packages and umoci, and scripts/image-check.py checks that it matches
+# this file (user, paths, entrypoint, environment, ports, labels); see docs/kubernetes.md.
 
 ARG RUST_VERSION=1.95
 
-# --- the binary: static, musl (see docker/services.Dockerfile for what the musl build needs;
-# the operator's TLS is kube's rustls with the ring provider; it trusts the API server through the
-# ServiceAccount's CA, and the AWS SDK (queue depth) through /etc/ssl/certs of distroless) -------
+# --- the binary: the release build for x86_64-unknown-linux-gnu on Debian 12, as
+# scripts/images.sh uses it (glibc, libgcc_s; TLS is kube's rustls with the ring provider; it
+# trusts the API server through the ServiceAccount's CA, the AWS SDK (queue depth) through
+# /etc/ssl/certs) ----------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS build
-ARG TARGET=x86_64-unknown-linux-musl
-RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools \
- && rm -rf /var/lib/apt/lists/* \
- && rustup target add "${TARGET}"
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target "${TARGET}" -p operator --bin lfusys-operator \
+    cargo build --release --locked --bin lfusys-operator \
  && mkdir -p /out \
- && cp "target/${TARGET}/release/lfusys-operator" /out/
+ && objcopy --strip-debug target/release/lfusys-operator /out/lfusys-operator
 
-# --- the image: distroless static, non-root, no shell ----------------------------------------------
-FROM gcr.io/distroless/static-debian12:nonroot
+# --- the image: distroless cc (libc6, libgcc-s1, CA certificates), non-root, no shell ------------
+FROM gcr.io/distroless/cc-debian12:nonroot
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="lfusys-operator" \
       org.opencontainers.image.description="LFUSYS operator: reconciles LfusysCluster resources and autoscales the upload workers" \

@@ -7,7 +7,9 @@
 #
 # Build context: the repository root (see /.dockerignore). Needs BuildKit (the default builder
 # of Docker 23+, and of podman/buildah) for the cache mounts. No Docker engine runs in our CI,
-# so this file is not built there; see docs/kubernetes.md.
+# so this file is not built there: scripts/images.sh builds the same image from Debian packages
+# and umoci, and scripts/image-check.py checks that it matches this file (user, paths,
+# entrypoint, environment, ports, labels); see docs/kubernetes.md.
 
 ARG RUST_VERSION=1.95
 ARG NODE_VERSION=20
@@ -20,35 +22,22 @@ RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
 COPY frontend/ ./
 RUN npm run build
 
-# --- the binaries: static, musl ------------------------------------------------------------------
-# What the static musl build needs, and why it works for this workspace:
-# - the x86_64-unknown-linux-musl target (rustup) and a C compiler for it: musl-tools provides
-#   musl-gcc, which the cc crate picks for *-linux-musl targets. C is compiled by ring (TLS:
-#   rustls and the AWS SDK's HTTP client use the ring provider, never aws-lc-rs or OpenSSL),
-#   libsqlite3-sys (rusqlite "bundled": SQLite from source) and libmimalloc-sys.
-# - musl's own malloc is slow under many threads: every service binary sets mimalloc as its
-#   global allocator, so the musl build keeps glibc-like allocation performance.
-# - no protoc: the gRPC contract is compiled by protox (pure Rust) in commons/build.rs.
-# - Rust's musl targets link statically (crt-static) by default: no libc in the final image.
-# - at run time TLS needs only CA certificates: the AWS SDK's client loads the system store
-#   (rustls-native-certs: /etc/ssl/certs), which distroless/static ships.
+# --- the binaries: the release build for x86_64-unknown-linux-gnu on Debian 12, as
+# scripts/images.sh uses them: glibc and libgcc_s from the base image; C is compiled by ring
+# (TLS: rustls and the AWS SDK's HTTP client use the ring provider, never OpenSSL),
+# libsqlite3-sys (rusqlite "bundled") and libmimalloc-sys, all linked in; no protoc (protox in
+# commons/build.rs). At run time TLS needs only CA certificates (/etc/ssl/certs). ----------------
 FROM rust:${RUST_VERSION}-bookworm AS build
-ARG TARGET=x86_64-unknown-linux-musl
-RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools \
- && rm -rf /var/lib/apt/lists/* \
- && rustup target add "${TARGET}"
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target "${TARGET}" -p gateway -p sessions -p uploads \
+    cargo build --release --locked --bin gateway --bin sessions --bin uploads \
  && mkdir -p /out/bin /out/data \
- && cp "target/${TARGET}/release/gateway" "target/${TARGET}/release/sessions" \
-       "target/${TARGET}/release/uploads" /out/bin/
+ && for b in gateway sessions uploads; do objcopy --strip-debug "target/release/$b" "/out/bin/$b"; done
 
-# --- the image: distroless static, non-root, no shell ----------------------------------------------
-FROM gcr.io/distroless/static-debian12:nonroot
+# --- the image: distroless cc (libc6, libgcc-s1, CA certificates), non-root, no shell ------------
+FROM gcr.io/distroless/cc-debian12:nonroot
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="lfusys" \
       org.opencontainers.image.description="LFUSYS services: gateway, sessions, uploads, and the web app" \

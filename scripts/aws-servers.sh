@@ -15,6 +15,8 @@
 # Everything is idempotent. Settings: LFUSYS_CACHE (default ~/.cache/lfusys),
 # LFUSYS_MOTO_PORT (29990), LFUSYS_S3_PORT (29991): below the ephemeral port range, so
 # no test server picks them.
+# LFUSYS_AWS_HOST (127.0.0.1): the address they listen on (the real-Pod cluster's bridge
+# address, so that Pods reach them);
 # LFUSYS_AWS_SERVERS_DIR (default $LFUSYS_CACHE/aws-servers): pid files, logs and data, so a
 # private instance (other ports, e.g. scripts/test-k8s.sh) runs next to the default one.
 set -euo pipefail
@@ -29,6 +31,7 @@ MINIO_MODULE="github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
 S3S_FS_VERSION="0.14.1"
 MOTO_PORT="${LFUSYS_MOTO_PORT:-29990}"
 S3_PORT="${LFUSYS_S3_PORT:-29991}"
+HOST="${LFUSYS_AWS_HOST:-127.0.0.1}"
 S3_USER="lfusystest"
 S3_PASSWORD="lfusystest-secret-key"
 
@@ -94,25 +97,25 @@ start() {
     serialize=0
     [[ $svc == dynamodb ]] && serialize=1
     if ! alive "$RUN/moto-$svc.pid"; then
-      log "starting moto ($svc) on 127.0.0.1:$port"
+      log "starting moto ($svc) on $HOST:$port"
       # Tests use small chunks: let multipart parts be as small as one byte. Object bytes
       # beyond 256 KiB go to temporary files rather than moto's memory.
       LFUSYS_MOTO_SERIALIZE=$serialize LFUSYS_MOTO_FAST_JSON=1 S3_UPLOAD_PART_MIN_SIZE=1 MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=262144 \
         nohup "$VENV/bin/python" "$ROOT/scripts/moto-server.py" \
-        -H 127.0.0.1 -p "$port" >"$RUN/moto-$svc.log" 2>&1 &
+        -H "$HOST" -p "$port" >"$RUN/moto-$svc.log" 2>&1 &
       echo $! >"$RUN/moto-$svc.pid"
     fi
   done
   if ! alive "$RUN/s3.pid"; then
     rm -rf "$RUN/s3-data"
     mkdir -p "$RUN/s3-data"
-    log "starting $kind on 127.0.0.1:$S3_PORT"
+    log "starting $kind on $HOST:$S3_PORT"
     if [[ $kind == minio ]]; then
       MINIO_ROOT_USER="$S3_USER" MINIO_ROOT_PASSWORD="$S3_PASSWORD" MINIO_BROWSER=off \
-        nohup "$TOOLS/bin/minio" server "$RUN/s3-data" --quiet --address "127.0.0.1:$S3_PORT" \
+        nohup "$TOOLS/bin/minio" server "$RUN/s3-data" --quiet --address "$HOST:$S3_PORT" \
         >"$RUN/s3.log" 2>&1 &
     else
-      nohup "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$S3_PORT" \
+      nohup "$TOOLS/bin/s3s-fs" --host "$HOST" --port "$S3_PORT" \
         --access-key "$S3_USER" --secret-key "$S3_PASSWORD" "$RUN/s3-data" \
         >"$RUN/s3.log" 2>&1 &
     fi
@@ -120,9 +123,9 @@ start() {
     echo "$kind" >"$RUN/s3.kind"
   fi
   for svc in s3 dynamodb sqs; do
-    wait_http "http://127.0.0.1:$(moto_port "$svc")/moto-api/" 60 || { log "moto ($svc) did not start:"; tail -20 "$RUN/moto-$svc.log" >&2; exit 1; }
+    wait_http "http://$HOST:$(moto_port "$svc")/moto-api/" 60 || { log "moto ($svc) did not start:"; tail -20 "$RUN/moto-$svc.log" >&2; exit 1; }
   done
-  wait_http "http://127.0.0.1:$S3_PORT/" 60 || { log "$kind did not start:"; tail -20 "$RUN/s3.log" >&2; exit 1; }
+  wait_http "http://$HOST:$S3_PORT/" 60 || { log "$kind did not start:"; tail -20 "$RUN/s3.log" >&2; exit 1; }
   log "moto on :$MOTO_PORT, $kind on :$S3_PORT"
 }
 
@@ -145,18 +148,18 @@ env_vars() {
   local kind
   kind=$(cat "$RUN/s3.kind" 2>/dev/null || echo minio)
   cat <<EOF
-export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT
-export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$(moto_port s3)
-export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(moto_port dynamodb)
-export AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$(moto_port sqs)
+export AWS_ENDPOINT_URL=http://$HOST:$MOTO_PORT
+export AWS_ENDPOINT_URL_S3=http://$HOST:$(moto_port s3)
+export AWS_ENDPOINT_URL_DYNAMODB=http://$HOST:$(moto_port dynamodb)
+export AWS_ENDPOINT_URL_SQS=http://$HOST:$(moto_port sqs)
 export AWS_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing
 export AWS_EC2_METADATA_DISABLED=true
-export LFUSYS_TEST_MOTO_URL=http://127.0.0.1:$MOTO_PORT
-export LFUSYS_TEST_MOTO_DYNAMODB_URL=http://127.0.0.1:$(moto_port dynamodb)
-export LFUSYS_TEST_MOTO_SQS_URL=http://127.0.0.1:$(moto_port sqs)
-export LFUSYS_TEST_S3_URL=http://127.0.0.1:$S3_PORT
+export LFUSYS_TEST_MOTO_URL=http://$HOST:$MOTO_PORT
+export LFUSYS_TEST_MOTO_DYNAMODB_URL=http://$HOST:$(moto_port dynamodb)
+export LFUSYS_TEST_MOTO_SQS_URL=http://$HOST:$(moto_port sqs)
+export LFUSYS_TEST_S3_URL=http://$HOST:$S3_PORT
 export LFUSYS_TEST_S3_KIND=$kind
 export LFUSYS_TEST_S3_ACCESS_KEY=$S3_USER
 export LFUSYS_TEST_S3_SECRET_KEY=$S3_PASSWORD

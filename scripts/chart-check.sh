@@ -47,6 +47,8 @@ FAILED=0
 STARTED_CLUSTER=0
 # The private cluster: its own state directory and ports.
 export LFUSYS_K8S_DIR="$CACHE/k8s/chart-check"
+# The chart checks need no running Pods: kwok Nodes.
+export LFUSYS_K8S_NODES=kwok
 export LFUSYS_K8S_PORT_BASE="${LFUSYS_CHART_CHECK_PORT_BASE:-29980}"
 export LFUSYS_K8S_SCHEMAS="$LFUSYS_K8S_DIR/schemas"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The web app (frontend/): npm ci, ESLint, tsc, Vitest, the production build, then the end-to-end
-# test in Debian's headless Chromium against a real `lfusys up` (the debug binary; it is built if
-# missing). Installs Debian's chromium when /usr/bin/chromium is missing (CI runs as root).
+# test in Debian's headless Chromium against a real `lfusys up` (the release binary, as the test
+# suite builds it; built if missing). Installs Debian's chromium when /usr/bin/chromium is missing (CI runs as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
@@ -34,9 +34,9 @@ if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM_PATH:-}" ]; then
   apt-get install -y -qq chromium >/dev/null
 fi
 
-if [ ! -x "$CARGO_TARGET_DIR/debug/lfusys" ]; then
+if [ ! -x "$CARGO_TARGET_DIR/release/lfusys" ]; then
   step "building the lfusys binary for the end-to-end test"
-  cargo build --bin lfusys --locked
+  cargo build --release --bin lfusys --locked
 fi
 
 step "web app: end to end in headless Chromium (playwright-core)"

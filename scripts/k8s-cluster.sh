@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane on loopback, as host processes, for the operator's and the
-# chart's tests: etcd, kube-apiserver (RBAC enforced), kube-controller-manager, kube-scheduler,
-# and kwok playing the kubelets of two fake Nodes, so Deployments get ReplicaSets and Pods that
-# are scheduled and turn Running. The binaries come from scripts/k8s-tools.sh (built once from
-# the Go module proxy, cached outside the clone).
+# A real Kubernetes cluster as host processes, for the operator's, the chart's and the deployed
+# system's tests: etcd, kube-apiserver (RBAC enforced), kube-controller-manager, kube-scheduler,
+# and its Nodes, one of two kinds (LFUSYS_K8S_NODES):
+#   real (default)  one real Node (scripts/k8s-node.sh): containerd + runc running the project's
+#                   images (scripts/images.sh), kubelet, kube-proxy, CoreDNS, CNI bridge
+#                   networking on a bridge of our own, and Traefik as the Ingress controller;
+#                   needs root. Pods really run, probes really probe, Services and DNS resolve.
+#   kwok            kwok playing the kubelets of two fake Nodes: Pods are scheduled and turn
+#                   Running without running anything (fast checks of the chart and operator).
+# The binaries come from scripts/k8s-tools.sh (built once from the Go module proxy, cached
+# outside the clone).
 #
 # Usage: scripts/k8s-cluster.sh start|stop|status|env|schemas
 #   start   builds missing tools, starts what is not running, waits until the API server is
@@ -11,18 +17,22 @@
 #           empty cluster (etcd's data is removed when etcd is not running).
 #   stop    stops exactly the processes this script started (pid files); idempotent
 #   status  prints each component's state; exits non-zero unless all run and /readyz is ok
-#   env     prints `export KUBECONFIG=...` and the PATH with the binaries
+#   env     prints `export KUBECONFIG=...`, the PATH with kubectl and helm, and (real Nodes)
+#           LFUSYS_INGRESS_URL, where the Ingress controller listens
 #           (`eval "$(scripts/k8s-cluster.sh env)"`)
 #   schemas writes JSON schemas for kubeconform from the running API server (offline checks)
 # Settings: LFUSYS_CACHE (~/.cache/lfusys); LFUSYS_K8S_DIR (state: pki, kubeconfigs, etcd data,
 # logs/, pid files; default $LFUSYS_CACHE/k8s/run); LFUSYS_K8S_PORT_BASE (29970): API server
-# on +0, etcd client +1, etcd peer +2, controller-manager +3, scheduler +4, kwok +5 — fixed
-# ports below the ephemeral range, so no test's port-0 listener takes them.
+# on +0, etcd client +1, etcd peer +2, controller-manager +3, scheduler +4, kwok +5; real
+# Nodes: kubelet +6, its healthz +7, kube-proxy healthz +8 and metrics +9, the Ingress +10,
+# Traefik's ping +11, CoreDNS health +12 and ready +13 (DNS itself on the bridge's port 53) —
+# fixed ports below the ephemeral range, so no test's port-0 listener takes them.
 #
-# No address outside loopback is ever contacted: the fake Nodes' addresses are 127.0.0.1 (the
-# API server's kubelet calls for logs/exec reach kwok), and Service and Pod IPs (10.96/16,
-# 10.244/16) exist only as data: nothing runs behind them. So charts tested here must not
-# register admission webhooks or APIService backends, which the API server would call.
+# No address outside this machine is ever contacted. kwok Nodes: everything is on loopback (the
+# fake Nodes' addresses are 127.0.0.1, and Service and Pod IPs exist only as data, so charts
+# tested there must not register webhooks or APIService backends). Real Nodes: the API server
+# listens on the bridge's address ($LFUSYS_K8S_NODE_IP, 10.244.0.1), which Pods reach; Pods
+# live on that bridge's /24 and Services in 10.96/16, all of it made by this script.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -41,11 +51,36 @@ SCHED_PORT=$((PORT_BASE + 4))
 KWOK_PORT=$((PORT_BASE + 5))
 SERVICE_CIDR="10.96.0.0/16"
 POD_CIDR="10.244.0.0/16"
+NODES_MODE="${LFUSYS_K8S_NODES:-real}"
 NODES=(kwok-node-0 kwok-node-1)
 # Started in this order, stopped in the reverse one.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+case $NODES_MODE in
+  kwok)
+    API_HOST=127.0.0.1
+    COMPONENTS=("${CONTROL_PLANE[@]}" kwok)
+    ;;
+  real)
+    # shellcheck source=scripts/k8s-node.sh
+    source "$HERE/k8s-node.sh"
+    API_HOST=$NODE_IP
+    COMPONENTS=("${CONTROL_PLANE[@]}" containerd kubelet kube-proxy coredns traefik)
+    ;;
+  *)
+    echo "LFUSYS_K8S_NODES must be real or kwok, not '$NODES_MODE'" >&2
+    exit 2
+    ;;
+esac
 
 log() { printf '[k8s-cluster] %s\n' "$*" >&2; }
+
+# The binary of a component: Debian's containerd, the others built by k8s-tools.sh.
+bin_of() {
+  case $1 in
+    containerd) command -v containerd || echo /usr/bin/containerd ;;
+    *) echo "$BIN/$1" ;;
+  esac
+}
 
 # A pid file's process is alive and is still the binary we started (not a recycled pid).
 alive() {
@@ -53,7 +88,7 @@ alive() {
   [[ -f "$RUN/$name.pid" ]] || return 1
   pid=$(cat "$RUN/$name.pid")
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$BIN/$name"
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$(bin_of "$name")"
 }
 
 ports_of() {
@@ -63,10 +98,20 @@ ports_of() {
     kube-controller-manager) echo "$KCM_PORT" ;;
     kube-scheduler) echo "$SCHED_PORT" ;;
     kwok) echo "$KWOK_PORT" ;;
+    kubelet) echo "$KUBELET_PORT $KUBELET_HEALTHZ_PORT" ;;
+    kube-proxy) echo "$PROXY_HEALTHZ_PORT $PROXY_METRICS_PORT" ;;
+    traefik) echo "$INGRESS_PORT $TRAEFIK_PING_PORT" ;;
+    coredns) echo "$COREDNS_HEALTH_PORT $COREDNS_READY_PORT" ;;
   esac
 }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# A port is taken on loopback, or on the API server's address when this machine has it (never
+# probed otherwise: without our bridge that address would be routed off the machine).
+port_busy() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+  [[ $API_HOST != 127.0.0.1 ]] && ip -o addr show | grep -qF " $API_HOST/" &&
+    (exec 3<>"/dev/tcp/$API_HOST/$1") 2>/dev/null
+}
 
 # The process we just launched still runs. Not `alive`: right after the fork its command line
 # is still the forking shell's until exec, and under load that window is long enough to be seen.
@@ -119,7 +164,7 @@ kind: Config
 clusters:
 - name: lfusys-test
   cluster:
-    server: https://127.0.0.1:$API_PORT
+    server: https://$API_HOST:$API_PORT
     certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
 users:
 - name: $user
@@ -135,7 +180,9 @@ EOF
 
 # Made once per state directory; kept across stop/start (certificates last ten years).
 make_pki() {
-  [[ -f "$RUN/admin.kubeconfig" && -f "$PKI/front-proxy-client.crt" ]] && return
+  # The API server's address is in every kubeconfig: a change of Node kind makes them anew.
+  [[ -f "$RUN/admin.kubeconfig" && -f "$PKI/kubelet.crt" ]] &&
+    grep -q "server: https://$API_HOST:$API_PORT\$" "$RUN/admin.kubeconfig" && return
   log "generating the CA, certificates and kubeconfigs in $PKI"
   rm -rf "$PKI"
   mkdir -p "$PKI"
@@ -146,7 +193,7 @@ make_pki() {
   # The API server's serving certificate: every name a client (host process or, in name only,
   # a Pod through the `kubernetes` Service) uses for it.
   sign apiserver "/CN=kube-apiserver" serverAuth \
-    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
+    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1,IP:${LFUSYS_K8S_NODE_IP:-10.244.0.1}"
   # Clients: admin is cluster-admin through its group; the controller-manager and scheduler get
   # the identities whose bootstrap RBAC roles the API server creates, so RBAC applies to them.
   sign admin "/O=system:masters/CN=lfusys-admin" clientAuth
@@ -158,12 +205,24 @@ make_pki() {
   sign front-proxy-client "/CN=front-proxy-client" clientAuth
   # kwok's kubelet endpoint (logs/exec/port-forward that the API server proxies).
   sign kwok "/CN=kwok" serverAuth "DNS:localhost,IP:127.0.0.1"
+  # The real Node: kubelet's client identity (the Node authorizer and NodeRestriction apply)
+  # and serving certificate, kube-proxy (bound to system:node-proxier by the bootstrap RBAC),
+  # CoreDNS (bound to lfusys:coredns by k8s-node.sh).
+  local node_ip=${LFUSYS_K8S_NODE_IP:-10.244.0.1}
+  sign kubelet-client "/O=system:nodes/CN=system:node:lfusys-node" clientAuth
+  sign kubelet "/CN=lfusys-node" serverAuth "DNS:lfusys-node,IP:$node_ip"
+  sign kube-proxy "/CN=system:kube-proxy" clientAuth
+  sign coredns "/CN=lfusys:coredns" clientAuth
   # Service account tokens: the API server verifies with the public key, the
   # controller-manager signs with the private one.
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   kubeconfig controller-manager system:kube-controller-manager
   kubeconfig scheduler system:kube-scheduler
+  kubeconfig kubelet-client system:node:lfusys-node
+  mv "$RUN/kubelet-client.kubeconfig" "$RUN/kubelet.kubeconfig"
+  kubeconfig kube-proxy system:kube-proxy
+  kubeconfig coredns lfusys:coredns
   kubeconfig admin lfusys-admin # last: its presence marks the PKI as complete
   umask 022
 }
@@ -173,13 +232,13 @@ launch() {
   local name=$1
   shift
   log "starting $name"
-  nohup "$BIN/$name" "$@" >"$LOGS/$name.log" 2>&1 &
+  nohup "$(bin_of "$name")" "$@" >"$LOGS/$name.log" 2>&1 &
   echo $! >"$RUN/$name.pid"
 }
 
 api_ready() {
   curl -sf --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
-    "https://127.0.0.1:$API_PORT/readyz" | grep -qx ok
+    "https://$API_HOST:$API_PORT/readyz" | grep -qx ok
 }
 
 start_etcd() {
@@ -198,15 +257,18 @@ start_etcd() {
 start_apiserver() {
   alive kube-apiserver && return
   mkdir -p "$RUN/kube-apiserver"
-  # --advertise-address=127.0.0.1 with --endpoint-reconciler-type=none: the `kubernetes`
-  # Service gets no (loopback, hence invalid) Endpoints; every client here is a host process
-  # using the kubeconfig. Node,RBAC: the chart's RBAC is really enforced. Admission plugins are
-  # the defaults (NamespaceLifecycle, ServiceAccount, PodSecurity, ResourceQuota, ...) plus
-  # NodeRestriction, as kubeadm sets them.
+  # Real Nodes: it listens on and advertises the bridge's address, so the `kubernetes` Service
+  # leads Pods (the operator's, in-cluster) to it. kwok: 127.0.0.1 with no endpoint reconciler
+  # (loopback Endpoints are invalid); every client is then a host process using the kubeconfig.
+  # Node,RBAC: the chart's RBAC is really enforced. Admission plugins are the defaults
+  # (NamespaceLifecycle, ServiceAccount, PodSecurity, ResourceQuota, ...) plus NodeRestriction,
+  # as kubeadm sets them.
+  local endpoints=()
+  [[ $NODES_MODE == kwok ]] && endpoints=(--endpoint-reconciler-type none)
   launch kube-apiserver \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --secure-port "$API_PORT" \
-    --advertise-address 127.0.0.1 --endpoint-reconciler-type none \
+    --bind-address "$API_HOST" --secure-port "$API_PORT" \
+    --advertise-address "$API_HOST" "${endpoints[@]}" \
     --cert-dir "$RUN/kube-apiserver" \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
     --client-ca-file "$PKI/ca.crt" \
@@ -328,34 +390,49 @@ start() {
     done
   done
   t0=$(date +%s)
+  [[ $NODES_MODE == real ]] && start_node_network
   start_etcd
   start_apiserver
   start_controller_manager
   start_scheduler
-  start_kwok
-  create_nodes
+  if [[ $NODES_MODE == kwok ]]; then
+    start_kwok
+    create_nodes
+  else
+    start_node
+  fi
   wait_for kube-controller-manager 60 default_sa_exists
-  wait_for kwok 30 nodes_ready
+  [[ $NODES_MODE == kwok ]] && wait_for kwok 30 nodes_ready
   for name in kube-controller-manager kube-scheduler; do
     running "$name" || { log "$name exited:"; tail -25 "$LOGS/$name.log" >&2; exit 1; }
   done
   trap - EXIT
-  log "cluster ready in $(($(date +%s) - t0)) s: https://127.0.0.1:$API_PORT (state in $RUN)"
+  log "cluster ready in $(($(date +%s) - t0)) s: https://$API_HOST:$API_PORT (state in $RUN)"
+  [[ $NODES_MODE == real ]] && log "Ingress: http://127.0.0.1:$INGRESS_PORT"
+  return 0
+}
+
+# Stops one component (TERM, then KILL after 10 s) if it is the process we started.
+stop_component() {
+  local name=$1 pid j
+  if alive "$name"; then
+    pid=$(cat "$RUN/$name.pid")
+    kill "$pid" 2>/dev/null || true
+    for ((j = 0; j < 100; j++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    log "stopped $name ($pid)"
+  fi
+  rm -f "$RUN/$name.pid"
 }
 
 stop() {
-  local i name pid j
-  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-    name=${COMPONENTS[$i]}
-    if alive "$name"; then
-      pid=$(cat "$RUN/$name.pid")
-      kill "$pid" 2>/dev/null || true
-      for ((j = 0; j < 100; j++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      log "stopped $name ($pid)"
-    fi
-    rm -f "$RUN/$name.pid"
+  local i
+  [[ $NODES_MODE == real ]] && stop_node
+  for ((i = ${#CONTROL_PLANE[@]} - 1; i >= 0; i--)); do
+    stop_component "${CONTROL_PLANE[$i]}"
   done
+  [[ $NODES_MODE == kwok ]] && stop_component kwok
+  return 0
 }
 
 status() {
@@ -369,7 +446,7 @@ status() {
     fi
   done
   if [[ -f $PKI/admin.crt ]] && api_ready; then
-    echo "readyz: ok (https://127.0.0.1:$API_PORT)"
+    echo "readyz: ok (https://$API_HOST:$API_PORT)"
   else
     echo "readyz: not ready"
     ok=1
@@ -474,8 +551,15 @@ env_vars() {
 export KUBECONFIG=$RUN/admin.kubeconfig
 export PATH=$BIN:\$PATH
 export LFUSYS_K8S_BIN=$BIN
-export LFUSYS_K8S_API=https://127.0.0.1:$API_PORT
+export LFUSYS_K8S_API=https://$API_HOST:$API_PORT
 EOF
+  if [[ $NODES_MODE == real ]]; then
+    cat <<EOF
+export LFUSYS_INGRESS_URL=http://127.0.0.1:$INGRESS_PORT
+export LFUSYS_K8S_NODE_IP=$NODE_IP
+export CONTAINERD_ADDRESS=$CTRD_SOCK
+EOF
+  fi
 }
 
 case "${1:-}" in

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs, once, the binaries of a real Kubernetes control plane and its client tools, built
 # from the Go module proxy (no Docker, no download sites here), into a cache outside the clone:
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes)
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+#   kubelet, kube-proxy (the real Nodes of the cluster)               (k8s.io/kubernetes)
 #   etcd        (go.etcd.io/etcd/server/v3, its main package)
 #   kwok        (sigs.k8s.io/kwok/cmd/kwok: plays the kubelets of fake Nodes)
 #   helm        (helm.sh/helm/v3/cmd/helm)
 #   kubeconform (github.com/yannh/kubeconform/cmd/kubeconform: offline schema checks)
+#   coredns     (github.com/coredns/coredns: the cluster's DNS)
+#   traefik     (github.com/traefik/traefik/v3/cmd/traefik: the Ingress controller)
 # plus kwok's default Stage definitions (share/kwok-stages.yaml), which make Pods go Running.
 #
 # Usage: scripts/k8s-tools.sh [--print-bin]
@@ -24,6 +27,10 @@ ETCD_VERSION="v3.7.3"
 KWOK_VERSION="v0.8.0"
 HELM_VERSION="v3.22.0"
 KUBECONFORM_VERSION="v0.8.0"
+COREDNS_VERSION="v1.15.0"
+# v3.6: the newest v3 line whose go.mod needs no module that exists only inside traefik's own
+# repository (v3.7 replaces github.com/traefik/traefik/dynamic/ext with a local path).
+TRAEFIK_VERSION="v3.6.12"
 
 CACHE="${LFUSYS_CACHE:-$HOME/.cache/lfusys}"
 K8S_CACHE="$CACHE/k8s"
@@ -82,12 +89,16 @@ build() {
   TOOL_START=$(date +%s)
 }
 
+# The commands built from k8s.io/kubernetes. Each must be a `tool` of the wrapper module, or its
+# go.sum lacks what only it imports (kubelet: k8s.io/cri-streaming, ...).
+K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+
 # --- k8s.io/kubernetes ------------------------------------------------------------------------
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging
 # paths, which a dependency's go.mod cannot do for us. A wrapper module that requires it and
 # replaces each staging module with its published v0.X.Y makes it buildable from the proxy.
 k8s_wrapper() {
-  local dir="$SRC/kubernetes-$K8S_VERSION" staging="v0${K8S_VERSION#v1}"
+  local dir="$SRC/kubernetes-$K8S_VERSION-nodes" staging="v0${K8S_VERSION#v1}"
   if [[ -f "$dir/go.sum" ]]; then
     echo "$dir"
     return
@@ -111,7 +122,7 @@ k8s_wrapper() {
     echo ")"
     echo
     echo "tool ("
-    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for c in "${K8S_COMMANDS[@]}"; do
       printf '\tk8s.io/kubernetes/cmd/%s\n' "$c"
     done
     echo ")"
@@ -141,7 +152,7 @@ k8s_ldflags() {
 
 install_kubernetes() {
   local c dir=""
-  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for c in "${K8S_COMMANDS[@]}"; do
     if have "$c" "$K8S_VERSION"; then
       link "$c" "$K8S_VERSION"
       continue
@@ -203,6 +214,52 @@ go_install() {
     rm -rf "$tmp"
 }
 
+# A module whose go.mod has replace directives (which `go install pkg@version` refuses): a
+# wrapper module requires it and repeats its replacements (all of them module@version ones).
+wrapper_install() {
+  local name=$1 version=$2 module=$3 pkg=$4 ldflags=${5:-}
+  local dir="$SRC/$name-$version" gomod
+  if [[ ! -f "$dir/go.sum" ]]; then
+    mkdir -p "$dir"
+    gomod=$(cd "$SRC" && go mod download -json "$module@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    {
+      echo "module lfusys.local/$name-tools"
+      echo
+      sed -n 's/^go \([0-9.]*\)$/go \1/p' "$gomod"
+      echo
+      echo "require $module $version"
+      echo
+      # Single-line and block replace directives, kept as they are.
+      awk '/^replace \(/{b=1; print; next} b{print; if ($0 ~ /^\)/) b=0; next} /^replace /{print}' "$gomod"
+      echo
+      echo "tool $pkg"
+    } >"$dir/go.mod"
+    (cd "$dir" && go mod tidy) >"$LOGS/$name-wrapper-$version.log" 2>&1 || {
+      log "FAILED: go mod tidy of the $name wrapper; see $LOGS/$name-wrapper-$version.log"
+      tail -30 "$LOGS/$name-wrapper-$version.log" >&2
+      rm -f "$dir/go.sum"
+      exit 1
+    }
+  fi
+  (cd "$dir" && go build -trimpath -ldflags="-s -w $ldflags" -o "$BIN/$name-$version" "$pkg")
+}
+
+install_coredns() {
+  if ! have coredns "$COREDNS_VERSION"; then
+    build coredns "$COREDNS_VERSION" go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns
+  fi
+  link coredns "$COREDNS_VERSION"
+}
+
+install_traefik() {
+  if ! have traefik "$TRAEFIK_VERSION"; then
+    build traefik "$TRAEFIK_VERSION" wrapper_install traefik "$TRAEFIK_VERSION" \
+      github.com/traefik/traefik/v3 github.com/traefik/traefik/v3/cmd/traefik \
+      "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
+  fi
+  link traefik "$TRAEFIK_VERSION"
+}
+
 install_kwok() {
   if ! have kwok "$KWOK_VERSION"; then
     build kwok "$KWOK_VERSION" go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
@@ -255,6 +312,8 @@ install_etcd
 install_kwok
 install_helm
 install_kubernetes
+install_coredns
+install_traefik
 # The build cache (about 5 GB after the kubernetes builds) only speeds up a rebuild of the same
 # versions, which never happens (the binaries are kept): drop it unless asked to keep it.
 if [[ -d $GOCACHE && ${LFUSYS_K8S_KEEP_GOCACHE:-0} != 1 ]]; then

@@ -15,8 +15,8 @@ step "AWS backends: moto (S3, DynamoDB, SQS) and MinIO on loopback (scripts/aws-
   bash scripts/aws-servers.sh start
   eval "$(bash scripts/aws-servers.sh env)"
   step "system tests again, on the AWS backends"
-  LFUSYS_TEST_BACKEND=aws cargo test -p cli --locked --test system -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
+  LFUSYS_TEST_BACKEND=aws cargo test -p cli --release --locked --test system -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
   step "AWS store component tests and AWS-specific system tests"
-  cargo test -p cli --locked --features aws-tests --test aws_stores --test aws -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
+  cargo test -p cli --release --locked --features aws-tests --test aws_stores --test aws -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
 )
 

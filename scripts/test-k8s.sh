@@ -34,6 +34,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # The private instances: own state directories and ports.
 export LFUSYS_K8S_DIR="$CACHE/k8s/test-k8s"
+# The operator as a host process against kwok Nodes: fast checks of reconciling and scaling.
+export LFUSYS_K8S_NODES=kwok
 export LFUSYS_K8S_PORT_BASE="${LFUSYS_TEST_K8S_PORT_BASE:-29950}"
 export LFUSYS_AWS_SERVERS_DIR="$CACHE/k8s/test-k8s-aws"
 export LFUSYS_MOTO_PORT="${LFUSYS_TEST_K8S_MOTO_PORT:-29960}"
@@ -75,7 +77,7 @@ trap cleanup EXIT
 # Built before anything starts, so the servers do not wait for the compiler.
 if [[ $MODE == test ]]; then
   step "build the end-to-end suite (operator, feature k8s-tests)"
-  cargo test -p operator --locked --features k8s-tests --test e2e --no-run
+  cargo test -p operator --release --locked --features k8s-tests --test e2e --no-run
 else
   step "build the benchmark (release)"
   cargo bench -p operator --locked --features k8s-tests --bench k8s --no-run
@@ -94,7 +96,7 @@ if [[ $MODE == test ]]; then
   step "end-to-end suite (helm install, kubectl, lfusys-operator as the chart's ServiceAccount)"
   # The tests take turns (their operators share the chart's Lease and watch every namespace),
   # whatever the thread count. --nocapture: each test prints its own timeline.
-  cargo test -p operator --locked --features k8s-tests --test e2e -- \
+  cargo test -p operator --release --locked --features k8s-tests --test e2e -- \
     --test-threads="${LFUSYS_TEST_THREADS:-2}" --nocapture "$@"
 else
   step "benchmark: apply → children → Available, queue depth → replicas"

@@ -15,8 +15,10 @@ step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "cargo test (unit, component and system tests)"
+# The release profile: the binaries the system tests run are then the very ones the container
+# images are made of (scripts/images.sh), so the workspace compiles once, not twice.
 # Two test binaries at a time: the system tests start real servers and move real bytes.
-cargo test --workspace --locked -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
+cargo test --workspace --release --locked -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
 
 step "AWS backends: the system tests and AWS-specific tests against moto and MinIO"
 bash scripts/test-aws.sh
@@ -24,8 +26,11 @@ bash scripts/test-aws.sh
 step "Kubernetes: the Helm chart (lint, values schema, render, install on a real control plane)"
 bash scripts/chart-check.sh
 
-step "Kubernetes: the operator end to end (helm install, real control plane, kwok, SQS depth from moto)"
+step "Kubernetes: the operator end to end, fast checks (helm install, real control plane, kwok Nodes, SQS depth from moto)"
 bash scripts/test-k8s.sh
 
 step "web app (frontend/): lint, type-check, unit tests, build, end to end in Chromium"
 bash scripts/frontend.sh
+
+step "Kubernetes: the deployed system on real Pods (images built here, containerd, kubelet, CoreDNS, Traefik; CLI and Chromium through the Ingress)"
+bash scripts/test-k8s-pods.sh

@@ -6,16 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
 
-web_app_stale() {
-  [ -f frontend/dist/index.html ] || return 0
-  [ -n "$(find frontend/src frontend/index.html frontend/package.json frontend/package-lock.json \
-    frontend/vite.config.ts -newer frontend/dist/index.html -print -quit)" ]
-}
-
-if web_app_stale; then
+if bash scripts/web-app.sh stale; then
   if command -v npm >/dev/null 2>&1; then
     echo "Building the web app (frontend/dist)…" >&2
-    (cd frontend && npm ci --no-audit --no-fund && npm run build)
+    bash scripts/web-app.sh build
   else
     echo "npm is not installed: starting without the web app (the API works; install Node.js for the app)" >&2
   fi

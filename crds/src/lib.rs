@@ -344,7 +344,10 @@ pub struct LfusysClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Available`, `Progressing`, `Degraded` and `ScalingActive`.
+    // A map list keyed by `type`, as the API conventions ask of conditions: server-side apply
+    // merges one condition at a time, and two conditions of one type are refused.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uploads: Option<UploadsStatus>,
@@ -477,6 +480,16 @@ mod tests {
         assert_eq!(
             autoscaling["properties"]["targetQueueDepthPerReplica"]["minimum"].as_f64(),
             Some(1.0)
+        );
+        let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+        assert_eq!(
+            conditions["items"]["required"]
+                .as_array()
+                .map(|r| r.contains(&json!("type"))),
+            Some(true)
         );
     }
 

@@ -27,7 +27,7 @@ export const CHROMIUM_ARGS = [
 ];
 
 /** The `lfusys` binary: $LFUSYS_BIN, else $CARGO_TARGET_DIR/<profile>/lfusys. */
-export function lfusysBinary(profile = 'debug') {
+export function lfusysBinary(profile = 'release') {
   if (process.env.LFUSYS_BIN) return process.env.LFUSYS_BIN;
   const target = process.env.CARGO_TARGET_DIR ?? path.join(homedir(), '.cache', 'lfusys', 'target');
   return path.join(target, profile, 'lfusys');

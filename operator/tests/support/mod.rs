@@ -10,6 +10,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod deployed;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write as _;
