@@ -8,7 +8,8 @@
 #     and enforces S3's 5 MiB part minimum; if MinIO cannot be built, s3s-fs 0.14.1 from
 #     crates.io instead.
 #
-# Usage: scripts/aws-servers.sh start|stop|status|env
+# Usage: scripts/aws-servers.sh install|start|stop|status|env
+#   install installs what is missing (moto's venv, MinIO's build) and starts nothing
 #   start   installs what is missing, starts what is not running, waits until both answer
 #   stop    stops the servers this script started
 #   env     prints the environment the tests need (`eval "$(scripts/aws-servers.sh env)"`)
@@ -167,6 +168,10 @@ EOF
 }
 
 case "${1:-}" in
+  install)
+    install_moto
+    log "S3 server: $(install_s3)"
+    ;;
   start) start ;;
   stop) stop ;;
   status)
@@ -176,7 +181,7 @@ case "${1:-}" in
     ;;
   env) env_vars ;;
   *)
-    echo "usage: $0 start|stop|status|env" >&2
+    echo "usage: $0 install|start|stop|status|env" >&2
     exit 2
     ;;
 esac

@@ -8,6 +8,31 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# The Go-built tools (the Kubernetes binaries, CoreDNS, Traefik, MinIO) and moto install in the
+# background while Rust compiles: on 2 cores each build leaves a core idle part of the time
+# (linking, single large crates). Cached, so on a warm machine this ends at once. The steps
+# that need them wait for it.
+CACHE="${LFUSYS_CACHE:-$HOME/.cache/lfusys}"
+mkdir -p "$CACHE"
+step "in the background: the Kubernetes tools and the AWS test servers (log: $CACHE/tools-install.log)"
+# In a session of its own, so that stopping it early (a failed step) stops its go builds too.
+setsid bash -c 'bash scripts/k8s-tools.sh && bash scripts/aws-servers.sh install' \
+  >"$CACHE/tools-install.log" 2>&1 </dev/null &
+TOOLS_PID=$!
+trap 'if [[ -n ${TOOLS_PID:-} ]]; then kill -- "-$TOOLS_PID" 2>/dev/null || true; fi' EXIT
+tools_ready() {
+  if [[ -n ${TOOLS_PID:-} ]]; then
+    step "waiting for the tools installing in the background"
+    if ! wait "$TOOLS_PID"; then
+      echo "installing the tools failed; the end of $CACHE/tools-install.log:" >&2
+      tail -30 "$CACHE/tools-install.log" >&2
+      exit 1
+    fi
+    TOOLS_PID=
+    tail -3 "$CACHE/tools-install.log"
+  fi
+}
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -20,6 +45,7 @@ step "cargo test (unit, component and system tests)"
 # Two test binaries at a time: the system tests start real servers and move real bytes.
 cargo test --workspace --release --locked -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
 
+tools_ready
 step "AWS backends: the system tests and AWS-specific tests against moto and MinIO"
 bash scripts/test-aws.sh
 

@@ -17,7 +17,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use support::deployed::{ApiUser, Deployed, CLUSTER, MIB, READY};
+use support::deployed::{kubectl_ns, ApiUser, Deployed, CLUSTER, MIB, READY};
 use support::eventually;
 
 const JOBS: usize = 40;
@@ -149,7 +149,7 @@ async fn main() {
 }
 
 async fn set_workers(d: &Deployed, min: i32, max: i32) {
-    d.kubectl(&[
+    kubectl_ns(&[
         "patch",
         "lfc",
         CLUSTER,

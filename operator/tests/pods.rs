@@ -24,8 +24,8 @@ use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use support::deployed::{
-    assemblies, need, pod_ready, random_file, received_chunks, scratch, ApiUser, Cli, Deployed,
-    CLUSTER, MIB, NAMESPACE, READY, UPLOAD,
+    assemblies, kubectl_ns, need, pod_ready, random_file, received_chunks, scratch, ApiUser, Cli,
+    Deployed, CLUSTER, MIB, NAMESPACE, READY, UPLOAD,
 };
 use support::{eventually, run, serial, Install};
 
@@ -178,7 +178,7 @@ async fn chromium_signs_in_uploads_and_downloads_through_the_ingress_scenario() 
 async fn uploads_complete_while_worker_pods_go_away_scenario() {
     let _turn = serial().await;
     let d = Deployed::get().await;
-    d.kubectl(&[
+    kubectl_ns(&[
         "patch",
         "lfc",
         CLUSTER,
@@ -209,7 +209,7 @@ async fn uploads_complete_while_worker_pods_go_away_scenario() {
         .name
         .clone()
         .unwrap();
-    d.kubectl(&["delete", "pod", &victim, "--wait=false"]);
+    kubectl_ns(&["delete", "pod", &victim, "--wait=false"]);
     d.note(
         "disruption",
         format!("deleted worker Pod {victim} mid-upload"),
@@ -297,7 +297,7 @@ async fn uploads_complete_while_worker_pods_go_away_scenario() {
     })
     .await;
     let rolled = need("LFUSYS_TEST_ROLLED_TAG");
-    d.kubectl(&[
+    kubectl_ns(&[
         "patch",
         "lfc",
         CLUSTER,
@@ -363,7 +363,7 @@ async fn a_killed_operator_pod_is_replaced_and_leads_again_scenario() {
             .unwrap()
     };
     let gateway_replicas = |n: i32| {
-        d.kubectl(&[
+        kubectl_ns(&[
             "patch",
             "lfc",
             CLUSTER,
@@ -453,7 +453,7 @@ async fn a_killed_operator_pod_is_replaced_and_leads_again_scenario() {
     d.note("operator", "the restarted operator reconciled a spec edit");
 
     // 2. The Pod deleted: the Deployment's new Pod takes the Lease over.
-    d.kubectl(&[
+    kubectl_ns(&[
         "-n",
         &install.namespace,
         "delete",
@@ -484,7 +484,7 @@ async fn workers_scale_with_real_assembly_jobs_scenario() {
     const JOBS: usize = 80;
     let _turn = serial().await;
     let d = Deployed::get().await;
-    d.kubectl(&[
+    kubectl_ns(&[
         "patch",
         "lfc",
         CLUSTER,

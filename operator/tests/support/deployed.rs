@@ -64,12 +64,6 @@ impl Deployed {
         );
     }
 
-    pub fn kubectl(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", NAMESPACE];
-        all.extend_from_slice(args);
-        kubectl(&all)
-    }
-
     pub async fn cluster(&self) -> crds::LfusysCluster {
         Api::<crds::LfusysCluster>::namespaced(self.client.clone(), NAMESPACE)
             .get(CLUSTER)
@@ -118,6 +112,13 @@ impl Deployed {
         })
         .await;
     }
+}
+
+/// `kubectl -n {NAMESPACE} args`, which must succeed; its stdout.
+pub fn kubectl_ns(args: &[&str]) -> String {
+    let mut all = vec!["-n", NAMESPACE];
+    all.extend_from_slice(args);
+    kubectl(&all)
 }
 
 pub fn pod_ready(p: &Pod) -> bool {
