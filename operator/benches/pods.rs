@@ -17,7 +17,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use support::deployed::{kubectl_ns, ApiUser, Deployed, CLUSTER, MIB, READY};
+use support::deployed::{patch_cluster, ApiUser, Deployed, MIB, READY};
 use support::eventually;
 
 const JOBS: usize = 40;
@@ -57,22 +57,8 @@ async fn main() {
         let data: Vec<Vec<u8>> = (0..JOBS)
             .map(|i| vec![(round * JOBS + i) as u8; MIB])
             .collect();
-        let mut created = Vec::new();
-        for (i, bytes) in data.iter().enumerate() {
-            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
-            created.push(
-                user.create(&format!("b{round}-{i}"), bytes.len(), Some(&sha))
-                    .await,
-            );
-        }
-        let statuses = futures::future::join_all(
-            created
-                .iter()
-                .zip(data)
-                .map(|(c, bytes)| user.put_chunk(c, 0, bytes, &d.ingress)),
-        )
-        .await;
-        assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+        user.complete_at_once(&format!("b{round}"), data, &d.ingress)
+            .await;
         let queued = Instant::now();
         eventually("desired replicas > 1", READY, || async {
             match d.cluster().await.status.and_then(|s| s.uploads) {
@@ -149,17 +135,9 @@ async fn main() {
 }
 
 async fn set_workers(d: &Deployed, min: i32, max: i32) {
-    kubectl_ns(&[
-        "patch",
-        "lfc",
-        CLUSTER,
-        "--type",
-        "merge",
-        "-p",
-        &format!(
-            r#"{{"spec":{{"uploads":{{"autoscaling":{{"minReplicas":{min},"maxReplicas":{max}}}}}}}}}"#
-        ),
-    ]);
+    patch_cluster(&serde_json::json!({
+        "uploads": {"autoscaling": {"minReplicas": min, "maxReplicas": max}}
+    }));
     eventually(
         "the workers at their minimum",
         Duration::from_secs(300),

@@ -22,12 +22,11 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use support::deployed::{
-    assemblies, kubectl_ns, need, pod_ready, random_file, received_chunks, scratch, ApiUser, Cli,
-    Deployed, CLUSTER, MIB, NAMESPACE, READY, UPLOAD,
+    assemblies, kubectl_ns, need, patch_cluster, pod_ready, random_file, scratch, wait_chunks,
+    ApiUser, Cli, Deployed, CLUSTER, MIB, NAMESPACE, READY,
 };
-use support::{eventually, run, serial, Install};
+use support::{eventually, kubectl, run, serial, Install};
 
 // --- one runtime for all tests -----------------------------------------------------------------
 // The deployed cluster and its API client are made once per process; a client lives on the
@@ -178,15 +177,7 @@ async fn chromium_signs_in_uploads_and_downloads_through_the_ingress_scenario() 
 async fn uploads_complete_while_worker_pods_go_away_scenario() {
     let _turn = serial().await;
     let d = Deployed::get().await;
-    kubectl_ns(&[
-        "patch",
-        "lfc",
-        CLUSTER,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"uploads":{"autoscaling":{"minReplicas":2}}}}"#,
-    ]);
+    patch_cluster(&json!({"uploads":{"autoscaling":{"minReplicas":2}}}));
     d.wait_rolled_out("two workers", READY).await;
     let dir = scratch();
     let cli = Cli::signup(&d.ingress, "disruption");
@@ -195,15 +186,7 @@ async fn uploads_complete_while_worker_pods_go_away_scenario() {
     let file = dir.join("deleted-pod.bin");
     let sha = random_file(&file, 400 * MIB, 3);
     let upload = cli.spawn_upload(&file);
-    eventually("chunks arriving", UPLOAD, || async {
-        let n = received_chunks(&cli).await;
-        if n >= 3 {
-            Ok(())
-        } else {
-            Err(format!("{n} chunks"))
-        }
-    })
-    .await;
+    wait_chunks(&cli, 3).await;
     let victim = d.ready_pods("uploads").await[0]
         .metadata
         .name
@@ -287,25 +270,9 @@ async fn uploads_complete_while_worker_pods_go_away_scenario() {
     let file = dir.join("rolling.bin");
     let sha = random_file(&file, 400 * MIB, 4);
     let upload = cli.spawn_upload(&file);
-    eventually("chunks arriving", UPLOAD, || async {
-        let n = received_chunks(&cli).await;
-        if n >= 3 {
-            Ok(())
-        } else {
-            Err(format!("{n} chunks"))
-        }
-    })
-    .await;
+    wait_chunks(&cli, 3).await;
     let rolled = need("LFUSYS_TEST_ROLLED_TAG");
-    kubectl_ns(&[
-        "patch",
-        "lfc",
-        CLUSTER,
-        "--type",
-        "merge",
-        "-p",
-        &json!({"spec": {"image": {"tag": rolled}}}).to_string(),
-    ]);
+    patch_cluster(&json!({"image": {"tag": rolled}}));
     d.note("disruption", format!("rolling update to tag {rolled}"));
     let report = Cli::finish_upload(upload);
     assert_eq!(report["sha256"], sha.as_str());
@@ -363,15 +330,7 @@ async fn a_killed_operator_pod_is_replaced_and_leads_again_scenario() {
             .unwrap()
     };
     let gateway_replicas = |n: i32| {
-        kubectl_ns(&[
-            "patch",
-            "lfc",
-            CLUSTER,
-            "--type",
-            "merge",
-            "-p",
-            &json!({"spec": {"gateway": {"replicas": n}}}).to_string(),
-        ]);
+        patch_cluster(&json!({"gateway": {"replicas": n}}));
         async move {
             eventually("the leader scales the gateway", READY, || async {
                 let replicas = d.deployment("gateway").await.spec.and_then(|s| s.replicas);
@@ -453,7 +412,7 @@ async fn a_killed_operator_pod_is_replaced_and_leads_again_scenario() {
     d.note("operator", "the restarted operator reconciled a spec edit");
 
     // 2. The Pod deleted: the Deployment's new Pod takes the Lease over.
-    kubectl_ns(&[
+    kubectl(&[
         "-n",
         &install.namespace,
         "delete",
@@ -484,15 +443,7 @@ async fn workers_scale_with_real_assembly_jobs_scenario() {
     const JOBS: usize = 80;
     let _turn = serial().await;
     let d = Deployed::get().await;
-    kubectl_ns(&[
-        "patch",
-        "lfc",
-        CLUSTER,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"uploads":{"autoscaling":{"minReplicas":1}}}}"#,
-    ]);
+    patch_cluster(&json!({"uploads":{"autoscaling":{"minReplicas":1}}}));
     eventually("the workers down to one", READY, || async {
         let n = d.ready_pods("uploads").await.len();
         let want = d.deployment("uploads").await.spec.and_then(|s| s.replicas);
@@ -528,23 +479,7 @@ async fn workers_scale_with_real_assembly_jobs_scenario() {
             v
         })
         .collect();
-    let mut created = Vec::new();
-    for (i, bytes) in data.iter().enumerate() {
-        let sha = hex::encode(Sha256::digest(bytes));
-        let c = user
-            .create(&format!("job-{i}.bin"), bytes.len(), Some(&sha))
-            .await;
-        assert_eq!(c["total_chunks"], 1, "{c}");
-        created.push(c);
-    }
-    let statuses = futures::future::join_all(
-        created
-            .iter()
-            .zip(data)
-            .map(|(c, bytes)| user.put_chunk(c, 0, bytes, &d.ingress)),
-    )
-    .await;
-    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let created = user.complete_at_once("job", data, &d.ingress).await;
     d.note(
         "autoscale",
         format!("{JOBS} uploads complete: their jobs are queued"),

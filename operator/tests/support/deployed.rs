@@ -121,6 +121,19 @@ pub fn kubectl_ns(args: &[&str]) -> String {
     kubectl(&all)
 }
 
+/// `kubectl patch lfc {CLUSTER} --type merge` with `{"spec": spec}`.
+pub fn patch_cluster(spec: &Value) {
+    kubectl_ns(&[
+        "patch",
+        "lfc",
+        CLUSTER,
+        "--type",
+        "merge",
+        "-p",
+        &json!({ "spec": spec }).to_string(),
+    ]);
+}
+
 pub fn pod_ready(p: &Pod) -> bool {
     let status = p.status.as_ref();
     status.and_then(|s| s.phase.as_deref()) == Some("Running")
@@ -346,6 +359,19 @@ impl Cli {
     }
 }
 
+/// Waits until the user's unfinished upload has at least `n` chunks on the server.
+pub async fn wait_chunks(cli: &Cli, n: usize) {
+    eventually("chunks arriving", UPLOAD, || async {
+        let have = received_chunks(cli).await;
+        if have >= n {
+            Ok(())
+        } else {
+            Err(format!("{have} chunks"))
+        }
+    })
+    .await;
+}
+
 fn unique_email(user: &str) -> String {
     format!(
         "{user}-{}-{}@example.com",
@@ -517,6 +543,37 @@ impl ApiUser {
             .unwrap()
             .status()
             .as_u16()
+    }
+}
+
+impl ApiUser {
+    /// One-chunk uploads of `files` (their SHA-256 declared), all created first, then every
+    /// chunk sent at once through `origin`: their assembly jobs land together. The created
+    /// uploads, in order.
+    pub async fn complete_at_once(
+        &self,
+        prefix: &str,
+        files: Vec<Vec<u8>>,
+        origin: &str,
+    ) -> Vec<Value> {
+        let mut created = Vec::new();
+        for (i, bytes) in files.iter().enumerate() {
+            let sha = hex::encode(Sha256::digest(bytes));
+            let c = self
+                .create(&format!("{prefix}-{i}.bin"), bytes.len(), Some(&sha))
+                .await;
+            assert_eq!(c["total_chunks"], 1, "{c}");
+            created.push(c);
+        }
+        let statuses = futures::future::join_all(
+            created
+                .iter()
+                .zip(files)
+                .map(|(c, bytes)| self.put_chunk(c, 0, bytes, origin)),
+        )
+        .await;
+        assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+        created
     }
 }
 
