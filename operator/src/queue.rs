@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::config::{Credentials, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
-use commons::storage::aws::{load_sdk_config, sqs::fifo_name, FALLBACK_REGION};
+use commons::storage::aws::{load_sdk_config, load_sdk_config_in, sqs::fifo_name, FALLBACK_REGION};
 use tokio::sync::Mutex;
 
 /// Static credentials taken from the cluster's credentials Secret.
@@ -47,7 +47,12 @@ impl SqsQueueDepth {
         if let Some(c) = clients.get(queue) {
             return c.clone();
         }
-        let sdk = load_sdk_config().await;
+        // A region from the spec: the SDK's region chain (which ends at the instance metadata
+        // service) is not asked.
+        let sdk = match &queue.region {
+            Some(region) => load_sdk_config_in(region).await,
+            None => load_sdk_config().await,
+        };
         let mut config = aws_sdk_sqs::config::Builder::from(&sdk)
             // A poll is repeated on the next interval: fail fast instead of retrying long.
             .retry_config(aws_sdk_sqs::config::retry::RetryConfig::standard().with_max_attempts(2))
@@ -57,9 +62,7 @@ impl SqsQueueDepth {
                     .operation_timeout(Duration::from_secs(10))
                     .build(),
             );
-        if let Some(region) = &queue.region {
-            config = config.region(Region::new(region.clone()));
-        } else if sdk.region().is_none() {
+        if sdk.region().is_none() {
             config = config.region(Region::new(FALLBACK_REGION));
         }
         if let Some(endpoint) = &queue.endpoint {

@@ -109,7 +109,8 @@ pub async fn reconcile(cluster: Arc<LfusysCluster>, ctx: Arc<Context>) -> Result
     // Read the queue and size the worker pool.
     let location = QueueLocation {
         queue_name: spec.storage.sqs.queue_name.clone(),
-        region: spec.storage.sqs.region.clone(),
+        // The services' region (their AWS_REGION), never left to the SDK's region chain.
+        region: Some(crate::build::region(&spec.storage)),
         endpoint: spec.storage.sqs.endpoint.clone(),
         credentials: deps.credentials.clone(),
     };

@@ -53,12 +53,7 @@ pub fn config_data(cluster: &LfusysCluster) -> BTreeMap<String, String> {
         ),
         ("LFUSYS_LOG_FORMAT".to_owned(), "json".to_owned()),
     ]);
-    // The SDK reads one region; the first one the spec names wins (see docs/kubernetes.md).
-    let region = [&s3.region, &dynamodb.region, &sqs.region]
-        .into_iter()
-        .find_map(Option::clone)
-        .unwrap_or_else(|| DEFAULT_REGION.to_owned());
-    data.insert("AWS_REGION".into(), region);
+    data.insert("AWS_REGION".into(), region(&cluster.spec.storage));
     for (var, endpoint) in [
         ("AWS_ENDPOINT_URL_S3", &s3.endpoint),
         ("AWS_ENDPOINT_URL_DYNAMODB", &dynamodb.endpoint),
@@ -69,6 +64,21 @@ pub fn config_data(cluster: &LfusysCluster) -> BTreeMap<String, String> {
         }
     }
     data
+}
+
+/// The one region the services' SDK reads (`AWS_REGION`): the first one the spec names, of
+/// S3, DynamoDB and SQS in that order, else us-east-1 (see docs/kubernetes.md). The operator
+/// reads the queue's depth in the same region.
+#[must_use]
+pub fn region(storage: &StorageSpec) -> String {
+    [
+        &storage.s3.region,
+        &storage.dynamodb.region,
+        &storage.sqs.region,
+    ]
+    .into_iter()
+    .find_map(Option::clone)
+    .unwrap_or_else(|| DEFAULT_REGION.to_owned())
 }
 
 /// `{name}-config`.

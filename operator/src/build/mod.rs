@@ -15,7 +15,7 @@ use crds::LfusysCluster;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-pub use config_map::{config_data, config_map, config_map_name};
+pub use config_map::{config_data, config_map, config_map_name, region};
 pub use deployment::deployment;
 pub use ingress::ingress;
 pub use pdb::pod_disruption_budget;

@@ -520,7 +520,9 @@ impl ApiUser {
     }
 
     /// PUTs chunk `index` of a created upload to `origin` (the Ingress, or a worker's own
-    /// address); the answer's status.
+    /// address); the answer's status. As every client does, a gateway error of the Ingress
+    /// (502/503/504: a worker Pod that just went away is still among its endpoints) is retried
+    /// a few times with backoff; any other answer is returned as it is.
     pub async fn put_chunk(
         &self,
         created: &Value,
@@ -533,16 +535,25 @@ impl ApiUser {
         // A relative upload_url (workers behind the same origin) or an absolute one.
         let path = url.find("/api/").map_or(url, |i| &url[i..]);
         let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&data));
-        self.http
-            .put(format!("{origin}{path}/{index}"))
-            .bearer_auth(created["upload_token"].as_str().unwrap())
-            .header("content-digest", format!("sha-256=:{digest}:"))
-            .body(data)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        let mut status = 0;
+        for attempt in 0..5 {
+            status = self
+                .http
+                .put(format!("{origin}{path}/{index}"))
+                .bearer_auth(created["upload_token"].as_str().unwrap())
+                .header("content-digest", format!("sha-256=:{digest}:"))
+                .body(data.clone())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            if !matches!(status, 502..=504) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        }
+        status
     }
 }
 

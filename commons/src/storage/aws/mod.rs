@@ -44,28 +44,36 @@ pub struct AwsResources {
     pub max_receives: u32,
 }
 
+/// The SDK's standard configuration loader with an HTTP client on rustls + ring.
+fn sdk_loader() -> aws_config::ConfigLoader {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build();
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(timeouts)
+}
+
 /// Loads the SDK's standard configuration (region, endpoints, credentials, retries) with an
 /// HTTP client on rustls + ring.
 pub async fn load_sdk_config() -> SdkConfig {
-    let loader = || {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build();
-        aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http)
-            .timeout_config(timeouts)
-    };
-    let config = loader().load().await;
+    let config = sdk_loader().load().await;
     if config.region().is_some() {
         return config;
     }
-    loader()
-        .region(aws_config::Region::new(FALLBACK_REGION))
+    load_sdk_config_in(FALLBACK_REGION).await
+}
+
+/// The standard configuration in a region the caller knows: the SDK's region chain, whose last
+/// resort is the instance metadata service, is not consulted.
+pub async fn load_sdk_config_in(region: &str) -> SdkConfig {
+    sdk_loader()
+        .region(aws_config::Region::new(region.to_owned()))
         .load()
         .await
 }
