@@ -25,7 +25,6 @@ let page;
 /** Hosts and paths of the chunk PUTs the page sent. */
 const chunkPuts = [];
 
-const row = (name) => page.locator(`[data-testid="upload-row"][data-name="${name}"]`);
 const fileRow = (name) => page.locator(`[data-testid="file-row"][data-name="${name}"]`);
 
 async function shot(name) {

@@ -417,32 +417,19 @@ pub async fn received_chunks(cli: &Cli) -> usize {
     let creds: Value =
         serde_json::from_slice(&std::fs::read(cli.config.path().join("credentials.json")).unwrap())
             .unwrap();
-    let token = creds["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let http = reqwest::Client::new();
-    let list: Value = http
-        .get(format!("{}/api/v1/uploads", cli.server))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap_or_default();
+    let user = ApiUser {
+        http: reqwest::Client::new(),
+        base: cli.server.clone(),
+        token: creds["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let list = user.get("/api/v1/uploads").await;
     let Some(id) = list["items"][0]["upload_id"].as_str() else {
         return 0;
     };
-    let status: Value = http
-        .get(format!("{}/api/v1/uploads/{id}", cli.server))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap_or_default();
+    let status = user.get(&format!("/api/v1/uploads/{id}")).await;
     status["received_chunks"].as_array().map_or(0, Vec::len)
 }
 
