@@ -26,7 +26,7 @@ use support::deployed::{
     assemblies, kubectl_ns, need, patch_cluster, pod_ready, random_file, scratch, wait_chunks,
     ApiUser, Cli, Deployed, CLUSTER, MIB, NAMESPACE, READY,
 };
-use support::{eventually, kubectl, run, serial, Install};
+use support::{container_status, eventually, kubectl, run, serial, Install};
 
 // --- one runtime for all tests -----------------------------------------------------------------
 // The deployed cluster and its API client are made once per process; a client lives on the
@@ -100,13 +100,11 @@ async fn pods_run_the_built_images_hardened_and_the_operator_in_cluster_scenario
         let ready = d.ready_pods(component).await;
         assert!(!ready.is_empty(), "{component}: no Ready Pod");
         for pod in ready {
-            let spec = pod.spec.unwrap();
-            let c = &spec.containers[0];
+            let c = &pod.spec.as_ref().unwrap().containers[0];
             assert_eq!(c.image.as_deref(), Some(image.as_str()));
             let sc = c.security_context.as_ref().unwrap();
             assert_eq!(sc.read_only_root_filesystem, Some(true));
-            let status = pod.status.unwrap();
-            let cs = &status.container_statuses.unwrap()[0];
+            let cs = container_status(&pod);
             assert_eq!(cs.restart_count, 0, "{component}: the container restarted");
             assert!(cs.image_id.starts_with("sha256:") || cs.image_id.contains("@sha256:"));
         }
@@ -348,13 +346,7 @@ async fn a_killed_operator_pod_is_replaced_and_leads_again_scenario() {
     // kubelet restarts the container in the same Pod, which leads again under its Pod name.
     let pod = current().await;
     let name = pod.metadata.name.clone().unwrap();
-    let status = &pod
-        .status
-        .as_ref()
-        .unwrap()
-        .container_statuses
-        .as_ref()
-        .unwrap()[0];
+    let status = container_status(&pod);
     let container = status
         .container_id
         .as_deref()
@@ -387,13 +379,7 @@ async fn a_killed_operator_pod_is_replaced_and_leads_again_scenario() {
         READY,
         || async {
             let p = current().await;
-            let s = &p
-                .status
-                .as_ref()
-                .unwrap()
-                .container_statuses
-                .as_ref()
-                .unwrap()[0];
+            let s = container_status(&p);
             let holder = install.lease_holder(&d.client).await;
             if p.metadata.name.as_deref() == Some(name.as_str())
                 && s.restart_count > restarts
@@ -446,12 +432,9 @@ async fn workers_scale_with_real_assembly_jobs_scenario() {
     patch_cluster(&json!({"uploads":{"autoscaling":{"minReplicas":1}}}));
     eventually("the workers down to one", READY, || async {
         let n = d.ready_pods("uploads").await.len();
-        let want = d.deployment("uploads").await.spec.and_then(|s| s.replicas);
-        let total = d
-            .deployment("uploads")
-            .await
-            .status
-            .and_then(|s| s.replicas);
+        let deployment = d.deployment("uploads").await;
+        let want = deployment.spec.and_then(|s| s.replicas);
+        let total = deployment.status.and_then(|s| s.replicas);
         if n == 1 && want == Some(1) && total == Some(1) {
             Ok(())
         } else {

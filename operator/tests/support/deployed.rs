@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
+pub use super::pod_ready;
 use super::{available, eventually, kubectl, kubectl_apply, note, Install};
 
 pub const NAMESPACE: &str = "lfusys-pods";
@@ -132,14 +133,6 @@ pub fn patch_cluster(spec: &Value) {
         "-p",
         &json!({ "spec": spec }).to_string(),
     ]);
-}
-
-pub fn pod_ready(p: &Pod) -> bool {
-    let status = p.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// `helm install` (the operator's Pod), the storage resources, `kubectl apply` of the cluster,

@@ -24,7 +24,9 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use crds::LfusysCluster;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerStatus, Pod, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -144,6 +146,23 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Running with its Ready condition True (what kwok sets, and a real kubelet after the probe).
+pub fn pod_ready(p: &Pod) -> bool {
+    let status = p.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The status of a Pod's first (here: only) container.
+pub fn container_status(p: &Pod) -> &ContainerStatus {
+    &p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .expect("the Pod reports its containers")[0]
 }
 
 /// A client with the admin kubeconfig (the tests' own view of the cluster).
@@ -764,16 +783,7 @@ impl Namespace {
             .await
             .unwrap();
         for pod in list.items {
-            let status = pod.status.clone().unwrap_or_default();
-            let ready = status
-                .conditions
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            if status.phase.as_deref() == Some("Running")
-                && ready
-                && pod.metadata.deletion_timestamp.is_none()
-            {
+            if pod_ready(&pod) && pod.metadata.deletion_timestamp.is_none() {
                 let component = pod
                     .metadata
                     .labels
