@@ -26,7 +26,7 @@ RUN npm run build
 # scripts/images.sh uses them: glibc and libgcc_s from the base image; C is compiled by ring
 # (TLS: rustls and the AWS SDK's HTTP client use the ring provider, never OpenSSL),
 # libsqlite3-sys (rusqlite "bundled") and libmimalloc-sys, all linked in; no protoc (protox in
-# commons/build.rs). At run time TLS needs only CA certificates (/etc/ssl/certs). ----------------
+# sessions-api/build.rs). At run time TLS needs only CA certificates (/etc/ssl/certs). ----------------
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .

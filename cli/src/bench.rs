@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::client::Api;
 use crate::upload::{self, UploadOptions};
-use commons::units::{format_size, parse_size};
+use lfusys_core::units::{format_size, parse_size};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {

@@ -23,8 +23,8 @@ pub async fn direct_multipart_upload(
     part_size: u64,
     parallel: usize,
 ) -> anyhow::Result<f64> {
-    let sdk = commons::storage::aws::load_sdk_config().await;
-    let client = commons::storage::aws::s3::client(&sdk);
+    let sdk = storage_aws::load_sdk_config().await;
+    let client = storage_aws::s3::client(&sdk);
     let size = std::fs::metadata(source)?.len();
     if part_size == 0 || size == 0 {
         bail!("nothing to upload");

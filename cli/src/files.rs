@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::client::Api;
-use commons::units::format_size;
+use lfusys_core::units::format_size;
 
 pub async fn list(api: &Api, json: bool) -> anyhow::Result<()> {
     let files = api.list_files().await?;

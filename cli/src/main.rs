@@ -234,7 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!(
                         "Uploaded {} ({}) as {} in {:.1}s, {:.1} MB/s{resumed}",
                         report.path,
-                        commons::units::format_size(report.size),
+                        lfusys_core::units::format_size(report.size),
                         report.file_id,
                         report.seconds,
                         report.megabytes_per_second

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use commons::storage::aws::AwsResources;
-use commons::storage::config::{self as storage_config, StorageConfig};
+use storage_aws::AwsResources;
+use stores::{self as storage_config, StorageConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use commons::units::parse_size;
+use lfusys_core::units::parse_size;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpArgs {
@@ -105,7 +105,7 @@ impl UpArgs {
                 },
                 min_chunk_size: self
                     .min_chunk_size
-                    .unwrap_or(commons::storage::aws::s3::MIN_PART_SIZE)
+                    .unwrap_or(storage_aws::s3::MIN_PART_SIZE)
                     .max(1),
             },
         }
@@ -119,7 +119,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    commons::observability::init_tracing();
+    service_kit::observability::init_tracing();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
@@ -199,7 +199,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "AWS backends (S3 bucket {}, DynamoDB tables {}*, SQS queue {}), keys in {}",
             resources.bucket,
             resources.table_prefix,
-            commons::storage::aws::sqs::fifo_name(&resources.queue_name),
+            storage_aws::sqs::fifo_name(&resources.queue_name),
             data_dir.display()
         ),
     };
@@ -216,7 +216,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ("gateway", gateway_task),
     ];
     let failed = tokio::select! {
-        () = commons::observability::shutdown_signal() => None,
+        () = service_kit::observability::shutdown_signal() => None,
         (res, i, _) = futures::future::select_all(tasks.iter_mut().map(|(_, t)| t)) => Some((i, res)),
     };
     stop.cancel();

@@ -240,7 +240,7 @@ async fn send_chunks(
     let file = Arc::new(std::fs::File::open(path)?);
     let queue = Arc::new(Mutex::new(missing));
     let token = Arc::new(tokio::sync::RwLock::new(token));
-    let plan = commons::plan::UploadPlan::new(status.size, status.chunk_size);
+    let plan = lfusys_core::plan::UploadPlan::new(status.size, status.chunk_size);
     let workers = opts.parallelism.clamp(1, 64);
     let mut tasks = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -258,7 +258,8 @@ async fn send_chunks(
                     .context("chunk index out of the plan")?;
                 let offset = plan.offset(index);
                 let data = read_chunk(file.clone(), offset, len).await?;
-                let digest = commons::digest::format_content_digest(&Sha256::digest(&data).into());
+                let digest =
+                    lfusys_core::digest::format_content_digest(&Sha256::digest(&data).into());
                 send_one(
                     api,
                     &upload_id,

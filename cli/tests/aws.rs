@@ -26,7 +26,7 @@ fn aws_server(dir: &std::path::Path, port: u16, extra: &[&str], env: &[(&str, &s
 
 /// A moto S3 client (path-style), for the runtime it is created on.
 async fn s3() -> aws_sdk_s3::Client {
-    commons::storage::aws::s3::client(&aws_support::moto().await)
+    storage_aws::s3::client(&aws_support::moto().await)
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -90,7 +90,7 @@ fn create_upload(client: &Client, name: &str, size: usize) -> serde_json::Value 
 fn put_chunk(created: &serde_json::Value, data: &[u8], index: usize) -> u16 {
     let chunk_size = created["chunk_size"].as_u64().unwrap() as usize;
     let chunk = &data[index * chunk_size..((index + 1) * chunk_size).min(data.len())];
-    let digest = commons::digest::format_content_digest(&Sha256::digest(chunk).into());
+    let digest = lfusys_core::digest::format_content_digest(&Sha256::digest(chunk).into());
     reqwest::blocking::Client::new()
         .put(format!(
             "{}/{index}",
@@ -178,7 +178,7 @@ fn a_real_s3_server_refuses_a_corrupt_chunk() {
         .bearer_auth(created["upload_token"].as_str().unwrap())
         .header(
             "content-digest",
-            commons::digest::format_content_digest(&Sha256::digest(good).into()),
+            lfusys_core::digest::format_content_digest(&Sha256::digest(good).into()),
         )
         .body(corrupt)
         .send()
@@ -419,9 +419,9 @@ fn readiness_names_a_missing_resource_and_recovers() {
     let (bucket, table_prefix, queue_name) = aws_names(&data);
     block_on(async {
         let sdk = aws_support::moto().await;
-        commons::storage::aws::create_resources(
+        storage_aws::create_resources(
             &sdk,
-            &commons::storage::aws::AwsResources {
+            &storage_aws::AwsResources {
                 bucket,
                 table_prefix,
                 queue_name,

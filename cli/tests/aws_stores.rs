@@ -11,12 +11,12 @@ mod metadata {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use commons::state::UploadState;
-    use commons::storage::aws::DynamoMetadataStore;
-    use commons::storage::{
+    use lfusys_core::state::UploadState;
+    use storage::{
         ChunkRecord, ClaimOutcome, CommitOutcome, FileRecord, MetadataStore, StoreError,
         UploadRecord,
     };
+    use storage_aws::DynamoMetadataStore;
 
     use super::aws_support::{metadata_store, unique};
 
@@ -565,8 +565,8 @@ mod metadata {
 }
 
 mod auth {
-    use commons::storage::aws::DynamoAuthStore;
-    use commons::storage::{AuthStore, RefreshRecord, RotateOutcome, StoreError, UserRecord};
+    use storage::{AuthStore, RefreshRecord, RotateOutcome, StoreError, UserRecord};
+    use storage_aws::DynamoAuthStore;
 
     use super::aws_support::{auth_store, unique};
 
@@ -704,7 +704,7 @@ mod auth {
 mod queue {
     use std::time::{Duration, Instant};
 
-    use commons::storage::{JobQueue, QueueDepth, StoreError};
+    use storage::{JobQueue, QueueDepth, StoreError};
 
     use super::aws_support::{queue, unique};
 
@@ -876,14 +876,14 @@ mod queue {
     async fn a_missing_queue_fails_the_check_until_it_exists() {
         let name = unique("q");
         let sdk = super::aws_support::moto().await;
-        let q = commons::storage::aws::SqsJobQueue::new(&sdk, &name);
+        let q = storage_aws::SqsJobQueue::new(&sdk, &name);
         match q.check().await {
             Err(StoreError::Unavailable(m)) => {
                 assert!(m.contains("does not exist") && m.contains(".fifo"), "{m}");
             }
             other => panic!("{other:?}"),
         }
-        commons::storage::aws::sqs::create_queues(&sdk, &name, 3)
+        storage_aws::sqs::create_queues(&sdk, &name, 3)
             .await
             .unwrap();
         q.check().await.unwrap();
@@ -894,12 +894,12 @@ mod blobs {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use commons::ids;
-    use commons::range::ByteRange;
-    use commons::storage::aws::S3BlobStore;
-    use commons::storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError};
     use futures::StreamExt;
+    use lfusys_core::ids;
+    use lfusys_core::range::ByteRange;
     use sha2::{Digest, Sha256};
+    use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError};
+    use storage_aws::S3BlobStore;
 
     use super::aws_support::{bucket, moto, real_s3, unique};
 
@@ -1200,11 +1200,9 @@ mod blobs {
             Err(StoreError::Unavailable(m)) => assert!(m.contains("does not exist"), "{m}"),
             other => panic!("{other:?}"),
         }
-        commons::storage::aws::s3::create_bucket(&sdk, &name)
-            .await
-            .unwrap();
+        storage_aws::s3::create_bucket(&sdk, &name).await.unwrap();
         s.check().await.unwrap();
-        let wrong = commons::storage::aws::sdk_config_for(
+        let wrong = storage_aws::sdk_config_for(
             &super::aws_support::s3_url(),
             "nobody",
             "wrong-secret-key",
@@ -1218,8 +1216,8 @@ mod blobs {
 }
 
 mod tables {
-    use commons::storage::aws::{dynamodb, DynamoMetadataStore, TableNames};
-    use commons::storage::{MetadataStore, StoreError};
+    use storage::{MetadataStore, StoreError};
+    use storage_aws::{dynamodb, DynamoMetadataStore, TableNames};
 
     use super::aws_support::{moto, unique};
 

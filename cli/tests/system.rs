@@ -252,7 +252,7 @@ fn expired_upload_leaves_nothing_behind() {
     let id = created["upload_id"].as_str().unwrap().to_owned();
     let url = created["upload_url"].as_str().unwrap().to_owned();
     let chunk = vec![1u8; MIB];
-    let digest = commons::digest::format_content_digest(
+    let digest = lfusys_core::digest::format_content_digest(
         &sha2::Digest::finalize(sha2::Digest::chain_update(
             <sha2::Sha256 as sha2::Digest>::new(),
             &chunk,
@@ -314,7 +314,7 @@ fn put_raw(
     body: &[u8],
     digest: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let own = commons::digest::format_content_digest(
+    let own = lfusys_core::digest::format_content_digest(
         &sha2::Digest::finalize(sha2::Digest::chain_update(
             <sha2::Sha256 as sha2::Digest>::new(),
             body,
@@ -429,7 +429,7 @@ fn bad_chunk_requests_are_refused_and_never_counted() {
     let first = chunk_of(&data, &created, 0);
     let mut corrupt = first.clone();
     corrupt[12_345] ^= 0xff;
-    let good_digest = commons::digest::format_content_digest(
+    let good_digest = lfusys_core::digest::format_content_digest(
         &<sha2::Sha256 as sha2::Digest>::digest(&first).into(),
     );
     // The body does not match its digest: 422, nothing stored.

@@ -9,10 +9,10 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use commons::problem::Problem;
-use commons::tokens::TokenError;
 use cookie::{Cookie, SameSite};
+use lfusys_core::tokens::TokenError;
 use rand::RngCore;
+use service_kit::problem::Problem;
 use sha2::{Digest, Sha256};
 
 use crate::config::CookieSecure;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use commons::storage::config::StorageConfig;
+use stores::StorageConfig;
 
 use crate::Error;
 

@@ -1,9 +1,8 @@
 //! The JSON documents of the HTTP API (also the OpenAPI schemas).
 
-use commons::clock::rfc3339;
-use commons::proto;
-use commons::state::UploadState;
+use lfusys_core::clock::rfc3339;
 use serde::{Deserialize, Serialize};
+use sessions_api::proto;
 use utoipa::ToSchema;
 
 /// RFC 9457 problem details: the body of every error.
@@ -164,7 +163,7 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 pub fn state_name(v: i32) -> String {
-    UploadState::from_proto_i32(v).map_or_else(|| "unknown".to_owned(), |s| s.as_str().to_owned())
+    sessions_api::upload_state(v).map_or_else(|| "unknown".to_owned(), |s| s.as_str().to_owned())
 }
 
 impl From<proto::Upload> for UploadStatus {

@@ -6,7 +6,7 @@
 //! let config = gateway::Config::from_environment()?;
 //! let state = gateway::GatewayState::open(&config).await?;
 //! let listener = tokio::net::TcpListener::bind(config.listen).await?;
-//! gateway::serve(listener, state, commons::observability::shutdown_signal()).await
+//! gateway::serve(listener, state, service_kit::observability::shutdown_signal()).await
 //! # }
 //! ```
 
@@ -29,8 +29,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use commons::observability::{ops_router, track_http, ReadinessCheck};
-use commons::problem::Problem;
+use service_kit::observability::{ops_router, track_http, ReadinessCheck};
+use service_kit::problem::Problem;
 
 pub use config::{Config, CookieSecure};
 pub use state::GatewayState;
@@ -40,9 +40,9 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
     #[error(transparent)]
-    Key(#[from] commons::tokens::KeyError),
+    Key(#[from] lfusys_core::tokens::KeyError),
     #[error(transparent)]
-    Store(#[from] commons::storage::StoreError),
+    Store(#[from] storage::StoreError),
     #[error(transparent)]
     Password(#[from] password::PasswordError),
     #[error("I/O: {0}")]
@@ -106,7 +106,7 @@ fn readiness(state: GatewayState) -> ReadinessCheck {
                 .check()
                 .await
                 .map_err(|e| format!("auth store: {e}"))?;
-            commons::sessions_client::probe(&state.sessions()).await
+            sessions_api::client::probe(&state.sessions()).await
         })
     })
 }

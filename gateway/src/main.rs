@@ -10,7 +10,7 @@ use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    commons::observability::init_tracing();
+    service_kit::observability::init_tracing();
     let config = gateway::Config::from_environment().context("reading the configuration")?;
     let state = gateway::GatewayState::open(&config)
         .await
@@ -20,7 +20,12 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, sessions = %config.sessions_url, "gateway listening on http://{addr}");
-    gateway::serve(listener, state, commons::observability::shutdown_signal()).await?;
+    gateway::serve(
+        listener,
+        state,
+        service_kit::observability::shutdown_signal(),
+    )
+    .await?;
     tracing::info!("gateway stopped");
     Ok(())
 }

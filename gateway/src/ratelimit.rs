@@ -84,7 +84,7 @@ impl RateLimiter {
 
     /// `Err(seconds to wait)` (at least 1) when `key` is over its limit.
     pub fn check(&self, key: &str) -> Result<(), u64> {
-        let now = commons::clock::now_ms();
+        let now = lfusys_core::clock::now_ms();
         let mut window = match self.inner.lock() {
             Ok(g) => g,
             // A panic while holding the lock leaves only counters behind: keep going.

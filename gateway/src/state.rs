@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use commons::proto::sessions_client::SessionsClient;
-use commons::storage::{AuthStore, BlobStore};
-use commons::tokens::{TokenSigner, TokenVerifier};
+use lfusys_core::tokens::{TokenSigner, TokenVerifier};
+use sessions_api::proto::sessions_client::SessionsClient;
+use storage::{AuthStore, BlobStore};
 use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 
@@ -118,7 +118,7 @@ impl GatewayState {
 
 /// A sessions client that connects on first use (and reconnects after failures).
 pub fn connect_sessions(url: &str) -> Result<SessionsClient<Channel>, Error> {
-    commons::sessions_client::connect_lazy(url)
+    sessions_api::client::connect_lazy(url)
         .map_err(|e| Error::Config(format!("sessions URL {url:?}: {e}")))
 }
 

@@ -127,9 +127,9 @@ async fn unauthenticated_and_bad_tokens_are_401() {
         .unwrap();
     problem(res, StatusCode::UNAUTHORIZED).await;
     // A token signed by another key.
-    let other = commons::tokens::TokenSigner::generate().unwrap();
+    let other = lfusys_core::tokens::TokenSigner::generate().unwrap();
     let forged = other
-        .sign_access("someone", "fam", commons::clock::now_ms() / 1000, 60)
+        .sign_access("someone", "fam", lfusys_core::clock::now_ms() / 1000, 60)
         .unwrap();
     let res = c
         .get(h.url("/api/v1/files"))

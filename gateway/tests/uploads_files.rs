@@ -60,7 +60,7 @@ async fn create_upload_returns_the_plan_and_a_verifiable_token() {
 
     // The workers verify the token with the public key the gateway wrote for them.
     let public = h.dir.path().join("keys/signing-key.pub.pem");
-    let verifier = commons::tokens::TokenVerifier::load(&public).unwrap();
+    let verifier = lfusys_core::tokens::TokenVerifier::load(&public).unwrap();
     let claims = verifier
         .verify_upload(body["upload_token"].as_str().unwrap())
         .unwrap();

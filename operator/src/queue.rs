@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::config::{Credentials, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
-use commons::storage::aws::{load_sdk_config, load_sdk_config_in, sqs::fifo_name, FALLBACK_REGION};
+use aws_connect::{fifo_name, load_sdk_config, load_sdk_config_in, FALLBACK_REGION};
 use tokio::sync::Mutex;
 
 /// Static credentials taken from the cluster's credentials Secret.

@@ -365,7 +365,7 @@ async fn dereference(
             }
         } else {
             {
-                let (private_pem, public_pem) = commons::tokens::generate_key_pair_pem()
+                let (private_pem, public_pem) = lfusys_core::tokens::generate_key_pair_pem()
                     .map_err(|e| Error::KeyGeneration(e.to_string()))?;
                 let secret = build::signing_key_secret(cluster, &private_pem, &public_pem);
                 // Created once, never re-applied: a new key would sign every user out.

@@ -59,7 +59,7 @@ pub async fn run(
             source,
         })?;
     let ready_client = client.clone();
-    let readiness: commons::observability::ReadinessCheck = Arc::new(move || {
+    let readiness: service_kit::observability::ReadinessCheck = Arc::new(move || {
         let client = ready_client.clone();
         Box::pin(async move {
             client
@@ -69,7 +69,7 @@ pub async fn run(
                 .map_err(|e| format!("the Kubernetes API server does not answer: {e}"))
         })
     });
-    let ops = commons::observability::ops_router(readiness);
+    let ops = service_kit::observability::ops_router(readiness);
     let mut ops_stop = stop_rx.clone();
     tokio::spawn(async move {
         let served = axum::serve(listener, ops)

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use commons::plan::PlanPolicy;
-use commons::storage::config::StorageConfig;
+use lfusys_core::plan::PlanPolicy;
+use stores::StorageConfig;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -164,7 +164,7 @@ fn positive_secs(var: &'static str, value: &str) -> Result<Duration, ConfigError
     }
 }
 
-pub use commons::units::parse_size;
+pub use lfusys_core::units::parse_size;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -1,8 +1,8 @@
 //! Records to protobuf messages, and store errors to gRPC statuses.
 
-use commons::proto;
-use commons::state::UploadState;
-use commons::storage::{ChunkRecord, FileRecord, StoreError, UploadRecord};
+use lfusys_core::state::UploadState;
+use sessions_api::proto;
+use storage::{ChunkRecord, FileRecord, StoreError, UploadRecord};
 use tonic::Status;
 
 /// What is known about the received chunks of an upload.
@@ -42,7 +42,7 @@ pub fn upload(rec: &UploadRecord, received: &Received<'_>) -> proto::Upload {
 }
 
 pub fn state(s: UploadState) -> i32 {
-    s.to_proto().into()
+    proto::UploadState::from(s).into()
 }
 
 pub fn file(rec: &FileRecord) -> proto::File {

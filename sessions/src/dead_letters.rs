@@ -15,11 +15,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use commons::clock::now_ms;
-use commons::jobs::AssemblyJob;
-use commons::state::UploadState;
-use commons::storage::config::StorageConfig;
-use commons::storage::{JobQueue, ReceivedJob, StoreError};
+use lfusys_core::clock::now_ms;
+use lfusys_core::jobs::AssemblyJob;
+use lfusys_core::state::UploadState;
+use storage::{JobQueue, ReceivedJob, StoreError};
+use stores::StorageConfig;
 use tokio::sync::watch;
 
 use crate::service::{count_transition, release_storage};

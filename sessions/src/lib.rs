@@ -1,6 +1,6 @@
 //! The sessions service: the single authority over users' uploads and files metadata.
 //!
-//! It serves the gRPC contract `commons/proto/sessions.proto` (used by the gateway and the
+//! It serves the gRPC contract `sessions-api/proto/sessions.proto` (used by the gateway and the
 //! upload workers) and, on the same port, `/healthz`, `/readyz` and `/metrics`. A background
 //! sweeper expires abandoned uploads and re-enqueues assembly jobs that were lost.
 //!
@@ -30,10 +30,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use commons::observability::{ops_router, track_http, ReadinessCheck};
-use commons::plan::PlanPolicy;
-use commons::proto::sessions_server::SessionsServer;
-use commons::storage::{BlobStore, JobQueue, MetadataStore, StoreError};
+use lfusys_core::plan::PlanPolicy;
+use service_kit::observability::{ops_router, track_http, ReadinessCheck};
+use sessions_api::proto::sessions_server::SessionsServer;
+use storage::{BlobStore, JobQueue, MetadataStore, StoreError};
 
 pub use config::{Config, ConfigError};
 pub use service::SessionsService;
@@ -137,7 +137,7 @@ pub fn app(state: SessionsState) -> Router {
     let grpc = tonic::service::Routes::new(SessionsServer::new(SessionsService::new(state)))
         .into_axum_router();
     grpc.merge(ops_router(readiness))
-        .fallback(commons::problem::not_found_fallback)
+        .fallback(service_kit::problem::not_found_fallback)
         .layer(axum::middleware::from_fn(track_http))
 }
 

@@ -7,7 +7,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
-use commons::observability::{init_tracing, shutdown_signal};
+use service_kit::observability::{init_tracing, shutdown_signal};
 use sessions::{serve, Config, SessionsState};
 
 #[tokio::main]

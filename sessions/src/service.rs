@@ -3,22 +3,20 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use commons::clock::now_ms;
-use commons::ids;
-use commons::jobs::AssemblyJob;
-use commons::plan::{PlanError, UploadPlan};
-use commons::proto::sessions_server::Sessions;
-use commons::proto::{
+use lfusys_core::clock::now_ms;
+use lfusys_core::ids;
+use lfusys_core::jobs::AssemblyJob;
+use lfusys_core::plan::{PlanError, UploadPlan};
+use lfusys_core::state::UploadState;
+use sessions_api::proto::sessions_server::Sessions;
+use sessions_api::proto::{
     self, Assembly, BeginChunkOutcome, BeginChunkRequest, BeginChunkResponse, CancelUploadRequest,
     CommitChunkOutcome, CommitChunkRequest, CommitChunkResponse, CompleteAssemblyRequest,
     CreateUploadRequest, DeleteFileRequest, DeleteFileResponse, FailUploadRequest,
     GetAssemblyRequest, GetFileRequest, GetUploadRequest, ListFilesRequest, ListFilesResponse,
     ListUploadsRequest, ListUploadsResponse, ReleaseChunkRequest, ReleaseChunkResponse,
 };
-use commons::state::UploadState;
-use commons::storage::{
-    ChunkRecord, ClaimOutcome, CommitOutcome, FileRecord, StoreError, UploadRecord,
-};
+use storage::{ChunkRecord, ClaimOutcome, CommitOutcome, FileRecord, StoreError, UploadRecord};
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, store_error, Received};

@@ -1,7 +1,7 @@
 //! The sweeper: expires abandoned uploads (releasing their storage, so nothing is left
 //! behind) and re-enqueues the assembly job of uploads stuck in assembling (a lost job).
 
-use commons::clock::now_ms;
+use lfusys_core::clock::now_ms;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 

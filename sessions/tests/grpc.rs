@@ -7,15 +7,15 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{chunks_of, commit_request, data, eventually, sha_hex, start, start_with, CHUNK};
-use commons::clock::now_ms;
-use commons::jobs::AssemblyJob;
-use commons::proto::{
+use lfusys_core::clock::now_ms;
+use lfusys_core::jobs::AssemblyJob;
+use lfusys_core::state::UploadState as State;
+use sessions_api::proto::{
     BeginChunkOutcome, CancelUploadRequest, CommitChunkOutcome, CompleteAssemblyRequest,
     CreateUploadRequest, DeleteFileRequest, FailUploadRequest, GetAssemblyRequest, GetFileRequest,
     GetUploadRequest, ListFilesRequest, ListUploadsRequest, ReleaseChunkRequest, UploadState,
 };
-use commons::state::UploadState as State;
-use commons::storage::{StoreError, UploadRecord};
+use storage::{StoreError, UploadRecord};
 use tonic::Code;
 
 const ALICE: &str = "alice";
@@ -409,7 +409,7 @@ async fn other_owners_and_bad_ids_see_nothing() {
         assert_eq!(err.code(), Code::NotFound, "release {probe}");
     }
     // A random, well-formed id that does not exist looks the same.
-    let missing = commons::ids::new_upload_id();
+    let missing = lfusys_core::ids::new_upload_id();
     let err = client.get_upload(get(ALICE, &missing)).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     for rpc in ["assembly", "fail", "complete"] {
@@ -504,8 +504,9 @@ async fn other_owners_and_bad_ids_see_nothing() {
 async fn invalid_requests_are_refused() {
     let h = start().await;
     let mut client = h.client();
-    let code =
-        |r: Result<tonic::Response<commons::proto::Upload>, tonic::Status>| r.unwrap_err().code();
+    let code = |r: Result<tonic::Response<sessions_api::proto::Upload>, tonic::Status>| {
+        r.unwrap_err().code()
+    };
     assert_eq!(
         code(client.create_upload(create_req("a", 0, "")).await),
         Code::InvalidArgument
@@ -713,7 +714,7 @@ async fn uploads_stuck_in_assembling_get_their_job_again() {
     let h = start().await;
     let now = now_ms();
     let stuck = UploadRecord {
-        upload_id: commons::ids::new_upload_id(),
+        upload_id: lfusys_core::ids::new_upload_id(),
         owner_id: ALICE.into(),
         name: "stuck".into(),
         size: 10,

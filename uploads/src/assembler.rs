@@ -38,14 +38,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use commons::digest::to_hex;
-use commons::jobs::AssemblyJob;
-use commons::proto::{Assembly, CompleteAssemblyRequest, FailUploadRequest, GetAssemblyRequest};
-use commons::range::ByteRange;
-use commons::state::UploadState;
-use commons::storage::{PartRef, ReceivedJob, StoreError};
 use futures::StreamExt;
+use lfusys_core::digest::to_hex;
+use lfusys_core::jobs::AssemblyJob;
+use lfusys_core::range::ByteRange;
+use lfusys_core::state::UploadState;
+use sessions_api::proto::{
+    Assembly, CompleteAssemblyRequest, FailUploadRequest, GetAssemblyRequest,
+};
 use sha2::Digest;
+use storage::{PartRef, ReceivedJob, StoreError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -224,7 +226,7 @@ impl Assembler {
             });
         };
         let upload = assembly.upload.clone().unwrap_or_default();
-        let upload_state = UploadState::from_proto_i32(upload.state);
+        let upload_state = sessions_api::upload_state(upload.state);
         if upload_state != Some(UploadState::Assembling) {
             if upload_state == Some(UploadState::Failed) {
                 // A failed upload never publishes: drop a blob an earlier run may have left.
@@ -337,7 +339,7 @@ impl Assembler {
         match self.state.sessions().fail_upload(req).await {
             Ok(res) => {
                 let upload = res.into_inner();
-                if UploadState::from_proto_i32(upload.state) == Some(UploadState::Failed) {
+                if sessions_api::upload_state(upload.state) == Some(UploadState::Failed) {
                     self.delete_blob(blob_key).await;
                     Ok(Done::Failed { reason })
                 } else {

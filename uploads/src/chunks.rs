@@ -40,19 +40,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
 use bytes::Bytes;
-use commons::digest::{parse_content_digest, to_hex, Sha256};
-use commons::plan::UploadPlan;
-use commons::problem::Problem;
-use commons::proto::{
+use futures::StreamExt;
+use lfusys_core::digest::{parse_content_digest, to_hex, Sha256};
+use lfusys_core::plan::UploadPlan;
+use lfusys_core::state::UploadState;
+use lfusys_core::tokens::{TokenError, UploadClaims};
+use serde::{Deserialize, Serialize};
+use service_kit::problem::Problem;
+use sessions_api::proto::{
     BeginChunkOutcome, BeginChunkRequest, BeginChunkResponse, CommitChunkOutcome,
     CommitChunkRequest, GetUploadRequest, ReleaseChunkRequest,
 };
-use commons::state::UploadState;
-use commons::storage::{ByteStream, ChunkTarget, StoreError};
-use commons::tokens::{TokenError, UploadClaims};
-use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use sha2::Digest;
+use storage::{ByteStream, ChunkTarget, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::{sessions_problem, WorkerState};
@@ -310,7 +310,7 @@ async fn gone_problem(state: &WorkerState, claims: &UploadClaims) -> Option<Prob
     };
     match state.sessions().get_upload(req).await {
         Ok(res) => {
-            let upload_state = UploadState::from_proto_i32(res.into_inner().state)?;
+            let upload_state = sessions_api::upload_state(res.into_inner().state)?;
             upload_state.is_gone().then(|| gone(upload_state))
         }
         Err(status) if status.code() == tonic::Code::NotFound => Some(sessions_problem(&status)),
@@ -530,7 +530,7 @@ fn digest_conflict(index: u32) -> Problem {
 
 /// Why BeginChunk (or its renewal) did not grant the lease.
 fn begin_refusal(outcome: BeginChunkOutcome, res: &BeginChunkResponse, index: u32) -> Problem {
-    let upload_state = UploadState::from_proto_i32(res.state);
+    let upload_state = sessions_api::upload_state(res.state);
     match outcome {
         BeginChunkOutcome::DigestConflict => digest_conflict(index),
         BeginChunkOutcome::InProgress => Problem::conflict(
@@ -566,7 +566,7 @@ async fn write_with_lease(
     target: &ChunkTarget,
     (stream, abort): (ByteStream, CancellationToken),
 ) -> Result<Result<String, StoreError>, Problem> {
-    let lease_ms = (begin.lease_expires_at_ms - commons::clock::now_ms()).max(300);
+    let lease_ms = (begin.lease_expires_at_ms - lfusys_core::clock::now_ms()).max(300);
     let every = Duration::from_millis(lease_ms as u64 / 3);
     let write = state.blob().write_chunk(target, stream);
     tokio::pin!(write);

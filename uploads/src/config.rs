@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use commons::storage::config::StorageConfig;
+use stores::StorageConfig;
 
 use crate::Error;
 

@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::Router;
-use commons::observability::{ops_router, ReadinessCheck};
-use commons::problem::Problem;
-use commons::proto::sessions_client::SessionsClient;
-use commons::storage::{BlobStore, JobQueue, StoreError};
-use commons::tokens::{KeyError, TokenVerifier};
+use lfusys_core::tokens::{KeyError, TokenVerifier};
+use service_kit::observability::{ops_router, ReadinessCheck};
+use service_kit::problem::Problem;
+use sessions_api::proto::sessions_client::SessionsClient;
+use storage::{BlobStore, JobQueue, StoreError};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -85,7 +85,7 @@ impl WorkerState {
         let blob = config.storage.blob_store().await?;
         let queue = config.storage.job_queue().await?;
         // Connects on first use, so workers may start before the sessions service.
-        let sessions = commons::sessions_client::connect_lazy(&config.sessions_url)?;
+        let sessions = sessions_api::client::connect_lazy(&config.sessions_url)?;
         Ok(Self::new(verifier, blob, queue, sessions, config.clone()))
     }
 
@@ -116,9 +116,9 @@ pub fn app(state: WorkerState) -> Router {
     let cors = cors_layer(&state.config().cors_allowed_origins);
     chunks::router(state.clone())
         .merge(ops_router(readiness(state)))
-        .fallback(commons::problem::not_found_fallback)
+        .fallback(service_kit::problem::not_found_fallback)
         .layer(axum::middleware::from_fn(
-            commons::observability::track_http,
+            service_kit::observability::track_http,
         ))
         .layer(cors)
 }
@@ -168,7 +168,7 @@ fn readiness(state: WorkerState) -> ReadinessCheck {
                 .check()
                 .await
                 .map_err(|e| format!("job queue: {e}"))?;
-            commons::sessions_client::probe(&state.sessions()).await
+            sessions_api::client::probe(&state.sessions()).await
         })
     })
 }

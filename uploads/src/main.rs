@@ -10,7 +10,7 @@ use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    commons::observability::init_tracing();
+    service_kit::observability::init_tracing();
     let config = uploads::Config::from_environment().context("reading the configuration")?;
     let state = uploads::WorkerState::open(&config)
         .await
@@ -24,7 +24,12 @@ async fn main() -> anyhow::Result<()> {
         assemblers = config.assemblers,
         "upload worker started"
     );
-    uploads::serve(listener, state, commons::observability::shutdown_signal()).await?;
+    uploads::serve(
+        listener,
+        state,
+        service_kit::observability::shutdown_signal(),
+    )
+    .await?;
     tracing::info!("upload worker stopped");
     Ok(())
 }

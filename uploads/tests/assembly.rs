@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::*;
-use commons::ids::{blob_key_for_file, file_id_for_upload};
-use commons::jobs::AssemblyJob;
-use commons::range::ByteRange;
-use commons::state::UploadState;
-use commons::storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult};
+use lfusys_core::ids::{blob_key_for_file, file_id_for_upload};
+use lfusys_core::jobs::AssemblyJob;
+use lfusys_core::range::ByteRange;
+use lfusys_core::state::UploadState;
+use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult};
 
 async fn upload_all(h: &Harness, up: &TestUpload) {
     for i in 0..up.plan.total_chunks {
@@ -275,7 +275,7 @@ async fn a_job_for_a_finished_upload_is_acknowledged_without_work() {
     let up = h.create_upload(100, None).await;
     h.grpc
         .clone()
-        .cancel_upload(commons::proto::CancelUploadRequest {
+        .cancel_upload(sessions_api::proto::CancelUploadRequest {
             owner_id: OWNER.to_owned(),
             upload_id: up.id.clone(),
         })
@@ -309,7 +309,7 @@ async fn a_job_for_a_finished_upload_is_acknowledged_without_work() {
     .await;
     let got = h.get_upload(&up.id).await;
     assert_eq!(
-        UploadState::from_proto_i32(got.state),
+        sessions_api::upload_state(got.state),
         Some(UploadState::Cancelled)
     );
     assert!(h.files().await.is_empty());

@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use commons::proto::{CancelUploadRequest, FailUploadRequest};
-use commons::state::UploadState;
-use commons::tokens::TokenSigner;
+use lfusys_core::state::UploadState;
+use lfusys_core::tokens::TokenSigner;
+use sessions_api::proto::{CancelUploadRequest, FailUploadRequest};
 use tokio::io::AsyncWriteExt;
 
 async fn assert_stored(h: &Harness, up: &TestUpload, expected: &[u32]) {
@@ -234,7 +234,7 @@ async fn cancelled_upload_answers_410_before_request_errors() {
         .assert_problem(403, "wrong-upload");
     let got = h.get_upload(&up.id).await;
     assert_eq!(
-        UploadState::from_proto_i32(got.state),
+        sessions_api::upload_state(got.state),
         Some(UploadState::Cancelled)
     );
     assert!(
@@ -474,7 +474,7 @@ async fn readiness_fails_without_the_sessions_service() {
         h.signer.verifier(),
         storage.blob_store().await.unwrap(),
         storage.job_queue().await.unwrap(),
-        commons::sessions_client::connect_lazy(&dead_url).unwrap(),
+        sessions_api::client::connect_lazy(&dead_url).unwrap(),
         config,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -497,8 +497,8 @@ async fn readiness_fails_without_the_sessions_service() {
         "{r:?}"
     );
     // Chunks: local checks still answer; what needs the sessions service is a retryable 503.
-    let id = commons::ids::new_upload_id();
-    let plan = commons::plan::UploadPlan::new(100, 100);
+    let id = lfusys_core::ids::new_upload_id();
+    let plan = lfusys_core::plan::UploadPlan::new(100, 100);
     let token = h
         .signer
         .sign_upload(OWNER, &id, plan, now_s(), 600)

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use commons::state::UploadState;
 use futures::future::join_all;
+use lfusys_core::state::UploadState;
 use rand::seq::SliceRandom;
 use rand::Rng;
 

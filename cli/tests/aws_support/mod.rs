@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use commons::storage::aws::{
+use storage_aws::{
     self, dynamodb, sqs, DynamoAuthStore, DynamoMetadataStore, S3BlobStore, SqsJobQueue, TableNames,
 };
 

@@ -6,10 +6,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use commons::clock::now_ms;
-use commons::ids::new_id;
-use commons::problem::Problem;
-use commons::storage::{RefreshRecord, RotateOutcome, StoreError, UserRecord};
+use lfusys_core::clock::now_ms;
+use lfusys_core::ids::new_id;
+use service_kit::problem::Problem;
+use storage::{RefreshRecord, RotateOutcome, StoreError, UserRecord};
 
 use super::{internal, now_s, parse_json, store_problem};
 use crate::authn::{

@@ -8,11 +8,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use commons::problem::Problem;
-use commons::proto;
-use commons::range::{parse_range, RangeRequest};
-use commons::storage::StoreError;
+use lfusys_core::range::{parse_range, RangeRequest};
 use serde::Deserialize;
+use service_kit::problem::Problem;
+use sessions_api::proto;
+use storage::StoreError;
 use utoipa::IntoParams;
 
 use super::{path_id, store_problem};

@@ -8,9 +8,9 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, StatusCode};
 use bytes::Bytes;
-use commons::problem::Problem;
-use commons::storage::StoreError;
 use serde::de::DeserializeOwned;
+use service_kit::problem::Problem;
+use storage::StoreError;
 
 /// Parses a JSON request body; every failure is a 400 problem (never axum's 422).
 pub(crate) fn parse_json<T: DeserializeOwned>(
@@ -62,7 +62,7 @@ pub(crate) fn path_id(
     what: &str,
 ) -> Result<String, Problem> {
     match path {
-        Ok(Path(id)) if commons::ids::is_valid_id(&id) => Ok(id),
+        Ok(Path(id)) if lfusys_core::ids::is_valid_id(&id) => Ok(id),
         _ => Err(Problem::not_found(format!("no such {what}"))),
     }
 }
@@ -85,5 +85,5 @@ pub(crate) fn internal(e: &impl std::fmt::Display) -> Problem {
 
 /// Seconds since the epoch, for token claims.
 pub(crate) fn now_s() -> i64 {
-    commons::clock::now_ms() / 1000
+    lfusys_core::clock::now_ms() / 1000
 }

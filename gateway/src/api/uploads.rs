@@ -6,12 +6,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use commons::clock::rfc3339;
-use commons::plan::UploadPlan;
-use commons::problem::Problem;
-use commons::proto;
-use commons::state::UploadState;
+use lfusys_core::clock::rfc3339;
+use lfusys_core::plan::UploadPlan;
+use lfusys_core::state::UploadState;
 use serde_json::Value;
+use service_kit::problem::Problem;
+use sessions_api::proto;
 
 use super::{internal, now_s, parse_json, path_id};
 use crate::authn::AuthUser;
@@ -77,8 +77,8 @@ pub fn parse_new_upload(v: &Value) -> Result<NewUpload, Problem> {
     };
     let sha256 = match obj.get("sha256") {
         None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => commons::digest::parse_hex(s.trim())
-            .map(|d| commons::digest::to_hex(&d))
+        Some(Value::String(s)) => lfusys_core::digest::parse_hex(s.trim())
+            .map(|d| lfusys_core::digest::to_hex(&d))
             .map_err(|_| bad("sha256 must be 64 hexadecimal characters"))?,
         Some(_) => return Err(bad("sha256 must be a string of 64 hexadecimal characters")),
     };
@@ -266,7 +266,7 @@ pub async fn renew_token(
 ) -> Result<Json<UploadToken>, Problem> {
     let id = path_id(path, "upload")?;
     let upload = fetch(&state, &user, id).await?;
-    let current = UploadState::from_proto_i32(upload.state);
+    let current = sessions_api::upload_state(upload.state);
     if current != Some(UploadState::Uploading) {
         return Err(Problem::conflict(
             "upload-not-uploading",

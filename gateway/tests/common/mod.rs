@@ -9,15 +9,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use commons::plan::UploadPlan;
-use commons::proto;
-use commons::proto::sessions_client::SessionsClient;
-use commons::storage::config::StorageConfig;
-use commons::storage::{ByteStream, ChunkTarget, PartRef};
+use lfusys_core::plan::UploadPlan;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
+use sessions_api::proto;
+use sessions_api::proto::sessions_client::SessionsClient;
 use sha2::{Digest, Sha256};
+use storage::{ByteStream, ChunkTarget, PartRef};
+use stores::StorageConfig;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -96,7 +96,7 @@ pub async fn start_with(
         base: format!("http://{addr}"),
         dir,
         state,
-        grpc: commons::sessions_client::connect_lazy(&format!("http://{sessions_addr}")).unwrap(),
+        grpc: sessions_api::client::connect_lazy(&format!("http://{sessions_addr}")).unwrap(),
         stops,
     }
 }

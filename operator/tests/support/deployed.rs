@@ -261,10 +261,10 @@ async fn create_storage(s3: &str, dynamodb: &str, sqs: &str) {
     std::env::set_var("AWS_ENDPOINT_URL_S3", s3);
     std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", dynamodb);
     std::env::set_var("AWS_ENDPOINT_URL_SQS", sqs);
-    let sdk = commons::storage::aws::shared_sdk_config().await;
-    commons::storage::aws::create_resources(
+    let sdk = aws_connect::shared_sdk_config().await;
+    storage_aws::create_resources(
         &sdk,
-        &commons::storage::aws::AwsResources {
+        &storage_aws::AwsResources {
             bucket: "pods-uploads".into(),
             table_prefix: "pods-".into(),
             queue_name: "pods-assembly".into(),

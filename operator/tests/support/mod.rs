@@ -508,7 +508,7 @@ pub fn parse_metric(body: &str, series: &str) -> Option<f64> {
 
 pub async fn sqs() -> aws_sdk_sqs::Client {
     let env = Env::get();
-    let config = commons::storage::aws::sdk_config_for(&env.sqs_url, MOTO_KEY, MOTO_KEY).await;
+    let config = aws_connect::sdk_config_for(&env.sqs_url, MOTO_KEY, MOTO_KEY).await;
     aws_sdk_sqs::Client::new(&config)
 }
 
@@ -523,7 +523,7 @@ impl Queue {
         let client = sqs().await;
         let url = client
             .create_queue()
-            .queue_name(commons::storage::aws::sqs::fifo_name(name))
+            .queue_name(aws_connect::fifo_name(name))
             .attributes(QueueAttributeName::FifoQueue, "true")
             .send()
             .await

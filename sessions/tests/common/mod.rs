@@ -7,16 +7,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use commons::proto::sessions_client::SessionsClient;
-use commons::proto::{
+use sessions::{Config, SessionsState};
+use sessions_api::proto::sessions_client::SessionsClient;
+use sessions_api::proto::{
     self, BeginChunkOutcome, BeginChunkRequest, BeginChunkResponse, CommitChunkOutcome,
     CommitChunkRequest, CommitChunkResponse, CompleteAssemblyRequest, CreateUploadRequest,
     GetAssemblyRequest,
 };
-use commons::storage::config::StorageConfig;
-use commons::storage::{ChunkTarget, PartRef};
-use sessions::{Config, SessionsState};
 use sha2::{Digest, Sha256};
+use storage::{ChunkTarget, PartRef};
+use stores::StorageConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -54,7 +54,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Harness {
     let server = tokio::spawn(sessions::serve(listener, state.clone(), async move {
         let _ = stopped.await;
     }));
-    let client = commons::sessions_client::connect_lazy(&format!("http://{addr}")).unwrap();
+    let client = sessions_api::client::connect_lazy(&format!("http://{addr}")).unwrap();
     Harness {
         dir,
         addr,

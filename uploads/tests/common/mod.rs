@@ -8,17 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use commons::digest::{format_content_digest, to_hex, Sha256};
-use commons::plan::UploadPlan;
-use commons::proto::sessions_client::SessionsClient;
-use commons::proto::{CreateUploadRequest, GetUploadRequest, ListFilesRequest};
-use commons::state::UploadState;
-use commons::storage::config::StorageConfig;
-use commons::storage::{BlobStore, JobQueue, QueueDepth, ReceivedJob, StoreResult};
-use commons::tokens::TokenSigner;
 use futures::StreamExt;
+use lfusys_core::digest::{format_content_digest, to_hex, Sha256};
+use lfusys_core::plan::UploadPlan;
+use lfusys_core::state::UploadState;
+use lfusys_core::tokens::TokenSigner;
 use rand::RngCore;
+use sessions_api::proto::sessions_client::SessionsClient;
+use sessions_api::proto::{CreateUploadRequest, GetUploadRequest, ListFilesRequest};
 use sha2::Digest;
+use storage::{BlobStore, JobQueue, QueueDepth, ReceivedJob, StoreResult};
+use stores::StorageConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -229,7 +229,7 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 }
 
 pub fn now_s() -> i64 {
-    commons::clock::now_ms() / 1000
+    lfusys_core::clock::now_ms() / 1000
 }
 
 impl Harness {
@@ -261,7 +261,7 @@ impl Harness {
         tokio::spawn(sessions::serve(listener, state, async move {
             let _ = stopped.await;
         }));
-        let grpc = commons::sessions_client::connect_lazy(&sessions_url).unwrap();
+        let grpc = sessions_api::client::connect_lazy(&sessions_url).unwrap();
         let signer = TokenSigner::generate().unwrap();
         let mut h = Self {
             worker: Worker {
@@ -310,7 +310,7 @@ impl Harness {
             self.signer.verifier(),
             blob,
             Arc::clone(&queue) as Arc<dyn JobQueue>,
-            commons::sessions_client::connect_lazy(&self.sessions_url).unwrap(),
+            sessions_api::client::connect_lazy(&self.sessions_url).unwrap(),
             config,
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -405,7 +405,7 @@ impl Harness {
         self.put(&url, Some(&up.token), Some(&digest), data).await
     }
 
-    pub async fn get_upload(&self, upload_id: &str) -> commons::proto::Upload {
+    pub async fn get_upload(&self, upload_id: &str) -> sessions_api::proto::Upload {
         self.grpc
             .clone()
             .get_upload(GetUploadRequest {
@@ -423,11 +423,11 @@ impl Harness {
         upload_id: &str,
         state: UploadState,
         within: Duration,
-    ) -> commons::proto::Upload {
+    ) -> sessions_api::proto::Upload {
         let deadline = Instant::now() + within;
         loop {
             let up = self.get_upload(upload_id).await;
-            if UploadState::from_proto_i32(up.state) == Some(state) {
+            if sessions_api::upload_state(up.state) == Some(state) {
                 return up;
             }
             assert!(
@@ -438,7 +438,7 @@ impl Harness {
         }
     }
 
-    pub async fn files(&self) -> Vec<commons::proto::File> {
+    pub async fn files(&self) -> Vec<sessions_api::proto::File> {
         self.grpc
             .clone()
             .list_files(ListFilesRequest {

@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UploadState {
@@ -59,36 +57,6 @@ impl UploadState {
     pub fn is_gone(self) -> bool {
         matches!(self, Self::Cancelled | Self::Expired)
     }
-
-    pub fn to_proto(self) -> proto::UploadState {
-        match self {
-            Self::Uploading => proto::UploadState::Uploading,
-            Self::Assembling => proto::UploadState::Assembling,
-            Self::Completed => proto::UploadState::Completed,
-            Self::Failed => proto::UploadState::Failed,
-            Self::Cancelled => proto::UploadState::Cancelled,
-            Self::Expired => proto::UploadState::Expired,
-        }
-    }
-
-    pub fn from_proto(p: proto::UploadState) -> Option<Self> {
-        Some(match p {
-            proto::UploadState::Unspecified => return None,
-            proto::UploadState::Uploading => Self::Uploading,
-            proto::UploadState::Assembling => Self::Assembling,
-            proto::UploadState::Completed => Self::Completed,
-            proto::UploadState::Failed => Self::Failed,
-            proto::UploadState::Cancelled => Self::Cancelled,
-            proto::UploadState::Expired => Self::Expired,
-        })
-    }
-
-    /// Decodes the wire value of a proto enum field.
-    pub fn from_proto_i32(v: i32) -> Option<Self> {
-        proto::UploadState::try_from(v)
-            .ok()
-            .and_then(Self::from_proto)
-    }
 }
 
 impl std::fmt::Display for UploadState {
@@ -115,7 +83,6 @@ mod tests {
         for s in UploadState::ALL {
             assert!(!s.can_transition_to(s), "{s} must not loop");
             assert_eq!(UploadState::parse(s.as_str()), Some(s));
-            assert_eq!(UploadState::from_proto(s.to_proto()), Some(s));
         }
     }
 }

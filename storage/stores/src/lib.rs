@@ -1,12 +1,12 @@
-//! Which storage backend a service uses, and opening its stores.
+//! Which storage backend a service uses (`LFUSYS_BACKEND` and its settings), and opening its
+//! stores: the one place that knows every adapter, so services depend on the ports alone.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::aws::{self, AwsResources};
-use super::local::LocalBlobStore;
-use super::sqlite::{SqliteAuthStore, SqliteJobQueue, SqliteMetadataStore};
-use super::{AuthStore, BlobStore, JobQueue, MetadataStore, StoreResult};
+use storage::{AuthStore, BlobStore, JobQueue, MetadataStore, StoreResult};
+use storage_aws::{self as aws, AwsResources};
+use storage_embedded::{LocalBlobStore, SqliteAuthStore, SqliteJobQueue, SqliteMetadataStore};
 
 pub const DEFAULT_DATA_DIR: &str = "./lfusys-data";
 pub const DEFAULT_S3_BUCKET: &str = "lfusys";
@@ -77,7 +77,7 @@ impl StorageConfig {
             "aws" => {
                 let min_chunk_size = match get("LFUSYS_MIN_CHUNK_SIZE") {
                     None => aws::s3::MIN_PART_SIZE,
-                    Some(v) => crate::units::parse_size(&v)
+                    Some(v) => lfusys_core::units::parse_size(&v)
                         .ok()
                         .filter(|n| *n > 0)
                         .ok_or_else(|| StorageConfigError {

@@ -23,29 +23,14 @@ use aws_sdk_sqs::Client;
 use tokio::sync::OnceCell;
 
 use super::{error_code, sdk_error};
-use crate::storage::{JobQueue, QueueDepth, ReceivedJob, StoreError, StoreResult};
+use storage::{JobQueue, QueueDepth, ReceivedJob, StoreError, StoreResult};
 
 /// SQS's longest long poll.
 const MAX_WAIT_SECS: u64 = 20;
 /// SQS's longest visibility timeout (12 hours).
 const MAX_VISIBILITY_SECS: u64 = 43_200;
 
-/// `name` with the `.fifo` suffix SQS requires of FIFO queues.
-pub fn fifo_name(name: &str) -> String {
-    // SQS names are case-sensitive: only a lowercase `.fifo` makes a FIFO queue.
-    #[allow(clippy::case_sensitive_file_extension_comparisons)]
-    if name.ends_with(".fifo") {
-        name.to_owned()
-    } else {
-        format!("{name}.fifo")
-    }
-}
-
-/// The dead-letter queue of the queue `name`.
-pub fn dead_letter_name(name: &str) -> String {
-    let base = fifo_name(name);
-    format!("{}-dlq.fifo", base.trim_end_matches(".fifo"))
-}
+pub use aws_connect::{dead_letter_name, fifo_name};
 
 /// [`JobQueue`] on an SQS FIFO queue.
 #[derive(Debug, Clone)]

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult};
-use crate::range::ByteRange;
+use lfusys_core::range::ByteRange;
+use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult};
 
 /// Size of the buffers small body frames are coalesced into before a positioned write.
 const WRITE_BUFFER: usize = 256 * 1024;

@@ -40,9 +40,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{error_code, sdk_error};
-use crate::ids;
-use crate::range::ByteRange;
-use crate::storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult};
+use lfusys_core::ids;
+use lfusys_core::range::ByteRange;
+use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult};
 
 /// S3's limit on the parts of one multipart upload.
 pub const MAX_PARTS: u32 = 10_000;

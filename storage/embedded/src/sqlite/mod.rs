@@ -19,12 +19,44 @@ pub use auth::SqliteAuthStore;
 pub use metadata::SqliteMetadataStore;
 pub use queue::SqliteJobQueue;
 
-use super::{StoreError, StoreResult};
+use storage::{StoreError, StoreResult};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl From<rusqlite::Error> for StoreError {
+/// An error inside a store call: SQLite's own, or one of the store's rules. Calls answer with
+/// the [`StoreError`] it maps to; the port's error type cannot know SQLite.
+#[derive(Debug)]
+pub(crate) enum DbError {
+    Sql(rusqlite::Error),
+    Store(StoreError),
+}
+
+pub(crate) type DbResult<T> = Result<T, DbError>;
+
+impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
+        Self::Sql(e)
+    }
+}
+
+impl From<StoreError> for DbError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<std::io::Error> for DbError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        let e = match e {
+            DbError::Store(e) => return e,
+            DbError::Sql(e) => e,
+        };
         match &e {
             rusqlite::Error::SqliteFailure(f, _) => match f.code {
                 // Transient: another connection holds the lock, or the disk is full or failing.
@@ -82,7 +114,7 @@ impl Db {
         schema: &str,
         version: i32,
         durability: Durability,
-    ) -> StoreResult<Self> {
+    ) -> DbResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -93,7 +125,8 @@ impl Db {
             return Err(StoreError::Other(format!(
                 "{}: cannot use WAL (journal_mode={mode})",
                 path.display()
-            )));
+            ))
+            .into());
         }
         let sync = match durability {
             Durability::Normal => "NORMAL",
@@ -108,7 +141,8 @@ impl Db {
             return Err(StoreError::Other(format!(
                 "{}: schema version {current} is newer than this build's {version}",
                 path.display()
-            )));
+            ))
+            .into());
         }
         if current < version {
             tx.execute_batch(schema)?;
@@ -123,7 +157,7 @@ impl Db {
     /// Runs `f` with the connection on the blocking pool.
     pub(crate) async fn call<T, F>(&self, f: F) -> StoreResult<T>
     where
-        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut Connection) -> DbResult<T> + Send + 'static,
         T: Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
@@ -131,7 +165,7 @@ impl Db {
             let mut guard = conn
                 .lock()
                 .map_err(|_| StoreError::Other("database connection lock poisoned".into()))?;
-            f(&mut guard)
+            f(&mut guard).map_err(StoreError::from)
         })
         .await
         .map_err(|e| StoreError::Other(format!("database task failed: {e}")))?
@@ -149,8 +183,8 @@ impl Db {
 /// Runs `f` in a `BEGIN IMMEDIATE` transaction, committed when `f` succeeds.
 pub(crate) fn immediate<T>(
     conn: &mut Connection,
-    f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
-) -> StoreResult<T> {
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> DbResult<T>,
+) -> DbResult<T> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let out = f(&tx)?;
     tx.commit()?;

@@ -66,9 +66,9 @@ use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use super::{error_code, poll_until, sdk_error};
-use crate::clock::now_ms;
-use crate::state::UploadState;
-use crate::storage::{
+use lfusys_core::clock::now_ms;
+use lfusys_core::state::UploadState;
+use storage::{
     decode_cursor, encode_cursor, AuthStore, ChunkRecord, ClaimOutcome, CommitOutcome, FilePage,
     FileRecord, MetadataStore, RefreshRecord, RotateOutcome, StoreError, StoreResult, UploadRecord,
     UserRecord,

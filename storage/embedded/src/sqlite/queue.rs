@@ -11,8 +11,8 @@ use rusqlite::{params, OptionalExtension};
 use tokio::sync::Notify;
 
 use super::{immediate, Db, Durability};
-use crate::clock::now_ms;
-use crate::storage::{JobQueue, QueueDepth, ReceivedJob, StoreError, StoreResult};
+use lfusys_core::clock::now_ms;
+use storage::{JobQueue, QueueDepth, ReceivedJob, StoreError, StoreResult};
 
 const SCHEMA_VERSION: i32 = 1;
 const SCHEMA: &str = "
@@ -196,7 +196,7 @@ impl JobQueue for SqliteJobQueue {
                     params![receipt, now_ms().saturating_add(visibility)],
                 )?;
                 if n == 0 {
-                    return Err(StoreError::NotFound("receipt is stale or unknown".into()));
+                    return Err(StoreError::NotFound("receipt is stale or unknown".into()).into());
                 }
                 Ok(())
             })
@@ -208,7 +208,7 @@ impl JobQueue for SqliteJobQueue {
         self.db
             .call(move |c| {
                 if c.execute("DELETE FROM messages WHERE receipt = ?1", [receipt])? == 0 {
-                    return Err(StoreError::NotFound("receipt is stale or unknown".into()));
+                    return Err(StoreError::NotFound("receipt is stale or unknown".into()).into());
                 }
                 Ok(())
             })

@@ -5,8 +5,8 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{immediate, Db, Durability};
-use crate::storage::{AuthStore, RefreshRecord, RotateOutcome, StoreResult, UserRecord};
+use super::{immediate, Db, DbResult, Durability};
+use storage::{AuthStore, RefreshRecord, RotateOutcome, StoreResult, UserRecord};
 
 const SCHEMA_VERSION: i32 = 1;
 const SCHEMA: &str = "
@@ -201,7 +201,7 @@ impl AuthStore for SqliteAuthStore {
                         tx,
                         &id,
                         user.as_deref().unwrap_or_default(),
-                        crate::clock::now_ms(),
+                        lfusys_core::clock::now_ms(),
                     )
                 })
             })
@@ -235,7 +235,7 @@ fn revoke(
     family_id: &str,
     user_id: &str,
     now_ms: i64,
-) -> StoreResult<()> {
+) -> DbResult<()> {
     tx.execute(
         "INSERT INTO families (family_id, user_id, revoked_at_ms) VALUES (?1, ?2, ?3) \
          ON CONFLICT (family_id) DO UPDATE SET revoked_at_ms = COALESCE(revoked_at_ms, excluded.revoked_at_ms)",
@@ -248,7 +248,7 @@ fn revoke(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::storage::StoreError;
+    use storage::StoreError;
 
     const T0: i64 = 1_700_000_000_000;
 

@@ -6,11 +6,6 @@
 //! - [`AuthStore`]: users and refresh tokens (owned by the gateway).
 //! - [`JobQueue`]: the assembly queue (SQS FIFO semantics).
 
-pub mod aws;
-pub mod config;
-pub mod local;
-pub mod sqlite;
-
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -18,9 +13,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::digest::Sha256;
-use crate::range::ByteRange;
-use crate::state::UploadState;
+use lfusys_core::digest::Sha256;
+use lfusys_core::range::ByteRange;
+use lfusys_core::state::UploadState;
 
 /// Errors of any store. `Unavailable` is transient (retry); the rest are not.
 #[derive(Debug, thiserror::Error)]
@@ -75,17 +70,6 @@ pub struct PartRef {
     /// Hex SHA-256 of the part (S3 completes a SHA-256 multipart upload with each part's checksum).
     pub sha256: String,
     pub etag: String,
-}
-
-impl From<&crate::proto::Part> for PartRef {
-    fn from(p: &crate::proto::Part) -> Self {
-        Self {
-            index: p.index,
-            size: p.size,
-            sha256: p.sha256.clone(),
-            etag: p.etag.clone(),
-        }
-    }
 }
 
 #[async_trait]
@@ -195,14 +179,14 @@ pub struct FileRecord {
 
 /// The page cursor of a file listing: where the next page starts (newest first, ties by id).
 /// One encoding for every store, so a cursor stays valid whatever store answers.
-pub(crate) fn encode_cursor(file: &FileRecord) -> String {
+pub fn encode_cursor(file: &FileRecord) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(format!("{}:{}", file.created_at_ms, file.file_id))
 }
 
 /// The (`created_at_ms`, `file_id`) a cursor of [`encode_cursor`] names.
-pub(crate) fn decode_cursor(cursor: &str) -> StoreResult<(i64, String)> {
+pub fn decode_cursor(cursor: &str) -> StoreResult<(i64, String)> {
     use base64::Engine as _;
     let bad = || StoreError::Conflict("invalid page cursor".into());
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -17,19 +17,20 @@ pub mod sqs;
 
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
-use super::{StoreError, StoreResult};
+use storage::{StoreError, StoreResult};
 
 pub use dynamodb::{DynamoAuthStore, DynamoMetadataStore, TableNames};
 pub use s3::S3BlobStore;
 pub use sqs::SqsJobQueue;
 
-/// Region used when none is configured (S3-compatible test servers do not care).
-pub const FALLBACK_REGION: &str = "us-east-1";
+pub use aws_connect::{
+    load_sdk_config, load_sdk_config_in, sdk_config_for, shared_sdk_config, FALLBACK_REGION,
+};
 
 /// Names of the AWS resources one deployment uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,65 +43,6 @@ pub struct AwsResources {
     pub queue_name: String,
     /// Receives of one message before SQS moves it to the dead-letter queue.
     pub max_receives: u32,
-}
-
-/// The SDK's standard configuration loader with an HTTP client on rustls + ring.
-fn sdk_loader() -> aws_config::ConfigLoader {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build();
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
-        .timeout_config(timeouts)
-}
-
-/// Loads the SDK's standard configuration (region, endpoints, credentials, retries) with an
-/// HTTP client on rustls + ring.
-pub async fn load_sdk_config() -> SdkConfig {
-    let config = sdk_loader().load().await;
-    if config.region().is_some() {
-        return config;
-    }
-    load_sdk_config_in(FALLBACK_REGION).await
-}
-
-/// The standard configuration in a region the caller knows: the SDK's region chain, whose last
-/// resort is the instance metadata service, is not consulted.
-pub async fn load_sdk_config_in(region: &str) -> SdkConfig {
-    sdk_loader()
-        .region(aws_config::Region::new(region.to_owned()))
-        .load()
-        .await
-}
-
-/// An SDK configuration for an explicit endpoint and static credentials (tests, benchmarks
-/// against S3-compatible servers).
-pub async fn sdk_config_for(endpoint: &str, access_key: &str, secret_key: &str) -> SdkConfig {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let credentials =
-        aws_sdk_s3::config::Credentials::new(access_key, secret_key, None, None, "lfusys-static");
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
-        .region(aws_config::Region::new(FALLBACK_REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(credentials)
-        .load()
-        .await
-}
-
-/// A shared SDK configuration: loaded once per process, on first use.
-pub async fn shared_sdk_config() -> SdkConfig {
-    static CONFIG: tokio::sync::OnceCell<SdkConfig> = tokio::sync::OnceCell::const_new();
-    CONFIG.get_or_init(load_sdk_config).await.clone()
 }
 
 /// Creates what is missing of the bucket, the tables and the queues (development and tests;

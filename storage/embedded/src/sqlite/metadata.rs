@@ -6,9 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, OptionalExtension, Row, Transaction};
 
-use super::{immediate, Db, Durability};
-use crate::state::UploadState;
-use crate::storage::{
+use super::{immediate, Db, DbResult, Durability};
+use lfusys_core::state::UploadState;
+use storage::{
     decode_cursor, encode_cursor, ChunkRecord, ClaimOutcome, CommitOutcome, FilePage, FileRecord,
     MetadataStore, StoreError, StoreResult, UploadRecord,
 };
@@ -141,7 +141,7 @@ fn chunk_from_row(r: &Row<'_>) -> rusqlite::Result<ChunkRecord> {
     })
 }
 
-fn upload_state(tx: &Transaction<'_>, upload_id: &str) -> StoreResult<(UploadState, u32)> {
+fn upload_state(tx: &Transaction<'_>, upload_id: &str) -> DbResult<(UploadState, u32)> {
     let row: Option<(String, u32)> = tx
         .query_row(
             "SELECT state, total_chunks FROM uploads WHERE upload_id = ?1",
@@ -153,11 +153,7 @@ fn upload_state(tx: &Transaction<'_>, upload_id: &str) -> StoreResult<(UploadSta
     Ok((state_of(&state)?, total))
 }
 
-fn recorded_digest(
-    tx: &Transaction<'_>,
-    upload_id: &str,
-    index: u32,
-) -> StoreResult<Option<String>> {
+fn recorded_digest(tx: &Transaction<'_>, upload_id: &str, index: u32) -> DbResult<Option<String>> {
     Ok(tx
         .query_row(
             "SELECT sha256 FROM chunks WHERE upload_id = ?1 AND idx = ?2",
@@ -167,7 +163,7 @@ fn recorded_digest(
         .optional()?)
 }
 
-fn received(tx: &Transaction<'_>, upload_id: &str) -> StoreResult<u32> {
+fn received(tx: &Transaction<'_>, upload_id: &str) -> DbResult<u32> {
     Ok(tx.query_row(
         "SELECT COUNT(*) FROM chunks WHERE upload_id = ?1",
         [upload_id],
@@ -175,7 +171,7 @@ fn received(tx: &Transaction<'_>, upload_id: &str) -> StoreResult<u32> {
     )?)
 }
 
-fn file_by_upload(tx: &Transaction<'_>, upload_id: &str) -> StoreResult<Option<FileRecord>> {
+fn file_by_upload(tx: &Transaction<'_>, upload_id: &str) -> DbResult<Option<FileRecord>> {
     Ok(tx
         .query_row(
             &format!("SELECT {FILE_COLUMNS} FROM files WHERE upload_id = ?1"),
@@ -319,7 +315,7 @@ impl MetadataStore for SqliteMetadataStore {
                         return Ok(ClaimOutcome::NotAccepting(state));
                     }
                     if index >= total {
-                        return Err(StoreError::Conflict(format!("chunk {index} is out of range (0..{total})")));
+                        return Err(StoreError::Conflict(format!("chunk {index} is out of range (0..{total})")).into());
                     }
                     let holder: Option<(String, i64)> = tx
                         .query_row(
@@ -389,7 +385,7 @@ impl MetadataStore for SqliteMetadataStore {
                         return Err(StoreError::Conflict(format!(
                             "chunk {} is out of range (0..{total})",
                             chunk.index
-                        )));
+                        )).into());
                     }
                     // The claim must still be ours (an expired lease nobody took is fine): if
                     // another writer took it over, its bytes may have replaced ours.
@@ -519,7 +515,7 @@ impl MetadataStore for SqliteMetadataStore {
                         return Err(StoreError::Conflict(format!(
                             "upload {} is {state}, not assembling",
                             file.upload_id
-                        )));
+                        )).into());
                     }
                     tx.execute(
                         &format!("INSERT INTO files ({FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),

@@ -1,0 +1,72 @@
+//! The sessions service's gRPC contract (`proto/sessions.proto`, DESIGN §2), the client the
+//! gateway and the upload workers connect with, and the conversions between wire values and
+//! the domain's types.
+
+pub mod client;
+pub mod proto;
+
+use lfusys_core::state::UploadState;
+
+pub use client::{connect_lazy, probe};
+
+impl From<UploadState> for proto::UploadState {
+    fn from(state: UploadState) -> Self {
+        match state {
+            UploadState::Uploading => Self::Uploading,
+            UploadState::Assembling => Self::Assembling,
+            UploadState::Completed => Self::Completed,
+            UploadState::Failed => Self::Failed,
+            UploadState::Cancelled => Self::Cancelled,
+            UploadState::Expired => Self::Expired,
+        }
+    }
+}
+
+impl From<&proto::Part> for storage::PartRef {
+    fn from(p: &proto::Part) -> Self {
+        Self {
+            index: p.index,
+            size: p.size,
+            sha256: p.sha256.clone(),
+            etag: p.etag.clone(),
+        }
+    }
+}
+
+/// The domain state of a proto enum value; `None` for `UNSPECIFIED`.
+pub fn state_from_proto(state: proto::UploadState) -> Option<UploadState> {
+    Some(match state {
+        proto::UploadState::Unspecified => return None,
+        proto::UploadState::Uploading => UploadState::Uploading,
+        proto::UploadState::Assembling => UploadState::Assembling,
+        proto::UploadState::Completed => UploadState::Completed,
+        proto::UploadState::Failed => UploadState::Failed,
+        proto::UploadState::Cancelled => UploadState::Cancelled,
+        proto::UploadState::Expired => UploadState::Expired,
+    })
+}
+
+/// The domain state of the wire value of an `UploadState` field; `None` for unknown values.
+pub fn upload_state(wire: i32) -> Option<UploadState> {
+    proto::UploadState::try_from(wire)
+        .ok()
+        .and_then(state_from_proto)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_survives_the_wire() {
+        for state in UploadState::ALL {
+            assert_eq!(state_from_proto(state.into()), Some(state));
+            assert_eq!(
+                upload_state(proto::UploadState::from(state) as i32),
+                Some(state)
+            );
+        }
+        assert_eq!(upload_state(0), None);
+        assert_eq!(upload_state(99), None);
+    }
+}
