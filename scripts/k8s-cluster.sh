@@ -463,79 +463,14 @@ status() {
 schemas() {
   local out="${LFUSYS_K8S_SCHEMAS:-$CACHE/k8s/schemas}" version
   api_ready || { log "the cluster is not running: scripts/k8s-cluster.sh start"; exit 1; }
-  version=$(kubectl_admin version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')
+  version=$(kubectl_admin version -o json | python3 "$HERE/json-field.py" serverVersion.gitVersion)
   mkdir -p "$out"
   kubectl_admin get --raw /openapi/v2 >"$out/openapi-v2-$version.json"
   # Written aside, then swapped in: kinds of CRDs deleted since the last run disappear.
   local tmp="$out/.tmp-$$"
   rm -rf "$tmp"
-  python3 - "$out/openapi-v2-$version.json" "$tmp" "$version" <<'EOF'
-# One standalone schema per kind (the definitions it references inlined), as kubeconform's
-# default schema repository lays them out: {version}-standalone[-strict]/{kind}-{group}-{ver}.json.
-# As that repository's generator does: int-or-string is a string or an integer, optional fields
-# may be null, and the -strict variant forbids properties the API does not define.
-import json, os, re, sys
-
-spec_path, out, version = sys.argv[1:]
-defs = json.load(open(spec_path))["definitions"]
-defs["io.k8s.apimachinery.pkg.api.resource.Quantity"] = {
-    "oneOf": [{"type": "string"}, {"type": "number"}]}
-REF = re.compile(r"^#/definitions/(.+)$")
-
-def convert(node, strict):
-    if isinstance(node, list):
-        return [convert(x, strict) for x in node]
-    if not isinstance(node, dict):
-        return node
-    if node.get("format") == "int-or-string":
-        return {"oneOf": [{"type": "string"}, {"type": "integer"}]}
-    new = {k: convert(v, strict) for k, v in node.items()}
-    props = new.get("properties")
-    if isinstance(props, dict):
-        required = set(new.get("required", []))
-        for name, prop in props.items():
-            if name not in required and isinstance(prop.get("type"), str):
-                prop["type"] = [prop["type"], "null"]
-        if strict and "additionalProperties" not in new \
-                and not new.get("x-kubernetes-preserve-unknown-fields"):
-            new["additionalProperties"] = False
-    return new
-
-def refs(node, seen):
-    if isinstance(node, list):
-        for x in node:
-            refs(x, seen)
-    elif isinstance(node, dict):
-        ref = node.get("$ref")
-        m = REF.match(ref) if isinstance(ref, str) else None  # JSONSchemaProps has a "$ref" property
-        if m and m.group(1) not in seen and m.group(1) in defs:
-            seen.add(m.group(1))
-            refs(defs[m.group(1)], seen)
-        for v in node.values():
-            refs(v, seen)
-
-for strict in (False, True):
-    d = os.path.join(out, f"{version}-standalone" + ("-strict" if strict else ""))
-    os.makedirs(d, exist_ok=True)
-    for name, schema in defs.items():
-        gvks = schema.get("x-kubernetes-group-version-kind", [])
-        if len(gvks) != 1 or name.endswith("List"):
-            continue  # shared types (DeleteOptions, WatchEvent) and lists are not manifests
-        gvk = gvks[0]
-        group = gvk["group"].split(".")[0]
-        suffix = f"-{group}-{gvk['version']}" if group else f"-{gvk['version']}"
-        seen = set()
-        refs(schema, seen)
-        doc = convert(schema, strict)
-        # The kind's own apiVersion and kind, as kubectl sends them.
-        api_version = f"{gvk['group']}/{gvk['version']}" if gvk["group"] else gvk["version"]
-        doc.setdefault("properties", {})["apiVersion"] = {"type": "string", "enum": [api_version]}
-        doc["properties"]["kind"] = {"type": "string", "enum": [gvk["kind"]]}
-        if seen:
-            doc["definitions"] = {n: convert(defs[n], strict) for n in sorted(seen)}
-        with open(os.path.join(d, f"{gvk['kind'].lower()}{suffix}.json"), "w") as f:
-            json.dump(doc, f)
-EOF
+  # One standalone schema per kind, in kubeconform's layout (scripts/k8s-cluster/kubeconform-schemas.py).
+  python3 "$HERE/k8s-cluster/kubeconform-schemas.py" "$out/openapi-v2-$version.json" "$tmp" "$version"
   local d
   for d in "$version-standalone" "$version-standalone-strict"; do
     rm -rf "${out:?}/$d"
