@@ -1,0 +1,317 @@
+//! The item codecs: uploads, files and groups of 32 chunk records as DynamoDB items, and the
+//! names of a chunk's lease and record attributes in its group.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+
+use crate::sdk_error;
+use lfusys_core::state::UploadState;
+use storage::{ChunkRecord, FileRecord, StoreResult, UploadRecord};
+
+use super::attrs::{get_n, get_s, is_condition_failed, malformed, n, opt_s, s};
+use super::Item;
+
+pub(super) fn upload_item(u: &UploadRecord) -> Item {
+    let mut item: Item = [
+        ("upload_id", s(&u.upload_id)),
+        ("owner_id", s(&u.owner_id)),
+        ("name", s(&u.name)),
+        ("size", n(u.size)),
+        ("content_type", s(&u.content_type)),
+        ("chunk_size", n(u.chunk_size)),
+        ("total_chunks", n(u.total_chunks)),
+        ("state", s(u.state.as_str())),
+        ("storage_handle", s(&u.storage_handle)),
+        ("created_at_ms", n(u.created_at_ms)),
+        ("updated_at_ms", n(u.updated_at_ms)),
+        ("expires_at_ms", n(u.expires_at_ms)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if let Some(sha) = &u.sha256 {
+        item.insert("sha256".into(), s(sha));
+    }
+    if let Some(e) = &u.error {
+        item.insert("error".into(), s(e));
+    }
+    if let Some(f) = &u.file_id {
+        item.insert("file_id".into(), s(f));
+    }
+    match u.state {
+        UploadState::Uploading => {
+            item.insert("sweep_state".into(), s(u.state.as_str()));
+            item.insert("sweep_at".into(), n(u.expires_at_ms));
+        }
+        UploadState::Assembling => {
+            item.insert("sweep_state".into(), s(u.state.as_str()));
+            item.insert("sweep_at".into(), n(u.updated_at_ms));
+        }
+        _ => {}
+    }
+    item
+}
+
+pub(super) fn upload_from(item: &Item) -> StoreResult<UploadRecord> {
+    let state = get_s(item, "state")?;
+    Ok(UploadRecord {
+        upload_id: get_s(item, "upload_id")?,
+        owner_id: get_s(item, "owner_id")?,
+        name: get_s(item, "name")?,
+        size: get_n(item, "size")?,
+        content_type: get_s(item, "content_type")?,
+        sha256: opt_s(item, "sha256"),
+        chunk_size: get_n(item, "chunk_size")?,
+        total_chunks: get_n(item, "total_chunks")?,
+        state: UploadState::parse(&state).ok_or_else(|| malformed("state"))?,
+        storage_handle: opt_s(item, "storage_handle").unwrap_or_default(),
+        error: opt_s(item, "error"),
+        file_id: opt_s(item, "file_id"),
+        created_at_ms: get_n(item, "created_at_ms")?,
+        updated_at_ms: get_n(item, "updated_at_ms")?,
+        expires_at_ms: get_n(item, "expires_at_ms")?,
+    })
+}
+
+pub(super) fn file_item(f: &FileRecord) -> Item {
+    let mut item: Item = [
+        ("file_id", s(&f.file_id)),
+        ("owner_id", s(&f.owner_id)),
+        ("upload_id", s(&f.upload_id)),
+        ("name", s(&f.name)),
+        ("size", n(f.size)),
+        ("content_type", s(&f.content_type)),
+        ("blob_key", s(&f.blob_key)),
+        ("created_at_ms", n(f.created_at_ms)),
+        ("created_key", s(created_key(f.created_at_ms, &f.file_id))),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    // Absent when the client declared no whole-file SHA-256.
+    if !f.sha256.is_empty() {
+        item.insert("sha256".into(), s(&f.sha256));
+    }
+    item
+}
+
+pub(super) fn file_from(item: &Item) -> StoreResult<FileRecord> {
+    Ok(FileRecord {
+        file_id: get_s(item, "file_id")?,
+        owner_id: get_s(item, "owner_id")?,
+        upload_id: get_s(item, "upload_id")?,
+        name: get_s(item, "name")?,
+        size: get_n(item, "size")?,
+        content_type: get_s(item, "content_type")?,
+        sha256: opt_s(item, "sha256").unwrap_or_default(),
+        blob_key: get_s(item, "blob_key")?,
+        created_at_ms: get_n(item, "created_at_ms")?,
+    })
+}
+
+/// Sorts like (created_at_ms, file_id): the time zero-padded to 20 digits.
+pub(super) fn created_key(created_at_ms: i64, file_id: &str) -> String {
+    format!("{:020}#{file_id}", created_at_ms.max(0))
+}
+
+/// Chunks per chunk-table item (a *group*): an upload of 10,000 chunks is 313 items of at most
+/// ~3.5 KB.
+pub const CHUNKS_PER_ITEM: u32 = 32;
+
+/// The group (chunk-table item) of chunk `index`.
+pub(super) fn group_of(index: u32) -> u32 {
+    index / CHUNKS_PER_ITEM
+}
+
+/// How many chunks group `group` of an upload of `total` chunks has.
+pub(super) fn group_len(group: u32, total: u32) -> u32 {
+    total
+        .saturating_sub(group.saturating_mul(CHUNKS_PER_ITEM))
+        .min(CHUNKS_PER_ITEM)
+}
+
+/// How many groups an upload of `total` chunks has.
+pub(super) fn groups(total: u32) -> u32 {
+    total.div_ceil(CHUNKS_PER_ITEM)
+}
+
+/// Attribute of chunk `index`'s record: `"{sha256} {size} {etag}"`.
+pub(super) fn record_attr(index: u32) -> String {
+    format!("r{index}")
+}
+
+/// Attribute of the id of the lease on chunk `index`.
+pub(super) fn claim_attr(index: u32) -> String {
+    format!("c{index}")
+}
+
+/// Attribute of the end (ms) of the lease on chunk `index`.
+pub(super) fn until_attr(index: u32) -> String {
+    format!("u{index}")
+}
+
+pub(super) fn record_value(chunk: &ChunkRecord) -> AttributeValue {
+    s(format!("{} {} {}", chunk.sha256, chunk.size, chunk.etag))
+}
+
+pub(super) fn record_from(index: u32, v: &AttributeValue) -> StoreResult<ChunkRecord> {
+    let bad = || malformed(&record_attr(index));
+    let AttributeValue::S(text) = v else {
+        return Err(bad());
+    };
+    let mut parts = text.splitn(3, ' ');
+    let sha256 = parts.next().filter(|p| !p.is_empty()).ok_or_else(bad)?;
+    let size = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    Ok(ChunkRecord {
+        index,
+        size,
+        sha256: sha256.to_owned(),
+        etag: parts.next().unwrap_or_default().to_owned(),
+    })
+}
+
+/// Chunk `index`'s record in its group's item, if it is recorded.
+pub(super) fn record_in(item: &Item, index: u32) -> StoreResult<Option<ChunkRecord>> {
+    item.get(&record_attr(index))
+        .map(|v| record_from(index, v))
+        .transpose()
+}
+
+/// Every record in a group's item.
+pub(super) fn records_in(item: &Item) -> StoreResult<Vec<ChunkRecord>> {
+    item.iter()
+        .filter_map(|(k, v)| {
+            let digits = k.strip_prefix('r')?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some(digits.parse().ok().map(|index| record_from(index, v)))
+        })
+        .map(|r| r.unwrap_or_else(|| Err(malformed("r…"))))
+        .collect()
+}
+
+/// How a conditional update ended: the attributes it asked for, or, when its condition did not
+/// hold, the item as it was (empty when there was none).
+pub(super) type Conditional = Result<Item, Item>;
+
+/// Sends a conditional update that returns the old item when its condition fails.
+pub(super) async fn conditional(
+    req: UpdateItemFluentBuilder,
+    what: &str,
+) -> StoreResult<Conditional> {
+    let result = req
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+    match result {
+        Ok(out) => Ok(Ok(out.attributes().cloned().unwrap_or_default())),
+        Err(e) => {
+            if let Some(UpdateItemError::ConditionalCheckFailedException(c)) = e.as_service_error()
+            {
+                return Ok(Err(c.item().cloned().unwrap_or_default()));
+            }
+            if is_condition_failed(&e) {
+                return Ok(Err(Item::new()));
+            }
+            Err(sdk_error(what, &e))
+        }
+    }
+}
+
+/// The few upload attributes the chunk operations decide on.
+pub(super) struct UploadHead {
+    pub(super) state: UploadState,
+    pub(super) total: u32,
+}
+
+pub(super) fn head_from(item: &Item) -> StoreResult<UploadHead> {
+    let state = get_s(item, "state")?;
+    Ok(UploadHead {
+        state: UploadState::parse(&state).ok_or_else(|| malformed("state"))?,
+        total: get_n(item, "total_chunks")?,
+    })
+}
+
+/// What promoting a complete group said about its upload.
+pub(super) enum Promotion {
+    /// The group is counted (now or before); `all` when every group is.
+    Counted { all: bool, total: u32 },
+    /// The upload no longer takes chunks.
+    Closed(UploadState),
+}
+
+pub(super) fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use storage::{decode_cursor, encode_cursor};
+
+    use super::*;
+
+    #[test]
+    fn chunks_group_by_32_and_records_round_trip() {
+        assert_eq!((group_of(0), group_of(31), group_of(32)), (0, 0, 1));
+        assert_eq!(groups(10_000), 313);
+        assert_eq!(groups(32), 1);
+        assert_eq!(group_len(0, 10_000), 32);
+        assert_eq!(group_len(312, 10_000), 16);
+        assert_eq!(group_len(1, 40), 8);
+        let chunk = ChunkRecord {
+            index: 7,
+            size: 1024,
+            sha256: "ab".repeat(32),
+            etag: "\"0a1b\"".into(),
+        };
+        assert_eq!(
+            record_from(7, &record_value(&chunk)).ok(),
+            Some(chunk.clone())
+        );
+        let no_etag = ChunkRecord {
+            etag: String::new(),
+            ..chunk
+        };
+        assert_eq!(
+            record_from(7, &record_value(&no_etag)).ok(),
+            Some(no_etag.clone())
+        );
+        assert!(record_from(7, &s("nonsense")).is_err());
+        let item: Item = HashMap::from([
+            ("r7".to_owned(), record_value(&no_etag)),
+            ("c8".to_owned(), s("claim")),
+            ("idx".to_owned(), n(0)),
+            ("n".to_owned(), n(1)),
+        ]);
+        assert_eq!(records_in(&item).ok(), Some(vec![no_etag]));
+    }
+
+    #[test]
+    fn created_keys_sort_like_time_then_id() {
+        assert!(created_key(9, "b") < created_key(10, "a"));
+        assert!(created_key(10, "a") < created_key(10, "b"));
+        assert_eq!(created_key(1, "x"), "00000000000000000001#x");
+        let f = FileRecord {
+            file_id: "f".into(),
+            owner_id: "o".into(),
+            upload_id: "u".into(),
+            name: "n".into(),
+            size: 1,
+            content_type: String::new(),
+            sha256: String::new(),
+            blob_key: String::new(),
+            created_at_ms: 42,
+        };
+        assert_eq!(
+            decode_cursor(&encode_cursor(&f)).ok(),
+            Some((42, "f".into()))
+        );
+        assert!(decode_cursor("!!").is_err());
+    }
+}

@@ -1,0 +1,927 @@
+//! [`MetadataStore`] on the uploads, chunks and files tables: leases, exactly-once completion by
+//! group promotion (see the crate-level description in `mod.rs`), files and the sweeper's listings.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+
+use crate::sdk_error;
+use lfusys_core::state::UploadState;
+use storage::{
+    decode_cursor, encode_cursor, ChunkRecord, ClaimOutcome, CommitOutcome, FilePage, FileRecord,
+    MetadataStore, StoreError, StoreResult, UploadRecord,
+};
+
+use super::attrs::{
+    built, get_n, get_s, is_condition_failed, n, opt_n, s, transact, Expr, TxOutcome,
+};
+use super::items::{
+    claim_attr, conditional, created_key, file_from, file_item, group_len, group_of, groups,
+    head_from, lease_ms, record_attr, record_in, record_value, records_in, until_attr, upload_from,
+    upload_item, Promotion, UploadHead, CHUNKS_PER_ITEM,
+};
+use super::tables::{batch_get, batch_write, check_table};
+use super::{
+    Item, TableNames, FILES_BY_OWNER, FINISHED_RETENTION_SECS, MAX_PAGE, UPLOADS_BY_OWNER,
+    UPLOADS_BY_SWEEP,
+};
+
+/// [`MetadataStore`] on the uploads, chunks and files tables.
+#[derive(Debug, Clone)]
+pub struct DynamoMetadataStore {
+    client: Client,
+    tables: TableNames,
+}
+
+impl DynamoMetadataStore {
+    pub fn new(sdk: &SdkConfig, table_prefix: &str) -> Self {
+        Self::with_client(Client::new(sdk), TableNames::new(table_prefix))
+    }
+
+    pub fn with_client(client: Client, tables: TableNames) -> Self {
+        Self { client, tables }
+    }
+
+    pub fn tables(&self) -> &TableNames {
+        &self.tables
+    }
+
+    fn upload_key(upload_id: &str) -> Item {
+        HashMap::from([("upload_id".to_owned(), s(upload_id))])
+    }
+
+    /// Key of the chunk-table item of group `group` of an upload.
+    fn group_key(upload_id: &str, group: u32) -> Item {
+        HashMap::from([
+            ("upload_id".to_owned(), s(upload_id)),
+            ("idx".to_owned(), n(group)),
+        ])
+    }
+
+    async fn get_item(&self, table: &str, key: Item) -> StoreResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("DynamoDB GetItem {table}"), &e))?;
+        Ok(out.item().cloned())
+    }
+
+    async fn head(&self, upload_id: &str) -> StoreResult<Option<UploadHead>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.uploads)
+            .set_key(Some(Self::upload_key(upload_id)))
+            .consistent_read(true)
+            .projection_expression("#st, total_chunks")
+            .expression_attribute_names("#st", "state")
+            .send()
+            .await
+            .map_err(|e| sdk_error("DynamoDB GetItem uploads", &e))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        head_from(item).map(Some)
+    }
+
+    async fn head_or_not_found(&self, upload_id: &str) -> StoreResult<UploadHead> {
+        self.head(upload_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("upload {upload_id}")))
+    }
+
+    /// Counts a complete group once: its number joins the upload's `groups_done` set and
+    /// `groups_left` goes down by one, in one conditional update of the upload item (only
+    /// while it is uploading). Idempotent.
+    async fn promote(&self, upload_id: &str, group: u32) -> StoreResult<Promotion> {
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.uploads)
+            .set_key(Some(Self::upload_key(upload_id)))
+            .update_expression("ADD #done :group, #left :minus")
+            .condition_expression("#st = :uploading AND NOT contains(#done, :g)")
+            .expression_attribute_names("#done", "groups_done")
+            .expression_attribute_names("#left", "groups_left")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":group", AttributeValue::Ns(vec![group.to_string()]))
+            .expression_attribute_values(":g", n(group))
+            .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":uploading", s(UploadState::Uploading.as_str()))
+            .return_values(ReturnValue::AllNew);
+        let (item, applied) = match conditional(req, "DynamoDB UpdateItem uploads (count)").await? {
+            Ok(new) => (new, true),
+            Err(old) if old.is_empty() => {
+                return Err(StoreError::NotFound(format!("upload {upload_id}")))
+            }
+            Err(old) => (old, false),
+        };
+        let head = head_from(&item)?;
+        let done = match item.get("groups_done") {
+            Some(AttributeValue::Ns(v)) => v.iter().any(|x| x.parse() == Ok(group)),
+            _ => false,
+        };
+        if !applied && !done {
+            return Ok(Promotion::Closed(head.state));
+        }
+        Ok(Promotion::Counted {
+            all: opt_n::<i64>(&item, "groups_left").is_some_and(|left| left <= 0),
+            total: head.total,
+        })
+    }
+
+    /// Moves the upload from uploading to assembling; true for exactly one caller.
+    async fn mark_assembling(&self, upload_id: &str, now_ms: i64) -> StoreResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.uploads)
+            .set_key(Some(Self::upload_key(upload_id)))
+            .update_expression(
+                "SET #st = :assembling, updated_at_ms = :now, sweep_state = :assembling, sweep_at = :now",
+            )
+            .condition_expression("#st = :uploading")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":assembling", s(UploadState::Assembling.as_str()))
+            .expression_attribute_values(":uploading", s(UploadState::Uploading.as_str()))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (assembling)", &e)),
+        }
+    }
+
+    /// A recorded chunk met again (a retry, possibly after a writer died between recording and
+    /// counting): makes sure its group is counted if complete. Answers a lower bound of the
+    /// received count (every chunk once the upload is complete).
+    async fn heal(&self, upload_id: &str, index: u32, item: &Item) -> StoreResult<u32> {
+        let recorded = opt_n(item, "n").unwrap_or(0);
+        if opt_n::<i64>(item, "left") != Some(0) {
+            return Ok(recorded);
+        }
+        Ok(match self.promote(upload_id, group_of(index)).await? {
+            Promotion::Counted { all: true, total } => total,
+            _ => recorded,
+        })
+    }
+
+    /// The items of an upload's groups, created with the upload: `left` = the group's length,
+    /// `last` = its last chunk index. A claim needs its group's item: deleting them (when the
+    /// upload stops taking chunks, or its chunks are dropped) closes the upload to chunks.
+    async fn create_groups(&self, upload_id: &str, total: u32) -> StoreResult<()> {
+        let puts = (0..groups(total))
+            .map(|group| {
+                let mut item = Self::group_key(upload_id, group);
+                item.insert("left".into(), n(group_len(group, total)));
+                item.insert(
+                    "last".into(),
+                    n(group * CHUNKS_PER_ITEM + group_len(group, total) - 1),
+                );
+                Ok(WriteRequest::builder()
+                    .put_request(built(
+                        aws_sdk_dynamodb::types::PutRequest::builder()
+                            .set_item(Some(item))
+                            .build(),
+                    )?)
+                    .build())
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        batch_write(&self.client, &self.tables.chunks, puts).await
+    }
+
+    /// Creates a group's item again if it is missing while the upload is uploading (what a
+    /// crash during `insert_upload`, or `delete_chunks` of an upload still uploading, leaves).
+    async fn restore_group(&self, upload_id: &str, group: u32, total: u32) -> StoreResult<()> {
+        let mut item = Self::group_key(upload_id, group);
+        item.insert("left".into(), n(group_len(group, total)));
+        item.insert(
+            "last".into(),
+            n(group * CHUNKS_PER_ITEM + group_len(group, total) - 1),
+        );
+        match self
+            .client
+            .put_item()
+            .table_name(&self.tables.chunks)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(upload_id)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk_error("DynamoDB PutItem chunks (group)", &e)),
+        }
+    }
+
+    /// Deletes the items of an upload's groups (records, leases and counts).
+    async fn delete_groups(&self, upload_id: &str) -> StoreResult<()> {
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.chunks)
+                .key_condition_expression("upload_id = :u")
+                .projection_expression("upload_id, idx")
+                .expression_attribute_values(":u", s(upload_id))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("DynamoDB Query chunks", &e))?;
+            let mut deletes = Vec::new();
+            for item in out.items() {
+                let group: i64 = get_n(item, "idx")?;
+                let key = HashMap::from([
+                    ("upload_id".to_owned(), s(upload_id)),
+                    ("idx".to_owned(), n(group)),
+                ]);
+                deletes.push(
+                    WriteRequest::builder()
+                        .delete_request(built(
+                            aws_sdk_dynamodb::types::DeleteRequest::builder()
+                                .set_key(Some(key))
+                                .build(),
+                        )?)
+                        .build(),
+                );
+            }
+            batch_write(&self.client, &self.tables.chunks, deletes).await?;
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Every item of an upload's groups, all pages (about 3.5 KB per 32 chunks).
+    async fn group_items(&self, upload_id: &str, counts_only: bool) -> StoreResult<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.tables.chunks)
+                .key_condition_expression("upload_id = :u")
+                .expression_attribute_values(":u", s(upload_id))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            if counts_only {
+                req = req
+                    .projection_expression("idx, #n, #left")
+                    .expression_attribute_names("#n", "n")
+                    .expression_attribute_names("#left", "left");
+            }
+            let out = req
+                .send()
+                .await
+                .map_err(|e| sdk_error("DynamoDB Query chunks", &e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+
+    /// Upload ids from an index query (every page).
+    async fn query_upload_ids(
+        &self,
+        index: &str,
+        key_condition: &str,
+        filter: Option<String>,
+        expr: Expr,
+        forward: bool,
+        limit: Option<u32>,
+    ) -> StoreResult<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.uploads)
+                .index_name(index)
+                .key_condition_expression(key_condition)
+                .set_filter_expression(filter.clone())
+                .set_expression_attribute_names(expr.names())
+                .set_expression_attribute_values(expr.values())
+                .scan_index_forward(forward)
+                .set_limit(limit.map(|l| l as i32))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("DynamoDB Query uploads", &e))?;
+            for item in out.items() {
+                ids.push(get_s(item, "upload_id")?);
+            }
+            if limit.is_some_and(|l| ids.len() >= l as usize) {
+                ids.truncate(limit.unwrap_or(u32::MAX) as usize);
+                break;
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn uploads_by_id(&self, ids: Vec<String>) -> StoreResult<Vec<UploadRecord>> {
+        let keys = ids.iter().map(|id| Self::upload_key(id)).collect();
+        batch_get(&self.client, &self.tables.uploads, keys)
+            .await?
+            .iter()
+            .map(upload_from)
+            .collect()
+    }
+
+    /// Lists uploads of the sparse sweep index in `state` whose `sweep_at` is before `before`.
+    async fn swept(
+        &self,
+        state: UploadState,
+        before: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<UploadRecord>> {
+        let expr = Expr::new()
+            .value(":st", s(state.as_str()))
+            .value(":before", n(before));
+        let ids = self
+            .query_upload_ids(
+                UPLOADS_BY_SWEEP,
+                "sweep_state = :st AND sweep_at < :before",
+                None,
+                expr,
+                true,
+                Some(limit.max(1)),
+            )
+            .await?;
+        self.uploads_by_id(ids).await
+    }
+
+    /// The File published for an upload, if any, as the upload records it.
+    async fn published_file(
+        &self,
+        upload_id: &str,
+    ) -> StoreResult<Option<(UploadState, Option<FileRecord>)>> {
+        let Some(item) = self
+            .get_item(&self.tables.uploads, Self::upload_key(upload_id))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let upload = upload_from(&item)?;
+        let file = match &upload.file_id {
+            Some(id) => self.get_file(id).await?,
+            None => None,
+        };
+        Ok(Some((upload.state, file)))
+    }
+}
+
+#[async_trait]
+impl MetadataStore for DynamoMetadataStore {
+    async fn insert_upload(&self, upload: &UploadRecord) -> StoreResult<()> {
+        let mut item = upload_item(upload);
+        item.insert("groups_left".into(), n(groups(upload.total_chunks)));
+        match self
+            .client
+            .put_item()
+            .table_name(&self.tables.uploads)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(upload_id)")
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_condition_failed(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "upload {} exists",
+                    upload.upload_id
+                )))
+            }
+            Err(e) => return Err(sdk_error("DynamoDB PutItem uploads", &e)),
+        }
+        if let Err(e) = self
+            .create_groups(&upload.upload_id, upload.total_chunks)
+            .await
+        {
+            // Nothing refers to the upload yet: take it back rather than leave it half made.
+            let _ = self
+                .client
+                .delete_item()
+                .table_name(&self.tables.uploads)
+                .set_key(Some(Self::upload_key(&upload.upload_id)))
+                .send()
+                .await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn get_upload(&self, upload_id: &str) -> StoreResult<Option<UploadRecord>> {
+        self.get_item(&self.tables.uploads, Self::upload_key(upload_id))
+            .await?
+            .as_ref()
+            .map(upload_from)
+            .transpose()
+    }
+
+    /// An empty `states` means every state. Newest first.
+    async fn list_uploads(
+        &self,
+        owner_id: &str,
+        states: &[UploadState],
+    ) -> StoreResult<Vec<UploadRecord>> {
+        let mut expr = Expr::new().value(":o", s(owner_id));
+        let filter = if states.is_empty() {
+            None
+        } else {
+            let mut placeholders = Vec::new();
+            for (i, st) in states.iter().enumerate() {
+                let p = format!(":s{i}");
+                expr = expr.value(&p, s(st.as_str()));
+                placeholders.push(p);
+            }
+            expr = expr.name("#st", "state");
+            Some(format!("#st IN ({})", placeholders.join(", ")))
+        };
+        let ids = self
+            .query_upload_ids(UPLOADS_BY_OWNER, "owner_id = :o", filter, expr, false, None)
+            .await?;
+        let mut uploads: Vec<UploadRecord> = self
+            .uploads_by_id(ids)
+            .await?
+            .into_iter()
+            // The index may lag behind the table: decide on the item itself.
+            .filter(|u| u.owner_id == owner_id && (states.is_empty() || states.contains(&u.state)))
+            .collect();
+        uploads
+            .sort_by(|a, b| (b.created_at_ms, &b.upload_id).cmp(&(a.created_at_ms, &a.upload_id)));
+        Ok(uploads)
+    }
+
+    /// One query over the upload's group items (313 items, ~1 MB, for 10,000 chunks).
+    async fn list_chunks(&self, upload_id: &str) -> StoreResult<Vec<ChunkRecord>> {
+        let mut chunks = Vec::new();
+        for item in self.group_items(upload_id, false).await? {
+            chunks.extend(records_in(&item)?);
+        }
+        chunks.sort_by_key(|c| c.index);
+        Ok(chunks)
+    }
+
+    /// The groups' counts (one query of small projections; not on the path of a chunk).
+    async fn received_count(&self, upload_id: &str) -> StoreResult<u32> {
+        Ok(self
+            .group_items(upload_id, true)
+            .await?
+            .iter()
+            .filter_map(|i| opt_n::<u32>(i, "n"))
+            .sum())
+    }
+
+    /// Counts every complete group that is not counted yet (what a writer that died between
+    /// recording and counting left undone); answers the received count, 0 once the upload no
+    /// longer takes chunks (it completes nothing then).
+    async fn recount(&self, upload_id: &str) -> StoreResult<u32> {
+        let mut received = 0;
+        for item in self.group_items(upload_id, true).await? {
+            received += opt_n::<u32>(&item, "n").unwrap_or(0);
+            let (Some(group), Some(0)) = (opt_n::<u32>(&item, "idx"), opt_n::<i64>(&item, "left"))
+            else {
+                continue;
+            };
+            if let Promotion::Closed(_) = self.promote(upload_id, group).await? {
+                return Ok(0);
+            }
+        }
+        Ok(received)
+    }
+
+    /// One conditional write on the chunk's group item, which exists only while the upload
+    /// takes chunks; a refused claim reads the upload to say why. As the SQLite store: a chunk
+    /// already recorded answers `AlreadyStored` / `DigestConflict` (also once the upload is
+    /// assembling or completed).
+    async fn claim_chunk(
+        &self,
+        upload_id: &str,
+        index: u32,
+        sha256: &str,
+        claim_id: &str,
+        lease: Duration,
+        now_ms: i64,
+    ) -> StoreResult<ClaimOutcome> {
+        let lease_until_ms = now_ms.saturating_add(lease_ms(lease));
+        let group = group_of(index);
+        let mut restored = false;
+        loop {
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.tables.chunks)
+                .set_key(Some(Self::group_key(upload_id, group)))
+                .update_expression("SET #c = :c, #u = :until")
+                .condition_expression(
+                    "attribute_exists(#left) AND :i <= #last AND attribute_not_exists(#r) AND (attribute_not_exists(#c) OR #c = :c OR #u <= :now)",
+                )
+                .expression_attribute_names("#c", claim_attr(index))
+                .expression_attribute_names("#u", until_attr(index))
+                .expression_attribute_names("#r", record_attr(index))
+                .expression_attribute_names("#left", "left")
+                .expression_attribute_names("#last", "last")
+                .expression_attribute_values(":c", s(claim_id))
+                .expression_attribute_values(":i", n(index))
+                .expression_attribute_values(":until", n(lease_until_ms))
+                .expression_attribute_values(":now", n(now_ms));
+            let Err(item) = conditional(req, "DynamoDB UpdateItem chunks (claim)").await? else {
+                return Ok(ClaimOutcome::Claimed { lease_until_ms });
+            };
+            if let Some(recorded) = record_in(&item, index)? {
+                if recorded.sha256 == sha256 {
+                    self.heal(upload_id, index, &item).await?;
+                    return Ok(ClaimOutcome::AlreadyStored);
+                }
+                return Ok(ClaimOutcome::DigestConflict);
+            }
+            if item.contains_key("left") && opt_n::<u32>(&item, "last").is_some_and(|l| index <= l)
+            {
+                return Ok(ClaimOutcome::InProgress);
+            }
+            // No group item, or the index is past the group's end.
+            let head = self.head_or_not_found(upload_id).await?;
+            if index >= head.total {
+                return Err(StoreError::Conflict(format!(
+                    "chunk {index} is out of range (0..{})",
+                    head.total
+                )));
+            }
+            if head.state != UploadState::Uploading || restored {
+                return Ok(ClaimOutcome::NotAccepting(head.state));
+            }
+            self.restore_group(upload_id, group, head.total).await?;
+            restored = true;
+        }
+    }
+
+    async fn release_chunk(&self, upload_id: &str, index: u32, claim_id: &str) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.chunks)
+            .set_key(Some(Self::group_key(upload_id, group_of(index))))
+            .update_expression("REMOVE #c, #u")
+            .condition_expression("#c = :c")
+            .expression_attribute_names("#c", claim_attr(index))
+            .expression_attribute_names("#u", until_attr(index))
+            .expression_attribute_values(":c", s(claim_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem chunks (release)", &e)),
+        }
+    }
+
+    /// One write, the record and its group's counts together (conditional on the caller's
+    /// lease), and one more for the chunk that completes its group (1 in 32). `received` is a
+    /// lower bound here: the chunks recorded in this chunk's group, or all once complete.
+    async fn commit_chunk(
+        &self,
+        upload_id: &str,
+        chunk: &ChunkRecord,
+        claim_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<CommitOutcome> {
+        let group = group_of(chunk.index);
+        // Requiring the lease also keeps a record from outliving `delete_chunks`: that deletes
+        // the group's item, and its leases with it.
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.chunks)
+            .set_key(Some(Self::group_key(upload_id, group)))
+            .update_expression("SET #r = :rec REMOVE #c, #u ADD #n :one, #left :minus")
+            .condition_expression("#c = :c AND attribute_not_exists(#r)")
+            .expression_attribute_names("#r", record_attr(chunk.index))
+            .expression_attribute_names("#c", claim_attr(chunk.index))
+            .expression_attribute_names("#u", until_attr(chunk.index))
+            .expression_attribute_names("#n", "n")
+            .expression_attribute_names("#left", "left")
+            .expression_attribute_values(":rec", record_value(chunk))
+            .expression_attribute_values(":c", s(claim_id))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":minus", n(-1))
+            .return_values(ReturnValue::UpdatedNew);
+        let counts = match conditional(req, "DynamoDB UpdateItem chunks (record)").await? {
+            Ok(new) => new,
+            Err(old) => {
+                // Recorded before (a retry), the lease was lost, or the upload moved on.
+                if let Some(recorded) = record_in(&old, chunk.index)? {
+                    if recorded.sha256 != chunk.sha256 {
+                        return Ok(CommitOutcome::DigestConflict);
+                    }
+                    let received = self.heal(upload_id, chunk.index, &old).await?;
+                    return Ok(CommitOutcome::AlreadyStored { received });
+                }
+                let head = self.head_or_not_found(upload_id).await?;
+                if chunk.index >= head.total {
+                    return Err(StoreError::Conflict(format!(
+                        "chunk {} is out of range (0..{})",
+                        chunk.index, head.total
+                    )));
+                }
+                return Ok(CommitOutcome::NotAccepting(head.state));
+            }
+        };
+        let recorded: u32 = get_n(&counts, "n")?;
+        if get_n::<i64>(&counts, "left")? > 0 {
+            return Ok(CommitOutcome::Stored {
+                received: recorded,
+                completed_set: false,
+            });
+        }
+        match self.promote(upload_id, group).await? {
+            Promotion::Counted { all: true, total } => Ok(CommitOutcome::Stored {
+                received: total,
+                completed_set: self.mark_assembling(upload_id, now_ms).await?,
+            }),
+            Promotion::Counted { all: false, .. } => Ok(CommitOutcome::Stored {
+                received: recorded,
+                completed_set: false,
+            }),
+            // Cancelled or expired meanwhile: its storage (this record too) is being released.
+            Promotion::Closed(state) => Ok(CommitOutcome::NotAccepting(state)),
+        }
+    }
+
+    /// `error`, when given, replaces the stored reason; otherwise the reason is kept. Moving to
+    /// cancelled, expired or failed also deletes the upload's group items, which closes it to
+    /// claims and records.
+    async fn transition(
+        &self,
+        upload_id: &str,
+        from: &[UploadState],
+        to: UploadState,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        if from.is_empty() {
+            return Ok(false);
+        }
+        let mut expr = Expr::new()
+            .name("#st", "state")
+            .value(":to", s(to.as_str()))
+            .value(":now", n(now_ms));
+        let mut set = vec!["#st = :to", "updated_at_ms = :now"];
+        let mut remove = Vec::new();
+        if let Some(e) = error {
+            expr = expr.name("#err", "error").value(":err", s(e));
+            set.push("#err = :err");
+        }
+        match to {
+            UploadState::Uploading => set.extend(["sweep_state = :to", "sweep_at = expires_at_ms"]),
+            UploadState::Assembling => set.extend(["sweep_state = :to", "sweep_at = :now"]),
+            UploadState::Completed => remove.extend(["sweep_state", "sweep_at"]),
+            UploadState::Cancelled | UploadState::Expired | UploadState::Failed => {
+                remove.extend(["sweep_state", "sweep_at"]);
+                expr = expr
+                    .name("#ttl", "ttl")
+                    .value(":ttl", n(now_ms / 1000 + FINISHED_RETENTION_SECS));
+                set.push("#ttl = :ttl");
+            }
+        }
+        let mut placeholders = Vec::new();
+        for (i, st) in from.iter().enumerate() {
+            let p = format!(":from{i}");
+            expr = expr.value(&p, s(st.as_str()));
+            placeholders.push(p);
+        }
+        let mut update = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            update.push_str(" REMOVE ");
+            update.push_str(&remove.join(", "));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.uploads)
+            .set_key(Some(Self::upload_key(upload_id)))
+            .update_expression(update)
+            .condition_expression(format!(
+                "attribute_exists(upload_id) AND #st IN ({})",
+                placeholders.join(", ")
+            ))
+            .set_expression_attribute_names(expr.names())
+            .set_expression_attribute_values(expr.values())
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                if matches!(
+                    to,
+                    UploadState::Cancelled | UploadState::Expired | UploadState::Failed
+                ) {
+                    // Its groups go: no claim or record is taken from now on. (If this fails,
+                    // releasing the upload's storage, which follows, deletes them.)
+                    if let Err(e) = self.delete_groups(upload_id).await {
+                        tracing::warn!(%upload_id, error = %e, "cannot drop the chunk groups of a finished upload yet");
+                    }
+                }
+                Ok(true)
+            }
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (transition)", &e)),
+        }
+    }
+
+    async fn list_expired(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<UploadRecord>> {
+        let mut uploads: Vec<UploadRecord> = self
+            .swept(UploadState::Uploading, now_ms, limit)
+            .await?
+            .into_iter()
+            .filter(|u| u.state == UploadState::Uploading && u.expires_at_ms < now_ms)
+            .collect();
+        uploads.sort_by_key(|u| u.expires_at_ms);
+        Ok(uploads)
+    }
+
+    async fn list_stale_assembling(
+        &self,
+        before_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<UploadRecord>> {
+        let mut uploads: Vec<UploadRecord> = self
+            .swept(UploadState::Assembling, before_ms, limit)
+            .await?
+            .into_iter()
+            .filter(|u| u.state == UploadState::Assembling && u.updated_at_ms < before_ms)
+            .collect();
+        uploads.sort_by_key(|u| u.updated_at_ms);
+        Ok(uploads)
+    }
+
+    async fn delete_chunks(&self, upload_id: &str) -> StoreResult<()> {
+        self.delete_groups(upload_id).await
+    }
+
+    /// Idempotent: the File already published for this upload is returned unchanged. An upload
+    /// that completed but whose File was deleted since is a `Conflict` (it is not recreated).
+    async fn publish_file(&self, file: &FileRecord, now_ms: i64) -> StoreResult<FileRecord> {
+        for _ in 0..2 {
+            let Some((state, existing)) = self.published_file(&file.upload_id).await? else {
+                return Err(StoreError::NotFound(format!("upload {}", file.upload_id)));
+            };
+            if let Some(existing) = existing {
+                return Ok(existing);
+            }
+            if state != UploadState::Assembling {
+                return Err(StoreError::Conflict(format!(
+                    "upload {} is {state}, not assembling",
+                    file.upload_id
+                )));
+            }
+            let put = built(
+                Put::builder()
+                    .table_name(&self.tables.files)
+                    .set_item(Some(file_item(file)))
+                    .condition_expression("attribute_not_exists(file_id)")
+                    .build(),
+            )?;
+            let complete = built(
+                Update::builder()
+                    .table_name(&self.tables.uploads)
+                    .set_key(Some(Self::upload_key(&file.upload_id)))
+                    .update_expression(
+                        "SET #st = :completed, file_id = :f, updated_at_ms = :now REMOVE sweep_state, sweep_at",
+                    )
+                    .condition_expression("#st = :assembling")
+                    .expression_attribute_names("#st", "state")
+                    .expression_attribute_values(":completed", s(UploadState::Completed.as_str()))
+                    .expression_attribute_values(":assembling", s(UploadState::Assembling.as_str()))
+                    .expression_attribute_values(":f", s(&file.file_id))
+                    .expression_attribute_values(":now", n(now_ms))
+                    .build(),
+            )?;
+            match transact(
+                &self.client,
+                "DynamoDB TransactWriteItems (publish file)",
+                vec![
+                    TransactWriteItem::builder().put(put).build(),
+                    TransactWriteItem::builder().update(complete).build(),
+                ],
+            )
+            .await?
+            {
+                TxOutcome::Done => return Ok(file.clone()),
+                // A racing publisher won, or the upload moved on: look again.
+                TxOutcome::ConditionFailed(_) => {}
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "upload {} changed while its file was being published",
+            file.upload_id
+        )))
+    }
+
+    async fn get_file(&self, file_id: &str) -> StoreResult<Option<FileRecord>> {
+        self.get_item(
+            &self.tables.files,
+            HashMap::from([("file_id".to_owned(), s(file_id))]),
+        )
+        .await?
+        .as_ref()
+        .map(file_from)
+        .transpose()
+    }
+
+    /// Newest first. `limit` is clamped to 1..=1000; a malformed cursor is a `Conflict`.
+    async fn list_files(
+        &self,
+        owner_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<FilePage> {
+        let after = cursor.map(decode_cursor).transpose()?;
+        let limit = limit.clamp(1, MAX_PAGE) as usize;
+        let mut expr = Expr::new().value(":o", s(owner_id));
+        let condition = match &after {
+            Some((ms, id)) => {
+                expr = expr.value(":after", s(created_key(*ms, id)));
+                "owner_id = :o AND created_key < :after"
+            }
+            None => "owner_id = :o",
+        };
+        let mut items: Vec<FileRecord> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.files)
+                .index_name(FILES_BY_OWNER)
+                .key_condition_expression(condition)
+                .set_expression_attribute_values(expr.values())
+                .scan_index_forward(false)
+                .limit((limit + 1 - items.len()) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("DynamoDB Query files", &e))?;
+            for item in out.items() {
+                items.push(file_from(item)?);
+            }
+            if items.len() > limit {
+                break;
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(FilePage { items, next_cursor })
+    }
+
+    async fn delete_file(&self, file_id: &str) -> StoreResult<bool> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.files)
+            .key("file_id", s(file_id))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DynamoDB DeleteItem files", &e))?;
+        Ok(out.attributes().is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn check(&self) -> StoreResult<()> {
+        check_table(&self.client, &self.tables.uploads).await?;
+        check_table(&self.client, &self.tables.chunks).await?;
+        check_table(&self.client, &self.tables.files).await
+    }
+}
