@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod digest;
+pub mod env;
 pub mod ids;
 pub mod jobs;
 pub mod plan;

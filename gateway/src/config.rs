@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use lfusys_core::env::{ConfigError, Env};
 use stores::StorageConfig;
-
-use crate::Error;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_SESSIONS_URL: &str = "http://127.0.0.1:50051";
@@ -114,44 +113,38 @@ impl Config {
     }
 
     /// Reads the `LFUSYS_*` variables listed on [`Config`].
-    pub fn from_environment() -> Result<Self, Error> {
-        let storage =
-            StorageConfig::from_environment().map_err(|e| Error::Config(e.to_string()))?;
-        let mut c = Self::new(storage);
-        c.listen = env_parse("LFUSYS_GATEWAY_LISTEN", c.listen)?;
-        if let Some(url) = env_str("LFUSYS_SESSIONS_URL") {
+    pub fn from_environment() -> Result<Self, ConfigError> {
+        Self::from_env(&Env::process())
+    }
+
+    /// Like [`Config::from_environment`] with the variables coming from `env`.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let mut c = Self::new(StorageConfig::from_env(env)?);
+        c.listen = env.parse("LFUSYS_GATEWAY_LISTEN", c.listen)?;
+        if let Some(url) = env.get("LFUSYS_SESSIONS_URL") {
             c.sessions_url = url;
         }
-        if let Some(path) = env_str("LFUSYS_SIGNING_KEY_FILE") {
+        if let Some(path) = env.get("LFUSYS_SIGNING_KEY_FILE") {
             c.signing_key_file = PathBuf::from(path);
         }
-        if let Some(url) = env_str("LFUSYS_PUBLIC_UPLOAD_URL") {
+        if let Some(url) = env.get("LFUSYS_PUBLIC_UPLOAD_URL") {
             c.public_upload_url = url;
         }
-        c.access_ttl =
-            Duration::from_secs(env_parse("LFUSYS_ACCESS_TTL_SECS", c.access_ttl.as_secs())?);
-        c.refresh_ttl = Duration::from_secs(env_parse(
-            "LFUSYS_REFRESH_TTL_SECS",
-            c.refresh_ttl.as_secs(),
-        )?);
-        c.upload_token_ttl = Duration::from_secs(env_parse(
-            "LFUSYS_UPLOAD_TOKEN_TTL_SECS",
-            c.upload_token_ttl.as_secs(),
-        )?);
+        c.access_ttl = env.positive_secs("LFUSYS_ACCESS_TTL_SECS", c.access_ttl)?;
+        c.refresh_ttl = env.positive_secs("LFUSYS_REFRESH_TTL_SECS", c.refresh_ttl)?;
+        c.upload_token_ttl =
+            env.positive_secs("LFUSYS_UPLOAD_TOKEN_TTL_SECS", c.upload_token_ttl)?;
         c.login_limit_per_account =
-            env_parse("LFUSYS_LOGIN_LIMIT_PER_ACCOUNT", c.login_limit_per_account)?;
+            env.parse("LFUSYS_LOGIN_LIMIT_PER_ACCOUNT", c.login_limit_per_account)?;
         c.auth_limit_per_client =
-            env_parse("LFUSYS_AUTH_LIMIT_PER_CLIENT", c.auth_limit_per_client)?;
-        c.trust_forwarded_for = env_bool("LFUSYS_TRUST_PROXY", c.trust_forwarded_for)?;
-        c.cookie_secure = env_parse("LFUSYS_COOKIE_SECURE", c.cookie_secure)?;
-        if let Some(dir) = env_str("LFUSYS_WEB_DIR") {
+            env.parse("LFUSYS_AUTH_LIMIT_PER_CLIENT", c.auth_limit_per_client)?;
+        c.trust_forwarded_for = env.flag("LFUSYS_TRUST_PROXY", c.trust_forwarded_for)?;
+        c.cookie_secure = env.parse("LFUSYS_COOKIE_SECURE", c.cookie_secure)?;
+        if let Some(dir) = env.get("LFUSYS_WEB_DIR") {
             c.web_dir = PathBuf::from(dir);
         }
-        let redirect_secs: u64 = env_parse("LFUSYS_DOWNLOAD_REDIRECT_SECS", 0)?;
+        let redirect_secs: u64 = env.parse("LFUSYS_DOWNLOAD_REDIRECT_SECS", 0)?;
         c.download_redirect = (redirect_secs > 0).then(|| Duration::from_secs(redirect_secs));
-        if c.access_ttl.is_zero() || c.refresh_ttl.is_zero() || c.upload_token_ttl.is_zero() {
-            return Err(Error::Config("token lifetimes must be positive".into()));
-        }
         Ok(c)
     }
 
@@ -178,35 +171,6 @@ pub(crate) fn public_key_path(private: &Path) -> PathBuf {
         || PathBuf::from(PUBLIC_KEY_FILE_NAME),
         |d| d.join(PUBLIC_KEY_FILE_NAME),
     )
-}
-
-fn env_str(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn env_parse<T>(name: &str, default: T) -> Result<T, Error>
-where
-    T: FromStr,
-    T::Err: std::fmt::Display,
-{
-    match env_str(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|e| Error::Config(format!("{name}={v:?}: {e}"))),
-    }
-}
-
-fn env_bool(name: &str, default: bool) -> Result<bool, Error> {
-    match env_str(name).map(|v| v.trim().to_ascii_lowercase()) {
-        None => Ok(default),
-        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
-        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
-        Some(v) => Err(Error::Config(format!(
-            "{name}={v:?}: expected true or false"
-        ))),
-    }
 }
 
 #[cfg(test)]
@@ -236,6 +200,36 @@ mod tests {
             c.upload_url("abc"),
             "http://127.0.0.1:8081/api/v1/chunks/abc"
         );
+    }
+
+    #[test]
+    fn reads_the_environment_and_names_a_bad_variable() {
+        let c = Config::from_env(&Env::from_pairs(&[
+            ("LFUSYS_DATA_DIR", "/srv"),
+            ("LFUSYS_ACCESS_TTL_SECS", "60"),
+            ("LFUSYS_TRUST_PROXY", "yes"),
+            ("LFUSYS_COOKIE_SECURE", "never"),
+            ("LFUSYS_DOWNLOAD_REDIRECT_SECS", "30"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.signing_key_file,
+            PathBuf::from("/srv/keys/signing-key.pem")
+        );
+        assert_eq!(c.access_ttl, Duration::from_secs(60));
+        assert!(c.trust_forwarded_for);
+        assert_eq!(c.cookie_secure, CookieSecure::Never);
+        assert_eq!(c.download_redirect, Some(Duration::from_secs(30)));
+        for (var, value) in [
+            ("LFUSYS_GATEWAY_LISTEN", "nowhere"),
+            ("LFUSYS_ACCESS_TTL_SECS", "0"),
+            ("LFUSYS_REFRESH_TTL_SECS", "-1"),
+            ("LFUSYS_TRUST_PROXY", "maybe"),
+            ("LFUSYS_COOKIE_SECURE", "sometimes"),
+        ] {
+            let err = Config::from_env(&Env::from_pairs(&[(var, value)])).unwrap_err();
+            assert_eq!((err.var, err.value.as_str()), (var, value));
+        }
     }
 
     #[test]

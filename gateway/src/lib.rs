@@ -38,7 +38,9 @@ pub use state::GatewayState;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("configuration: {0}")]
-    Config(String),
+    Config(#[from] lfusys_core::env::ConfigError),
+    #[error("invalid sessions URL {url:?}: {reason}")]
+    SessionsUrl { url: String, reason: String },
     #[error(transparent)]
     Key(#[from] lfusys_core::tokens::KeyError),
     #[error(transparent)]

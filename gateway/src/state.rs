@@ -118,8 +118,10 @@ impl GatewayState {
 
 /// A sessions client that connects on first use (and reconnects after failures).
 pub fn connect_sessions(url: &str) -> Result<SessionsClient<Channel>, Error> {
-    sessions_api::client::connect_lazy(url)
-        .map_err(|e| Error::Config(format!("sessions URL {url:?}: {e}")))
+    sessions_api::client::connect_lazy(url).map_err(|e| Error::SessionsUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Writes the public key for the workers unless the file already holds it. Failure is only

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lfusys_core::env::{ConfigError, Env};
+
 use storage::{AuthStore, BlobStore, JobQueue, MetadataStore, StoreResult};
 use storage_aws::{self as aws, AwsResources};
 use storage_embedded::{LocalBlobStore, SqliteAuthStore, SqliteJobQueue, SqliteMetadataStore};
@@ -14,6 +16,13 @@ pub const DEFAULT_TABLE_PREFIX: &str = "lfusys-";
 pub const DEFAULT_QUEUE_NAME: &str = "lfusys-assembly.fifo";
 /// Receives of an assembly job before it is dead-lettered (`LFUSYS_ASSEMBLY_MAX_ATTEMPTS`).
 pub const DEFAULT_MAX_RECEIVES: u32 = 5;
+
+/// `LFUSYS_ASSEMBLY_MAX_ATTEMPTS`: receives of an assembly job before it is dead-lettered, on
+/// either backend (the SQS redrive policy on AWS, the assemblers' own count when embedded).
+/// Read here only, so both uses follow one rule.
+pub fn assembly_max_attempts(env: &Env<'_>) -> Result<u32, ConfigError> {
+    env.positive("LFUSYS_ASSEMBLY_MAX_ATTEMPTS", DEFAULT_MAX_RECEIVES)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageConfig {
@@ -28,15 +37,6 @@ pub enum StorageConfig {
         /// Smallest chunk but the last (5 MiB on S3; lower only for S3-compatible test servers).
         min_chunk_size: u64,
     },
-}
-
-/// A storage setting that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {var}={value:?}: {reason}")]
-pub struct StorageConfigError {
-    pub var: &'static str,
-    pub value: String,
-    pub reason: String,
 }
 
 // The openers are async because the production backends (AWS SDK clients) load their
@@ -56,64 +56,42 @@ impl StorageConfig {
     ///
     /// AWS endpoints, region and credentials come from the SDK's standard variables
     /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
-    pub fn from_environment() -> Result<Self, StorageConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    pub fn from_environment() -> Result<Self, ConfigError> {
+        Self::from_env(&Env::process())
     }
 
-    /// Like [`StorageConfig::from_environment`] with the variables coming from `lookup`.
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, StorageConfigError> {
-        let get = |var: &str| {
-            lookup(var)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let data_dir =
-            get("LFUSYS_DATA_DIR").map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
-        let backend = get("LFUSYS_BACKEND").unwrap_or_else(|| "embedded".to_owned());
+    /// Like [`StorageConfig::from_environment`] with the variables coming from `env`.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let data_dir = env
+            .get("LFUSYS_DATA_DIR")
+            .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
+        let backend = env
+            .get("LFUSYS_BACKEND")
+            .unwrap_or_else(|| "embedded".to_owned());
         match backend.to_ascii_lowercase().as_str() {
             "embedded" => Ok(Self::Embedded { data_dir }),
-            "aws" => {
-                let min_chunk_size = match get("LFUSYS_MIN_CHUNK_SIZE") {
-                    None => aws::s3::MIN_PART_SIZE,
-                    Some(v) => lfusys_core::units::parse_size(&v)
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| StorageConfigError {
-                            var: "LFUSYS_MIN_CHUNK_SIZE",
-                            value: v.clone(),
-                            reason: "expected a positive size such as 5MiB".into(),
-                        })?,
-                };
-                let max_receives = match get("LFUSYS_ASSEMBLY_MAX_ATTEMPTS") {
-                    None => DEFAULT_MAX_RECEIVES,
-                    Some(v) => v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        StorageConfigError {
-                            var: "LFUSYS_ASSEMBLY_MAX_ATTEMPTS",
-                            value: v.clone(),
-                            reason: "expected a positive whole number".into(),
-                        }
-                    })?,
-                };
-                Ok(Self::Aws {
-                    data_dir,
-                    resources: AwsResources {
-                        bucket: get("LFUSYS_S3_BUCKET").unwrap_or_else(|| DEFAULT_S3_BUCKET.into()),
-                        table_prefix: get("LFUSYS_TABLE_PREFIX")
-                            .unwrap_or_else(|| DEFAULT_TABLE_PREFIX.into()),
-                        queue_name: get("LFUSYS_QUEUE_NAME")
-                            .unwrap_or_else(|| DEFAULT_QUEUE_NAME.into()),
-                        max_receives,
-                    },
-                    min_chunk_size,
-                })
-            }
-            _ => Err(StorageConfigError {
-                var: "LFUSYS_BACKEND",
-                value: backend,
-                reason: "expected embedded or aws".into(),
+            "aws" => Ok(Self::Aws {
+                data_dir,
+                resources: AwsResources {
+                    bucket: env
+                        .get("LFUSYS_S3_BUCKET")
+                        .unwrap_or_else(|| DEFAULT_S3_BUCKET.into()),
+                    table_prefix: env
+                        .get("LFUSYS_TABLE_PREFIX")
+                        .unwrap_or_else(|| DEFAULT_TABLE_PREFIX.into()),
+                    queue_name: env
+                        .get("LFUSYS_QUEUE_NAME")
+                        .unwrap_or_else(|| DEFAULT_QUEUE_NAME.into()),
+                    max_receives: assembly_max_attempts(env)?,
+                },
+                min_chunk_size: env
+                    .positive_size("LFUSYS_MIN_CHUNK_SIZE", aws::s3::MIN_PART_SIZE)?,
             }),
+            _ => Err(ConfigError::new(
+                "LFUSYS_BACKEND",
+                backend,
+                "expected embedded or aws",
+            )),
         }
     }
 
@@ -216,17 +194,13 @@ impl StorageConfig {
 mod tests {
     use super::*;
 
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    fn config(vars: &[(&str, &str)]) -> Result<StorageConfig, ConfigError> {
+        StorageConfig::from_env(&Env::from_pairs(vars))
     }
 
     #[test]
     fn embedded_by_default() {
-        let c = StorageConfig::from_lookup(lookup(&[])).unwrap();
+        let c = config(&[]).unwrap();
         assert_eq!(c, StorageConfig::embedded(DEFAULT_DATA_DIR));
         assert_eq!(c.min_chunk_size(), 1);
         assert_eq!(c.keys_dir(), PathBuf::from("./lfusys-data/keys"));
@@ -234,7 +208,7 @@ mod tests {
 
     #[test]
     fn aws_settings() {
-        let c = StorageConfig::from_lookup(lookup(&[("LFUSYS_BACKEND", "aws")])).unwrap();
+        let c = config(&[("LFUSYS_BACKEND", "aws")]).unwrap();
         let StorageConfig::Aws {
             data_dir,
             resources,
@@ -251,7 +225,7 @@ mod tests {
         assert_eq!(*min_chunk_size, 5 * 1024 * 1024);
         assert_eq!(c.backend_name(), "aws");
 
-        let c = StorageConfig::from_lookup(lookup(&[
+        let c = config(&[
             ("LFUSYS_BACKEND", "AWS"),
             ("LFUSYS_DATA_DIR", "/srv/lfusys"),
             ("LFUSYS_S3_BUCKET", "b"),
@@ -259,7 +233,7 @@ mod tests {
             ("LFUSYS_QUEUE_NAME", "q"),
             ("LFUSYS_MIN_CHUNK_SIZE", "1KiB"),
             ("LFUSYS_ASSEMBLY_MAX_ATTEMPTS", "3"),
-        ]))
+        ])
         .unwrap();
         assert_eq!(c.min_chunk_size(), 1024);
         assert_eq!(c.keys_dir(), PathBuf::from("/srv/lfusys/keys"));
@@ -289,7 +263,7 @@ mod tests {
             } else {
                 vec![("LFUSYS_BACKEND", "aws"), (var, value)]
             };
-            let err = StorageConfig::from_lookup(lookup(&vars)).unwrap_err();
+            let err = config(&vars).unwrap_err();
             assert_eq!(err.var, var);
             assert!(err.to_string().contains(var), "{err}");
         }
