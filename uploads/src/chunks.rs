@@ -18,6 +18,12 @@
 //! | 409 | stored with another digest, the upload takes no new chunks, or another request is writing this chunk now |
 //! | 201 | stored |
 //!
+//! This module is the native protocol's adapter: it parses the path and headers in that
+//! order into a [`ChunkRequest`], hands it with the body to the protocol-neutral core
+//! ([`crate::ingest::ingest_chunk`]: lease, stream and verify, record) and answers with its
+//! receipt or its [`IngestError`] (problem+json, from the error's one table; `401` adds
+//! `WWW-Authenticate`). It counts every answer in `lfusys_chunks_received_total{outcome}`.
+//!
 //! The chunk plan comes from the token's claims, so every local check runs without a
 //! database. Only when a local check fails does the worker ask the sessions service for the
 //! upload's state, to let `410` win over it; a good request costs exactly two calls,
@@ -29,9 +35,6 @@
 //! precedence), and earlier refusals discard a body of at most one chunk, so an HTTP/1.1
 //! client that is still sending gets the answer instead of a connection reset.
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
-
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -39,46 +42,23 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
-use bytes::Bytes;
-use futures::StreamExt;
-use lfusys_core::digest::{parse_content_digest, to_hex, Sha256};
+use futures::TryStreamExt;
+use lfusys_core::digest::{parse_content_digest, Sha256};
 use lfusys_core::plan::UploadPlan;
-use lfusys_core::state::UploadState;
 use lfusys_core::tokens::{TokenError, UploadClaims};
-use serde::{Deserialize, Serialize};
 use service_kit::problem::Problem;
-use sessions_api::proto::{
-    BeginChunkOutcome, BeginChunkRequest, BeginChunkResponse, CommitChunkOutcome,
-    CommitChunkRequest, GetUploadRequest, ReleaseChunkRequest,
-};
-use sha2::Digest;
-use storage::{ByteStream, ChunkTarget, StoreError};
-use tokio_util::sync::CancellationToken;
+use storage::ByteStream;
 
-use crate::{sessions_problem, WorkerState};
+use crate::ingest::{self, ChunkRequest, IngestError, Outcome};
+use crate::WorkerState;
+
+pub use crate::ingest::ChunkReceipt;
 
 /// The chunk route.
 pub const CHUNK_ROUTE: &str = "/api/v1/chunks/{upload_id}/{index}";
 
-/// A body that sends nothing for this long is abandoned (and its lease released).
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long an early answer waits for the rest of a body it discards.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bodies up to this size are discarded before early answers even without a known plan.
 const MIN_DRAIN: u64 = 64 * 1024 * 1024;
-
-/// The body of `200` and `201` answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkReceipt {
-    pub index: u32,
-    pub size: u64,
-    /// Lowercase hex SHA-256 of the chunk.
-    pub sha256: String,
-    pub received_count: u32,
-    pub total_chunks: u32,
-    /// Every chunk of the upload is recorded.
-    pub complete: bool,
-}
 
 pub(crate) fn router(state: WorkerState) -> Router {
     Router::new()
@@ -106,15 +86,13 @@ async fn put_chunk(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    // Runs to the end even when the client goes away: a handler dropped mid-chunk would keep
-    // its lease until it runs out and block the client's retry of that chunk.
+    // Runs to the end even when the client goes away, so that a chunk whose commit is on its
+    // way is answered (and its lease released, when it is not recorded) in order. Were the
+    // handler dropped mid-chunk anyway, the core's lease guard would release in the background.
     let task = tokio::spawn(async move { handle(&state, path, &headers, body).await });
     let res = match task.await {
         Ok(res) => res,
-        Err(e) => {
-            tracing::error!(error = %e, "chunk handler failed");
-            Problem::internal("the chunk could not be processed").into_response()
-        }
+        Err(e) => IngestError::Crashed(e).into_response(),
     };
     metrics::counter!("lfusys_chunks_received_total", "outcome" => outcome_label(res.status()))
         .increment(1);
@@ -138,13 +116,7 @@ fn outcome_label(status: StatusCode) -> &'static str {
     }
 }
 
-/// What the local checks established about a well-formed request.
-struct Checked {
-    index: u32,
-    len: u64,
-    digest: Sha256,
-}
-
+/// The request, parsed: token, path, headers (in the contract's order), then the core.
 async fn handle(
     state: &WorkerState,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -153,53 +125,52 @@ async fn handle(
 ) -> Response {
     let claims = match authenticate(state, headers) {
         Ok(c) => c,
-        Err(res) => return reply_unread(res.into_response(), headers, body, MIN_DRAIN).await,
+        Err(e) => return refuse(e, headers, body, MIN_DRAIN).await,
     };
     let drain_limit = claims.chunk_size.max(MIN_DRAIN);
     let (upload_id, raw_index) = match path {
         Ok(Path(p)) => p,
         Err(rejection) => {
-            let p = Problem::bad_request("invalid-request", rejection.body_text());
-            return reply_unread(p.into_response(), headers, body, drain_limit).await;
+            let e = IngestError::InvalidPath(rejection.body_text());
+            return refuse(e, headers, body, drain_limit).await;
         }
     };
     if claims.upl != upload_id {
-        let p = Problem::forbidden(
-            "wrong-upload",
-            "the upload token was issued for another upload",
-        );
-        return reply_unread(p.into_response(), headers, body, drain_limit).await;
+        return refuse(IngestError::WrongUpload, headers, body, drain_limit).await;
     }
     let checked = match check_request(&claims.plan(), &raw_index, headers) {
         Ok(c) => c,
-        Err(problem) => {
+        Err(e) => {
             // A cancelled or expired upload answers 410 before any request error.
-            let p = gone_problem(state, &claims).await.unwrap_or(problem);
-            return reply_unread(p.into_response(), headers, body, drain_limit).await;
+            let gone = ingest::upload_gone(state, &claims.sub, &claims.upl).await;
+            return refuse(gone.unwrap_or(e), headers, body, drain_limit).await;
         }
     };
-    match ingest(state, &claims, &checked, headers, body).await {
-        Ok((status, receipt)) => (status, Json(receipt)).into_response(),
-        Err(p) => p.into_response(),
+    let req = ChunkRequest::from_claims(&claims, checked.index, checked.len, checked.digest);
+    match ingest::ingest_chunk(state, &req, body_stream(body)).await {
+        Ok(Outcome::Stored(receipt)) => (StatusCode::CREATED, Json(receipt)).into_response(),
+        Ok(Outcome::AlreadyStored(receipt)) => (StatusCode::OK, Json(receipt)).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
-/// A `401` answer: the problem and the `WWW-Authenticate` error code.
-struct Unauthorized(Problem, &'static str);
-
-impl IntoResponse for Unauthorized {
+/// problem+json from the error's table; a `401` carries its `WWW-Authenticate` challenge.
+impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
-        let mut res = self.0.into_response();
-        let challenge = format!("Bearer realm=\"lfusys-upload\", error=\"{}\"", self.1);
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        let challenge = self.bearer_error();
+        let mut res = Problem::from(self).into_response();
+        if let Some(code) = challenge {
+            let value = format!("Bearer realm=\"lfusys-upload\", error=\"{code}\"");
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
         }
         res
     }
 }
 
 /// Verifies the bearer upload token.
-fn authenticate(state: &WorkerState, headers: &HeaderMap) -> Result<UploadClaims, Unauthorized> {
+fn authenticate(state: &WorkerState, headers: &HeaderMap) -> Result<UploadClaims, IngestError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -207,27 +178,19 @@ fn authenticate(state: &WorkerState, headers: &HeaderMap) -> Result<UploadClaims
             let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         })
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        return Err(Unauthorized(
-            Problem::unauthorized(
-                "an upload token is required: `Authorization: Bearer <upload_token>`",
-            ),
-            "invalid_request",
-        ));
-    };
+        .filter(|t| !t.is_empty())
+        .ok_or(IngestError::MissingToken)?;
     state.verifier().verify_upload(token).map_err(|e| match e {
-        TokenError::Expired => Unauthorized(
-            Problem::unauthorized(
-                "the upload token has expired; refresh it with POST /api/v1/uploads/{id}/token",
-            ),
-            "invalid_token",
-        ),
-        TokenError::Invalid | TokenError::Signing => Unauthorized(
-            Problem::unauthorized("the upload token is invalid"),
-            "invalid_token",
-        ),
+        TokenError::Expired => IngestError::TokenExpired,
+        TokenError::Invalid | TokenError::Signing => IngestError::InvalidToken,
     })
+}
+
+/// What the local checks established about a well-formed request.
+struct Checked {
+    index: u32,
+    len: u64,
+    digest: Sha256,
 }
 
 /// The checks that need nothing but the request and the token's plan, in the contract's order.
@@ -235,577 +198,50 @@ fn check_request(
     plan: &UploadPlan,
     raw_index: &str,
     headers: &HeaderMap,
-) -> Result<Checked, Problem> {
+) -> Result<Checked, IngestError> {
     let index = (!raw_index.is_empty() && raw_index.bytes().all(|b| b.is_ascii_digit()))
         .then(|| raw_index.parse::<u32>().ok())
         .flatten()
-        .ok_or_else(|| {
-            Problem::bad_request(
-                "invalid-index",
-                format!("chunk index `{raw_index}` is not a number"),
-            )
-        })?;
-    let len = plan.chunk_len(index).ok_or_else(|| {
-        Problem::bad_request(
-            "invalid-index",
-            format!(
-                "chunk index {index} is out of range: this upload has chunks 0 to {}",
-                plan.total_chunks.saturating_sub(1)
-            ),
-        )
-    })?;
-    let declared = match headers.get(header::CONTENT_LENGTH) {
-        None => {
-            return Err(Problem::new(
-                StatusCode::LENGTH_REQUIRED,
-                "length-required",
-                format!("Content-Length is required (chunked bodies are refused); chunk {index} is {len} bytes"),
-            ))
-        }
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| Problem::bad_request("invalid-request", "Content-Length is not a number"))?,
-    };
-    let digest = match headers.get("content-digest") {
-        None => {
-            return Err(Problem::bad_request(
-                "invalid-digest",
-                "Content-Digest is required: `sha-256=:<base64 of the chunk's SHA-256>:`",
-            ))
-        }
-        Some(v) => {
-            let text = v.to_str().map_err(|_| {
-                Problem::bad_request("invalid-digest", "Content-Digest is not valid text")
-            })?;
-            parse_content_digest(text)
-                .map_err(|e| Problem::bad_request("invalid-digest", e.to_string()))?
-        }
-    };
-    if declared > len {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "chunk-too-large",
-            format!("Content-Length {declared} is longer than chunk {index}, which is {len} bytes"),
-        ));
-    }
-    if declared < len {
-        return Err(Problem::bad_request(
-            "chunk-too-short",
-            format!(
-                "Content-Length {declared} is shorter than chunk {index}, which is {len} bytes"
-            ),
-        ));
-    }
+        .ok_or_else(|| IngestError::IndexNotANumber(raw_index.to_owned()))?;
+    let len = ingest::chunk_len(plan, index)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .ok_or(IngestError::LengthRequired { index, len })?
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or(IngestError::InvalidContentLength)?;
+    let digest = declared_digest(headers)?;
+    ingest::check_declared_len(index, len, declared)?;
     Ok(Checked { index, len, digest })
 }
 
-/// `410` when the sessions service says the upload is cancelled, expired or gone.
-/// Any other answer (or no answer) leaves the caller's own problem standing.
-async fn gone_problem(state: &WorkerState, claims: &UploadClaims) -> Option<Problem> {
-    let req = GetUploadRequest {
-        owner_id: claims.sub.clone(),
-        upload_id: claims.upl.clone(),
-    };
-    match state.sessions().get_upload(req).await {
-        Ok(res) => {
-            let upload_state = sessions_api::upload_state(res.into_inner().state)?;
-            upload_state.is_gone().then(|| gone(upload_state))
-        }
-        Err(status) if status.code() == tonic::Code::NotFound => Some(sessions_problem(&status)),
-        Err(status) => {
-            tracing::warn!(%status, upload_id = %claims.upl, "could not look up the upload's state");
-            None
-        }
-    }
+/// The SHA-256 of `Content-Digest` (RFC 9530).
+fn declared_digest(headers: &HeaderMap) -> Result<Sha256, IngestError> {
+    let value = headers
+        .get("content-digest")
+        .ok_or(IngestError::MissingDigest)?;
+    let text = value.to_str().map_err(|_| IngestError::DigestNotText)?;
+    parse_content_digest(text).map_err(IngestError::MalformedDigest)
 }
 
-fn gone(state: UploadState) -> Problem {
-    let detail = match state {
-        UploadState::Expired => "the upload has expired",
-        _ => "the upload was cancelled",
-    };
-    Problem::new(StatusCode::GONE, "upload-gone", detail)
+/// The request body as the core's byte stream.
+fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
 }
 
 /// Answers a request without storing its body. A body of at most `limit` bytes is read and
 /// discarded first, so that the client reads the answer rather than a reset connection;
 /// a longer one is left unread (the connection is then closed after the answer).
-async fn reply_unread(res: Response, headers: &HeaderMap, body: Body, limit: u64) -> Response {
-    discard(headers, body, limit).await;
-    res
-}
-
-async fn discard(headers: &HeaderMap, body: Body, limit: u64) {
+async fn refuse(e: IngestError, headers: &HeaderMap, body: Body, limit: u64) -> Response {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<u64>().ok());
     if declared.is_none_or(|d| d <= limit) {
-        let mut stream = body.into_data_stream();
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            let mut seen = 0u64;
-            while let Some(Ok(bytes)) = stream.next().await {
-                seen += bytes.len() as u64;
-                if seen > limit {
-                    break;
-                }
-            }
-        })
-        .await;
+        ingest::drain(body_stream(body), limit).await;
     }
-}
-
-/// BeginChunk, stream, verify, CommitChunk.
-async fn ingest(
-    state: &WorkerState,
-    claims: &UploadClaims,
-    checked: &Checked,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, ChunkReceipt), Problem> {
-    let sha_hex = to_hex(&checked.digest);
-    let index = checked.index;
-    let begin = match begin_chunk(state, claims, checked, &sha_hex, "").await {
-        Ok(begin) => begin,
-        Err(p) => {
-            discard(headers, body, checked.len).await;
-            return Err(p);
-        }
-    };
-    let receipt = |received_count: u32, total_chunks: u32, complete: bool| ChunkReceipt {
-        index,
-        size: checked.len,
-        sha256: sha_hex.clone(),
-        received_count,
-        total_chunks,
-        complete,
-    };
-    match begin_outcome(&begin) {
-        BeginChunkOutcome::Claimed => {}
-        BeginChunkOutcome::Gone => {
-            discard(headers, body, checked.len).await;
-            return Err(begin_refusal(BeginChunkOutcome::Gone, &begin, index));
-        }
-        other => {
-            // Nothing is written, but the body is still verified: a corrupt retry is a 422
-            // whatever is stored.
-            verify_unstored(body, checked).await?;
-            if other == BeginChunkOutcome::AlreadyStored {
-                let complete = begin.received_count >= begin.total_chunks;
-                return Ok((
-                    StatusCode::OK,
-                    receipt(begin.received_count, begin.total_chunks, complete),
-                ));
-            }
-            return Err(begin_refusal(other, &begin, index));
-        }
-    }
-
-    let claim_id = begin.claim_id.clone();
-    let target = ChunkTarget {
-        upload_id: claims.upl.clone(),
-        handle: begin.storage_handle.clone(),
-        index,
-        offset: claims.plan().offset(index),
-        len: checked.len,
-        sha256: checked.digest,
-    };
-    // A store that verifies the digest itself (S3 checks the part checksum) refuses a corrupt
-    // body on its own: hashing it here as well would only cost CPU.
-    let tally = Arc::new(Mutex::new(Tally::new(
-        !state.blob().verifies_digest().await,
-    )));
-    let abort = CancellationToken::new();
-    let stream = (
-        metered(body, checked.len, Arc::clone(&tally), abort.clone()),
-        abort,
-    );
-
-    let started = Instant::now();
-    let written =
-        match write_with_lease(state, claims, checked, &sha_hex, &begin, &target, stream).await {
-            Ok(w) => w,
-            Err(p) => {
-                release(state, claims, index, &claim_id).await;
-                return Err(p);
-            }
-        };
-    metrics::histogram!("lfusys_chunk_write_seconds").record(started.elapsed().as_secs_f64());
-    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
-    metrics::counter!("lfusys_bytes_received_total").increment(tally.count);
-
-    let etag = match verify(checked, tally, written) {
-        Ok(etag) => etag,
-        Err(p) => {
-            release(state, claims, index, &claim_id).await;
-            return Err(p);
-        }
-    };
-
-    let commit = CommitChunkRequest {
-        owner_id: claims.sub.clone(),
-        upload_id: claims.upl.clone(),
-        index,
-        claim_id: claim_id.clone(),
-        sha256: sha_hex.clone(),
-        size: checked.len,
-        etag,
-    };
-    let committed = match state.sessions().commit_chunk(commit).await {
-        Ok(res) => res.into_inner(),
-        Err(status) => {
-            release(state, claims, index, &claim_id).await;
-            return Err(sessions_problem(&status));
-        }
-    };
-    let outcome =
-        CommitChunkOutcome::try_from(committed.outcome).unwrap_or(CommitChunkOutcome::Unspecified);
-    let status = match outcome {
-        CommitChunkOutcome::Stored => StatusCode::CREATED,
-        CommitChunkOutcome::AlreadyStored => StatusCode::OK,
-        refused => {
-            release(state, claims, index, &claim_id).await;
-            return Err(match refused {
-                CommitChunkOutcome::DigestConflict => digest_conflict(index),
-                CommitChunkOutcome::NotAccepting => Problem::conflict(
-                    "not-accepting",
-                    format!("chunk {index} was not recorded: its lease was lost or the upload stopped accepting chunks"),
-                ),
-                CommitChunkOutcome::Gone => Problem::new(StatusCode::GONE, "upload-gone", "the upload was cancelled or has expired"),
-                _ => {
-                    tracing::error!(outcome = committed.outcome, "unexpected CommitChunk outcome");
-                    Problem::internal("an internal error occurred")
-                }
-            });
-        }
-    };
-    if committed.completed_set {
-        tracing::info!(upload_id = %claims.upl, "last chunk recorded; the upload is queued for assembly");
-    }
-    Ok((
-        status,
-        receipt(
-            committed.received_count,
-            committed.total_chunks,
-            committed.complete,
-        ),
-    ))
-}
-
-async fn begin_chunk(
-    state: &WorkerState,
-    claims: &UploadClaims,
-    checked: &Checked,
-    sha_hex: &str,
-    claim_id: &str,
-) -> Result<BeginChunkResponse, Problem> {
-    let req = BeginChunkRequest {
-        owner_id: claims.sub.clone(),
-        upload_id: claims.upl.clone(),
-        index: checked.index,
-        sha256: sha_hex.to_owned(),
-        size: checked.len,
-        claim_id: claim_id.to_owned(),
-    };
-    state
-        .sessions()
-        .begin_chunk(req)
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|status| sessions_problem(&status))
-}
-
-fn begin_outcome(res: &BeginChunkResponse) -> BeginChunkOutcome {
-    BeginChunkOutcome::try_from(res.outcome).unwrap_or(BeginChunkOutcome::Unspecified)
-}
-
-fn digest_conflict(index: u32) -> Problem {
-    Problem::conflict(
-        "digest-conflict",
-        format!("chunk {index} is already stored with a different SHA-256"),
-    )
-}
-
-/// Why BeginChunk (or its renewal) did not grant the lease.
-fn begin_refusal(outcome: BeginChunkOutcome, res: &BeginChunkResponse, index: u32) -> Problem {
-    let upload_state = sessions_api::upload_state(res.state);
-    match outcome {
-        BeginChunkOutcome::DigestConflict => digest_conflict(index),
-        BeginChunkOutcome::InProgress => Problem::conflict(
-            "chunk-in-progress",
-            format!("another request is writing chunk {index} right now; retry shortly"),
-        )
-        .with_retry_after(1),
-        BeginChunkOutcome::NotAccepting => Problem::conflict(
-            "not-accepting",
-            format!(
-                "the upload is {} and accepts no new chunks",
-                upload_state.map_or("finished", UploadState::as_str)
-            ),
-        ),
-        BeginChunkOutcome::Gone => gone(upload_state.unwrap_or(UploadState::Cancelled)),
-        BeginChunkOutcome::AlreadyStored
-        | BeginChunkOutcome::Claimed
-        | BeginChunkOutcome::Unspecified => {
-            tracing::error!(outcome = res.outcome, "unexpected BeginChunk outcome");
-            Problem::internal("an internal error occurred")
-        }
-    }
-}
-
-/// Streams the body into the blob store while renewing the lease every third of its length.
-/// A failed renewal stops the write: someone else may own the chunk now.
-async fn write_with_lease(
-    state: &WorkerState,
-    claims: &UploadClaims,
-    checked: &Checked,
-    sha_hex: &str,
-    begin: &BeginChunkResponse,
-    target: &ChunkTarget,
-    (stream, abort): (ByteStream, CancellationToken),
-) -> Result<Result<String, StoreError>, Problem> {
-    let lease_ms = (begin.lease_expires_at_ms - lfusys_core::clock::now_ms()).max(300);
-    let every = Duration::from_millis(lease_ms as u64 / 3);
-    let write = state.blob().write_chunk(target, stream);
-    tokio::pin!(write);
-    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let lost = loop {
-        tokio::select! {
-            written = &mut write => return Ok(written),
-            _ = renew.tick() => {
-                if let Err(p) = renew_lease(state, claims, checked, sha_hex, &begin.claim_id).await {
-                    break p;
-                }
-            }
-        }
-    };
-    // End the write through the store's own error path rather than dropping it, so that no
-    // byte of it can land after the lease (and the chunk) has passed to another writer.
-    abort.cancel();
-    let _ = write.await;
-    Err(lost)
-}
-
-async fn renew_lease(
-    state: &WorkerState,
-    claims: &UploadClaims,
-    checked: &Checked,
-    sha_hex: &str,
-    claim_id: &str,
-) -> Result<(), Problem> {
-    let res = begin_chunk(state, claims, checked, sha_hex, claim_id).await?;
-    match begin_outcome(&res) {
-        BeginChunkOutcome::Claimed => Ok(()),
-        BeginChunkOutcome::Gone => Err(begin_refusal(BeginChunkOutcome::Gone, &res, checked.index)),
-        _ => {
-            tracing::warn!(upload_id = %claims.upl, index = checked.index, outcome = res.outcome, "lost the chunk lease while writing");
-            Err(Problem::conflict(
-                "chunk-in-progress",
-                format!(
-                    "the lease on chunk {} was lost while writing it; retry",
-                    checked.index
-                ),
-            ))
-        }
-    }
-}
-
-/// Reads a body that is not going to be stored and checks its length and digest.
-async fn verify_unstored(body: Body, checked: &Checked) -> Result<(), Problem> {
-    let tally = Arc::new(Mutex::new(Tally::new(true)));
-    let mut stream = metered(
-        body,
-        checked.len,
-        Arc::clone(&tally),
-        CancellationToken::new(),
-    );
-    while let Some(item) = stream.next().await {
-        if item.is_err() {
-            break;
-        }
-    }
-    drop(stream);
-    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
-    metrics::counter!("lfusys_bytes_received_total").increment(tally.count);
-    verify(checked, tally, Ok(String::new())).map(|_| ())
-}
-
-/// Compares what was streamed with what was declared; returns the part's receipt.
-fn verify(
-    checked: &Checked,
-    tally: Tally,
-    written: Result<String, StoreError>,
-) -> Result<String, Problem> {
-    let index = checked.index;
-    let len = checked.len;
-    if let Some(failure) = tally.failure {
-        return Err(match failure {
-            BodyFailure::TooLong => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "chunk-too-large",
-                format!("the body is longer than chunk {index}, which is {len} bytes"),
-            ),
-            BodyFailure::Broken(e) => Problem::bad_request(
-                "chunk-too-short",
-                format!(
-                    "the body ended after {} of chunk {index}'s {len} bytes: {e}",
-                    tally.count
-                ),
-            ),
-            BodyFailure::Aborted => Problem::conflict(
-                "chunk-in-progress",
-                format!("writing chunk {index} was stopped; retry"),
-            ),
-            BodyFailure::Idle => Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body-timeout",
-                format!(
-                    "no data arrived for {} s; chunk {index} was not stored",
-                    BODY_IDLE_TIMEOUT.as_secs()
-                ),
-            ),
-        });
-    }
-    let etag = match written {
-        Ok(etag) => etag,
-        Err(StoreError::DigestMismatch) => return Err(mismatch(checked, None)),
-        Err(StoreError::LengthMismatch { actual, .. }) => return Err(short(index, len, actual)),
-        Err(StoreError::Body(e)) => {
-            return Err(Problem::bad_request(
-                "chunk-too-short",
-                format!("the body of chunk {index} failed: {e}"),
-            ))
-        }
-        Err(StoreError::Unavailable(e)) => {
-            tracing::warn!(error = %e, "blob store unavailable");
-            return Err(
-                Problem::unavailable("storage is unavailable; try again shortly")
-                    .with_retry_after(1),
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "writing a chunk failed");
-            return Err(Problem::internal("an internal error occurred"));
-        }
-    };
-    if tally.count != len {
-        return Err(short(index, len, tally.count));
-    }
-    if let Some(hasher) = tally.hasher {
-        let actual: Sha256 = hasher.finalize().into();
-        if actual != checked.digest {
-            return Err(mismatch(checked, Some(&actual)));
-        }
-    }
-    Ok(etag)
-}
-
-fn short(index: u32, len: u64, actual: u64) -> Problem {
-    Problem::bad_request(
-        "chunk-too-short",
-        format!("the body has {actual} bytes; chunk {index} is {len} bytes"),
-    )
-}
-
-fn mismatch(checked: &Checked, actual: Option<&Sha256>) -> Problem {
-    let received = actual
-        .map(|a| format!(", the body's is {}", to_hex(a)))
-        .unwrap_or_default();
-    Problem::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "digest-mismatch",
-        format!(
-            "Content-Digest declares SHA-256 {}{received}; chunk {} was discarded",
-            to_hex(&checked.digest),
-            checked.index
-        ),
-    )
-}
-
-async fn release(state: &WorkerState, claims: &UploadClaims, index: u32, claim_id: &str) {
-    let req = ReleaseChunkRequest {
-        owner_id: claims.sub.clone(),
-        upload_id: claims.upl.clone(),
-        index,
-        claim_id: claim_id.to_owned(),
-    };
-    // Best effort: an unreleased lease simply runs out.
-    if let Err(status) = state.sessions().release_chunk(req).await {
-        tracing::warn!(%status, upload_id = %claims.upl, index, "releasing a chunk lease failed");
-    }
-}
-
-#[derive(Default)]
-struct Tally {
-    /// None when the store verifies the digest itself.
-    hasher: Option<sha2::Sha256>,
-    count: u64,
-    failure: Option<BodyFailure>,
-}
-
-impl Tally {
-    fn new(hash: bool) -> Self {
-        Self {
-            hasher: hash.then(sha2::Sha256::new),
-            ..Self::default()
-        }
-    }
-}
-
-#[derive(Debug)]
-enum BodyFailure {
-    TooLong,
-    Broken(String),
-    Idle,
-    /// The worker stopped the write (it lost the lease).
-    Aborted,
-}
-
-/// The request body as a [`ByteStream`] that counts (and hashes, if asked) what passes through, and
-/// fails (ending the write) when the body breaks, stalls or runs past `limit` bytes.
-fn metered(
-    body: Body,
-    limit: u64,
-    tally: Arc<Mutex<Tally>>,
-    abort: CancellationToken,
-) -> ByteStream {
-    let inner = body.into_data_stream();
-    Box::pin(futures::stream::unfold(Some((inner, tally)), move |st| {
-        let abort = abort.clone();
-        async move {
-            let (mut inner, tally) = st?;
-            let item: Result<Bytes, BodyFailure> = tokio::select! {
-                biased;
-                () = abort.cancelled() => Err(BodyFailure::Aborted),
-                next = tokio::time::timeout(BODY_IDLE_TIMEOUT, inner.next()) => match next {
-                    Err(_) => Err(BodyFailure::Idle),
-                    Ok(None) => return None,
-                    Ok(Some(Err(e))) => Err(BodyFailure::Broken(e.to_string())),
-                    Ok(Some(Ok(bytes))) => Ok(bytes),
-                },
-            };
-            let mut t = tally.lock().unwrap_or_else(PoisonError::into_inner);
-            let failure = match item {
-                Ok(bytes) if t.count + bytes.len() as u64 <= limit => {
-                    if let Some(h) = t.hasher.as_mut() {
-                        h.update(&bytes);
-                    }
-                    t.count += bytes.len() as u64;
-                    drop(t);
-                    return Some((Ok(bytes), Some((inner, tally))));
-                }
-                Ok(_) => BodyFailure::TooLong,
-                Err(f) => f,
-            };
-            let err = std::io::Error::other(format!("{failure:?}"));
-            t.failure = Some(failure);
-            // After an error the stream ends.
-            Some((Err(err), None))
-        }
-    }))
+    e.into_response()
 }
 
 #[cfg(test)]
@@ -826,8 +262,11 @@ mod tests {
     #[test]
     fn local_checks_follow_the_contract_order() {
         let plan = UploadPlan::new(250, 100);
-        let status =
-            |idx: &str, h: &HeaderMap| check_request(&plan, idx, h).err().map(|p| p.status);
+        let status = |idx: &str, h: &HeaderMap| {
+            check_request(&plan, idx, h)
+                .err()
+                .map(|e| Problem::from(e).status)
+        };
         let good = headers(&[("content-length", "50"), ("content-digest", DIGEST)]);
         assert_eq!(status("2", &good), None);
         assert_eq!(status("x", &headers(&[])), Some(400));
@@ -862,6 +301,10 @@ mod tests {
             ),
             Some(400)
         );
+        assert!(matches!(
+            check_request(&plan, "0", &headers(&[("content-length", "x")])),
+            Err(IngestError::InvalidContentLength)
+        ));
         let ok = check_request(
             &plan,
             "0",
@@ -872,49 +315,27 @@ mod tests {
         assert_eq!((ok.index, ok.len), (0, 100));
     }
 
-    #[tokio::test]
-    async fn metered_stream_hashes_counts_and_stops_past_the_limit() {
-        let tally = Arc::new(Mutex::new(Tally::new(true)));
-        let body = Body::from("hello");
-        let out: Vec<_> = metered(body, 5, Arc::clone(&tally), CancellationToken::new())
-            .collect()
-            .await;
-        assert_eq!(out.len(), 1);
-        let t = std::mem::take(&mut *tally.lock().unwrap());
-        assert_eq!(t.count, 5);
-        let d: Sha256 = t.hasher.unwrap().finalize().into();
+    #[test]
+    fn answers_carry_their_headers() {
+        let res = IngestError::TokenExpired.into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
-            to_hex(&d),
-            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"lfusys-upload\", error=\"invalid_token\""
         );
-
-        let tally = Arc::new(Mutex::new(Tally::default()));
-        let out: Vec<_> = metered(
-            Body::from("hello!"),
-            5,
-            Arc::clone(&tally),
-            CancellationToken::new(),
-        )
-        .collect()
-        .await;
-        assert!(out[0].is_err());
-        assert!(matches!(
-            tally.lock().unwrap().failure,
-            Some(BodyFailure::TooLong)
-        ));
-
-        let tally = Arc::new(Mutex::new(Tally::default()));
-        let abort = CancellationToken::new();
-        abort.cancel();
-        let out: Vec<_> = metered(Body::from("hello"), 5, Arc::clone(&tally), abort)
-            .collect()
-            .await;
-        assert_eq!(out.len(), 1);
-        assert!(out[0].is_err());
-        assert!(matches!(
-            tally.lock().unwrap().failure,
-            Some(BodyFailure::Aborted)
-        ));
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            service_kit::problem::CONTENT_TYPE
+        );
+        let res = IngestError::MissingToken.into_response();
+        assert_eq!(
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"lfusys-upload\", error=\"invalid_request\""
+        );
+        let res = IngestError::ChunkInProgress { index: 1 }.into_response();
+        assert_eq!(res.status(), StatusCode::CONFLICT);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert!(!res.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 
     #[test]

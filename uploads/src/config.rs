@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lfusys_core::env::Env;
 use stores::StorageConfig;
 
 use crate::Error;
@@ -78,7 +79,9 @@ impl Config {
             assembly_visibility: Duration::from_secs(
                 parse_var("LFUSYS_ASSEMBLY_VISIBILITY_SECS", 30)?.max(1),
             ),
-            assembly_max_attempts: parse_var("LFUSYS_ASSEMBLY_MAX_ATTEMPTS", 5)?.max(1),
+            // One rule with the AWS queue's redrive policy (a positive whole number).
+            assembly_max_attempts: stores::assembly_max_attempts(&Env::process())
+                .map_err(|e| Error::Config(e.to_string()))?,
             cors_allowed_origins,
         })
     }

@@ -3,7 +3,9 @@
 //! - **Chunk ingest**: `PUT /api/v1/chunks/{upload_id}/{index}` verifies the upload token
 //!   locally (the gateway's public key, no database), takes a lease on the chunk from the
 //!   sessions service, streams the body into the blob store while hashing it, and records it.
-//!   See [`chunks`].
+//!   The native protocol's adapter is [`chunks`]; the protocol-neutral use case it calls
+//!   (lease, stream and verify, record; typed errors and their problem+json table) is
+//!   [`ingest`].
 //! - **Assembly**: `Config::assemblers` tasks consume the assembly queue and turn complete
 //!   uploads into Files. See [`assembler`].
 //!
@@ -12,16 +14,16 @@
 pub mod assembler;
 pub mod chunks;
 mod config;
+pub mod ingest;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::Router;
 use lfusys_core::tokens::{KeyError, TokenVerifier};
 use service_kit::observability::{ops_router, ReadinessCheck};
-use service_kit::problem::Problem;
 use sessions_api::proto::sessions_client::SessionsClient;
 use storage::{BlobStore, JobQueue, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -199,16 +201,4 @@ pub async fn serve(
         }
     }
     result.map_err(Error::Io)
-}
-
-/// A problem whose status says the sessions service could not be reached.
-pub(crate) fn sessions_problem(status: &tonic::Status) -> Problem {
-    if status.code() == tonic::Code::NotFound {
-        return Problem::new(
-            StatusCode::GONE,
-            "upload-gone",
-            "the upload no longer exists",
-        );
-    }
-    Problem::from_status(status)
 }

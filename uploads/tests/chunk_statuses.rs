@@ -23,6 +23,7 @@ async fn assert_stored(h: &Harness, up: &TestUpload, expected: &[u32]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one walk through the contract's answers, in its order
 async fn every_refusal_has_its_status_and_stores_nothing() {
     let h = Harness::start(Options::default()).await;
     // Three chunks: 64 KiB, 64 KiB, 1000 bytes.

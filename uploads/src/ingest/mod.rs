@@ -1,0 +1,326 @@
+//! Chunk ingest, protocol-neutral (DESIGN §3 steps 2–3): the one use case every upload
+//! protocol of the workers shares — the native `PUT /api/v1/chunks/{upload_id}/{index}`
+//! ([`crate::chunks`]) today, tus / IETF resumable uploads (§3 step 7) next.
+//!
+//! An adapter authenticates the request, checks what it can from the request alone, and
+//! hands [`ingest_chunk`] a [`ChunkRequest`] (whose upload, which chunk, its exact length
+//! and declared SHA-256) and the body as a [`ByteStream`]. The core then:
+//!
+//! 1. asks the sessions service for the chunk's lease (`BeginChunk`). Refused because the
+//!    chunk is already stored, stored with another digest, being written by another request,
+//!    or the upload takes no chunks: nothing is written, but the body is still read and
+//!    verified, so that `400`/`413`/`422` keep their precedence over `200`/`409`;
+//! 2. streams the body into the blob store at the chunk's final place while counting it,
+//!    hashing it (unless the store verifies the digest itself) and renewing the lease every
+//!    third of its length; the body is never buffered whole;
+//! 3. compares length and digest with the declared ones; a mismatch records nothing;
+//! 4. records the chunk (`CommitChunk`), which completes the set exactly once.
+//!
+//! A good chunk costs exactly two calls (`BeginChunk`, `CommitChunk`). Once the lease is
+//! granted, every path that does not record the chunk gives it back (a [`LeaseGuard`]): the
+//! failures before answering, and a request future that is dropped or panics, in the
+//! background. Every refusal is an [`IngestError`]; its problem+json answer comes from the
+//! one table, `impl From<IngestError> for Problem` (`ingest/error.rs`).
+//!
+//! Metrics: `lfusys_bytes_received_total` (body bytes read, stored or not) and
+//! `lfusys_chunk_write_seconds` (blob-store writes); the adapter counts answers.
+
+mod body;
+mod error;
+mod lease;
+mod sessions;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lfusys_core::digest::{to_hex, Sha256};
+use lfusys_core::plan::UploadPlan;
+use lfusys_core::tokens::UploadClaims;
+use serde::{Deserialize, Serialize};
+use sessions_api::proto::{BeginChunkOutcome, BeginChunkResponse, CommitChunkOutcome};
+use storage::{ByteStream, ChunkTarget};
+use tokio_util::sync::CancellationToken;
+
+use crate::WorkerState;
+use body::Tally;
+use sessions::ChunkCalls;
+
+pub use body::drain;
+pub use error::{Gone, IngestError};
+pub use lease::LeaseGuard;
+pub use sessions::upload_gone;
+
+/// One chunk to ingest, as the adapter established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRequest {
+    /// The user the upload belongs to.
+    pub owner_id: String,
+    pub upload_id: String,
+    /// How the upload is cut (from the upload token's claims).
+    pub plan: UploadPlan,
+    /// 0-based chunk index.
+    pub index: u32,
+    /// The chunk's exact length, `plan.chunk_len(index)`; the body must be exactly this long.
+    pub len: u64,
+    /// The SHA-256 the client declared for the chunk.
+    pub digest: Sha256,
+}
+
+impl ChunkRequest {
+    /// Chunk `index` (of length `len`) of the upload an upload token names.
+    pub fn from_claims(claims: &UploadClaims, index: u32, len: u64, digest: Sha256) -> Self {
+        Self {
+            owner_id: claims.sub.clone(),
+            upload_id: claims.upl.clone(),
+            plan: claims.plan(),
+            index,
+            len,
+            digest,
+        }
+    }
+
+    fn receipt(&self, received_count: u32, total_chunks: u32, complete: bool) -> ChunkReceipt {
+        ChunkReceipt {
+            index: self.index,
+            size: self.len,
+            sha256: to_hex(&self.digest),
+            received_count,
+            total_chunks,
+            complete,
+        }
+    }
+}
+
+/// What a stored chunk's answer says (the body of the native `200` and `201`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkReceipt {
+    pub index: u32,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the chunk.
+    pub sha256: String,
+    pub received_count: u32,
+    pub total_chunks: u32,
+    /// Every chunk of the upload is recorded.
+    pub complete: bool,
+}
+
+/// A chunk that is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// This request stored it.
+    Stored(ChunkReceipt),
+    /// It was already stored with this digest (an idempotent retry): nothing was written.
+    AlreadyStored(ChunkReceipt),
+}
+
+impl Outcome {
+    pub fn receipt(&self) -> &ChunkReceipt {
+        match self {
+            Self::Stored(r) | Self::AlreadyStored(r) => r,
+        }
+    }
+}
+
+/// The exact length of chunk `index` of `plan`, or why there is no such chunk.
+pub fn chunk_len(plan: &UploadPlan, index: u32) -> Result<u64, IngestError> {
+    plan.chunk_len(index).ok_or(IngestError::IndexOutOfRange {
+        index,
+        total_chunks: plan.total_chunks,
+    })
+}
+
+/// A declared body length against the chunk's `len`: longer is refused before the body is
+/// read, and so is shorter.
+pub fn check_declared_len(index: u32, len: u64, declared: u64) -> Result<(), IngestError> {
+    if declared > len {
+        return Err(IngestError::DeclaredTooLong {
+            index,
+            len,
+            declared,
+        });
+    }
+    if declared < len {
+        return Err(IngestError::DeclaredTooShort {
+            index,
+            len,
+            declared,
+        });
+    }
+    Ok(())
+}
+
+/// Ingests one chunk: lease, stream and verify, record (see the module documentation).
+/// Adapters check index and length first ([`chunk_len`], [`check_declared_len`]) in their
+/// protocol's order; a request that fails those checks here is refused unread.
+pub async fn ingest_chunk(
+    state: &WorkerState,
+    req: &ChunkRequest,
+    body: ByteStream,
+) -> Result<Outcome, IngestError> {
+    check_declared_len(req.index, chunk_len(&req.plan, req.index)?, req.len)?;
+    let calls = ChunkCalls::new(state.sessions(), req);
+    let begin = match calls.begin("").await {
+        Ok(begin) => begin,
+        Err(e) => {
+            drain(body, req.len).await;
+            return Err(e);
+        }
+    };
+    match sessions::begin_outcome(&begin) {
+        BeginChunkOutcome::Claimed => {}
+        BeginChunkOutcome::Gone => {
+            drain(body, req.len).await;
+            return Err(sessions::begin_refusal(&begin, req.index));
+        }
+        other => return answer_unclaimed(req, other, &begin, body).await,
+    }
+    // The chunk is ours until recorded: the guard gives it back on every other path,
+    // including this future being dropped before it ends.
+    let lease = calls.lease(&begin.claim_id);
+    match store_and_commit(state, req, &calls, &begin, body).await {
+        Ok(outcome) => {
+            lease.disarm();
+            Ok(outcome)
+        }
+        Err(e) => {
+            // Released before the answer, so that the client's retry finds the chunk free.
+            lease.release().await;
+            Err(e)
+        }
+    }
+}
+
+/// The answer when `BeginChunk` granted no lease: nothing is written, but the body is
+/// still verified — a corrupt retry is a `422` whatever is stored.
+async fn answer_unclaimed(
+    req: &ChunkRequest,
+    outcome: BeginChunkOutcome,
+    begin: &BeginChunkResponse,
+    body: ByteStream,
+) -> Result<Outcome, IngestError> {
+    body::read_unstored(req, body).await?;
+    if outcome == BeginChunkOutcome::AlreadyStored {
+        let complete = begin.received_count >= begin.total_chunks;
+        return Ok(Outcome::AlreadyStored(req.receipt(
+            begin.received_count,
+            begin.total_chunks,
+            complete,
+        )));
+    }
+    Err(sessions::begin_refusal(begin, req.index))
+}
+
+/// Under the lease: stream and verify, then `CommitChunk`.
+async fn store_and_commit(
+    state: &WorkerState,
+    req: &ChunkRequest,
+    calls: &ChunkCalls,
+    begin: &BeginChunkResponse,
+    body: ByteStream,
+) -> Result<Outcome, IngestError> {
+    let etag = store(state, req, calls, begin, body).await?;
+    let committed = calls.commit(&begin.claim_id, etag).await?;
+    if committed.completed_set {
+        tracing::info!(upload_id = %req.upload_id, "last chunk recorded; the upload is queued for assembly");
+    }
+    let receipt = req.receipt(
+        committed.received_count,
+        committed.total_chunks,
+        committed.complete,
+    );
+    let stored = CommitChunkOutcome::try_from(committed.outcome) == Ok(CommitChunkOutcome::Stored);
+    Ok(if stored {
+        Outcome::Stored(receipt)
+    } else {
+        Outcome::AlreadyStored(receipt)
+    })
+}
+
+/// Streams the body to the chunk's place in the blob store while renewing the lease, and
+/// verifies it; returns the part's receipt (S3 ETag).
+async fn store(
+    state: &WorkerState,
+    req: &ChunkRequest,
+    calls: &ChunkCalls,
+    begin: &BeginChunkResponse,
+    body: ByteStream,
+) -> Result<String, IngestError> {
+    let target = ChunkTarget {
+        upload_id: req.upload_id.clone(),
+        handle: begin.storage_handle.clone(),
+        index: req.index,
+        offset: req.plan.offset(req.index),
+        len: req.len,
+        sha256: req.digest,
+    };
+    // A store that verifies the digest itself (S3 checks the part checksum) refuses a corrupt
+    // body on its own: hashing it here as well would only cost CPU.
+    let tally = Arc::new(Mutex::new(Tally::new(
+        !state.blob().verifies_digest().await,
+    )));
+    let abort = CancellationToken::new();
+    let stream = body::metered(body, req.len, Arc::clone(&tally), abort.clone());
+    let lease_ms = (begin.lease_expires_at_ms - lfusys_core::clock::now_ms()).max(300);
+    let renew_every = Duration::from_millis(lease_ms as u64 / 3);
+
+    let started = Instant::now();
+    let write = state.blob().write_chunk(&target, stream);
+    let claim_id = begin.claim_id.as_str();
+    let renew = move || calls.renew(claim_id);
+    let written = lease::write_with_lease(write, renew_every, renew, &abort).await?;
+    metrics::histogram!("lfusys_chunk_write_seconds").record(started.elapsed().as_secs_f64());
+    let tally = Tally::take(&tally);
+    metrics::counter!("lfusys_bytes_received_total").increment(tally.count);
+    body::verify(req, tally, written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_and_declared_length_checks() {
+        let plan = UploadPlan::new(250, 100);
+        assert!(matches!(chunk_len(&plan, 2), Ok(50)));
+        assert!(matches!(
+            chunk_len(&plan, 3),
+            Err(IngestError::IndexOutOfRange {
+                index: 3,
+                total_chunks: 3
+            })
+        ));
+        assert!(check_declared_len(0, 100, 100).is_ok());
+        assert!(matches!(
+            check_declared_len(0, 100, 101),
+            Err(IngestError::DeclaredTooLong { declared: 101, .. })
+        ));
+        assert!(matches!(
+            check_declared_len(0, 100, 0),
+            Err(IngestError::DeclaredTooShort { declared: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn receipts_name_the_chunk() {
+        let req = ChunkRequest {
+            owner_id: "o".into(),
+            upload_id: "u".into(),
+            plan: UploadPlan::new(250, 100),
+            index: 2,
+            len: 50,
+            digest: [0xab; 32],
+        };
+        let r = Outcome::Stored(req.receipt(3, 3, true));
+        assert_eq!(
+            r.receipt(),
+            &ChunkReceipt {
+                index: 2,
+                size: 50,
+                sha256: "ab".repeat(32),
+                received_count: 3,
+                total_chunks: 3,
+                complete: true,
+            }
+        );
+    }
+}
