@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suites on the AWS backends: starts moto (S3, DynamoDB, SQS) and MinIO (a real S3
-# server) on loopback, runs the system tests and the AWS-specific tests against them, and stops
-# the servers. Part of scripts/test.sh; runs alone when only the AWS backends are of interest.
+# server) on loopback, runs the system tests, the storage ports' conformance suite and the
+# AWS-specific tests against them, and stops the servers. Part of scripts/test.sh; runs alone
+# when only the AWS backends are of interest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
@@ -16,7 +17,9 @@ step "AWS backends: moto (S3, DynamoDB, SQS) and MinIO on loopback (scripts/aws-
   eval "$(bash scripts/aws-servers.sh env)"
   step "system tests again, on the AWS backends"
   LFUSYS_TEST_BACKEND=aws cargo test -p cli --release --locked --test system -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
-  step "AWS store component tests and AWS-specific system tests"
-  cargo test -p cli --release --locked --features aws-tests --test aws_stores --test aws -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
+  step "the storage ports' conformance suite and the AWS adapters' own tests"
+  cargo test -p storage-aws --release --locked --features aws-tests -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
+  step "AWS-specific system tests"
+  cargo test -p cli --release --locked --features aws-tests --test aws -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
 )
 

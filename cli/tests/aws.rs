@@ -5,16 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod aws_support;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_support::{Fault, FaultProxy};
 use sha2::{Digest, Sha256};
 use support::{aws_args, aws_names, free_port, random_file, sha256_file, wait_for, Client, Server};
+use test_support::aws as aws_support;
+use test_support::aws::{Fault, FaultProxy};
 
 const MIB: usize = 1 << 20;
 

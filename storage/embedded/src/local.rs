@@ -419,10 +419,11 @@ fn already_committed(blob: &Path) -> StoreResult<()> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    // The store's answers to the port are the conformance suite's (tests/conformance.rs); what
+    // follows is local disk's own.
     use std::time::Duration;
 
     use bytes::Bytes;
-    use sha2::Digest;
 
     use super::*;
 
@@ -469,113 +470,25 @@ mod tests {
         out
     }
 
+    /// Local disk has no handles and no receipts: both are empty.
     #[tokio::test]
-    async fn chunks_in_any_order_assemble_to_the_file() {
+    async fn handles_and_receipts_are_empty() {
         let (_d, s) = store();
-        let chunk = 1_500_000usize; // not a multiple of the write buffer
-        let total = chunk * 3 + 12_345;
-        let data = pattern(total, 7);
         let id = "0190a0a0-0000-7000-8000-000000000001";
-        assert_eq!(s.begin_upload(id, total as u64).await.unwrap(), "");
-        let plan: Vec<(u32, usize, usize)> = (0..4)
-            .map(|i| (i, i as usize * chunk, chunk.min(total - i as usize * chunk)))
-            .collect();
-        // Out of order and concurrently, with frames of different sizes.
-        let mut tasks = Vec::new();
-        for &(i, off, len) in &[plan[2], plan[0], plan[3], plan[1]] {
-            let s = s.clone();
-            let slice = data[off..off + len].to_vec();
-            tasks.push(tokio::spawn(async move {
-                let frame = [1usize, 8192, 100_000, 3 * WRITE_BUFFER][i as usize];
-                s.write_chunk(&target(id, i, off as u64, len as u64), body(&slice, frame))
-                    .await
-            }));
-        }
-        for t in tasks {
-            assert_eq!(t.await.unwrap().unwrap(), "");
-        }
-        let parts: Vec<PartRef> = plan
-            .iter()
-            .map(|&(i, _, len)| PartRef {
-                index: i,
-                size: len as u64,
-                sha256: String::new(),
-                etag: String::new(),
-            })
-            .collect();
-        s.complete_upload(id, "", &parts, "files/abc")
-            .await
-            .unwrap();
-        assert_eq!(s.blob_size("files/abc").await.unwrap(), total as u64);
-        let back = read_all(&s, "files/abc", None).await;
-        assert_eq!(sha2::Sha256::digest(&back), sha2::Sha256::digest(&data));
-        // Idempotent: the part is gone, the blob exists.
-        s.complete_upload(id, "", &parts, "files/abc")
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.complete_upload("other", "", &[], "files/nope").await,
-            Err(StoreError::NotFound(_))
-        ));
+        assert_eq!(s.begin_upload(id, 10).await.unwrap(), "");
+        assert_eq!(
+            s.write_chunk(&target(id, 0, 0, 10), body(&[1; 10], 3))
+                .await
+                .unwrap(),
+            ""
+        );
     }
 
+    /// A chunk is written at its offset into the pre-sized file, and never past it.
     #[tokio::test]
-    async fn rewriting_a_chunk_replaces_its_bytes() {
-        let (_d, s) = store();
-        s.begin_upload("u1", 10).await.unwrap();
-        s.write_chunk(&target("u1", 0, 0, 5), body(b"xxxxx", 2))
-            .await
-            .unwrap();
-        s.write_chunk(&target("u1", 1, 5, 5), body(b"world", 5))
-            .await
-            .unwrap();
-        s.write_chunk(&target("u1", 0, 0, 5), body(b"hello", 1))
-            .await
-            .unwrap();
-        // A repeated begin keeps what was written.
-        s.begin_upload("u1", 10).await.unwrap();
-        s.complete_upload("u1", "", &[], "files/f1").await.unwrap();
-        assert_eq!(read_all(&s, "files/f1", None).await, b"helloworld");
-    }
-
-    #[tokio::test]
-    async fn wrong_lengths_and_body_errors_are_refused() {
+    async fn chunks_stay_inside_the_pre_sized_file() {
         let (_d, s) = store();
         s.begin_upload("u2", 20).await.unwrap();
-        let long = s
-            .write_chunk(&target("u2", 0, 0, 10), body(&[1; 11], 4))
-            .await;
-        assert!(
-            matches!(
-                long,
-                Err(StoreError::LengthMismatch {
-                    expected: 10,
-                    actual: 11
-                })
-            ),
-            "{long:?}"
-        );
-        let short = s
-            .write_chunk(&target("u2", 0, 0, 10), body(&[1; 9], 4))
-            .await;
-        assert!(
-            matches!(
-                short,
-                Err(StoreError::LengthMismatch {
-                    expected: 10,
-                    actual: 9
-                })
-            ),
-            "{short:?}"
-        );
-        let failing: ByteStream = Box::pin(futures::stream::iter(vec![
-            Ok(Bytes::from_static(b"abc")),
-            Err(std::io::Error::other("connection reset")),
-        ]));
-        assert!(matches!(
-            s.write_chunk(&target("u2", 0, 0, 10), failing).await,
-            Err(StoreError::Body(_))
-        ));
         // Never past the pre-sized file.
         assert!(matches!(
             s.write_chunk(&target("u2", 1, 15, 10), body(&[1; 10], 4))
@@ -592,10 +505,39 @@ mod tests {
         assert!(matches!(over, Err(StoreError::LengthMismatch { .. })));
         s.complete_upload("u2", "", &[], "files/f2").await.unwrap();
         assert_eq!(&read_all(&s, "files/f2", None).await[10..], &[2; 10]);
-        // An upload that was never begun (or was aborted).
+    }
+
+    /// An upload that was never begun has no storage to write to or to commit.
+    #[tokio::test]
+    async fn an_upload_never_begun_has_no_storage() {
+        let (_d, s) = store();
         assert!(matches!(
             s.write_chunk(&target("missing", 0, 0, 1), body(b"a", 1))
                 .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.complete_upload("other", "", &[], "files/nope").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    /// Any safe key works, in directories of its own.
+    #[tokio::test]
+    async fn blobs_commit_to_nested_keys() {
+        let (_d, s) = store();
+        let data = pattern(200_000, 3);
+        s.begin_upload("u4", data.len() as u64).await.unwrap();
+        s.write_chunk(&target("u4", 0, 0, data.len() as u64), body(&data, 65_536))
+            .await
+            .unwrap();
+        s.complete_upload("u4", "", &[], "files/dir/f4")
+            .await
+            .unwrap();
+        assert_eq!(read_all(&s, "files/dir/f4", None).await, data);
+        s.delete_blob("files/dir/f4").await.unwrap();
+        assert!(matches!(
+            s.blob_size("files/dir/f4").await,
             Err(StoreError::NotFound(_))
         ));
     }
@@ -617,56 +559,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ranges_reads_and_deletes() {
-        let (_d, s) = store();
-        let data = pattern(200_000, 3);
-        s.begin_upload("u4", data.len() as u64).await.unwrap();
-        s.write_chunk(&target("u4", 0, 0, data.len() as u64), body(&data, 65_536))
-            .await
-            .unwrap();
-        s.complete_upload("u4", "", &[], "files/dir/f4")
-            .await
-            .unwrap();
-        let r = ByteRange {
-            start: 70_000,
-            end: 140_000,
-        };
-        assert_eq!(
-            read_all(&s, "files/dir/f4", Some(r)).await,
-            &data[70_000..=140_000]
-        );
-        let last = ByteRange {
-            start: 199_999,
-            end: 199_999,
-        };
-        assert_eq!(
-            read_all(&s, "files/dir/f4", Some(last)).await,
-            &data[199_999..]
-        );
-        assert!(s
-            .read_blob(
-                "files/dir/f4",
-                Some(ByteRange {
-                    start: 5,
-                    end: 200_000
-                })
-            )
-            .await
-            .is_err());
-        s.delete_blob("files/dir/f4").await.unwrap();
-        s.delete_blob("files/dir/f4").await.unwrap();
-        assert!(matches!(
-            s.blob_size("files/dir/f4").await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(matches!(
-            s.read_blob("files/dir/f4", None).await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn abort_releases_storage() {
+    async fn abort_removes_the_pre_sized_file() {
         let (_d, s) = store();
         s.begin_upload("u5", 1 << 30).await.unwrap();
         let part = s.root().join("uploads/u5.part");

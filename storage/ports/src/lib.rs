@@ -5,6 +5,12 @@
 //! - [`MetadataStore`]: upload sessions, chunk records and files (owned by the sessions service).
 //! - [`AuthStore`]: users and refresh tokens (owned by the gateway).
 //! - [`JobQueue`]: the assembly queue (SQS FIFO semantics).
+//!
+//! With the feature `conformance`, the module `conformance` holds the suite of cases every
+//! adapter of a port passes, generic over the port's trait.
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
 
 use std::pin::Pin;
 use std::time::Duration;

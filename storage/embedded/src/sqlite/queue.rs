@@ -239,6 +239,8 @@ impl JobQueue for SqliteJobQueue {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    // The queue's answers to the port are the conformance suite's (tests/conformance.rs); what
+    // follows is SQLite's own.
     use super::*;
 
     const VIS: Duration = Duration::from_secs(30);
@@ -250,54 +252,10 @@ mod tests {
         (dir, q)
     }
 
+    /// A receipt is good for one delivery: once its message was redelivered or deleted, the
+    /// receipt is refused. (moto takes old receipts, so the suite cannot ask it of every queue.)
     #[tokio::test]
-    async fn fifo_delivery_and_ack() {
-        let (_d, q) = open();
-        for i in 0..3 {
-            q.send(&format!("d{i}"), &format!("job {i}")).await.unwrap();
-        }
-        assert_eq!(
-            q.depth().await.unwrap(),
-            QueueDepth {
-                visible: 3,
-                in_flight: 0
-            }
-        );
-        let a = q.receive(NO_WAIT, VIS).await.unwrap().unwrap();
-        let b = q.receive(NO_WAIT, VIS).await.unwrap().unwrap();
-        assert_eq!((a.body.as_str(), a.receive_count), ("job 0", 1));
-        assert_eq!(b.body, "job 1");
-        assert_ne!(a.receipt, b.receipt);
-        assert_eq!(
-            q.depth().await.unwrap(),
-            QueueDepth {
-                visible: 1,
-                in_flight: 2
-            }
-        );
-        q.delete(&a.receipt).await.unwrap();
-        assert!(matches!(
-            q.delete(&a.receipt).await,
-            Err(StoreError::NotFound(_))
-        ));
-        q.extend_visibility(&b.receipt, VIS).await.unwrap();
-        assert_eq!(
-            q.receive(NO_WAIT, VIS).await.unwrap().unwrap().body,
-            "job 2"
-        );
-        assert_eq!(q.receive(NO_WAIT, VIS).await.unwrap(), None);
-        assert_eq!(
-            q.depth().await.unwrap(),
-            QueueDepth {
-                visible: 0,
-                in_flight: 2
-            }
-        );
-        q.check().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn unacked_messages_are_redelivered_and_old_receipts_go_stale() {
+    async fn old_receipts_go_stale() {
         let (_d, q) = open();
         q.send("u1", "assemble u1").await.unwrap();
         let first = q
@@ -305,11 +263,6 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(
-            q.receive(NO_WAIT, VIS).await.unwrap(),
-            None,
-            "invisible while in flight"
-        );
         // Long poll: comes back once the visibility runs out.
         let again = q
             .receive(Duration::from_secs(10), VIS)
@@ -329,29 +282,18 @@ mod tests {
             Err(StoreError::NotFound(_))
         ));
         q.delete(&again.receipt).await.unwrap();
+        assert!(matches!(
+            q.delete(&again.receipt).await,
+            Err(StoreError::NotFound(_))
+        ));
         assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
     }
 
+    /// A resend is dropped also after the first was acknowledged, within the deduplication
+    /// window, and taken once the window has passed. (moto forgets acknowledged ids, so the
+    /// suite asks every queue only for the in-flight case.)
     #[tokio::test]
-    async fn extended_visibility_holds_the_message() {
-        let (_d, q) = open();
-        q.send("u1", "b").await.unwrap();
-        let m = q
-            .receive(NO_WAIT, Duration::from_millis(100))
-            .await
-            .unwrap()
-            .unwrap();
-        q.extend_visibility(&m.receipt, VIS).await.unwrap();
-        // Well past the original 100 ms: still hidden.
-        assert_eq!(
-            q.receive(Duration::from_millis(400), VIS).await.unwrap(),
-            None
-        );
-        q.delete(&m.receipt).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn duplicates_within_the_window_are_dropped() {
+    async fn duplicates_are_dropped_after_the_ack_until_the_window_ends() {
         let dir = tempfile::tempdir().unwrap();
         let q = SqliteJobQueue::open_with_dedup_window(
             &dir.path().join("queue.db"),
@@ -381,30 +323,6 @@ mod tests {
         assert_eq!(q.depth().await.unwrap().visible, 2);
         // The default window is SQS's.
         assert_eq!(DEDUP_WINDOW, Duration::from_secs(300));
-    }
-
-    #[tokio::test]
-    async fn long_poll_wakes_on_send_and_times_out() {
-        let (dir, q) = open();
-        let started = std::time::Instant::now();
-        assert_eq!(
-            q.receive(Duration::from_millis(250), VIS).await.unwrap(),
-            None
-        );
-        assert!(started.elapsed() >= Duration::from_millis(250));
-        // A second instance on the same file, as the sessions service and a worker.
-        let other = SqliteJobQueue::open(&dir.path().join("queue.db")).unwrap();
-        let waiter = tokio::spawn(async move { other.receive(Duration::from_secs(20), VIS).await });
-        tokio::task::yield_now().await;
-        q.send("u9", "wake up").await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(10), waiter)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(got.body, "wake up");
-        q.delete(&got.receipt).await.unwrap();
     }
 
     /// A message written by another process (no in-process wake-up) is found by polling.

@@ -1,15 +1,18 @@
 //! Helpers of the AWS test suites: clients for the servers `scripts/aws-servers.sh` runs
 //! (moto for S3/DynamoDB/SQS, MinIO for S3), stores on fresh resources, and a loopback fault
 //! proxy.
+//!
+//! The servers' addresses and credentials come from the environment that
+//! `scripts/aws-servers.sh env` prints; a helper panics, saying so, when it is not set.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use storage_aws::{
-    self, dynamodb, sqs, DynamoAuthStore, DynamoMetadataStore, S3BlobStore, SqsJobQueue, TableNames,
+    dynamodb, sqs, DynamoAuthStore, DynamoMetadataStore, S3BlobStore, SqsJobQueue, TableNames,
 };
 
 fn var(name: &str) -> String {
@@ -37,11 +40,12 @@ pub fn s3_url() -> String {
 /// `AWS_ENDPOINT_URL_*` that `scripts/aws-servers.sh env` prints.
 pub async fn moto() -> SdkConfig {
     var("AWS_ENDPOINT_URL_DYNAMODB");
-    aws::load_sdk_config().await
+    storage_aws::load_sdk_config().await
 }
 
+/// The SDK configuration of the real S3 server, with its own credentials.
 pub async fn real_s3() -> SdkConfig {
-    aws::sdk_config_for(
+    storage_aws::sdk_config_for(
         &s3_url(),
         &var("LFUSYS_TEST_S3_ACCESS_KEY"),
         &var("LFUSYS_TEST_S3_SECRET_KEY"),
@@ -64,6 +68,7 @@ pub fn unique(kind: &str) -> String {
     )
 }
 
+/// A metadata store on moto's tables `{prefix}…`, created when missing.
 pub async fn metadata_store(prefix: &str) -> DynamoMetadataStore {
     let sdk = moto().await;
     dynamodb::create_tables(&sdk, &TableNames::new(prefix))
@@ -72,6 +77,7 @@ pub async fn metadata_store(prefix: &str) -> DynamoMetadataStore {
     DynamoMetadataStore::new(&sdk, prefix)
 }
 
+/// An auth store on moto's tables `{prefix}…`, created when missing.
 pub async fn auth_store(prefix: &str) -> DynamoAuthStore {
     let sdk = moto().await;
     dynamodb::create_tables(&sdk, &TableNames::new(prefix))
@@ -80,16 +86,16 @@ pub async fn auth_store(prefix: &str) -> DynamoAuthStore {
     DynamoAuthStore::new(&sdk, prefix)
 }
 
-/// A queue (and its dead-letter queue after `max_receives`) on moto.
+/// A queue (and its dead-letter queue after `max_receives`) on moto, created when missing.
 pub async fn queue(name: &str, max_receives: u32) -> SqsJobQueue {
     let sdk = moto().await;
     sqs::create_queues(&sdk, name, max_receives).await.unwrap();
     SqsJobQueue::new(&sdk, name)
 }
 
-/// A bucket on `sdk`'s S3 server.
+/// A bucket on `sdk`'s S3 server, created when missing.
 pub async fn bucket(sdk: &SdkConfig, name: &str) -> S3BlobStore {
-    aws::s3::create_bucket(sdk, name).await.unwrap();
+    storage_aws::s3::create_bucket(sdk, name).await.unwrap();
     S3BlobStore::new(sdk, name)
 }
 

@@ -1,0 +1,424 @@
+//! Tests of what only the AWS adapters do, against the servers `scripts/aws-servers.sh` runs
+//! (moto for S3, DynamoDB and SQS; MinIO for S3): the SQS dead-letter queue, S3 receipts,
+//! presigned URLs, checksum verification, part listing and orphan multipart uploads, and
+//! readiness checks that say which resource is missing. What every adapter of a port does is
+//! the conformance suite (`tests/conformance.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod queue {
+    use std::time::{Duration, Instant};
+
+    use storage::{JobQueue, QueueDepth, StoreError};
+
+    use test_support::aws::{moto, queue, unique};
+
+    const VIS: Duration = Duration::from_secs(30);
+    const NO_WAIT: Duration = Duration::ZERO;
+
+    /// After `max_receives` receives without an acknowledgement, the redrive policy moves
+    /// the message to the dead-letter queue, where its consumer finds it.
+    #[tokio::test]
+    async fn a_message_received_too_often_moves_to_the_dead_letter_queue() {
+        let q = queue(&unique("q"), 2).await;
+        q.send("poison", "{\"upload_id\":\"poison\"}")
+            .await
+            .unwrap();
+        let short = Duration::from_secs(1);
+        for n in 1..=2 {
+            let m = q
+                .receive(Duration::from_secs(10), short)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(m.receive_count, n);
+        }
+        let dlq = q
+            .dead_letters()
+            .expect("SQS queues have a dead-letter queue");
+        assert!(dlq.dead_letters().is_none());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let dead = loop {
+            // Receiving from the main queue is what makes SQS move the message.
+            assert_eq!(
+                q.receive(Duration::from_secs(2), short).await.unwrap(),
+                None
+            );
+            if let Some(m) = dlq.receive(NO_WAIT, VIS).await.unwrap() {
+                break m;
+            }
+            assert!(Instant::now() < deadline, "never dead-lettered");
+        };
+        assert_eq!(dead.body, "{\"upload_id\":\"poison\"}");
+        dlq.delete(&dead.receipt).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
+    }
+
+    #[tokio::test]
+    async fn a_missing_queue_fails_the_check_until_it_exists() {
+        let name = unique("q");
+        let sdk = moto().await;
+        let q = storage_aws::SqsJobQueue::new(&sdk, &name);
+        match q.check().await {
+            Err(StoreError::Unavailable(m)) => {
+                assert!(m.contains("does not exist") && m.contains(".fifo"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        storage_aws::sqs::create_queues(&sdk, &name, 3)
+            .await
+            .unwrap();
+        q.check().await.unwrap();
+    }
+}
+
+mod blobs {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use lfusys_core::ids;
+    use lfusys_core::range::ByteRange;
+    use sha2::{Digest, Sha256};
+    use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError};
+    use storage_aws::S3BlobStore;
+
+    use test_support::aws::{bucket, moto, real_s3, s3_url, unique};
+
+    const MIB: usize = 1024 * 1024;
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+            .collect()
+    }
+
+    fn body(data: &[u8], frame: usize) -> ByteStream {
+        let frames: Vec<Result<Bytes, std::io::Error>> = data
+            .chunks(frame)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(frames))
+    }
+
+    fn target(upload_id: &str, handle: &str, index: u32, data: &[u8]) -> ChunkTarget {
+        ChunkTarget {
+            upload_id: upload_id.into(),
+            handle: handle.into(),
+            index,
+            offset: 0,
+            len: data.len() as u64,
+            sha256: Sha256::digest(data).into(),
+        }
+    }
+
+    fn part(index: u32, data: &[u8], etag: String) -> PartRef {
+        PartRef {
+            index,
+            size: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+            etag,
+        }
+    }
+
+    async fn read_all(s: &S3BlobStore, key: &str, range: Option<ByteRange>) -> Vec<u8> {
+        let mut stream = s.read_blob(key, range).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = stream.next().await {
+            out.extend_from_slice(&b.unwrap());
+        }
+        out
+    }
+
+    /// Writes `chunks` as the parts of a new upload, out of order; returns the receipts.
+    async fn write_parts(
+        s: &S3BlobStore,
+        id: &str,
+        handle: &str,
+        chunks: &[Vec<u8>],
+    ) -> Vec<PartRef> {
+        let mut tasks = Vec::new();
+        for (i, data) in chunks.iter().enumerate().rev() {
+            let (s, id, handle, data) = (s.clone(), id.to_owned(), handle.to_owned(), data.clone());
+            tasks.push(tokio::spawn(async move {
+                let etag = s
+                    .write_chunk(
+                        &target(&id, &handle, i as u32, &data),
+                        body(&data, 64 * 1024 + 7),
+                    )
+                    .await
+                    .unwrap();
+                part(i as u32, &data, etag)
+            }));
+        }
+        let mut parts = Vec::new();
+        for t in tasks {
+            parts.push(t.await.unwrap());
+        }
+        parts.sort_by_key(|p| p.index);
+        parts
+    }
+
+    /// The whole life of a blob on a real S3 server (5 MiB parts): parts in any order,
+    /// complete, idempotent re-complete, ranged reads, presigned download, delete.
+    #[tokio::test]
+    async fn multipart_upload_on_a_real_s3_server() {
+        let sdk = real_s3().await;
+        let s = bucket(&sdk, &unique("b")).await;
+        s.check().await.unwrap();
+        let id = ids::new_upload_id();
+        let key = S3BlobStore::key_for_upload(&id);
+        let chunks = vec![pattern(5 * MIB, 1), pattern(5 * MIB, 2), pattern(12_345, 3)];
+        let whole: Vec<u8> = chunks.concat();
+        let handle = s.begin_upload(&id, whole.len() as u64).await.unwrap();
+        let parts = write_parts(&s, &id, &handle, &chunks).await;
+        assert!(parts.iter().all(|p| !p.etag.is_empty()));
+        // Retried part: replaced, same receipt.
+        let again = s
+            .write_chunk(&target(&id, &handle, 2, &chunks[2]), body(&chunks[2], 1000))
+            .await
+            .unwrap();
+        assert_eq!(again, parts[2].etag);
+        s.complete_upload(&id, &handle, &parts, &key).await.unwrap();
+        // A redelivered job completes again: success.
+        s.complete_upload(&id, &handle, &parts, &key).await.unwrap();
+        assert_eq!(s.blob_size(&key).await.unwrap(), whole.len() as u64);
+        assert_eq!(
+            Sha256::digest(read_all(&s, &key, None).await),
+            Sha256::digest(&whole)
+        );
+        let r = ByteRange {
+            start: 5 * MIB as u64 - 10,
+            end: 5 * MIB as u64 + 10,
+        };
+        assert_eq!(
+            read_all(&s, &key, Some(r)).await,
+            &whole[r.start as usize..=r.end as usize]
+        );
+        let url = s
+            .presigned_url(
+                &key,
+                Duration::from_secs(60),
+                "attachment; filename=\"x.bin\"",
+                "application/x-test",
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let res = reqwest::get(&url).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "application/x-test");
+        assert_eq!(
+            res.headers()["content-disposition"],
+            "attachment; filename=\"x.bin\""
+        );
+        assert_eq!(res.bytes().await.unwrap().len(), whole.len());
+        s.delete_blob(&key).await.unwrap();
+        s.delete_blob(&key).await.unwrap();
+        assert!(matches!(
+            s.blob_size(&key).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.read_blob(&key, None).await,
+            Err(StoreError::NotFound(_))
+        ));
+        // Committing to another key than the upload's is refused (it would need a copy).
+        assert!(s
+            .complete_upload(&id, &handle, &parts, "files/other")
+            .await
+            .is_err());
+    }
+
+    /// S3 verifies each part's SHA-256 itself: a body that does not match the declared
+    /// checksum is refused, and nothing of it is stored.
+    /// The store relies on the server's checksum check only where a probe showed it: MinIO
+    /// refuses a part under a wrong checksum, moto does not; the probe leaves nothing open.
+    #[tokio::test]
+    async fn checksum_verification_is_probed() {
+        let name = unique("b");
+        let verifying = bucket(&real_s3().await, &name).await;
+        assert!(verifying.verifies_digest().await);
+        assert!(verifying.verifies_digest().await, "remembered");
+        let open = verifying
+            .client()
+            .list_multipart_uploads()
+            .bucket(verifying.bucket())
+            .send()
+            .await
+            .unwrap();
+        assert!(open.uploads().is_empty(), "{open:?}");
+        let not_verifying = bucket(&moto().await, &unique("b")).await;
+        assert!(!not_verifying.verifies_digest().await);
+    }
+
+    #[tokio::test]
+    async fn s3_rejects_a_part_whose_checksum_does_not_match() {
+        let sdk = real_s3().await;
+        let s = bucket(&sdk, &unique("b")).await;
+        let id = ids::new_upload_id();
+        let handle = s.begin_upload(&id, 10).await.unwrap();
+        let good = pattern(MIB, 9);
+        let mut bad_target = target(&id, &handle, 0, &good);
+        bad_target.sha256 = Sha256::digest(b"something else").into();
+        let refused = s.write_chunk(&bad_target, body(&good, 8192)).await;
+        assert!(
+            matches!(refused, Err(StoreError::DigestMismatch)),
+            "{refused:?}"
+        );
+        let key = S3BlobStore::key_for_upload(&id);
+        assert!(
+            s.list_parts(&key, &handle).await.unwrap().is_empty(),
+            "nothing stored"
+        );
+        // The same part with its true checksum goes through.
+        let etag = s
+            .write_chunk(&target(&id, &handle, 0, &good), body(&good, 8192))
+            .await
+            .unwrap();
+        assert!(!etag.is_empty());
+        s.abort_upload(&id, &handle).await.unwrap();
+    }
+
+    /// Abort releases everything on the upload's key, also an orphan multipart upload of a
+    /// repeated begin; it is idempotent; a body of the wrong length never becomes a part.
+    #[tokio::test]
+    async fn abort_leaves_no_multipart_upload_behind() {
+        // moto answers a part for an aborted upload with a bare 500, MinIO like S3 (NoSuchUpload).
+        for (sdk, real) in [(moto().await, false), (real_s3().await, true)] {
+            let s = bucket(&sdk, &unique("b")).await;
+            let id = ids::new_upload_id();
+            let key = S3BlobStore::key_for_upload(&id);
+            let handle = s.begin_upload(&id, 10).await.unwrap();
+            let _orphan = s.begin_upload(&id, 10).await.unwrap();
+            assert_eq!(s.open_multipart_uploads(&key).await.unwrap().len(), 2);
+            let data = pattern(1000, 4);
+            let mut short = target(&id, &handle, 0, &data);
+            short.len = 2000;
+            assert!(matches!(
+                s.write_chunk(&short, body(&data, 100)).await,
+                Err(StoreError::LengthMismatch {
+                    expected: 2000,
+                    actual: 1000
+                })
+            ));
+            let mut long = target(&id, &handle, 0, &data);
+            long.len = 500;
+            assert!(matches!(
+                s.write_chunk(&long, body(&data, 100)).await,
+                Err(StoreError::LengthMismatch { expected: 500, .. })
+            ));
+            let failing: ByteStream = Box::pin(futures::stream::iter(vec![
+                Ok(Bytes::from_static(b"abc")),
+                Err(std::io::Error::other("connection reset")),
+            ]));
+            let mut t = target(&id, &handle, 0, &data);
+            t.len = 10;
+            assert!(matches!(
+                s.write_chunk(&t, failing).await,
+                Err(StoreError::Body(_))
+            ));
+            s.abort_upload(&id, &handle).await.unwrap();
+            assert!(s.open_multipart_uploads(&key).await.unwrap().is_empty());
+            s.abort_upload(&id, &handle).await.unwrap();
+            let after = s
+                .write_chunk(&target(&id, &handle, 0, &data), body(&data, 100))
+                .await;
+            if real {
+                assert!(matches!(after, Err(StoreError::NotFound(_))), "{after:?}");
+            } else {
+                assert!(after.is_err());
+            }
+        }
+    }
+
+    /// More than one page of parts (ListParts pages at 1,000) are all listed; completing
+    /// without recorded parts uses the listed ones. (On MinIO: moto's ListParts answer is
+    /// not S3's XML.)
+    #[tokio::test]
+    async fn lists_parts_across_pages_and_completes_from_them() {
+        let sdk = real_s3().await;
+        let s = bucket(&sdk, &unique("b")).await;
+        let id = ids::new_upload_id();
+        let key = S3BlobStore::key_for_upload(&id);
+        let handle = s.begin_upload(&id, 0).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..1005u32 {
+            let (s, id, handle) = (s.clone(), id.clone(), handle.clone());
+            tasks.push(tokio::spawn(async move {
+                let c = pattern(16, i as u8);
+                s.write_chunk(&target(&id, &handle, i, &c), body(&c, 16))
+                    .await
+                    .unwrap();
+            }));
+            if tasks.len() >= 16 {
+                for t in tasks.drain(..) {
+                    t.await.unwrap();
+                }
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(s.list_parts(&key, &handle).await.unwrap().len(), 1005);
+        s.abort_upload(&id, &handle).await.unwrap();
+
+        let id = ids::new_upload_id();
+        let key = S3BlobStore::key_for_upload(&id);
+        let chunks = vec![pattern(5 * MIB, 7), pattern(999, 8)];
+        let handle = s.begin_upload(&id, 0).await.unwrap();
+        write_parts(&s, &id, &handle, &chunks).await;
+        s.complete_upload(&id, &handle, &[], &key).await.unwrap();
+        assert_eq!(read_all(&s, &key, None).await, chunks.concat());
+        s.complete_upload(&id, &handle, &[], &key).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missing_bucket_or_bad_credentials_fail_the_check() {
+        let sdk = real_s3().await;
+        let name = unique("b");
+        let s = S3BlobStore::new(&sdk, &name);
+        match s.check().await {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("does not exist"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        storage_aws::s3::create_bucket(&sdk, &name).await.unwrap();
+        s.check().await.unwrap();
+        let wrong = storage_aws::sdk_config_for(&s3_url(), "nobody", "wrong-secret-key").await;
+        match S3BlobStore::new(&wrong, &name).check().await {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("credentials"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+mod tables {
+    use storage::{MetadataStore, StoreError};
+    use storage_aws::{dynamodb, DynamoMetadataStore, TableNames};
+
+    use test_support::aws::{moto, unique};
+
+    #[tokio::test]
+    async fn missing_tables_fail_the_check_until_they_exist() {
+        let sdk = moto().await;
+        let prefix = unique("t");
+        let s = DynamoMetadataStore::new(&sdk, &prefix);
+        match s.check().await {
+            Err(StoreError::Unavailable(m)) => {
+                assert!(
+                    m.contains(&format!("{prefix}uploads")) && m.contains("does not exist"),
+                    "{m}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        dynamodb::create_tables(&sdk, &TableNames::new(&prefix))
+            .await
+            .unwrap();
+        // Idempotent.
+        dynamodb::create_tables(&sdk, &TableNames::new(&prefix))
+            .await
+            .unwrap();
+        s.check().await.unwrap();
+    }
+}

@@ -1,0 +1,311 @@
+//! Conformance cases of [`BlobStore`]: chunks streamed to their place in any order, assembly,
+//! whole and ranged reads, deletes and aborts.
+//!
+//! The chunks are sized for S3 (every part but the last at least 5 MiB), and each chunk's
+//! target names both its index (S3's part) and its offset (local disk's place); uploads are
+//! committed to their File's key, where S3 keeps their parts from the start.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use lfusys_core::ids;
+use lfusys_core::range::ByteRange;
+use sha2::{Digest, Sha256};
+
+use crate::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError};
+
+/// Opens blob stores of one backend for the cases.
+pub trait BlobHarness: Sync {
+    type Store: BlobStore;
+    /// Where a store keeps its blobs (a directory, a bucket); the case drops it at its end.
+    type Place: Send + Sync;
+    /// Fresh, empty storage that nothing else uses.
+    fn place(&self) -> impl Future<Output = Self::Place> + Send;
+    /// A store on `place`.
+    fn open(&self, place: &Self::Place) -> impl Future<Output = Self::Store> + Send;
+    /// The largest frame `read_blob` yields, when the store bounds it (local disk reads in
+    /// blocks of 1 MiB); every read of the cases checks it.
+    fn max_read_frame(&self) -> Option<usize> {
+        None
+    }
+}
+
+const MIB: usize = 1024 * 1024;
+/// The chunk size: S3's smallest part and then some, no multiple of any buffer.
+const CHUNK: usize = 5 * MIB + 4321;
+/// The last chunk of an upload: shorter, yet several times local disk's 256 KiB write buffer.
+const TAIL: usize = 612_345;
+
+/// A store on fresh storage, and that storage.
+async fn fresh<H: BlobHarness>(h: &H) -> (H::Place, H::Store) {
+    let place = h.place().await;
+    let store = h.open(&place).await;
+    (place, store)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+        .collect()
+}
+
+/// A body of `data` cut into frames of `frame` bytes.
+fn body(data: &[u8], frame: usize) -> ByteStream {
+    let frames: Vec<Result<Bytes, std::io::Error>> = data
+        .chunks(frame)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Box::pin(futures::stream::iter(frames))
+}
+
+/// Where chunk `index` of an upload, at `offset`, with the body `data`, goes.
+fn target(upload_id: &str, handle: &str, index: u32, offset: u64, data: &[u8]) -> ChunkTarget {
+    ChunkTarget {
+        upload_id: upload_id.into(),
+        handle: handle.into(),
+        index,
+        offset,
+        len: data.len() as u64,
+        sha256: Sha256::digest(data).into(),
+    }
+}
+
+fn part(index: u32, data: &[u8], etag: String) -> PartRef {
+    PartRef {
+        index,
+        size: data.len() as u64,
+        sha256: hex::encode(Sha256::digest(data)),
+        etag,
+    }
+}
+
+/// The key an upload commits to: its File's.
+fn key_for(upload_id: &str) -> String {
+    ids::blob_key_for_file(&ids::file_id_for_upload(upload_id))
+}
+
+async fn read_all<H: BlobHarness>(
+    h: &H,
+    s: &H::Store,
+    key: &str,
+    range: Option<ByteRange>,
+) -> Vec<u8> {
+    let mut stream = s.read_blob(key, range).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(b) = stream.next().await {
+        let b = b.unwrap();
+        if let Some(max) = h.max_read_frame() {
+            assert!(b.len() <= max, "a frame of {} bytes", b.len());
+        }
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+/// Chunks written concurrently and out of order, each in frames of another size (one byte, and
+/// smaller and larger than local disk's write buffer), assemble to the file; the whole and a
+/// range across two chunks read back; a redelivered job completes again.
+pub async fn chunks_in_any_order_assemble_to_the_file<H: BlobHarness>(h: &H) {
+    let (_place, s) = fresh(h).await;
+    let s = Arc::new(s);
+    let total = CHUNK * 3 + TAIL;
+    let data = pattern(total, 7);
+    let id = ids::new_upload_id();
+    let key = key_for(&id);
+    let handle = s.begin_upload(&id, total as u64).await.unwrap();
+    let plan: Vec<(u32, usize, usize)> = (0..4)
+        .map(|i| (i, i as usize * CHUNK, CHUNK.min(total - i as usize * CHUNK)))
+        .collect();
+    // Out of order and concurrently, with frames of different sizes.
+    let mut tasks = Vec::new();
+    for &(i, off, len) in &[plan[2], plan[0], plan[3], plan[1]] {
+        let (s, id, handle) = (Arc::clone(&s), id.clone(), handle.clone());
+        let slice = data[off..off + len].to_vec();
+        tasks.push(tokio::spawn(async move {
+            let frame = [3 * 256 * 1024, 8192, 100_000, 1][i as usize];
+            let etag = s
+                .write_chunk(
+                    &target(&id, &handle, i, off as u64, &slice),
+                    body(&slice, frame),
+                )
+                .await
+                .unwrap();
+            part(i, &slice, etag)
+        }));
+    }
+    let mut parts = Vec::new();
+    for t in tasks {
+        parts.push(t.await.unwrap());
+    }
+    parts.sort_by_key(|p| p.index);
+    s.complete_upload(&id, &handle, &parts, &key).await.unwrap();
+    assert_eq!(s.blob_size(&key).await.unwrap(), total as u64);
+    let back = read_all(h, &s, &key, None).await;
+    assert_eq!(Sha256::digest(&back), Sha256::digest(&data));
+    let r = ByteRange {
+        start: CHUNK as u64 - 10,
+        end: CHUNK as u64 + 10,
+    };
+    assert_eq!(
+        read_all(h, &s, &key, Some(r)).await,
+        &data[r.start as usize..=r.end as usize]
+    );
+    // Idempotent: a redelivered job completes again; the blob stays.
+    s.complete_upload(&id, &handle, &parts, &key).await.unwrap();
+    assert_eq!(s.blob_size(&key).await.unwrap(), total as u64);
+}
+
+/// A chunk written again (a retry) replaces its bytes; a repeated begin keeps what was written;
+/// completing without recorded parts takes the chunks written.
+pub async fn rewriting_a_chunk_replaces_its_bytes<H: BlobHarness>(h: &H) {
+    let (_place, s) = fresh(h).await;
+    let id = ids::new_upload_id();
+    let key = key_for(&id);
+    let size = (CHUNK + 5) as u64;
+    let handle = s.begin_upload(&id, size).await.unwrap();
+    let (old, new) = (pattern(CHUNK, 1), pattern(CHUNK, 2));
+    s.write_chunk(&target(&id, &handle, 0, 0, &old), body(&old, 65_536))
+        .await
+        .unwrap();
+    s.write_chunk(
+        &target(&id, &handle, 1, CHUNK as u64, b"world"),
+        body(b"world", 5),
+    )
+    .await
+    .unwrap();
+    s.write_chunk(&target(&id, &handle, 0, 0, &new), body(&new, 1000))
+        .await
+        .unwrap();
+    // A repeated begin keeps what was written.
+    s.begin_upload(&id, size).await.unwrap();
+    s.complete_upload(&id, &handle, &[], &key).await.unwrap();
+    let mut expected = new;
+    expected.extend_from_slice(b"world");
+    let back = read_all(h, &s, &key, None).await;
+    assert_eq!(back.len(), expected.len());
+    assert_eq!(Sha256::digest(&back), Sha256::digest(&expected));
+}
+
+/// A body longer or shorter than its chunk, or one whose stream fails, is refused with what
+/// went wrong; the chunk's true body then goes through.
+pub async fn wrong_lengths_and_body_errors_are_refused<H: BlobHarness>(h: &H) {
+    let (_place, s) = fresh(h).await;
+    let id = ids::new_upload_id();
+    let key = key_for(&id);
+    let handle = s.begin_upload(&id, 10).await.unwrap();
+    let good = [1u8; 10];
+    let t = target(&id, &handle, 0, 0, &good);
+    let long = s.write_chunk(&t, body(&[1; 11], 4)).await;
+    assert!(
+        matches!(
+            long,
+            Err(StoreError::LengthMismatch {
+                expected: 10,
+                actual: 11
+            })
+        ),
+        "{long:?}"
+    );
+    let short = s.write_chunk(&t, body(&[1; 9], 4)).await;
+    assert!(
+        matches!(
+            short,
+            Err(StoreError::LengthMismatch {
+                expected: 10,
+                actual: 9
+            })
+        ),
+        "{short:?}"
+    );
+    let failing: ByteStream = Box::pin(futures::stream::iter(vec![
+        Ok(Bytes::from_static(b"abc")),
+        Err(std::io::Error::other("connection reset")),
+    ]));
+    let failed = s.write_chunk(&t, failing).await;
+    assert!(matches!(failed, Err(StoreError::Body(_))), "{failed:?}");
+    let etag = s.write_chunk(&t, body(&good, 4)).await.unwrap();
+    s.complete_upload(&id, &handle, &[part(0, &good, etag)], &key)
+        .await
+        .unwrap();
+    assert_eq!(read_all(h, &s, &key, None).await, good);
+}
+
+pub async fn ranges_reads_and_deletes<H: BlobHarness>(h: &H) {
+    let (_place, s) = fresh(h).await;
+    let data = pattern(200_000, 3);
+    let id = ids::new_upload_id();
+    let key = key_for(&id);
+    let handle = s.begin_upload(&id, data.len() as u64).await.unwrap();
+    s.write_chunk(&target(&id, &handle, 0, 0, &data), body(&data, 65_536))
+        .await
+        .unwrap();
+    s.complete_upload(&id, &handle, &[], &key).await.unwrap();
+    let r = ByteRange {
+        start: 70_000,
+        end: 140_000,
+    };
+    assert_eq!(
+        read_all(h, &s, &key, Some(r)).await,
+        &data[70_000..=140_000]
+    );
+    let last = ByteRange {
+        start: 199_999,
+        end: 199_999,
+    };
+    assert_eq!(read_all(h, &s, &key, Some(last)).await, &data[199_999..]);
+    assert!(s
+        .read_blob(
+            &key,
+            Some(ByteRange {
+                start: 5,
+                end: 200_000
+            })
+        )
+        .await
+        .is_err());
+    s.delete_blob(&key).await.unwrap();
+    s.delete_blob(&key).await.unwrap();
+    assert!(matches!(
+        s.blob_size(&key).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.read_blob(&key, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Abort releases an unfinished upload's storage, and again (idempotent): the upload then takes
+/// no chunk and does not complete.
+pub async fn abort_releases_storage<H: BlobHarness>(h: &H) {
+    let (_place, s) = fresh(h).await;
+    s.check().await.unwrap();
+    let id = ids::new_upload_id();
+    let key = key_for(&id);
+    let data = pattern(10, 5);
+    let handle = s.begin_upload(&id, 10).await.unwrap();
+    let etag = s
+        .write_chunk(&target(&id, &handle, 0, 0, &data), body(&data, 3))
+        .await
+        .unwrap();
+    s.abort_upload(&id, &handle).await.unwrap();
+    s.abort_upload(&id, &handle).await.unwrap();
+    let after = s
+        .write_chunk(&target(&id, &handle, 0, 0, &data), body(&data, 3))
+        .await;
+    assert!(matches!(after, Err(StoreError::NotFound(_))), "{after:?}");
+    let completed = s
+        .complete_upload(&id, &handle, &[part(0, &data, etag)], &key)
+        .await;
+    assert!(
+        matches!(completed, Err(StoreError::NotFound(_))),
+        "{completed:?}"
+    );
+    assert!(matches!(
+        s.blob_size(&key).await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.check().await.unwrap();
+}

@@ -1,0 +1,558 @@
+//! Conformance cases of [`MetadataStore`]: upload sessions, chunk claims and commits, state
+//! transitions, files and their pages.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lfusys_core::state::UploadState;
+
+use crate::{
+    ChunkRecord, ClaimOutcome, CommitOutcome, FileRecord, MetadataStore, StoreError, UploadRecord,
+};
+
+/// Opens metadata stores of one backend for the cases.
+pub trait MetadataHarness: Sync {
+    type Store: MetadataStore;
+    /// Where a store keeps its data (a directory, a table prefix); the case drops it at its end.
+    type Place: Send + Sync;
+    /// Fresh, empty data that nothing else uses.
+    fn place(&self) -> impl Future<Output = Self::Place> + Send;
+    /// A store on `place`. Every call is another connection (or client), as another process
+    /// would open.
+    fn open(&self, place: &Self::Place) -> impl Future<Output = Self::Store> + Send;
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+const T0: i64 = 1_700_000_000_000;
+
+fn upload(id: &str, owner: &str, total_chunks: u32, created_at_ms: i64) -> UploadRecord {
+    UploadRecord {
+        upload_id: id.into(),
+        owner_id: owner.into(),
+        name: format!("{id}.bin"),
+        size: u64::from(total_chunks) * 10,
+        content_type: "application/octet-stream".into(),
+        sha256: None,
+        chunk_size: 10,
+        total_chunks,
+        state: UploadState::Uploading,
+        storage_handle: String::new(),
+        error: None,
+        file_id: None,
+        created_at_ms,
+        updated_at_ms: created_at_ms,
+        expires_at_ms: created_at_ms + 86_400_000,
+    }
+}
+
+fn chunk(index: u32, sha: &str) -> ChunkRecord {
+    ChunkRecord {
+        index,
+        size: 10,
+        sha256: sha.into(),
+        etag: String::new(),
+    }
+}
+
+fn file(upload_id: &str, owner: &str, created_at_ms: i64) -> FileRecord {
+    FileRecord {
+        file_id: format!("f-{upload_id}"),
+        owner_id: owner.into(),
+        upload_id: upload_id.into(),
+        name: "a.bin".into(),
+        size: 10,
+        content_type: "application/octet-stream".into(),
+        sha256: "ab".repeat(32),
+        blob_key: format!("files/f-{upload_id}"),
+        created_at_ms,
+    }
+}
+
+/// A store on fresh data, and that data.
+async fn fresh<H: MetadataHarness>(h: &H) -> (H::Place, H::Store) {
+    let place = h.place().await;
+    let store = h.open(&place).await;
+    (place, store)
+}
+
+async fn store_chunk(s: &impl MetadataStore, id: &str, index: u32, sha: &str) -> CommitOutcome {
+    let claim = format!("claim-{index}-{sha}");
+    let c = s
+        .claim_chunk(id, index, sha, &claim, LEASE, T0)
+        .await
+        .unwrap();
+    assert!(matches!(c, ClaimOutcome::Claimed { .. }), "{c:?}");
+    s.commit_chunk(id, &chunk(index, sha), &claim, T0)
+        .await
+        .unwrap()
+}
+
+pub async fn uploads_round_trip_and_list(h: &impl MetadataHarness) {
+    let (place, s) = fresh(h).await;
+    let mut u = upload("u1", "alice", 3, T0);
+    u.sha256 = Some("cd".repeat(32));
+    u.size = 5_000_000_000_000; // TBs fit
+    s.insert_upload(&u).await.unwrap();
+    assert!(matches!(
+        s.insert_upload(&u).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.get_upload("u1").await.unwrap(), Some(u.clone()));
+    assert_eq!(s.get_upload("nope").await.unwrap(), None);
+    s.insert_upload(&upload("u2", "alice", 1, T0 + 1))
+        .await
+        .unwrap();
+    s.insert_upload(&upload("u3", "bob", 1, T0 + 2))
+        .await
+        .unwrap();
+    assert!(s
+        .transition(
+            "u2",
+            &[UploadState::Uploading],
+            UploadState::Cancelled,
+            None,
+            T0 + 5
+        )
+        .await
+        .unwrap());
+    let ids = |v: Vec<UploadRecord>| v.into_iter().map(|u| u.upload_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.list_uploads("alice", &[]).await.unwrap()),
+        ["u2", "u1"]
+    );
+    assert_eq!(
+        ids(s
+            .list_uploads("alice", &[UploadState::Uploading, UploadState::Assembling])
+            .await
+            .unwrap()),
+        ["u1"]
+    );
+    assert_eq!(
+        ids(s.list_uploads("carol", &[]).await.unwrap()),
+        Vec::<String>::new()
+    );
+    s.check().await.unwrap();
+    // Reopening keeps the data and the schema; another store on the same data (another
+    // process) sees the same data.
+    drop(s);
+    let s = h.open(&place).await;
+    assert_eq!(s.get_upload("u1").await.unwrap(), Some(u));
+}
+
+pub async fn claims_lease_renew_and_expire(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    s.insert_upload(&upload("u", "o", 2, T0)).await.unwrap();
+    let a = "aa".repeat(32);
+    let b = "bb".repeat(32);
+    assert!(matches!(
+        s.claim_chunk("missing", 0, &a, "c1", LEASE, T0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        s.claim_chunk("u", 0, &a, "c1", LEASE, T0).await.unwrap(),
+        ClaimOutcome::Claimed {
+            lease_until_ms: T0 + 30_000
+        }
+    );
+    // Another claimant while the lease lives.
+    assert_eq!(
+        s.claim_chunk("u", 0, &a, "c2", LEASE, T0 + 1)
+            .await
+            .unwrap(),
+        ClaimOutcome::InProgress
+    );
+    // The holder renews.
+    assert_eq!(
+        s.claim_chunk("u", 0, &a, "c1", LEASE, T0 + 10_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed {
+            lease_until_ms: T0 + 40_000
+        }
+    );
+    assert_eq!(
+        s.claim_chunk("u", 0, &a, "c2", LEASE, T0 + 39_999)
+            .await
+            .unwrap(),
+        ClaimOutcome::InProgress
+    );
+    // Expired: taken over; the old holder can no longer commit.
+    assert_eq!(
+        s.claim_chunk("u", 0, &b, "c2", LEASE, T0 + 40_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed {
+            lease_until_ms: T0 + 70_000
+        }
+    );
+    assert_eq!(
+        s.commit_chunk("u", &chunk(0, &a), "c1", T0 + 41_000)
+            .await
+            .unwrap(),
+        CommitOutcome::NotAccepting(UploadState::Uploading)
+    );
+    // Release only by the holder.
+    s.release_chunk("u", 0, "c1").await.unwrap();
+    assert_eq!(
+        s.claim_chunk("u", 0, &a, "c3", LEASE, T0 + 41_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::InProgress
+    );
+    s.release_chunk("u", 0, "c2").await.unwrap();
+    // Released: a commit without the claim is refused, a new claim succeeds.
+    assert_eq!(
+        s.commit_chunk("u", &chunk(0, &b), "c2", T0 + 41_000)
+            .await
+            .unwrap(),
+        CommitOutcome::NotAccepting(UploadState::Uploading)
+    );
+    assert!(matches!(
+        s.claim_chunk("u", 0, &a, "c3", LEASE, T0 + 41_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
+    // An expired claim that nobody took may still commit.
+    assert_eq!(
+        s.commit_chunk("u", &chunk(0, &a), "c3", T0 + 999_000)
+            .await
+            .unwrap(),
+        CommitOutcome::Stored {
+            received: 1,
+            completed_set: false
+        }
+    );
+    assert_eq!(
+        s.claim_chunk("u", 0, &a, "c4", LEASE, T0).await.unwrap(),
+        ClaimOutcome::AlreadyStored
+    );
+    assert_eq!(
+        s.claim_chunk("u", 0, &b, "c4", LEASE, T0).await.unwrap(),
+        ClaimOutcome::DigestConflict
+    );
+    assert_eq!(
+        s.commit_chunk("u", &chunk(0, &a), "whoever", T0)
+            .await
+            .unwrap(),
+        CommitOutcome::AlreadyStored { received: 1 }
+    );
+    assert_eq!(
+        s.commit_chunk("u", &chunk(0, &b), "c3", T0).await.unwrap(),
+        CommitOutcome::DigestConflict
+    );
+    assert!(s.claim_chunk("u", 2, &a, "c5", LEASE, T0).await.is_err());
+    assert_eq!(s.list_chunks("u").await.unwrap(), vec![chunk(0, &a)]);
+    // A cancelled upload takes no chunks.
+    assert!(s
+        .transition(
+            "u",
+            &[UploadState::Uploading],
+            UploadState::Cancelled,
+            None,
+            T0
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        s.claim_chunk("u", 1, &a, "c6", LEASE, T0).await.unwrap(),
+        ClaimOutcome::NotAccepting(UploadState::Cancelled)
+    );
+    assert_eq!(
+        s.claim_chunk("u", 0, &a, "c6", LEASE, T0).await.unwrap(),
+        ClaimOutcome::NotAccepting(UploadState::Cancelled)
+    );
+}
+
+pub async fn last_commit_completes_and_retries_stay_idempotent(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    s.insert_upload(&upload("u", "o", 2, T0)).await.unwrap();
+    let a = "aa".repeat(32);
+    assert_eq!(
+        store_chunk(&s, "u", 1, &a).await,
+        CommitOutcome::Stored {
+            received: 1,
+            completed_set: false
+        }
+    );
+    let claim = "late";
+    s.claim_chunk("u", 0, &a, claim, LEASE, T0).await.unwrap();
+    assert_eq!(
+        s.commit_chunk("u", &chunk(0, &a), claim, T0 + 7)
+            .await
+            .unwrap(),
+        CommitOutcome::Stored {
+            received: 2,
+            completed_set: true
+        }
+    );
+    let u = s.get_upload("u").await.unwrap().unwrap();
+    assert_eq!(
+        (u.state, u.updated_at_ms),
+        (UploadState::Assembling, T0 + 7)
+    );
+    // Retries after completion: same digest is a success, another is a conflict.
+    assert_eq!(
+        s.claim_chunk("u", 0, &a, "x", LEASE, T0).await.unwrap(),
+        ClaimOutcome::AlreadyStored
+    );
+    assert_eq!(
+        s.commit_chunk("u", &chunk(0, &a), claim, T0).await.unwrap(),
+        CommitOutcome::AlreadyStored { received: 2 }
+    );
+    assert_eq!(
+        s.commit_chunk("u", &chunk(1, &"cc".repeat(32)), claim, T0)
+            .await
+            .unwrap(),
+        CommitOutcome::DigestConflict
+    );
+    assert_eq!(
+        s.list_stale_assembling(T0 + 8, 10).await.unwrap().len(),
+        1,
+        "assembling since T0+7"
+    );
+    assert!(s
+        .list_stale_assembling(T0 + 7, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    s.delete_chunks("u").await.unwrap();
+    assert!(s.list_chunks("u").await.unwrap().is_empty());
+}
+
+/// Twenty writers, each through its own connection (or client) to the same data, commit the
+/// last chunks at once: exactly one of them completes the set, and the last commit counts them
+/// all. (Whether concurrent commits report distinct `received` counts is the store's own: SQLite
+/// counts in the transaction and does; DynamoDB reads the count after it and may not.)
+pub async fn completion_is_exactly_once_across_connections<H: MetadataHarness>(h: &H) {
+    let (place, first) = fresh(h).await;
+    let total = 20u32;
+    for round in 0..3 {
+        let id = format!("race-{round}");
+        first
+            .insert_upload(&upload(&id, "o", total, T0))
+            .await
+            .unwrap();
+        let mut stores: Vec<Arc<H::Store>> = Vec::new();
+        for _ in 0..total {
+            stores.push(Arc::new(h.open(&place).await));
+        }
+        let barrier = Arc::new(tokio::sync::Barrier::new(total as usize));
+        let mut tasks = Vec::new();
+        for (i, s) in stores.into_iter().enumerate() {
+            let (id, barrier) = (id.clone(), Arc::clone(&barrier));
+            tasks.push(tokio::spawn(async move {
+                let sha = format!("{i:064}");
+                let claim = format!("claim-{i}");
+                let c = s
+                    .claim_chunk(&id, i as u32, &sha, &claim, LEASE, T0)
+                    .await
+                    .unwrap();
+                assert!(matches!(c, ClaimOutcome::Claimed { .. }));
+                barrier.wait().await;
+                s.commit_chunk(&id, &chunk(i as u32, &sha), &claim, T0 + 1)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut completed = 0;
+        let mut counts = HashSet::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                CommitOutcome::Stored {
+                    received,
+                    completed_set,
+                } => {
+                    completed += u32::from(completed_set);
+                    assert!((1..=total).contains(&received));
+                    counts.insert(received);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(completed, 1);
+        assert!(counts.contains(&total), "the last commit sees them all");
+        let u = first.get_upload(&id).await.unwrap().unwrap();
+        assert_eq!(u.state, UploadState::Assembling);
+        assert_eq!(first.list_chunks(&id).await.unwrap().len(), total as usize);
+    }
+}
+
+pub async fn transitions_are_conditional(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    s.insert_upload(&upload("u", "o", 1, T0)).await.unwrap();
+    assert!(!s
+        .transition("u", &[], UploadState::Failed, None, T0)
+        .await
+        .unwrap());
+    assert!(!s
+        .transition(
+            "u",
+            &[UploadState::Assembling],
+            UploadState::Failed,
+            Some("x"),
+            T0
+        )
+        .await
+        .unwrap());
+    assert!(!s
+        .transition(
+            "missing",
+            &[UploadState::Uploading],
+            UploadState::Failed,
+            None,
+            T0
+        )
+        .await
+        .unwrap());
+    assert!(s
+        .transition(
+            "u",
+            &[UploadState::Uploading, UploadState::Assembling],
+            UploadState::Failed,
+            Some("bad sha"),
+            T0 + 3
+        )
+        .await
+        .unwrap());
+    let u = s.get_upload("u").await.unwrap().unwrap();
+    assert_eq!(
+        (u.state, u.error.as_deref(), u.updated_at_ms),
+        (UploadState::Failed, Some("bad sha"), T0 + 3)
+    );
+}
+
+pub async fn expired_uploads_are_listed(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+        let mut u = upload(id, "o", 1, T0);
+        u.expires_at_ms = T0 + 100 * i as i64;
+        s.insert_upload(&u).await.unwrap();
+    }
+    s.transition(
+        "a",
+        &[UploadState::Uploading],
+        UploadState::Cancelled,
+        None,
+        T0,
+    )
+    .await
+    .unwrap();
+    let ids: Vec<_> = s
+        .list_expired(T0 + 150, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.upload_id)
+        .collect();
+    assert_eq!(ids, ["b"]);
+    assert_eq!(s.list_expired(T0 + 1000, 1).await.unwrap().len(), 1);
+    assert_eq!(s.list_expired(T0 + 1000, 10).await.unwrap().len(), 2);
+}
+
+pub async fn publish_is_atomic_and_idempotent(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    s.insert_upload(&upload("u", "o", 1, T0)).await.unwrap();
+    let f = file("u", "o", T0 + 5);
+    // Not assembling yet.
+    assert!(matches!(
+        s.publish_file(&f, T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s.get_file(&f.file_id).await.unwrap().is_none());
+    assert!(matches!(
+        store_chunk(&s, "u", 0, "aa").await,
+        CommitOutcome::Stored {
+            completed_set: true,
+            ..
+        }
+    ));
+    assert_eq!(s.publish_file(&f, T0 + 6).await.unwrap(), f);
+    let u = s.get_upload("u").await.unwrap().unwrap();
+    assert_eq!(u.state, UploadState::Completed);
+    assert_eq!(u.file_id.as_deref(), Some(f.file_id.as_str()));
+    // A redelivered job publishes the same File, unchanged.
+    let mut again = f.clone();
+    again.created_at_ms = T0 + 99;
+    assert_eq!(s.publish_file(&again, T0 + 100).await.unwrap(), f);
+    assert_eq!(s.get_file(&f.file_id).await.unwrap(), Some(f.clone()));
+    assert!(matches!(
+        s.publish_file(&file("missing", "o", T0), T0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Deleted by its owner: a late job does not bring it back.
+    assert!(s.delete_file(&f.file_id).await.unwrap());
+    assert!(!s.delete_file(&f.file_id).await.unwrap());
+    assert!(s.publish_file(&f, T0 + 200).await.is_err());
+    assert!(s.get_file(&f.file_id).await.unwrap().is_none());
+}
+
+pub async fn files_paginate_newest_first(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    let mut expected = Vec::new();
+    for i in 0..25u32 {
+        let id = format!("u{i:02}");
+        s.insert_upload(&upload(&id, "alice", 1, T0)).await.unwrap();
+        store_chunk(&s, &id, 0, "aa").await;
+        // Several files share a timestamp: the id breaks the tie.
+        let f = file(&id, "alice", T0 + i64::from(i / 3));
+        s.publish_file(&f, T0).await.unwrap();
+        expected.push(f);
+    }
+    s.insert_upload(&upload("b", "bob", 1, T0)).await.unwrap();
+    store_chunk(&s, "b", 0, "aa").await;
+    s.publish_file(&file("b", "bob", T0 + 50), T0)
+        .await
+        .unwrap();
+    expected.sort_by(|a, b| (b.created_at_ms, &b.file_id).cmp(&(a.created_at_ms, &a.file_id)));
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = s.list_files("alice", cursor.as_deref(), 10).await.unwrap();
+        pages += 1;
+        seen.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, expected);
+    // Exactly a page's worth: no empty trailing page.
+    let all = s.list_files("alice", None, 25).await.unwrap();
+    assert_eq!((all.items.len(), all.next_cursor), (25, None));
+    assert_eq!(s.list_files("alice", None, 0).await.unwrap().items.len(), 1);
+    assert_eq!(
+        s.list_files("alice", None, 5000).await.unwrap().items.len(),
+        25
+    );
+    assert!(s
+        .list_files("carol", None, 10)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(s
+        .list_files("alice", Some("!!not-a-cursor"), 10)
+        .await
+        .is_err());
+}
+
+pub async fn delete_chunks_drops_claims(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    s.insert_upload(&upload("u", "o", 2, T0)).await.unwrap();
+    store_chunk(&s, "u", 0, "aa").await;
+    s.claim_chunk("u", 1, "bb", "c", LEASE, T0).await.unwrap();
+    s.delete_chunks("u").await.unwrap();
+    assert!(s.list_chunks("u").await.unwrap().is_empty());
+    assert!(matches!(
+        s.claim_chunk("u", 1, "bb", "other", LEASE, T0)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
+}
