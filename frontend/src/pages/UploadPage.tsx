@@ -5,22 +5,7 @@ import { CheckIcon, FileIcon, FolderIcon, PauseIcon, PlayIcon, XIcon } from '../
 import { formatBytes, formatDuration, formatRate, percent } from '../lib/format';
 import { combine } from '../lib/progress';
 import { Link } from '../router';
-import { FINISHED, type Phase, type UploadManager, type UploadView } from '../upload/manager';
-
-const LABELS: Record<Phase, string> = {
-  queued: 'Waiting',
-  hashing: 'Preparing',
-  creating: 'Starting',
-  uploading: 'Uploading',
-  paused: 'Paused',
-  assembling: 'Assembling',
-  completed: 'Done',
-  failed: 'Failed',
-  error: 'Stopped',
-  cancelled: 'Cancelled',
-  expired: 'Expired',
-  interrupted: 'Interrupted',
-};
+import type { UploadManager, UploadView } from '../upload/manager';
 
 export function UploadPage({ manager, active }: { manager: UploadManager; active: boolean }) {
   const views = useSyncExternalStore(manager.subscribe, manager.getSnapshot);
@@ -37,10 +22,10 @@ export function UploadPage({ manager, active }: { manager: UploadManager; active
   const totals = combine(
     counted.map((v) => ({ done: v.uploaded, total: v.size, rate: v.phase === 'uploading' ? v.speed : null, active: v.phase === 'uploading' })),
   );
-  const anyPausable = views.some((v) => manager.canPause(v));
+  const anyPausable = views.some((v) => v.can.pause);
   const anyPaused = views.some((v) => v.phase === 'paused' && v.hasFile);
-  const anyCancellable = live.some((v) => manager.canCancel(v));
-  const anyFinished = views.some((v) => FINISHED.has(v.phase) || (v.phase === 'error' && !v.uploadId && !v.hasFile));
+  const anyCancellable = live.some((v) => v.can.cancel);
+  const anyFinished = views.some((v) => v.can.remove);
   const done = counted.filter((v) => v.phase === 'completed').length;
   const uploading = counted.filter((v) => v.phase === 'uploading').length;
 
@@ -153,11 +138,9 @@ function UploadRow({ view: v, manager }: { view: UploadView; manager: UploadMana
   const hashing = v.phase === 'hashing' || (v.phase === 'queued' && v.hashed > 0);
   const fraction = hashing ? v.hashed / v.size : v.uploaded / v.size;
   const pct = percent(hashing ? v.hashed : v.uploaded, v.size);
-  const label = v.phase === 'hashing' && v.verifying ? 'Checking file' : LABELS[v.phase];
-  const canPause = manager.canPause(v);
-  const canResume = manager.canResume(v);
-  const showToggle = canPause || canResume;
-  const removable = FINISHED.has(v.phase) || (v.phase === 'error' && !v.uploadId && !v.hasFile);
+  const { label } = v;
+  const canPause = v.can.pause;
+  const showToggle = canPause || v.can.resume;
 
   let stats: string;
   if (v.phase === 'hashing') {
@@ -253,7 +236,7 @@ function UploadRow({ view: v, manager }: { view: UploadView; manager: UploadMana
               {canPause ? 'Pause' : v.phase === 'error' ? 'Retry' : 'Resume'}
             </button>
           )}
-          {manager.canCancel(v) && (
+          {v.can.cancel && (
             <button type="button" className="btn small ghost" onClick={() => void manager.cancel(v.key)} aria-label={`Cancel the upload of ${v.name}`} data-testid="cancel">
               <XIcon /> Cancel
             </button>
@@ -263,7 +246,7 @@ function UploadRow({ view: v, manager }: { view: UploadView; manager: UploadMana
               View in Files
             </Link>
           )}
-          {removable && (
+          {v.can.remove && (
             <button type="button" className="btn small ghost" onClick={() => manager.remove(v.key)} aria-label={`Remove ${v.name} from the list`}>
               Remove
             </button>

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ApiError } from '../api/client';
 import type { CreatedUpload, UploadStatus } from '../api/types';
 import type { KeyValueStore } from '../lib/resume';
-import type { FileHashJob } from './hasher';
+import type { FileHashJob, FileHashResult } from './hasher';
 import { UploadManager, type HashService, type UploadApi, type UploadView } from './manager';
 import type { PutChunk, PutResult } from './transport';
 
@@ -106,6 +106,7 @@ interface Options {
   hold?: boolean;
   storage?: KeyValueStore;
   server?: FakeServer;
+  hasher?: HashService;
 }
 
 function setup(o: Options = {}) {
@@ -115,6 +116,7 @@ function setup(o: Options = {}) {
   const attempts = new Map<string, number>();
   const puts: PutChunk[] = [];
   const held: (() => void)[] = [];
+  const announced: string[] = [];
   const transport = async (req: PutChunk): Promise<PutResult> => {
     puts.push(req);
     inFlight += 1;
@@ -143,13 +145,14 @@ function setup(o: Options = {}) {
   };
   const manager = new UploadManager({
     api: server,
-    hasher: instantHasher,
+    hasher: o.hasher ?? instantHasher,
     transport,
     parallel: o.parallel ?? 3,
     storage: o.storage ?? null,
     retry: { maxAttempts: 4, baseMs: 1, capMs: 5, inProgressDeadlineMs: 1000 },
     resolveUrl: (u) => u,
     online: () => true,
+    announce: (m) => announced.push(m),
   });
   const view = (name: string): UploadView | undefined => {
     // Snapshots are throttled for the UI; tests read the state directly through a fresh emit.
@@ -163,7 +166,7 @@ function setup(o: Options = {}) {
       await new Promise((r) => setTimeout(r, 2));
     }
   };
-  return { server, manager, puts, held, view, until, maxInFlight: () => maxInFlight };
+  return { server, manager, puts, held, announced, view, until, maxInFlight: () => maxInFlight };
 }
 
 const file = (name: string, size: number, lastModified = 1000) => new File([new Uint8Array(size)], name, { lastModified });
@@ -332,6 +335,82 @@ describe('the upload engine', () => {
     // After a digest mismatch the chunk is digested afresh.
     expect(digestOf(1)).toEqual(['sha-256=:pre1:', 'sha-256=:late:']);
     expect(chunkCalls).toBe(1);
+    t.manager.dispose();
+  });
+
+  it('announces each move of a file for screen readers', async () => {
+    const t = setup();
+    t.manager.addFiles([file('a.bin', 8)]);
+    await t.until(() => t.view('a.bin')?.phase === 'completed');
+    expect(t.announced.filter((m) => !m.endsWith('% uploaded'))).toEqual([
+      'a.bin: added',
+      'a.bin: uploading',
+      'a.bin: all chunks sent, the server is assembling the file',
+      'a.bin: upload complete',
+    ]);
+    t.manager.dispose();
+  });
+
+  it('pausing while hashing keeps the hash state: resume continues from the offset the worker stopped at', async () => {
+    const starts: (number | undefined)[] = [];
+    const job: { finish?: () => void } = {};
+    const hasher: HashService = {
+      ...instantHasher,
+      file(_f, { start, state }) {
+        starts.push(start);
+        let settle: (r: FileHashResult) => void = () => undefined;
+        const result = new Promise<FileHashResult>((r) => (settle = r));
+        job.finish = () => settle({ kind: 'done', hex: SHA });
+        return { result, pause: () => settle({ kind: 'paused', offset: state ? 12 : 6, state: new Uint8Array([6]) }), cancel: () => undefined };
+      },
+    };
+    const t = setup({ hasher });
+    t.manager.addFiles([file('a.bin', 20)]);
+    await t.until(() => starts.length === 1 && t.view('a.bin')?.phase === 'hashing');
+    const key = t.view('a.bin')?.key ?? '';
+    t.manager.pause(key);
+    expect(t.view('a.bin')).toMatchObject({ phase: 'paused', label: 'Paused', can: { pause: false, resume: true, cancel: true, remove: false } });
+    await t.until(() => t.view('a.bin')?.hashed === 6);
+    t.manager.resume(key);
+    await t.until(() => starts.length === 2);
+    expect(starts).toEqual([0, 6]);
+    job.finish?.();
+    await t.until(() => t.view('a.bin')?.phase === 'completed');
+    expect(t.server.uploads.size).toBe(1);
+    t.manager.dispose();
+  });
+
+  it('paused and resumed while the server creates the upload: one upload goes on, the other is released', async () => {
+    const server = new FakeServer(4);
+    const create = server.createUpload.bind(server);
+    const answers: (() => void)[] = [];
+    server.createUpload = (body) => new Promise((resolve) => answers.push(() => resolve(create(body))));
+    const t = setup({ server });
+    t.manager.addFiles([file('a.bin', 8)]);
+    await t.until(() => answers.length === 1);
+    const key = t.view('a.bin')?.key ?? '';
+    t.manager.pause(key);
+    t.manager.resume(key);
+    await t.until(() => answers.length === 2);
+    answers.shift()?.();
+    await t.until(() => t.view('a.bin')?.phase === 'completed');
+    answers.shift()?.();
+    await t.until(() => t.server.cancels.length === 1);
+    expect(t.view('a.bin')?.uploadId).toBe('up1');
+    expect(t.server.cancels).toEqual(['up2']);
+    t.manager.dispose();
+  });
+
+  it('a cancel the server refuses (it is complete already) follows the server instead', async () => {
+    const t = setup({ hold: true });
+    t.manager.addFiles([file('a.bin', 8)]);
+    await t.until(() => t.held.length > 0);
+    const u = t.server.uploads.get('up1');
+    if (u) Object.assign(u, { state: 'completed', file_id: 'file-up1' });
+    await t.manager.cancel(t.view('a.bin')?.key ?? '');
+    await t.until(() => t.view('a.bin')?.phase === 'completed');
+    expect(t.view('a.bin')).toMatchObject({ fileId: 'file-up1', message: null, note: expect.stringMatching(/^Uploaded 8 B in /) });
+    expect(t.server.cancels).toEqual([]);
     t.manager.dispose();
   });
 

@@ -2,6 +2,11 @@
 // in workers, retries with backoff, pause/resume/cancel, resume after a reload, and a snapshot of
 // every task for the UI (useSyncExternalStore).
 //
+// A task's state is data (state.ts): it changes only through `reduce`, here in `apply`, and
+// `entered` then starts or stops the work of the phase the task is in. What a task holds beside
+// its state is the work in progress: its hashing job, its chunks in flight and retry timers, its
+// upload token, its speed meters.
+//
 // Memory: a chunk's bytes are read (Blob.slice) only when a slot is about to send it: the worker
 // reads the slice to digest it and drops it, then the browser streams the same slice from the file
 // to the network. At most `parallel` chunks are ever read at once, whatever the files' sizes.
@@ -9,8 +14,8 @@
 import { ApiError, describeError } from '../api/client';
 import type { CreatedUpload, UploadStatus, UploadToken } from '../api/types';
 import { DEFAULT_RETRY, decideRetry, type RetryPolicy } from '../lib/backoff';
-import { formatBytes, formatDuration, formatRate, percent } from '../lib/format';
-import { bytesOf, chunkRange, makePlan, missingChunks, type ChunkPlan } from '../lib/plan';
+import { percent } from '../lib/format';
+import { bytesOf, chunkRange, makePlan, missingChunks } from '../lib/plan';
 import { crossedMilestone, SpeedMeter } from '../lib/progress';
 import {
   forgetUpload,
@@ -21,10 +26,37 @@ import {
   rememberUpload,
   wrongFileReason,
   type KeyValueStore,
+  type UnfinishedUpload,
 } from '../lib/resume';
 import { SingleFlight } from '../lib/singleflight';
 import type { ChunkDigest, FileHashJob, FileHashOptions } from './hasher';
 import { MAX_PREDIGEST_CHUNK } from './protocol';
+import {
+  added,
+  announcement,
+  canCancel,
+  canPause,
+  canRemove,
+  canResume,
+  checkOf,
+  describe,
+  fileOf,
+  finishedAtOf,
+  FINISHED,
+  hashedBytes,
+  isSending,
+  isWorking,
+  listed,
+  reduce,
+  uploadOf,
+  workOf,
+  type Interrupted,
+  type Phase,
+  type Problem,
+  type ServerUpload,
+  type TaskEvent,
+  type TaskState,
+} from './state';
 import type { ChunkTransport, PutResult } from './transport';
 
 /** What the engine needs from the API (ApiClient has it). */
@@ -42,20 +74,7 @@ export interface HashService {
   file(file: Blob, opts: FileHashOptions): FileHashJob;
 }
 
-export type Phase =
-  | 'queued' // waiting for a hashing slot
-  | 'hashing' // computing the whole-file SHA-256
-  | 'creating' // asking the server for an upload session
-  | 'uploading'
-  | 'paused'
-  | 'assembling' // every chunk is there; the server verifies and assembles
-  | 'completed'
-  | 'failed' // the server could not assemble it (see message)
-  | 'error' // the client stopped (network, file unreadable…); resume retries
-  | 'cancelled'
-  | 'expired'
-  | 'interrupted'; // known from the server after a reload: waiting for the file again
-
+/** One task as the UI shows it: its state's phase and texts, and measurements of the moment. */
 export interface UploadView {
   key: string;
   name: string;
@@ -67,7 +86,7 @@ export interface UploadView {
   uploaded: number;
   /** Bytes of the whole-file SHA-256 computed so far. */
   hashed: number;
-  /** Whether the hash is a check that a re-selected file is the interrupted one. */
+  /** Whether the hash is a check that the file is an interrupted upload's. */
   verifying: boolean;
   /** Bytes per second of the current phase, when known. */
   speed: number | null;
@@ -76,19 +95,20 @@ export interface UploadView {
   totalChunks: number;
   receivedChunks: number;
   chunksInFlight: number;
-  /** Why it failed or stopped. */
+  /** The phase in words (the badge). */
+  label: string;
+  /** Why it failed, stopped or was refused. */
   message: string | null;
   /** Information: retrying, resumed, waiting for the network… */
   note: string | null;
   hasFile: boolean;
+  /** The controls the row offers now. */
+  can: { pause: boolean; resume: boolean; cancel: boolean; remove: boolean };
   /** Milliseconds from the first chunk sent to completion (this session). */
   uploadMs: number | null;
   /** Milliseconds from adding the file to completion (this session), hashing included. */
   totalMs: number | null;
 }
-
-export const FINISHED: ReadonlySet<Phase> = new Set(['completed', 'failed', 'cancelled', 'expired']);
-const BUSY: ReadonlySet<Phase> = new Set(['queued', 'hashing', 'creating', 'uploading', 'assembling']);
 
 interface Slot {
   index: number;
@@ -96,70 +116,93 @@ interface Slot {
   loaded: number;
 }
 
+/** The chunks of one upload on their way: waiting their turn, being sent, waiting to be retried. */
+class ChunkQueue {
+  pending: number[] = [];
+  readonly inflight = new Map<number, Slot>();
+  readonly timers = new Map<ReturnType<typeof setTimeout>, number>();
+  /** Failed attempts per chunk. */
+  readonly attempts = new Map<number, number>();
+  /** Since when each chunk has been held by an earlier request (409 chunk-in-progress). */
+  readonly heldSince = new Map<number, number>();
+
+  /** Bytes of the chunks being sent now. */
+  get sendingBytes(): number {
+    let b = 0;
+    for (const s of this.inflight.values()) b += s.loaded;
+    return b;
+  }
+
+  /** Queues what `upload` is missing. */
+  start(upload: ServerUpload): void {
+    this.pending = missingChunks(upload.plan, upload.received).filter((i) => !this.inflight.has(i));
+  }
+
+  /** Aborts the chunks being sent and the retries waiting; `start` queues the missing ones again. */
+  stop(): void {
+    for (const slot of this.inflight.values()) slot.ctrl.abort();
+    this.inflight.clear();
+    for (const timer of this.timers.keys()) clearTimeout(timer);
+    this.timers.clear();
+    this.pending = [];
+  }
+
+  forgetFailures(): void {
+    this.attempts.clear();
+    this.heldSince.clear();
+  }
+}
+
+/** Chunk digests computed while hashing the whole file, for chunks of `chunkSize` bytes. */
+class PreDigests {
+  chunkSize: number | null = null;
+  private byIndex: (string | undefined)[] = [];
+
+  /** A hash from the file's start: it digests chunks of this size (null: none). */
+  restart(chunkSize: number | null): void {
+    this.chunkSize = chunkSize;
+    this.byIndex = [];
+  }
+
+  add(first: number, digests: string[]): void {
+    digests.forEach((d, i) => (this.byIndex[first + i] = d));
+  }
+
+  /** The digest of chunk `index` of an upload planned in chunks of `chunkSize` bytes, if computed. */
+  get(chunkSize: number, index: number): string | undefined {
+    return chunkSize === this.chunkSize ? this.byIndex[index] : undefined;
+  }
+
+  /** The server found the digest wrong: the file may have changed since it was hashed. */
+  forget(index: number): void {
+    this.byIndex[index] = undefined;
+  }
+}
+
+/** A file's task: its state, and the engine's handles on the work in progress. */
 class Task {
-  readonly key: string;
-  name: string;
-  size: number;
-  file: File | null = null;
-  lastModified: number | null = null;
-  phase: Phase;
-  /** Bumped by pause and cancel: continuations of older work ignore themselves. */
+  state: TaskState;
+  /** Bumped whenever work stops, and on resume: continuations of older work ignore themselves. */
   epoch = 0;
-
-  sha256: string | null = null;
-  hashed = 0;
-  hashOffset = 0;
-  hashState: Uint8Array | null = null;
+  /** The current whole-file hash; results of any other job are stale. */
   hashJob: FileHashJob | null = null;
-  /** Chunk digests computed while hashing, for chunks of `preDigestSize` bytes. */
-  preDigests: (string | undefined)[] = [];
-  preDigestSize: number | null = null;
-  /** The whole-file SHA-256 the server was given for this upload (known after a reload). */
-  serverSha: string | null = null;
-  /** The SHA-256 a re-selected file must have to continue this (interrupted) upload. */
-  verifySha: string | null = null;
-  /** A new file that may be one of these interrupted uploads (same name and size). */
-  verifyCandidates: UploadStatus[] | null = null;
-
-  uploadId: string | null = null;
+  readonly digests = new PreDigests();
+  readonly chunks = new ChunkQueue();
+  /** Where chunks go and the token they carry (both renewed on 401). */
   uploadUrl: string | null = null;
   token: string | null = null;
   tokenFlight: SingleFlight<void> | null = null;
-  plan: ChunkPlan | null = null;
-  received = new Set<number>();
-  pending: number[] = [];
-  inflight = new Map<number, Slot>();
-  timers = new Map<ReturnType<typeof setTimeout>, number>();
-  attempts = new Map<number, number>();
-  inProgressSince = new Map<number, number>();
-  serverBytes = 0;
-  /** Asking the server where the upload stands: send nothing meanwhile. */
-  syncing = false;
-
-  meter = new SpeedMeter();
-  hashMeter = new SpeedMeter();
+  readonly meter = new SpeedMeter();
+  readonly hashMeter = new SpeedMeter();
+  /** The percentage last seen, for the screen reader's milestones. */
   lastPct = 0;
-  message: string | null = null;
-  note: string | null = null;
-  fileId: string | null = null;
-  addedAt: number;
-  startedAt: number | null = null;
-  finishedAt: number | null = null;
 
-  constructor(key: string, name: string, size: number, phase: Phase, now: number) {
-    this.key = key;
-    this.name = name;
-    this.size = size;
-    this.phase = phase;
-    this.addedAt = now;
+  constructor(state: TaskState) {
+    this.state = state;
   }
 
-  uploadedBytes(): number {
-    if (!this.plan) return this.serverBytes;
-    let b = bytesOf(this.plan, this.received);
-    for (const s of this.inflight.values()) b += s.loaded;
-    // Listings give only the byte count, not the chunk indices.
-    return Math.min(Math.max(b, this.serverBytes), this.size);
+  get key(): string {
+    return this.state.key;
   }
 }
 
@@ -194,6 +237,9 @@ const DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024;
 
 const SAFE_MEDIA_TYPE = /^[A-Za-z0-9][\w.+-]*\/[A-Za-z0-9][\w.+-]*$/;
 
+/** Events that happen many times a second: the snapshot for them is throttled. */
+const PROGRESS: ReadonlySet<TaskEvent['type']> = new Set(['hash-progress', 'chunk-stored']);
+
 function isAbort(e: unknown): boolean {
   return (e instanceof DOMException || e instanceof Error) && e.name === 'AbortError';
 }
@@ -201,6 +247,11 @@ function isAbort(e: unknown): boolean {
 function defaultResolve(url: string): string {
   if (typeof location === 'undefined') return url;
   return new URL(url, location.href).toString().replace(/\/$/, '');
+}
+
+/** An interrupted task as lib/resume matches files against it. */
+function unfinishedOf(s: Interrupted): UnfinishedUpload {
+  return { upload_id: s.upload.id, name: s.name, size: s.size, state: 'uploading', sha256: s.upload.sha256 ?? undefined };
 }
 
 export class UploadManager {
@@ -260,14 +311,14 @@ export class UploadManager {
 
   getSnapshot = (): UploadView[] => this.snapshot;
 
-  /** True while anything is being hashed, created, sent or assembled. */
+  /** True while anything is being hashed, created or sent. */
   get busy(): boolean {
-    return this.tasks.some((t) => BUSY.has(t.phase) && t.phase !== 'assembling');
+    return this.tasks.some((t) => isWorking(t.state));
   }
 
   /** Chunks being read or sent right now, over all files. */
   get inFlight(): number {
-    return this.tasks.reduce((n, t) => n + t.inflight.size, 0);
+    return this.tasks.reduce((n, t) => n + t.chunks.inflight.size, 0);
   }
 
   private notify(immediate = false): void {
@@ -289,7 +340,7 @@ export class UploadManager {
     const now = this.now();
     this.snapshot = this.tasks.map((t) => this.view(t, now));
     // Keep sampling while something moves, so a stall shows as a falling speed.
-    const active = this.tasks.some((t) => t.phase === 'uploading' || t.phase === 'hashing');
+    const active = this.tasks.some((t) => t.state.phase === 'uploading' || t.state.phase === 'hashing');
     if (active && this.ticker === null) {
       this.ticker = setInterval(() => this.notify(), 500);
     } else if (!active && this.ticker !== null) {
@@ -300,50 +351,102 @@ export class UploadManager {
   }
 
   private view(t: Task, now: number): UploadView {
-    const uploaded = t.uploadedBytes();
+    const s = t.state;
+    const upload = uploadOf(s);
+    // Listings give only the byte count, not the chunk indices.
+    const uploaded = upload
+      ? Math.min(Math.max(bytesOf(upload.plan, upload.received) + t.chunks.sendingBytes, upload.reportedBytes), s.size)
+      : 0;
+    const hashed = hashedBytes(s);
     let speed: number | null = null;
     let eta: number | null = null;
-    if (t.phase === 'uploading') {
+    if (s.phase === 'uploading') {
       t.meter.record(now, uploaded);
       speed = t.meter.rate(now);
-      eta = speed && speed > 0 ? (t.size - uploaded) / speed : null;
-      const pct = percent(uploaded, t.size);
+      eta = speed && speed > 0 ? (s.size - uploaded) / speed : null;
+      const pct = percent(uploaded, s.size);
       const milestone = crossedMilestone(t.lastPct, pct);
-      if (milestone !== null) this.announce(`${t.name}: ${milestone}% uploaded`);
+      if (milestone !== null) this.announce(`${s.name}: ${milestone}% uploaded`);
       t.lastPct = pct;
-    } else if (t.phase === 'hashing') {
-      t.hashMeter.record(now, t.hashed);
+    } else if (s.phase === 'hashing') {
+      t.hashMeter.record(now, hashed);
       speed = t.hashMeter.rate(now);
-      eta = speed && speed > 0 ? (t.size - t.hashed) / speed : null;
+      eta = speed && speed > 0 ? (s.size - hashed) / speed : null;
     }
+    const text = describe(s);
+    const finishedAt = finishedAtOf(s);
     return {
-      key: t.key,
-      name: t.name,
-      size: t.size,
-      phase: t.phase,
-      uploadId: t.uploadId,
-      fileId: t.fileId,
+      key: s.key,
+      name: s.name,
+      size: s.size,
+      phase: s.phase,
+      uploadId: upload?.id ?? null,
+      fileId: s.phase === 'completed' ? s.fileId : null,
       uploaded,
-      hashed: t.hashed,
-      verifying: t.verifySha !== null || t.verifyCandidates !== null,
+      hashed,
+      verifying: checkOf(s) !== null,
       speed,
       eta,
-      totalChunks: t.plan?.totalChunks ?? 0,
-      receivedChunks: t.received.size,
-      chunksInFlight: t.inflight.size,
-      message: t.message,
-      note: t.note,
-      hasFile: t.file !== null,
-      uploadMs: t.startedAt !== null && t.finishedAt !== null ? t.finishedAt - t.startedAt : null,
-      totalMs: t.finishedAt !== null ? t.finishedAt - t.addedAt : null,
+      totalChunks: upload?.plan.totalChunks ?? 0,
+      receivedChunks: upload?.received.size ?? 0,
+      chunksInFlight: t.chunks.inflight.size,
+      label: text.label,
+      message: text.message,
+      note: text.note,
+      hasFile: fileOf(s) !== null,
+      can: { pause: canPause(s), resume: canResume(s), cancel: canCancel(s), remove: canRemove(s) },
+      uploadMs: s.startedAt !== null && finishedAt !== null ? finishedAt - s.startedAt : null,
+      totalMs: finishedAt !== null ? finishedAt - s.addedAt : null,
     };
   }
 
-  private setPhase(t: Task, phase: Phase, say?: string): void {
-    if (t.phase === phase) return;
-    t.phase = phase;
-    if (say) this.announce(`${t.name}: ${say}`);
-    this.notify(true);
+  // ---- state changes ----
+
+  /** Moves `t` to the state `e` leads to; false (and nothing done) when `e` means nothing in its state. */
+  private apply(t: Task, e: TaskEvent): boolean {
+    return this.commit(t, reduce(t.state, e, this.now()), e);
+  }
+
+  private commit(t: Task, next: TaskState, e: TaskEvent): boolean {
+    const before = t.state;
+    if (next === before) return false;
+    t.state = next;
+    this.entered(t, before, e);
+    return true;
+  }
+
+  /** The effects of a change of `t`'s state: stops and starts the work its new phase calls for. */
+  private entered(t: Task, before: TaskState, e: TaskEvent): void {
+    const s = t.state;
+    const moved = s.phase !== before.phase;
+    if (moved) {
+      // Leaving the working phases stops the chunks (and, paused or finished, the hashing).
+      if (!isWorking(s)) this.halt(t);
+      if (s.phase === 'paused' || s.phase === 'error') t.hashJob?.pause();
+      if (FINISHED.has(s.phase)) {
+        t.hashJob?.cancel();
+        t.hashJob = null;
+        const id = uploadOf(s)?.id;
+        if (id) forgetUpload(this.storage, id);
+      }
+      const say = announcement(before, s, e);
+      if (say) this.announce(`${s.name}: ${say}`);
+      // A hashing slot is free, or a task waits for one.
+      if (before.phase === 'hashing' || s.phase === 'queued') this.pumpHashing();
+      if (s.phase === 'creating') void this.create(t);
+      if (s.phase === 'assembling') void this.poll(t);
+      if (s.phase === 'completed' && s.fileId) this.onCompleted(s.fileId);
+    }
+    if (s.phase === 'uploading') {
+      const was = before.phase === 'uploading' ? before.syncing : undefined;
+      if (s.syncing === 'resume' && was !== 'resume') void this.syncAndUpload(t);
+      if (s.syncing === null && was !== null) {
+        t.chunks.start(s.work.upload);
+        t.meter.reset();
+        this.pump();
+      }
+    }
+    this.notify(moved || !PROGRESS.has(e.type));
   }
 
   private find(key: string): Task | undefined {
@@ -363,16 +466,10 @@ export class UploadManager {
     if (this.disposed) return;
     pruneRecords(this.storage, list.map((u) => u.upload_id));
     for (const u of list) {
-      if (this.tasks.some((t) => t.uploadId === u.upload_id)) continue;
-      const t = new Task(this.newKey(), u.name, u.size, 'interrupted', this.now());
-      t.uploadId = u.upload_id;
-      this.applyPlan(t, u);
+      if (this.tasks.some((t) => uploadOf(t.state)?.id === u.upload_id)) continue;
+      const t = new Task(listed(this.newKey(), u, this.now()));
       this.tasks.push(t);
-      if (u.state === 'assembling') {
-        t.phase = 'assembling';
-        t.note = 'Verifying and assembling on the server…';
-        void this.poll(t);
-      }
+      if (t.state.phase === 'assembling') void this.poll(t);
     }
     this.notify(true);
   }
@@ -381,29 +478,23 @@ export class UploadManager {
   addFiles(files: Iterable<File>): void {
     const records = loadRecords(this.storage);
     for (const file of files) {
-      const interrupted = this.tasks.filter((t) => t.phase === 'interrupted' && !t.file && t.uploadId);
-      const statuses = interrupted.map((t) => this.statusOf(t));
-      const match = matchFile(file, statuses, records);
+      const interrupted = this.tasks.flatMap((t) => (t.state.phase === 'interrupted' ? [{ t, u: unfinishedOf(t.state) }] : []));
+      const match = matchFile(
+        file,
+        interrupted.map((x) => x.u),
+        records,
+      );
       if (match.kind === 'resume') {
-        const target = interrupted.find((t) => t.uploadId === match.upload.upload_id);
+        const target = interrupted.find((x) => x.u.upload_id === match.upload.upload_id);
         if (target) {
-          this.attachFile(target.key, file);
+          this.attachFile(target.t.key, file);
           continue;
         }
       }
-      const t = new Task(this.newKey(), file.name, file.size, 'queued', this.now());
-      t.file = file;
-      t.lastModified = file.lastModified;
-      if (file.size === 0) {
-        t.phase = 'error';
-        t.message = 'This file is empty: there is nothing to upload.';
-        t.file = null;
-      } else if (match.kind === 'verify') {
-        t.verifyCandidates = match.candidates;
-        t.note = 'Checking whether this is an interrupted upload…';
-      }
+      const t = new Task(added(this.newKey(), file, this.now(), match.kind === 'verify' ? match.candidates : null));
       this.tasks.push(t);
-      if (t.phase === 'queued') this.announce(`${file.name}: added`);
+      const say = announcement(null, t.state);
+      if (say) this.announce(`${file.name}: ${say}`);
     }
     this.pumpHashing();
     this.notify(true);
@@ -412,65 +503,28 @@ export class UploadManager {
   /** Gives an interrupted upload its file again. Returns false (and says why) if it is another file. */
   attachFile(key: string, file: File): boolean {
     const t = this.find(key);
-    if (!t || t.phase !== 'interrupted' || !t.uploadId) return false;
-    const status = this.statusOf(t);
-    const wrong = wrongFileReason(file, status);
+    const s = t?.state;
+    if (!t || s?.phase !== 'interrupted') return false;
+    const wrong = wrongFileReason(file, unfinishedOf(s));
     if (wrong) {
-      t.message = wrong;
-      this.notify(true);
+      this.apply(t, { type: 'attach-refused', reason: wrong });
       return false;
     }
-    t.file = file;
-    t.message = null;
-    t.addedAt = this.now();
-    const recorded = loadRecords(this.storage)[t.uploadId];
-    t.lastModified = file.lastModified;
-    if (recorded?.lastModified === file.lastModified || !t.serverSha) {
-      t.verifySha = null;
-      this.announce(`${t.name}: resuming`);
-      void this.syncAndUpload(t);
-    } else {
-      // Same name and size but not known to be the same file: compare contents first.
-      t.verifySha = t.serverSha;
-      t.phase = 'queued';
-      t.note = 'Checking that this is the same file…';
-      this.pumpHashing();
-    }
-    this.notify(true);
+    const recorded = loadRecords(this.storage)[s.upload.id];
+    // Not known to be the same file (same name and size only): `reduce` has its content compared first.
+    const evidence = recorded?.lastModified === file.lastModified ? 'record' : 'none';
+    this.apply(t, { type: 'attached', file, addedAt: this.now(), evidence });
     return true;
-  }
-
-  private statusOf(t: Task): UploadStatus {
-    return {
-      upload_id: t.uploadId ?? '',
-      name: t.name,
-      size: t.size,
-      content_type: '',
-      sha256: t.serverSha ?? undefined,
-      chunk_size: t.plan?.chunkSize ?? 0,
-      total_chunks: t.plan?.totalChunks ?? 0,
-      state: 'uploading',
-      received_chunks: [...t.received],
-      bytes_received: t.serverBytes,
-      created_at: '',
-      expires_at: '',
-    };
-  }
-
-  private applyPlan(t: Task, u: UploadStatus): void {
-    t.plan = makePlan(u.size, u.chunk_size, u.total_chunks);
-    t.received = new Set(u.received_chunks);
-    t.serverBytes = u.bytes_received;
-    if (u.sha256) t.serverSha = u.sha256;
   }
 
   // ---- hashing ----
 
   private pumpHashing(): void {
-    let running = this.tasks.filter((t) => t.phase === 'hashing').length;
+    if (this.disposed) return;
+    let running = this.tasks.filter((t) => t.state.phase === 'hashing').length;
     for (const t of this.tasks) {
       if (running >= this.hashParallel) break;
-      if (t.phase === 'queued' && t.file) {
+      if (t.state.phase === 'queued') {
         running += 1;
         this.startHash(t);
       }
@@ -478,104 +532,75 @@ export class UploadManager {
   }
 
   private startHash(t: Task): void {
-    const file = t.file;
-    if (!file) return;
-    this.setPhase(t, 'hashing');
+    if (!this.apply(t, { type: 'hash-started' }) || t.state.phase !== 'hashing') return;
+    const { file, work } = t.state;
     t.hashMeter.reset();
     const epoch = t.epoch;
-    // The chunk size of the upload when known (resuming), else the size the server planned last.
-    if (t.hashOffset === 0) t.preDigestSize = t.plan?.chunkSize ?? this.guessChunkSize();
+    if (work.hash.offset === 0) {
+      // The chunk size of the upload when known (checking a re-selected file), else the size the server planned last.
+      t.digests.restart(work.check?.kind === 'same-file' ? work.check.upload.plan.chunkSize : this.guessChunkSize());
+    }
     const job = this.hasher.file(file, {
       onProgress: (bytes) => {
-        if (t.epoch === epoch) {
-          t.hashed = bytes;
-          this.notify();
-        }
+        if (t.epoch === epoch) this.apply(t, { type: 'hash-progress', bytes });
       },
-      onDigests: (first, digests) => {
-        digests.forEach((d, i) => (t.preDigests[first + i] = d));
-      },
-      start: t.hashOffset,
-      state: t.hashState,
-      chunkSize: t.preDigestSize,
+      onDigests: (first, digests) => t.digests.add(first, digests),
+      start: work.hash.offset,
+      state: work.hash.saved,
+      chunkSize: t.digests.chunkSize,
     });
     t.hashJob = job;
     job.result.then(
       (r) => {
-        if (t.hashJob === job) t.hashJob = null;
+        if (t.hashJob !== job) return;
+        t.hashJob = null;
         if (r.kind === 'paused') {
-          t.hashOffset = r.offset;
-          t.hashState = r.state;
-          t.hashed = r.offset;
-        } else if (t.phase !== 'cancelled' && t.file === file) {
-          t.sha256 = r.hex;
-          t.hashed = t.size;
-          if (t.epoch === epoch) void this.afterHash(t);
+          this.apply(t, { type: 'hash-paused', offset: r.offset, saved: r.state });
+        } else if (isWorking(t.state)) {
+          this.continueHashed(t, r.hex, { type: 'hashed', sha256: r.hex });
+        } else {
+          this.apply(t, { type: 'hashed', sha256: r.hex }); // paused meanwhile: kept for resume
         }
         this.pumpHashing();
-        this.notify();
       },
       (e: unknown) => {
-        if (t.hashJob === job) t.hashJob = null;
+        if (t.hashJob !== job) return;
+        t.hashJob = null;
         this.pumpHashing();
         if (isAbort(e) || t.epoch !== epoch) return;
-        this.stop(t, 'error', `Could not read the file: ${describeError(e)}`);
+        this.apply(t, { type: 'stopped', phase: 'error', problem: { kind: 'unreadable', detail: describeError(e) } });
       },
     );
   }
 
-  private async afterHash(t: Task): Promise<void> {
-    const sha = t.sha256;
-    if (!sha || !t.file) return;
-    if (t.verifySha !== null) {
-      if (sha.toLowerCase() === t.verifySha.toLowerCase()) {
-        t.verifySha = null;
-        t.note = null;
-        if (t.uploadId) this.remember(t.uploadId, t.file);
-        this.announce(`${t.name}: same file, resuming`);
-        await this.syncAndUpload(t);
-      } else {
-        t.file = null;
-        t.sha256 = null;
-        t.hashed = 0;
-        t.hashOffset = 0;
-        t.hashState = null;
-        t.note = null;
-        t.message = 'The selected file’s content is not the one of this upload. Choose the original file to resume.';
-        this.setPhase(t, 'interrupted', 'a different file was selected');
-      }
-      return;
-    }
-    if (t.verifyCandidates) {
-      const found = pickBySha(t.verifyCandidates, sha);
-      t.verifyCandidates = null;
-      t.note = null;
-      const target = found && this.tasks.find((x) => x.uploadId === found.upload_id && x.phase === 'interrupted' && !x.file);
-      if (target) {
-        // It is the interrupted upload: continue that one, drop this row.
-        target.file = t.file;
-        target.lastModified = t.file.lastModified;
-        target.sha256 = sha;
-        target.verifySha = null;
-        target.message = null;
-        target.addedAt = t.addedAt;
-        if (target.uploadId) this.remember(target.uploadId, t.file);
+  /**
+   * The file's SHA-256 is known and `t` goes on: a file that proves to be one of the interrupted
+   * uploads continues that one (and its own row goes); any other goes as `e` says.
+   */
+  private continueHashed(t: Task, sha256: string, e: TaskEvent): void {
+    const file = fileOf(t.state);
+    const check = checkOf(t.state);
+    if (file && check?.kind === 'candidates') {
+      const found = pickBySha(check.candidates, sha256);
+      const target = found && this.tasks.find((x) => x.state.phase === 'interrupted' && x.state.upload.id === found.upload_id);
+      if (found && target) {
+        this.remember(found.upload_id, file);
         this.tasks = this.tasks.filter((x) => x !== t);
-        this.announce(`${t.name}: same file as an interrupted upload, resuming`);
-        await this.syncAndUpload(target);
+        this.apply(target, { type: 'attached', file, addedAt: t.state.addedAt, evidence: 'content' });
         return;
       }
     }
-    await this.create(t);
+    this.apply(t, e);
+    // A re-selected file proved to be the upload's: recognise it by its modification time next time.
+    if (file && check?.kind === 'same-file' && t.state.phase === 'uploading') this.remember(check.upload.id, file);
   }
 
   // ---- creating and syncing ----
 
   private async create(t: Task): Promise<void> {
-    const file = t.file;
-    const sha = t.sha256;
-    if (!file || !sha) return;
-    this.setPhase(t, 'creating');
+    const s = t.state;
+    if (s.phase !== 'creating') return;
+    const { file, sha256 } = s;
     const epoch = t.epoch;
     let created: CreatedUpload;
     try {
@@ -583,31 +608,35 @@ export class UploadManager {
         name: file.name,
         size: file.size,
         content_type: SAFE_MEDIA_TYPE.test(file.type) ? file.type : undefined,
-        sha256: sha,
+        sha256,
       });
     } catch (e) {
       if (t.epoch !== epoch) return;
       const permanent = e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429;
-      this.stop(t, permanent ? 'failed' : 'error', `Could not start the upload: ${describeError(e)}`);
+      this.apply(t, { type: 'stopped', phase: permanent ? 'failed' : 'error', problem: { kind: 'not-started', detail: describeError(e) } });
       return;
     }
-    if (t.phase === 'cancelled') {
-      // Cancelled while the server was creating it: release it there too.
+    const upload: ServerUpload = {
+      id: created.upload_id,
+      plan: makePlan(file.size, created.chunk_size, created.total_chunks),
+      received: new Set(),
+      reportedBytes: 0,
+      sha256,
+    };
+    const event: TaskEvent = { type: 'created', upload };
+    const next = reduce(t.state, event, this.now());
+    if (next === t.state) {
+      // Cancelled while the server was creating it, or paused and resumed (another request made
+      // the upload): release this one there too.
       void this.api.cancelUpload(created.upload_id).catch(() => undefined);
       return;
     }
-    t.uploadId = created.upload_id;
     t.uploadUrl = this.resolveUrl(created.upload_url);
     t.token = created.upload_token;
     t.tokenFlight = this.tokenFlightFor(t);
-    t.plan = makePlan(file.size, created.chunk_size, created.total_chunks);
     this.learnChunkSize(created.chunk_size, file.size);
-    if (t.preDigestSize !== created.chunk_size) t.preDigests = [];
-    t.received = new Set();
-    t.pending = missingChunks(t.plan, t.received);
     this.remember(created.upload_id, file);
-    if (t.epoch !== epoch) return; // paused meanwhile: resume continues from here
-    this.startUploading(t);
+    this.commit(t, next, event);
   }
 
   /** The chunk size the server is likely to plan (its preferred size, learned from earlier uploads). */
@@ -637,8 +666,9 @@ export class UploadManager {
 
   private tokenFlightFor(t: Task): SingleFlight<void> {
     return new SingleFlight(async () => {
-      if (!t.uploadId) throw new Error('no upload');
-      const renewed = await this.api.renewUploadToken(t.uploadId);
+      const id = uploadOf(t.state)?.id;
+      if (!id) throw new Error('no upload');
+      const renewed = await this.api.renewUploadToken(id);
       t.token = renewed.upload_token;
       if (renewed.upload_url) t.uploadUrl = this.resolveUrl(renewed.upload_url);
     });
@@ -646,16 +676,12 @@ export class UploadManager {
 
   /** Asks the server where the upload stands and continues from there (resume, retry). */
   private async syncAndUpload(t: Task): Promise<void> {
-    if (!t.uploadId) return;
+    const s = t.state;
+    if (s.phase !== 'uploading') return;
     const epoch = t.epoch;
-    t.message = null;
-    t.note = 'Checking what the server already has…';
-    t.syncing = true;
-    this.setPhase(t, 'uploading');
-    this.notify(true);
     let status: UploadStatus;
     try {
-      status = await this.api.upload(t.uploadId);
+      status = await this.api.upload(s.work.upload.id);
       if (t.epoch !== epoch) return;
       if (status.state === 'uploading' && (!t.token || !t.uploadUrl)) {
         t.tokenFlight ??= this.tokenFlightFor(t);
@@ -663,79 +689,50 @@ export class UploadManager {
         if (t.epoch !== epoch) return;
       }
     } catch (e) {
-      t.syncing = false;
       if (t.epoch !== epoch) return;
       if (e instanceof ApiError && e.status === 409) {
         // The token was refused: the upload left the uploading state meanwhile.
         return this.syncAndUpload(t);
       }
-      this.stop(t, 'error', `Could not reach the server: ${describeError(e)}`);
+      this.stop(t, { kind: 'unreachable', detail: describeError(e) });
       return;
     }
-    t.syncing = false;
-    t.note = null;
-    this.applyStatus(t, status, true);
+    this.apply(t, { type: 'synced', status, resuming: true });
   }
 
-  /** Moves a task to wherever the server says its upload is. */
-  private applyStatus(t: Task, s: UploadStatus, resuming: boolean): void {
-    switch (s.state) {
-      case 'uploading': {
-        this.applyPlan(t, s);
-        t.verifySha = null;
-        const plan = t.plan;
-        if (!plan) return;
-        t.pending = missingChunks(plan, t.received).filter((i) => !t.inflight.has(i));
-        if (resuming && t.received.size > 0) {
-          t.note = `Resumed: ${t.received.size} of ${plan.totalChunks} chunks were already on the server.`;
-        }
-        this.startUploading(t);
-        return;
+  /** Stops sending and follows the server's state (or stops with `fallback` when it is still uploading). */
+  private async resync(t: Task, fallback?: Problem): Promise<void> {
+    const id = uploadOf(t.state)?.id;
+    if (!id) return;
+    const epoch = this.halt(t);
+    this.apply(t, { type: 'follow' });
+    try {
+      const s = await this.api.upload(id);
+      if (t.epoch !== epoch) return;
+      if (s.state === 'uploading' && fallback) {
+        this.stop(t, fallback);
+      } else {
+        t.tokenFlight = this.tokenFlightFor(t);
+        this.apply(t, { type: 'synced', status: s, resuming: false });
       }
-      case 'assembling':
-        this.goAssembling(t);
-        return;
-      case 'completed':
-        this.complete(t, s.file_id ?? null);
-        return;
-      case 'failed':
-        this.stop(t, 'failed', s.error ? `The server could not assemble the file: ${s.error}` : 'The server could not assemble the file.');
-        return;
-      case 'cancelled':
-        this.stop(t, 'cancelled', 'The upload was cancelled.');
-        return;
-      case 'expired':
-        this.stop(t, 'expired', 'The upload expired on the server before it was finished. Add the file again to start over.');
-        return;
-      default:
-        this.stop(t, 'error', `The server reports an unknown state “${s.state}”.`);
+    } catch (e) {
+      if (t.epoch !== epoch) return;
+      this.stop(t, fallback ?? { kind: 'unreachable', detail: describeError(e) });
     }
   }
 
   // ---- sending chunks ----
-
-  private startUploading(t: Task): void {
-    if (!t.plan || !t.file) return;
-    if (t.phase !== 'uploading') this.setPhase(t, 'uploading', 'uploading');
-    t.startedAt ??= this.now();
-    t.meter.reset();
-    if (t.pending.length === 0 && t.inflight.size === 0 && t.timers.size === 0) {
-      this.goAssembling(t);
-      return;
-    }
-    this.pump();
-  }
 
   /** Fills the free chunk slots, taking files in turn so that every file moves. */
   private pump(): void {
     if (this.disposed) return;
     let free = this.parallel - this.inFlight;
     while (free > 0) {
-      const ready = this.tasks.filter((t) => t.phase === 'uploading' && !t.syncing && t.file && t.pending.length > 0);
+      const ready = this.tasks.filter((t) => isSending(t.state) && t.chunks.pending.length > 0);
       if (ready.length === 0) break;
       const t = ready[this.rr % ready.length];
       this.rr += 1;
-      const index = t?.pending.shift();
+      const index = t?.chunks.pending.shift();
       if (!t || index === undefined) break;
       free -= 1;
       void this.sendChunk(t, index);
@@ -743,19 +740,19 @@ export class UploadManager {
   }
 
   private async sendChunk(t: Task, index: number): Promise<void> {
-    const file = t.file;
-    const plan = t.plan;
-    if (!file || !plan || !t.uploadUrl) return;
+    const s = t.state;
+    if (s.phase !== 'uploading' || !t.uploadUrl) return;
+    const { file } = s;
+    const { plan } = s.work.upload;
     const slot: Slot = { index, ctrl: new AbortController(), loaded: 0 };
-    t.inflight.set(index, slot);
+    t.chunks.inflight.set(index, slot);
     const signal = slot.ctrl.signal;
     const release = () => {
-      if (t.inflight.get(index) === slot) t.inflight.delete(index);
+      if (t.chunks.inflight.get(index) === slot) t.chunks.inflight.delete(index);
     };
     try {
       const range = chunkRange(plan, index);
-      const precomputed = t.preDigestSize === plan.chunkSize ? t.preDigests[index] : undefined;
-      const digest = precomputed ?? (await this.hasher.chunk(file, range.start, range.end, signal)).digest;
+      const digest = t.digests.get(plan.chunkSize, index) ?? (await this.hasher.chunk(file, range.start, range.end, signal)).digest;
       if (signal.aborted) return;
       const seenToken = t.tokenFlight?.generation ?? 0;
       const res = await this.transport({
@@ -773,20 +770,16 @@ export class UploadManager {
       if (signal.aborted) return;
       release();
       if (res.status === 200 || res.status === 201) {
-        t.received.add(index);
-        t.attempts.delete(index);
-        t.inProgressSince.delete(index);
-        if (t.note?.startsWith('Chunk') || t.note?.startsWith('Waiting') || t.note?.startsWith('Offline')) t.note = null;
-        if (t.received.size === plan.totalChunks || res.receipt?.complete) {
-          this.goAssembling(t);
-        }
+        t.chunks.attempts.delete(index);
+        t.chunks.heldSince.delete(index);
+        this.apply(t, { type: 'chunk-stored', index, complete: res.receipt?.complete === true });
       } else {
         await this.onFailure(t, index, res, seenToken);
       }
     } catch (e) {
       release();
       if (isAbort(e) || signal.aborted) return;
-      this.stop(t, 'error', `Could not read the file: ${describeError(e)}`);
+      this.stop(t, { kind: 'unreadable', detail: describeError(e) });
     } finally {
       this.pump();
       this.notify();
@@ -796,35 +789,34 @@ export class UploadManager {
   private requeueLater(t: Task, index: number, delayMs: number): void {
     const epoch = t.epoch;
     const timer = setTimeout(() => {
-      t.timers.delete(timer);
-      if (t.epoch !== epoch || t.phase !== 'uploading') return;
-      t.pending.unshift(index);
+      t.chunks.timers.delete(timer);
+      if (t.epoch !== epoch || t.state.phase !== 'uploading') return;
+      t.chunks.pending.unshift(index);
       this.pump();
     }, delayMs);
-    t.timers.set(timer, index);
+    t.chunks.timers.set(timer, index);
   }
 
   private async onFailure(t: Task, index: number, res: PutResult, seenToken: number): Promise<void> {
     const epoch = t.epoch;
-    const label = `Chunk ${index + 1} of ${t.plan?.totalChunks ?? '?'}`;
+    const q = t.chunks;
     const why = res.detail ?? (res.status ? `HTTP ${res.status}` : 'network error');
     if (res.status === 0 && !this.online()) {
-      t.note = 'Offline: waiting for the network to come back…';
-      this.notify();
+      this.apply(t, { type: 'notice', notice: { kind: 'offline' } });
       await this.waitOnline();
-      if (t.epoch !== epoch || t.phase !== 'uploading') return;
-      t.note = null;
-      t.pending.unshift(index);
+      if (t.epoch !== epoch || t.state.phase !== 'uploading') return;
+      this.apply(t, { type: 'notice', notice: null });
+      q.pending.unshift(index);
       return;
     }
-    const attempt = (t.attempts.get(index) ?? 0) + 1;
-    t.attempts.set(index, attempt);
+    const attempt = (q.attempts.get(index) ?? 0) + 1;
+    q.attempts.set(index, attempt);
     // A digest mismatch may mean the file changed since it was hashed: digest it afresh.
-    if (res.status === 422) t.preDigests[index] = undefined;
+    if (res.status === 422) t.digests.forget(index);
     let since = 0;
     if (res.status === 409 && res.problemType?.endsWith('/chunk-in-progress')) {
-      since = t.inProgressSince.get(index) ?? this.now();
-      t.inProgressSince.set(index, since);
+      since = q.heldSince.get(index) ?? this.now();
+      q.heldSince.set(index, since);
     }
     const decision = decideRetry(
       { status: res.status, problemType: res.problemType, retryAfterS: res.retryAfterS },
@@ -838,7 +830,7 @@ export class UploadManager {
           t.tokenFlight ??= this.tokenFlightFor(t);
           await t.tokenFlight.run(seenToken);
           if (t.epoch !== epoch) return;
-          t.pending.unshift(index);
+          q.pending.unshift(index);
         } catch (e) {
           if (t.epoch !== epoch) return;
           if (e instanceof ApiError && (e.status === 409 || e.status === 404)) {
@@ -849,92 +841,57 @@ export class UploadManager {
         }
         return;
       case 'retry':
-        t.note = `${label} failed (${why}); retrying in ${formatDuration(decision.delayMs / 1000)} (attempt ${attempt + 1} of ${this.retry.maxAttempts}).`;
+        this.apply(t, {
+          type: 'notice',
+          notice: { kind: 'retrying', index, why, delayMs: decision.delayMs, failures: attempt, maxAttempts: this.retry.maxAttempts },
+        });
         this.requeueLater(t, index, decision.delayMs);
         return;
       case 'wait':
-        t.note = `Waiting for ${label.toLowerCase()}, still held by an earlier request…`;
-        t.attempts.set(index, attempt - 1);
+        this.apply(t, { type: 'notice', notice: { kind: 'held', index } });
+        q.attempts.set(index, attempt - 1);
         this.requeueLater(t, index, decision.delayMs);
         return;
       case 'gone':
-        void this.resync(t, 'The upload was cancelled or has expired on the server.');
+        void this.resync(t, { kind: 'gone' });
         return;
       case 'fail':
         if (res.status === 409 || res.status === 404 || res.status === 403) {
           // Maybe it is finished or gone: ask before calling it an error.
-          void this.resync(t, `${label} was refused: ${why}.`);
+          void this.resync(t, { kind: 'chunk-refused', index, why });
           return;
         }
         this.stop(
           t,
-          'error',
-          decision.reason === 'attempts'
-            ? `${label} failed ${attempt} times (${why}). Resume to try again.`
-            : `${label} was refused: ${why}.`,
+          decision.reason === 'attempts' ? { kind: 'chunk-failed', index, failures: attempt, why } : { kind: 'chunk-refused', index, why },
         );
-    }
-  }
-
-  /** Stops sending and follows the server's state (or stops with `fallback` when it is still uploading). */
-  private async resync(t: Task, fallback?: string): Promise<void> {
-    if (!t.uploadId) return;
-    const epoch = this.halt(t);
-    t.syncing = true;
-    try {
-      const s = await this.api.upload(t.uploadId);
-      t.syncing = false;
-      if (t.epoch !== epoch) return;
-      if (s.state === 'uploading' && fallback) {
-        this.stop(t, 'error', fallback);
-      } else {
-        t.tokenFlight = this.tokenFlightFor(t);
-        this.applyStatus(t, s, false);
-      }
-    } catch (e) {
-      t.syncing = false;
-      if (t.epoch !== epoch) return;
-      this.stop(t, 'error', fallback ?? `Could not reach the server: ${describeError(e)}`);
     }
   }
 
   // ---- assembly ----
 
-  private goAssembling(t: Task): void {
-    if (t.phase === 'assembling' || FINISHED.has(t.phase)) return;
-    this.halt(t);
-    t.note = 'Verifying and assembling on the server…';
-    this.setPhase(t, 'assembling', 'all chunks sent, the server is assembling the file');
-    void this.poll(t);
-  }
-
   private async poll(t: Task): Promise<void> {
     const epoch = t.epoch;
     let delay = 200;
     let failures = 0;
-    while (!this.disposed && t.epoch === epoch && t.phase === 'assembling' && t.uploadId) {
+    for (;;) {
+      const s = t.state;
+      if (this.disposed || t.epoch !== epoch || s.phase !== 'assembling') return;
       try {
-        const s = await this.api.upload(t.uploadId);
+        const status = await this.api.upload(s.work.upload.id);
         failures = 0;
-        if (t.epoch !== epoch || t.phase !== 'assembling') return;
-        if (s.state === 'uploading') {
-          // The server is missing chunks after all: send them.
-          t.phase = 'uploading';
-          this.applyStatus(t, s, false);
-          return;
-        }
-        if (s.state !== 'assembling') {
-          this.applyStatus(t, s, false);
-          return;
+        if (t.epoch !== epoch || t.state.phase !== 'assembling') return;
+        if (status.state !== 'assembling') {
+          this.apply(t, { type: 'synced', status, resuming: false });
+          // Still assembling when the server reports it uploading yet has every chunk: keep asking.
+          if (t.state.phase !== 'assembling') return;
         }
       } catch (e) {
+        if (t.epoch !== epoch) return;
         failures += 1;
-        if (e instanceof ApiError && e.status > 0 && e.status < 500 && e.status !== 408 && e.status !== 429) {
-          this.stop(t, 'error', `Could not follow the assembly: ${describeError(e)}`);
-          return;
-        }
-        if (failures > 30) {
-          this.stop(t, 'error', `Could not follow the assembly: ${describeError(e)}`);
+        const permanent = e instanceof ApiError && e.status > 0 && e.status < 500 && e.status !== 408 && e.status !== 429;
+        if (permanent || failures > 30) {
+          this.stop(t, { kind: 'unfollowed', detail: describeError(e) });
           return;
         }
       }
@@ -943,138 +900,65 @@ export class UploadManager {
     }
   }
 
-  private complete(t: Task, fileId: string | null): void {
-    this.halt(t);
-    t.fileId = fileId;
-    t.finishedAt = this.now();
-    t.message = null;
-    const secs = t.startedAt !== null ? (t.finishedAt - t.startedAt) / 1000 : null;
-    t.note =
-      secs !== null && secs > 0
-        ? `Uploaded ${formatBytes(t.size)} in ${formatDuration(secs)} (${formatRate(t.size / secs)}).`
-        : 'Uploaded.';
-    if (t.plan) for (let i = 0; i < t.plan.totalChunks; i += 1) t.received.add(i);
-    t.serverBytes = t.size;
-    if (t.uploadId) forgetUpload(this.storage, t.uploadId);
-    this.setPhase(t, 'completed', 'upload complete');
-    if (fileId) this.onCompleted(fileId);
-  }
-
   // ---- stopping ----
 
-  /** Stops all work of a task (aborts its chunks, puts them back in the queue); returns the new epoch. */
+  /** Stops the chunks of a task (aborts those in flight, drops the retries waiting); returns the new epoch. */
   private halt(t: Task): number {
     t.epoch += 1;
-    t.syncing = false;
-    for (const slot of t.inflight.values()) {
-      slot.ctrl.abort();
-      t.pending.unshift(slot.index);
-    }
-    t.inflight.clear();
-    for (const [timer, index] of t.timers) {
-      clearTimeout(timer);
-      t.pending.unshift(index);
-    }
-    t.timers.clear();
-    if (t.plan) {
-      const plan = t.plan;
-      t.pending = [...new Set(t.pending)].filter((i) => !t.received.has(i) && i < plan.totalChunks).sort((a, b) => a - b);
-    }
+    t.chunks.stop();
     t.meter.reset();
     // Freed slots go to other files: after the caller has moved this task out of `uploading`.
     queueMicrotask(() => this.pump());
     return t.epoch;
   }
 
-  private stop(t: Task, phase: Phase, message: string): void {
-    this.halt(t);
-    if (t.hashJob) {
-      t.hashJob.pause();
-    }
-    t.message = message;
-    t.note = null;
-    if (FINISHED.has(phase) && t.uploadId) forgetUpload(this.storage, t.uploadId);
-    if (phase === 'completed' || phase === 'failed' || phase === 'cancelled' || phase === 'expired') t.finishedAt ??= this.now();
-    this.setPhase(t, phase, phase === 'error' || phase === 'failed' ? `stopped: ${message}` : phase);
-    this.notify(true);
+  /** The client stops the task with a reason; Retry continues it. */
+  private stop(t: Task, problem: Problem): void {
+    this.apply(t, { type: 'stopped', phase: 'error', problem });
   }
 
   // ---- the user's controls ----
 
-  canPause(v: UploadView): boolean {
-    return v.phase === 'queued' || v.phase === 'hashing' || v.phase === 'creating' || v.phase === 'uploading';
-  }
-
-  canResume(v: UploadView): boolean {
-    return (v.phase === 'paused' || v.phase === 'error') && v.hasFile;
-  }
-
-  canCancel(v: UploadView): boolean {
-    return !FINISHED.has(v.phase) && v.phase !== 'assembling' && !(v.phase === 'error' && !v.uploadId && !v.hasFile);
-  }
-
   pause(key: string): void {
     const t = this.find(key);
-    if (!t || !this.canPause(this.view(t, this.now()))) return;
-    this.halt(t);
-    t.hashJob?.pause();
-    t.note = null;
-    this.setPhase(t, 'paused', 'paused');
-    this.pumpHashing();
+    if (t) this.apply(t, { type: 'paused' });
   }
 
   resume(key: string): void {
     const t = this.find(key);
-    if (!t || (t.phase !== 'paused' && t.phase !== 'error') || !t.file) return;
+    if (!t || !canResume(t.state)) return;
     t.epoch += 1;
-    t.message = null;
-    t.note = null;
-    t.attempts.clear();
-    t.inProgressSince.clear();
-    if (!t.sha256 && (!t.uploadId || t.verifySha !== null)) {
-      this.setPhase(t, 'queued', 'resumed');
-      this.pumpHashing();
-    } else if (!t.uploadId) {
-      void this.afterHash(t);
-    } else {
-      this.announce(`${t.name}: resumed`);
-      void this.syncAndUpload(t);
-    }
-    this.notify(true);
+    t.chunks.forgetFailures();
+    const work = workOf(t.state);
+    if (work?.step === 'hashed') this.continueHashed(t, work.sha256, { type: 'resumed' });
+    else this.apply(t, { type: 'resumed' });
   }
 
   async cancel(key: string): Promise<void> {
     const t = this.find(key);
-    if (!t || FINISHED.has(t.phase) || t.phase === 'assembling') return;
-    this.halt(t);
-    t.hashJob?.cancel();
-    t.hashJob = null;
-    const id = t.uploadId;
-    t.note = null;
-    t.message = null;
-    this.setPhase(t, 'cancelled', 'cancelled');
-    this.pumpHashing();
+    if (!t) return;
+    const before = t.state;
+    if (!this.apply(t, { type: 'cancelled' })) return;
+    const id = uploadOf(before)?.id;
     if (!id) return;
-    forgetUpload(this.storage, id);
     try {
       await this.api.cancelUpload(id);
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) return;
       if (e instanceof ApiError && e.status === 409) {
         // Too late: it is assembling or complete. Follow it.
-        t.phase = 'uploading';
+        this.apply(t, { type: 'cancel-refused', previous: before });
         void this.resync(t);
         return;
       }
-      t.message = `The server may still hold the upload: ${describeError(e)}`;
-      this.notify(true);
+      this.apply(t, { type: 'cancel-unconfirmed', detail: describeError(e) });
     }
   }
 
   /** Forgets a finished row (the upload itself is not touched). */
   remove(key: string): void {
     const t = this.find(key);
-    if (!t || !(FINISHED.has(t.phase) || (t.phase === 'error' && !t.uploadId))) return;
+    if (!t || !canRemove(t.state)) return;
     this.tasks = this.tasks.filter((x) => x !== t);
     this.notify(true);
   }
@@ -1084,17 +968,15 @@ export class UploadManager {
   }
 
   resumeAll(): void {
-    for (const t of this.tasks) if (t.phase === 'paused') this.resume(t.key);
+    for (const t of this.tasks) if (t.state.phase === 'paused') this.resume(t.key);
   }
 
   async cancelAll(): Promise<void> {
-    await Promise.all(
-      this.tasks.filter((t) => !FINISHED.has(t.phase) && t.phase !== 'assembling').map((t) => this.cancel(t.key)),
-    );
+    await Promise.all(this.tasks.map((t) => this.cancel(t.key)));
   }
 
   clearFinished(): void {
-    this.tasks = this.tasks.filter((t) => !FINISHED.has(t.phase) && !(t.phase === 'error' && !t.uploadId && !t.file));
+    this.tasks = this.tasks.filter((t) => !canRemove(t.state));
     this.notify(true);
   }
 
