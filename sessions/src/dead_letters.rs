@@ -15,14 +15,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lfusys_core::clock::now_ms;
 use lfusys_core::jobs::AssemblyJob;
-use lfusys_core::state::UploadState;
 use storage::{JobQueue, ReceivedJob, StoreError};
 use stores::StorageConfig;
 use tokio::sync::watch;
 
-use crate::service::{count_transition, release_storage};
+use crate::domain::assembly::fail_dead_lettered;
 use crate::SessionsState;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -56,35 +54,11 @@ pub async fn settle(state: &SessionsState, job: &ReceivedJob) -> Result<Settled,
         tracing::error!(body = %job.body, "dropping a malformed dead-lettered job");
         return Ok(Settled::Ignored);
     };
-    let Some(rec) = state.metadata.get_upload(&upload_id).await? else {
-        return Ok(Settled::Ignored);
-    };
-    if rec.state == UploadState::Assembling {
-        let reason = reason(state);
-        if state
-            .metadata
-            .transition(
-                &upload_id,
-                &[UploadState::Assembling],
-                UploadState::Failed,
-                Some(&reason),
-                now_ms(),
-            )
-            .await?
-        {
-            count_transition(UploadState::Failed);
-            tracing::warn!(%upload_id, %reason, "upload failed: its assembly job was dead-lettered");
-        }
+    if fail_dead_lettered(state, &upload_id, &reason(state)).await? {
+        Ok(Settled::Failed { upload_id })
+    } else {
+        Ok(Settled::Ignored)
     }
-    let Some(rec) = state.metadata.get_upload(&upload_id).await? else {
-        return Ok(Settled::Ignored);
-    };
-    if rec.state != UploadState::Failed {
-        return Ok(Settled::Ignored);
-    }
-    // Also when it was failed before: heals a release that failed halfway.
-    release_storage(state, &rec, true).await?;
-    Ok(Settled::Failed { upload_id })
 }
 
 /// Receives from `dead_letters` until `stop` turns true or is dropped.

@@ -4,6 +4,10 @@
 //! upload workers) and, on the same port, `/healthz`, `/readyz` and `/metrics`. A background
 //! sweeper expires abandoned uploads and re-enqueues assembly jobs that were lost.
 //!
+//! The rules live in [`domain`] (over the storage ports, with their own error type); [`grpc`]
+//! only decodes requests, calls them and encodes the answers, and maps the domain error to a
+//! status in one place. The sweeper and the dead-letter consumer call the domain too.
+//!
 //! On a queue with a dead-letter queue (SQS), the service also consumes the dead-letter queue
 //! and fails the uploads whose assembly jobs landed there (see [`dead_letters`]).
 //!
@@ -20,11 +24,10 @@
 //!   queue's deduplication window are dropped; `assembly_stale_after` should exceed it.
 
 pub mod config;
-mod convert;
 pub mod dead_letters;
-pub mod service;
+pub mod domain;
+pub mod grpc;
 pub mod sweeper;
-mod validate;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,7 +39,8 @@ use sessions_api::proto::sessions_server::SessionsServer;
 use storage::{BlobStore, JobQueue, MetadataStore, StoreError};
 
 pub use config::{Config, ConfigError};
-pub use service::SessionsService;
+pub use domain::{DomainError, SessionsDomain};
+pub use grpc::SessionsService;
 pub use sweeper::{sweep_once, SweepReport};
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,8 @@ use lfusys_core::clock::now_ms;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::service::{enqueue_assembly, expire_upload};
+use crate::domain::assembly::enqueue_assembly;
+use crate::domain::cancel::expire_upload;
 use crate::SessionsState;
 
 const BATCH: u32 = 100;

@@ -12,10 +12,11 @@ use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::state::UploadState as State;
 use sessions_api::proto::{
     BeginChunkOutcome, CancelUploadRequest, CommitChunkOutcome, CompleteAssemblyRequest,
-    CreateUploadRequest, DeleteFileRequest, FailUploadRequest, GetAssemblyRequest, GetFileRequest,
-    GetUploadRequest, ListFilesRequest, ListUploadsRequest, ReleaseChunkRequest, UploadState,
+    CreateUploadRequest, DeleteFileRequest, FailUploadRequest, File, GetAssemblyRequest,
+    GetFileRequest, GetUploadRequest, ListFilesRequest, ListUploadsRequest, ReleaseChunkRequest,
+    Upload, UploadState,
 };
-use storage::{StoreError, UploadRecord};
+use storage::{ReceivedJob, StoreError, UploadRecord};
 use tonic::Code;
 
 const ALICE: &str = "alice";
@@ -71,8 +72,34 @@ async fn a_full_upload_completes_once_and_enqueues_one_job() {
     assert_eq!(listed.items.len(), 1);
     assert_eq!(listed.items[0].upload_id, upload.upload_id);
 
+    commit_every_chunk_once(&h, &upload, &bytes).await;
+    let job = one_assembly_job(&h, &upload).await;
+    let file = assemble_twice_publishing_once(&h, &upload, &bytes).await;
+    h.state.queue.delete(&job.receipt).await.unwrap();
+    listed_as_completed(&h, &upload, &file, &bytes).await;
+
+    // A client retrying a chunk after completion learns it is stored; other bytes conflict.
+    let retry = h
+        .begin(
+            ALICE,
+            &upload.upload_id,
+            1,
+            &bytes[CHUNK as usize..2 * CHUNK as usize],
+            "",
+        )
+        .await;
+    assert_eq!(retry.outcome(), BeginChunkOutcome::AlreadyStored);
+    assert_eq!(retry.state(), UploadState::Completed);
+    assert_eq!(retry.received_count, 4);
+    let other = data(CHUNK as usize, 99);
+    let conflict = h.begin(ALICE, &upload.upload_id, 1, &other, "").await;
+    assert_eq!(conflict.outcome(), BeginChunkOutcome::DigestConflict);
+}
+
+/// Claims, writes and commits every chunk: exactly one commit completes the set.
+async fn commit_every_chunk_once(h: &common::Harness, upload: &Upload, bytes: &[u8]) {
     let mut completed_sets = 0;
-    for (index, chunk) in chunks_of(&upload, &bytes) {
+    for (index, chunk) in chunks_of(upload, bytes) {
         let begun = h.begin(ALICE, &upload.upload_id, index, chunk, "").await;
         assert_eq!(begun.outcome(), BeginChunkOutcome::Claimed);
         assert!(!begun.claim_id.is_empty());
@@ -80,7 +107,7 @@ async fn a_full_upload_completes_once_and_enqueues_one_job() {
         assert_eq!(begun.total_chunks, 4);
         assert_eq!(begun.state(), UploadState::Uploading);
         assert_eq!(begun.storage_handle, upload.storage_handle);
-        h.write(&upload, index, chunk).await;
+        h.write(upload, index, chunk).await;
         let committed = h
             .commit(ALICE, &upload.upload_id, index, chunk, &begun.claim_id)
             .await;
@@ -103,7 +130,10 @@ async fn a_full_upload_completes_once_and_enqueues_one_job() {
     assert_eq!(status.state(), UploadState::Assembling);
     assert_eq!(status.received_chunks, vec![0, 1, 2, 3]);
     assert_eq!(status.bytes_received, bytes.len() as u64);
+}
 
+/// Exactly one assembly job was enqueued; it stays received (invisible) for the caller to acknowledge.
+async fn one_assembly_job(h: &common::Harness, upload: &Upload) -> ReceivedJob {
     // Exactly one job, naming the upload.
     let job = h
         .state
@@ -124,6 +154,15 @@ async fn a_full_upload_completes_once_and_enqueues_one_job() {
         .unwrap();
     assert!(none.is_none(), "a second job: {none:?}");
 
+    job
+}
+
+/// The assembler's view of a completed set; completing twice publishes one File.
+async fn assemble_twice_publishing_once(
+    h: &common::Harness,
+    upload: &Upload,
+    bytes: &[u8],
+) -> File {
     // The assembler's view.
     let assembly = h
         .client()
@@ -143,17 +182,20 @@ async fn a_full_upload_completes_once_and_enqueues_one_job() {
     assert_eq!(assembly.blob_key, format!("files/{}", assembly.file_id));
 
     // Completing twice publishes one File.
-    let file = h.assemble(&upload.upload_id, &bytes).await;
+    let file = h.assemble(&upload.upload_id, bytes).await;
     assert_eq!(file.file_id, assembly.file_id);
     assert_eq!(file.owner_id, ALICE);
     assert_eq!(file.name, "movie.mkv");
     assert_eq!(file.size, bytes.len() as u64);
-    assert_eq!(file.sha256, sha_hex(&bytes));
+    assert_eq!(file.sha256, sha_hex(bytes));
     assert_eq!(file.upload_id, upload.upload_id);
-    let again = h.assemble(&upload.upload_id, &bytes).await;
+    let again = h.assemble(&upload.upload_id, bytes).await;
     assert_eq!(again, file);
-    h.state.queue.delete(&job.receipt).await.unwrap();
+    file
+}
 
+/// The published File is listed with its blob; the upload is completed and no longer unfinished.
+async fn listed_as_completed(h: &common::Harness, upload: &Upload, file: &File, bytes: &[u8]) {
     let files = h
         .client()
         .list_files(ListFilesRequest {
@@ -188,23 +230,6 @@ async fn a_full_upload_completes_once_and_enqueues_one_job() {
         .unwrap()
         .into_inner();
     assert!(unfinished.items.is_empty());
-
-    // A client retrying a chunk after completion learns it is stored; other bytes conflict.
-    let retry = h
-        .begin(
-            ALICE,
-            &upload.upload_id,
-            1,
-            &bytes[CHUNK as usize..2 * CHUNK as usize],
-            "",
-        )
-        .await;
-    assert_eq!(retry.outcome(), BeginChunkOutcome::AlreadyStored);
-    assert_eq!(retry.state(), UploadState::Completed);
-    assert_eq!(retry.received_count, 4);
-    let other = data(CHUNK as usize, 99);
-    let conflict = h.begin(ALICE, &upload.upload_id, 1, &other, "").await;
-    assert_eq!(conflict.outcome(), BeginChunkOutcome::DigestConflict);
 }
 
 #[tokio::test]
@@ -378,7 +403,34 @@ async fn other_owners_and_bad_ids_see_nothing() {
     let claim = h.begin(ALICE, &id, 0, chunk, "").await;
     let mut client = h.client();
 
-    for probe in [id.as_str(), "not-a-uuid", "../../etc/passwd", ""] {
+    probes_of_others_see_nothing(&h, &id, chunk, &claim.claim_id).await;
+    unknown_uploads_are_not_found(&h).await;
+    let bobs = client
+        .list_uploads(ListUploadsRequest {
+            owner_id: BOB.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(bobs.items.is_empty());
+
+    // Bob's attempts changed nothing.
+    let status = client
+        .get_upload(get(ALICE, &id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state(), UploadState::Uploading);
+    let busy = h.begin(ALICE, &id, 0, chunk, "").await;
+    assert_eq!(busy.outcome(), BeginChunkOutcome::InProgress);
+
+    others_files_are_not_found(&h).await;
+}
+
+/// Someone else's upload id and malformed ids: every chunk and upload call answers `NOT_FOUND`.
+async fn probes_of_others_see_nothing(h: &common::Harness, id: &str, chunk: &[u8], claim_id: &str) {
+    let mut client = h.client();
+    for probe in [id, "not-a-uuid", "../../etc/passwd", ""] {
         let owner = if probe == id { BOB } else { ALICE };
         let err = client.get_upload(get(owner, probe)).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "get {probe}");
@@ -393,7 +445,7 @@ async fn other_owners_and_bad_ids_see_nothing() {
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "begin {probe}");
         let err = client
-            .commit_chunk(commit_request(owner, probe, 0, chunk, &claim.claim_id))
+            .commit_chunk(commit_request(owner, probe, 0, chunk, claim_id))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "commit {probe}");
@@ -402,12 +454,17 @@ async fn other_owners_and_bad_ids_see_nothing() {
                 owner_id: owner.into(),
                 upload_id: probe.into(),
                 index: 0,
-                claim_id: claim.claim_id.clone(),
+                claim_id: claim_id.into(),
             })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "release {probe}");
     }
+}
+
+/// A random, well-formed upload id that does not exist, for the owner and for the workers.
+async fn unknown_uploads_are_not_found(h: &common::Harness) {
+    let mut client = h.client();
     // A random, well-formed id that does not exist looks the same.
     let missing = lfusys_core::ids::new_upload_id();
     let err = client.get_upload(get(ALICE, &missing)).await.unwrap_err();
@@ -439,26 +496,11 @@ async fn other_owners_and_bad_ids_see_nothing() {
         .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{rpc}");
     }
-    let bobs = client
-        .list_uploads(ListUploadsRequest {
-            owner_id: BOB.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(bobs.items.is_empty());
+}
 
-    // Bob's attempts changed nothing.
-    let status = client
-        .get_upload(get(ALICE, &id))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(status.state(), UploadState::Uploading);
-    let busy = h.begin(ALICE, &id, 0, chunk, "").await;
-    assert_eq!(busy.outcome(), BeginChunkOutcome::InProgress);
-
-    // Files.
+/// Someone else's File and a malformed id answer `NOT_FOUND`; the owner's File is untouched.
+async fn others_files_are_not_found(h: &common::Harness) {
+    let mut client = h.client();
     let file = h.publish(ALICE, "doc.txt", &data(10, 6)).await;
     for file_id in [file.file_id.as_str(), "nope"] {
         let owner = if file_id == file.file_id { BOB } else { ALICE };

@@ -1,9 +1,10 @@
-//! Records to protobuf messages, and store errors to gRPC statuses.
+//! Domain answers to protobuf messages.
 
 use lfusys_core::state::UploadState;
 use sessions_api::proto;
-use storage::{ChunkRecord, FileRecord, StoreError, UploadRecord};
-use tonic::Status;
+use storage::{ChunkRecord, FileRecord, UploadRecord};
+
+use crate::domain::chunks::{ClaimVerdict, CommitVerdict};
 
 /// What is known about the received chunks of an upload.
 pub enum Received<'a> {
@@ -68,23 +69,24 @@ pub fn part(chunk: &ChunkRecord) -> proto::Part {
     }
 }
 
-/// Maps a store failure: transient ones stay retryable (`UNAVAILABLE`), unexpected ones are
-/// logged in full and answered without internals.
-pub fn store_error(context: &str, err: StoreError) -> Status {
-    match err {
-        StoreError::NotFound(what) => Status::not_found(what),
-        StoreError::Conflict(what) => Status::failed_precondition(what),
-        StoreError::Unavailable(what) => {
-            tracing::warn!(context, error = %what, "storage unavailable");
-            Status::unavailable(format!("storage is unavailable: {what}"))
-        }
-        e @ (StoreError::DigestMismatch | StoreError::LengthMismatch { .. }) => {
-            Status::invalid_argument(e.to_string())
-        }
-        e @ (StoreError::Body(_) | StoreError::Other(_)) => {
-            tracing::error!(context, error = %e, "storage error");
-            Status::internal(format!("{context} failed: internal storage error"))
-        }
+pub fn claim_verdict(v: ClaimVerdict) -> proto::BeginChunkOutcome {
+    match v {
+        ClaimVerdict::Claimed => proto::BeginChunkOutcome::Claimed,
+        ClaimVerdict::AlreadyStored => proto::BeginChunkOutcome::AlreadyStored,
+        ClaimVerdict::DigestConflict => proto::BeginChunkOutcome::DigestConflict,
+        ClaimVerdict::InProgress => proto::BeginChunkOutcome::InProgress,
+        ClaimVerdict::NotAccepting => proto::BeginChunkOutcome::NotAccepting,
+        ClaimVerdict::Gone => proto::BeginChunkOutcome::Gone,
+    }
+}
+
+pub fn commit_verdict(v: CommitVerdict) -> proto::CommitChunkOutcome {
+    match v {
+        CommitVerdict::Stored => proto::CommitChunkOutcome::Stored,
+        CommitVerdict::AlreadyStored => proto::CommitChunkOutcome::AlreadyStored,
+        CommitVerdict::DigestConflict => proto::CommitChunkOutcome::DigestConflict,
+        CommitVerdict::NotAccepting => proto::CommitChunkOutcome::NotAccepting,
+        CommitVerdict::Gone => proto::CommitChunkOutcome::Gone,
     }
 }
 
@@ -92,22 +94,6 @@ pub fn store_error(context: &str, err: StoreError) -> Status {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use tonic::Code;
-
-    #[test]
-    fn store_errors() {
-        let code = |e| store_error("test", e).code();
-        assert_eq!(code(StoreError::NotFound("x".into())), Code::NotFound);
-        assert_eq!(
-            code(StoreError::Conflict("x".into())),
-            Code::FailedPrecondition
-        );
-        assert_eq!(code(StoreError::Unavailable("x".into())), Code::Unavailable);
-        assert_eq!(code(StoreError::Other("x".into())), Code::Internal);
-        assert_eq!(code(StoreError::DigestMismatch), Code::InvalidArgument);
-        let msg = store_error("test", StoreError::Other("secret path /var/x".into()));
-        assert!(!msg.message().contains("secret"));
-    }
 
     #[test]
     fn upload_sums_received_bytes() {

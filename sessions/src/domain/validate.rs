@@ -1,47 +1,53 @@
-//! Input checks of the gRPC requests (pure functions).
+//! Input checks of the requests (pure functions): each names the field it refuses.
 
-use tonic::Status;
+use super::error::DomainError;
 
 pub const MAX_NAME_BYTES: usize = 255;
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// A file name: what the owner sees and what downloads are saved as.
-pub fn file_name(name: &str) -> Result<(), Status> {
+pub fn file_name(name: &str) -> Result<(), DomainError> {
     if name.is_empty() {
-        return Err(Status::invalid_argument("name must not be empty"));
+        return Err(DomainError::invalid("name", "name must not be empty"));
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "name is {} bytes long; at most {MAX_NAME_BYTES} bytes are allowed",
-            name.len()
-        )));
+        return Err(DomainError::invalid(
+            "name",
+            format!(
+                "name is {} bytes long; at most {MAX_NAME_BYTES} bytes are allowed",
+                name.len()
+            ),
+        ));
     }
     if name.contains('/') {
-        return Err(Status::invalid_argument(
+        return Err(DomainError::invalid(
+            "name",
             "name must be a file name, without '/'",
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(Status::invalid_argument(
+        return Err(DomainError::invalid(
+            "name",
             "name must not contain NUL or control characters",
         ));
     }
     if name == "." || name == ".." {
-        return Err(Status::invalid_argument("name must not be '.' or '..'"));
+        return Err(DomainError::invalid("name", "name must not be '.' or '..'"));
     }
     Ok(())
 }
 
 /// The media type to store: the default when none is given; it ends up in response headers,
 /// so it must be printable ASCII.
-pub fn content_type(value: &str) -> Result<String, Status> {
+pub fn content_type(value: &str) -> Result<String, DomainError> {
     let value = value.trim();
     if value.is_empty() {
         return Ok(DEFAULT_CONTENT_TYPE.to_owned());
     }
     if value.len() > MAX_CONTENT_TYPE_BYTES || !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-        return Err(Status::invalid_argument(
+        return Err(DomainError::invalid(
+            "content_type",
             "content_type must be a media type of at most 255 printable ASCII characters",
         ));
     }
@@ -49,18 +55,22 @@ pub fn content_type(value: &str) -> Result<String, Status> {
 }
 
 /// A SHA-256 in hex, normalised to lowercase.
-pub fn sha256_hex(field: &str, value: &str) -> Result<String, Status> {
+pub fn sha256_hex(field: &'static str, value: &str) -> Result<String, DomainError> {
     if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(value.to_ascii_lowercase())
     } else {
-        Err(Status::invalid_argument(format!(
-            "{field} must be a SHA-256 of 64 hexadecimal characters"
-        )))
+        Err(DomainError::invalid(
+            field,
+            format!("{field} must be a SHA-256 of 64 hexadecimal characters"),
+        ))
     }
 }
 
 /// An optional SHA-256: empty means not given.
-pub fn optional_sha256_hex(field: &str, value: &str) -> Result<Option<String>, Status> {
+pub fn optional_sha256_hex(
+    field: &'static str,
+    value: &str,
+) -> Result<Option<String>, DomainError> {
     if value.is_empty() {
         Ok(None)
     } else {
@@ -69,9 +79,9 @@ pub fn optional_sha256_hex(field: &str, value: &str) -> Result<Option<String>, S
 }
 
 /// Every request acts for an owner; an empty one is a caller bug, not a missing record.
-pub fn owner(owner_id: &str) -> Result<(), Status> {
+pub fn owner(owner_id: &str) -> Result<(), DomainError> {
     if owner_id.trim().is_empty() {
-        Err(Status::invalid_argument("owner_id is required"))
+        Err(DomainError::invalid("owner_id", "owner_id is required"))
     } else {
         Ok(())
     }
@@ -81,7 +91,13 @@ pub fn owner(owner_id: &str) -> Result<(), Status> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use tonic::Code;
+
+    fn refused_field(e: DomainError) -> &'static str {
+        match e {
+            DomainError::InvalidArgument { field, .. } => field,
+            other => panic!("not an invalid argument: {other:?}"),
+        }
+    }
 
     #[test]
     fn names() {
@@ -108,8 +124,8 @@ mod tests {
             &"x".repeat(256),
         ] {
             assert_eq!(
-                file_name(bad).unwrap_err().code(),
-                Code::InvalidArgument,
+                refused_field(file_name(bad).unwrap_err()),
+                "name",
                 "{bad:?}"
             );
         }

@@ -1,0 +1,235 @@
+//! Assembly (DESIGN §3.4): an assembler takes the job of a completed set, reads the upload's
+//! parts, commits the blob, verifies size and (when the client declared one) the whole-file
+//! SHA-256, and publishes the File — or fails the upload with the reason stated. Redelivered
+//! or duplicated jobs are harmless: the File id derives from the upload id and every step is
+//! idempotent. The callers are workers: these rules take no owner.
+
+use lfusys_core::clock::now_ms;
+use lfusys_core::ids;
+use lfusys_core::jobs::AssemblyJob;
+use lfusys_core::state::UploadState;
+use storage::{ChunkRecord, FileRecord, StoreError, UploadRecord};
+
+use super::cancel::release_storage;
+use super::{count_transition, validate, Conflict, DomainError, DomainResult, SessionsDomain};
+use crate::SessionsState;
+
+/// Longer failure reasons are cut: they are shown to the owner, not a log.
+const MAX_REASON_BYTES: usize = 1000;
+
+/// What an assembler needs to commit an upload's blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssemblyPlan {
+    pub upload: UploadRecord,
+    /// The recorded chunks, ascending: the parts to commit.
+    pub chunks: Vec<ChunkRecord>,
+    /// The File the upload becomes.
+    pub file_id: String,
+    /// Where the blob is committed.
+    pub blob_key: String,
+}
+
+impl SessionsDomain {
+    /// The upload and its parts, whatever its state (the assembler decides).
+    pub async fn get_assembly(&self, upload_id: &str) -> DomainResult<AssemblyPlan> {
+        let upload = self.any_upload(upload_id).await?;
+        let chunks = self.chunks(&upload.upload_id).await?;
+        let file_id = ids::file_id_for_upload(&upload.upload_id);
+        Ok(AssemblyPlan {
+            upload,
+            chunks,
+            blob_key: ids::blob_key_for_file(&file_id),
+            file_id,
+        })
+    }
+
+    /// Publishes the File of an assembled upload (moving it to completed), once: a
+    /// redelivered job gets the same File again. The assembled `size` and `sha256` must be
+    /// the upload's.
+    pub async fn complete_assembly(
+        &self,
+        upload_id: &str,
+        sha256: &str,
+        size: u64,
+    ) -> DomainResult<FileRecord> {
+        let rec = self.any_upload(upload_id).await?;
+        let file_id = ids::file_id_for_upload(&rec.upload_id);
+        match rec.state {
+            UploadState::Assembling => {}
+            UploadState::Completed => {
+                // A redelivered job: the same File again.
+                return self
+                    .state
+                    .metadata
+                    .get_file(&file_id)
+                    .await
+                    .map_err(DomainError::storage("reading the file"))?
+                    .ok_or(DomainError::Conflict(Conflict::FileDeletedSince));
+            }
+            other => return Err(Conflict::NotAssembling(other).into()),
+        }
+        let sha256 = verified_digest(&rec, sha256, size)?;
+        let now = now_ms();
+        let file = FileRecord {
+            blob_key: ids::blob_key_for_file(&file_id),
+            file_id,
+            owner_id: rec.owner_id.clone(),
+            upload_id: rec.upload_id.clone(),
+            name: rec.name.clone(),
+            size: rec.size,
+            content_type: rec.content_type.clone(),
+            sha256: sha256.unwrap_or_default(),
+            created_at_ms: now,
+        };
+        let published = self
+            .state
+            .metadata
+            .publish_file(&file, now)
+            .await
+            .map_err(DomainError::storage("publishing the file"))?;
+        count_transition(UploadState::Completed);
+        tracing::info!(upload_id = %rec.upload_id, file_id = %published.file_id, size = published.size, "file published");
+        // The chunk records stay until the file is deleted: a client retrying a chunk after
+        // completion still gets "already stored", and the upload's status stays complete.
+        Ok(published)
+    }
+
+    /// Fails an unfinished upload with `reason` (shown to the owner) and releases its
+    /// storage, including a blob an assembler may already have committed. Failing a failed
+    /// upload again answers it and retries the release.
+    pub async fn fail_upload(&self, upload_id: &str, reason: &str) -> DomainResult<UploadRecord> {
+        let reason = cut(reason.trim());
+        if reason.is_empty() {
+            return Err(DomainError::invalid("reason", "a reason is required"));
+        }
+        let rec = self.any_upload(upload_id).await?;
+        if rec.state.is_unfinished() {
+            let applied = self
+                .state
+                .metadata
+                .transition(
+                    &rec.upload_id,
+                    &[UploadState::Uploading, UploadState::Assembling],
+                    UploadState::Failed,
+                    Some(reason),
+                    now_ms(),
+                )
+                .await
+                .map_err(DomainError::storage("failing the upload"))?;
+            if applied {
+                count_transition(UploadState::Failed);
+                tracing::warn!(upload_id = %rec.upload_id, reason, "upload failed");
+            }
+        }
+        let rec = self.any_upload(upload_id).await?;
+        if rec.state != UploadState::Failed {
+            return Err(Conflict::NotFailable(rec.state).into());
+        }
+        // Also on a repeated call: heals a release that failed halfway.
+        release_storage(&self.state, &rec, true)
+            .await
+            .map_err(DomainError::storage("releasing the upload's storage"))?;
+        Ok(rec)
+    }
+}
+
+/// The whole-file SHA-256 to publish: the assembler computes it only to verify the one the
+/// client declared; without a declared one the File has none.
+fn verified_digest(rec: &UploadRecord, sha256: &str, size: u64) -> DomainResult<Option<String>> {
+    let sha256 = validate::optional_sha256_hex("sha256", sha256)?;
+    if rec.sha256.is_some() && sha256.is_none() {
+        return Err(DomainError::invalid(
+            "sha256",
+            "sha256 is required: the client declared the file's SHA-256",
+        ));
+    }
+    if size != rec.size {
+        return Err(Conflict::AssembledSizeDiffers {
+            assembled: size,
+            expected: rec.size,
+        }
+        .into());
+    }
+    if rec
+        .sha256
+        .as_ref()
+        .is_some_and(|declared| Some(declared) != sha256.as_ref())
+    {
+        return Err(Conflict::AssembledDigestDiffers.into());
+    }
+    Ok(sha256)
+}
+
+/// Sends the assembly job of an upload (dedup id = upload id, so duplicates are dropped).
+pub(crate) async fn enqueue_assembly(
+    state: &SessionsState,
+    upload_id: &str,
+) -> Result<(), StoreError> {
+    let job = AssemblyJob {
+        upload_id: upload_id.to_owned(),
+    };
+    state.queue.send(upload_id, &job.to_body()).await?;
+    metrics::counter!("lfusys_assembly_jobs_enqueued_total").increment(1);
+    Ok(())
+}
+
+/// Fails an upload whose assembly job was dead-lettered (see `crate::dead_letters`), if it is
+/// still assembling, and releases its storage (also when it was failed before: heals a release
+/// that failed halfway). Returns whether the upload is failed; an unknown upload, or one no
+/// longer assembling (it completed after all, or is gone), is left alone.
+pub(crate) async fn fail_dead_lettered(
+    state: &SessionsState,
+    upload_id: &str,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let Some(rec) = state.metadata.get_upload(upload_id).await? else {
+        return Ok(false);
+    };
+    if rec.state == UploadState::Assembling
+        && state
+            .metadata
+            .transition(
+                upload_id,
+                &[UploadState::Assembling],
+                UploadState::Failed,
+                Some(reason),
+                now_ms(),
+            )
+            .await?
+    {
+        count_transition(UploadState::Failed);
+        tracing::warn!(%upload_id, %reason, "upload failed: its assembly job was dead-lettered");
+    }
+    let Some(rec) = state.metadata.get_upload(upload_id).await? else {
+        return Ok(false);
+    };
+    if rec.state != UploadState::Failed {
+        return Ok(false);
+    }
+    release_storage(state, &rec, true).await?;
+    Ok(true)
+}
+
+fn cut(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_on_char_boundaries() {
+        assert_eq!(cut("short"), "short");
+        let long = "é".repeat(MAX_REASON_BYTES);
+        let c = cut(&long);
+        assert!(c.len() <= MAX_REASON_BYTES && c.len() >= MAX_REASON_BYTES - 1);
+    }
+}

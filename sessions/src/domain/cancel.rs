@@ -1,0 +1,103 @@
+//! Cancel and expiry (DESIGN §3.6): an owner cancels an upload until it is assembling;
+//! unfinished uploads expire after the configured time (on the sweeper's pass, or on the spot
+//! when a chunk arrives past expiry). Either way the upload's storage is released and nothing
+//! is left behind. Cancelling again answers the upload's state and retries the (idempotent)
+//! release, which heals a release that failed halfway.
+
+use lfusys_core::clock::now_ms;
+use lfusys_core::ids;
+use lfusys_core::state::UploadState;
+use storage::{StoreError, UploadRecord};
+
+use super::{count_transition, Conflict, DomainError, DomainResult, SessionsDomain};
+use crate::SessionsState;
+
+impl SessionsDomain {
+    /// Cancels an owner's upload that is still uploading (or answers it when it is cancelled
+    /// or expired already).
+    pub async fn cancel_upload(
+        &self,
+        owner_id: &str,
+        upload_id: &str,
+    ) -> DomainResult<UploadRecord> {
+        let mut rec = self.owned_upload(owner_id, upload_id).await?;
+        // A lost race against a commit or the sweeper means re-reading the new state once.
+        for _ in 0..2 {
+            match rec.state {
+                UploadState::Cancelled | UploadState::Expired => {
+                    // Releasing again heals a cancel whose release failed halfway.
+                    release_storage(&self.state, &rec, false)
+                        .await
+                        .map_err(DomainError::storage("releasing the upload's storage"))?;
+                    return Ok(rec);
+                }
+                UploadState::Assembling | UploadState::Completed | UploadState::Failed => {
+                    return Err(Conflict::NotCancellable(rec.state).into());
+                }
+                UploadState::Uploading => {
+                    let applied = self
+                        .state
+                        .metadata
+                        .transition(
+                            &rec.upload_id,
+                            &[UploadState::Uploading],
+                            UploadState::Cancelled,
+                            None,
+                            now_ms(),
+                        )
+                        .await
+                        .map_err(DomainError::storage("cancelling the upload"))?;
+                    if applied {
+                        count_transition(UploadState::Cancelled);
+                        tracing::info!(upload_id = %rec.upload_id, "upload cancelled");
+                    }
+                    rec = self.any_upload(&rec.upload_id).await?;
+                }
+            }
+        }
+        Err(DomainError::ChangedConcurrently)
+    }
+}
+
+/// Releases everything an unfinished upload holds: its blob upload, a blob the assembler may
+/// already have committed, and its chunk records. Every step is idempotent.
+pub(crate) async fn release_storage(
+    state: &SessionsState,
+    rec: &UploadRecord,
+    committed_blob_too: bool,
+) -> Result<(), StoreError> {
+    state
+        .blobs
+        .abort_upload(&rec.upload_id, &rec.storage_handle)
+        .await?;
+    if committed_blob_too {
+        let key = ids::blob_key_for_file(&ids::file_id_for_upload(&rec.upload_id));
+        state.blobs.delete_blob(&key).await?;
+    }
+    state.metadata.delete_chunks(&rec.upload_id).await
+}
+
+/// Moves an upload that is past its expiry from uploading to expired and releases its
+/// storage. Returns whether this call expired it.
+pub(crate) async fn expire_upload(
+    state: &SessionsState,
+    rec: &UploadRecord,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let applied = state
+        .metadata
+        .transition(
+            &rec.upload_id,
+            &[UploadState::Uploading],
+            UploadState::Expired,
+            None,
+            now,
+        )
+        .await?;
+    if applied {
+        count_transition(UploadState::Expired);
+        tracing::info!(upload_id = %rec.upload_id, "upload expired");
+        release_storage(state, rec, false).await?;
+    }
+    Ok(applied)
+}

@@ -1,0 +1,449 @@
+//! One chunk's life (DESIGN §3.2–§3.3): a worker claims it (a lease, so that one writer
+//! streams it at a time), writes its bytes to the blob store, then commits it under the claim,
+//! or releases the claim when the write failed.
+//!
+//! Completion is exactly-once: the store records the chunk and moves the upload from
+//! uploading to assembling in one conditional write, so exactly one commit completes the set
+//! however many race; that one enqueues the assembly job — after the transition is stored, so
+//! that a crash in between leaves an assembling upload whose lost job the sweeper re-enqueues.
+//! A retry of a stored chunk is recognised (also after completion); a chunk sent past the
+//! upload's expiry expires the upload on the spot and is answered `Gone`.
+
+use lfusys_core::clock::now_ms;
+use lfusys_core::ids;
+use lfusys_core::plan::UploadPlan;
+use lfusys_core::state::UploadState;
+use storage::{ChunkRecord, ClaimOutcome, CommitOutcome, UploadRecord};
+
+use super::assembly::enqueue_assembly;
+use super::cancel::expire_upload;
+use super::{count_transition, validate, DomainError, DomainResult, SessionsDomain};
+
+/// A worker's request for the right to write one chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub owner_id: String,
+    pub upload_id: String,
+    pub index: u32,
+    /// The chunk's SHA-256 in hex.
+    pub sha256: String,
+    pub size: u64,
+    /// Renews this claim; empty for a new one.
+    pub claim_id: String,
+}
+
+/// How a claim ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimVerdict {
+    /// The caller holds the lease: write the chunk, then commit it.
+    Claimed,
+    /// Recorded already with the same digest (an idempotent retry).
+    AlreadyStored,
+    /// Recorded already with another digest.
+    DigestConflict,
+    /// Another live claim holds the chunk.
+    InProgress,
+    /// The upload takes no new chunks (assembling, completed, failed).
+    NotAccepting,
+    /// The upload was cancelled or has expired.
+    Gone,
+}
+
+/// The answer to a [`ClaimRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimAnswer {
+    pub verdict: ClaimVerdict,
+    /// The upload's state as the claim found it.
+    pub state: UploadState,
+    /// The claim to commit or release under; empty unless claimed.
+    pub claim_id: String,
+    /// When the lease runs out; 0 unless claimed.
+    pub lease_expires_at_ms: i64,
+    /// Chunks recorded so far; 0 when claimed (the commit tells).
+    pub received_count: u32,
+    pub total_chunks: u32,
+    pub storage_handle: String,
+}
+
+/// A worker's record of a chunk it wrote under a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRequest {
+    pub owner_id: String,
+    pub upload_id: String,
+    pub index: u32,
+    pub size: u64,
+    /// The chunk's SHA-256 in hex.
+    pub sha256: String,
+    pub claim_id: String,
+    /// The blob store's receipt of the part.
+    pub etag: String,
+}
+
+/// How a commit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitVerdict {
+    Stored,
+    AlreadyStored,
+    DigestConflict,
+    /// The claim was lost, or the upload takes no new chunks.
+    NotAccepting,
+    /// The upload was cancelled or has expired.
+    Gone,
+}
+
+/// The answer to a [`CommitRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitAnswer {
+    pub verdict: CommitVerdict,
+    pub received_count: u32,
+    pub total_chunks: u32,
+    /// Every chunk is recorded.
+    pub complete: bool,
+    /// This commit is the one that completed the set (true for exactly one per upload).
+    pub completed_set: bool,
+}
+
+impl SessionsDomain {
+    /// Claims (or renews the claim on) one chunk.
+    pub async fn begin_chunk(&self, req: ClaimRequest) -> DomainResult<ClaimAnswer> {
+        let known = self.known_upload(&req.owner_id, &req.upload_id).await?;
+        check_chunk(&known, req.index, Some(req.size))?;
+        let sha256 = validate::sha256_hex("sha256", &req.sha256)?;
+        let now = now_ms();
+
+        if now >= known.expires_at_ms {
+            if let Some(answer) = self.refuse_past_expiry(&known, &req, &sha256, now).await? {
+                return Ok(answer);
+            }
+        }
+
+        let claim_id = if req.claim_id.is_empty() {
+            ids::new_id()
+        } else {
+            req.claim_id
+        };
+        // The store checks the upload's state with the claim.
+        let outcome = self
+            .state
+            .metadata
+            .claim_chunk(
+                &known.upload_id,
+                req.index,
+                &sha256,
+                &claim_id,
+                self.state.config.chunk_lease,
+                now,
+            )
+            .await
+            .map_err(DomainError::storage("claiming the chunk"))?;
+        let (verdict, state) = match outcome {
+            // The received count is only needed by requests that end here; a claimed chunk
+            // learns it from its commit (counting on every claim would cost O(chunks)).
+            ClaimOutcome::Claimed { lease_until_ms } => {
+                return Ok(answer(
+                    &known,
+                    ClaimVerdict::Claimed,
+                    UploadState::Uploading,
+                    (claim_id, lease_until_ms),
+                    0,
+                ));
+            }
+            ClaimOutcome::NotAccepting(state) => (
+                self.settled_verdict(&known, state, req.index, &sha256)
+                    .await?,
+                state,
+            ),
+            other => {
+                let verdict = match other {
+                    ClaimOutcome::AlreadyStored => ClaimVerdict::AlreadyStored,
+                    ClaimOutcome::DigestConflict => ClaimVerdict::DigestConflict,
+                    _ => ClaimVerdict::InProgress,
+                };
+                (verdict, self.any_upload(&known.upload_id).await?.state)
+            }
+        };
+        let received = self.received_count(&known.upload_id).await?;
+        let mut state = state;
+        if verdict == ClaimVerdict::AlreadyStored
+            && state == UploadState::Uploading
+            && received >= known.total_chunks
+        {
+            // A store that records and counts a chunk in two steps (DynamoDB) may have
+            // counted the last chunk only now, on this retry: complete the set here, once.
+            self.complete_if_counted(&known, received).await?;
+            state = UploadState::Assembling;
+        }
+        Ok(answer(&known, verdict, state, (String::new(), 0), received))
+    }
+
+    /// A claim on an upload past its expiry: expires it now rather than wait for the sweeper
+    /// (no chunk is accepted past expiry) and answers, unless it is still uploading after all.
+    async fn refuse_past_expiry(
+        &self,
+        known: &UploadRecord,
+        req: &ClaimRequest,
+        sha256: &str,
+        now: i64,
+    ) -> DomainResult<Option<ClaimAnswer>> {
+        let mut rec = self.owned_upload(&req.owner_id, &req.upload_id).await?;
+        if rec.state == UploadState::Uploading {
+            expire_upload(&self.state, &rec, now)
+                .await
+                .map_err(DomainError::storage("expiring the upload"))?;
+            rec = self.any_upload(&rec.upload_id).await?;
+        }
+        if rec.state == UploadState::Uploading {
+            return Ok(None);
+        }
+        let verdict = self
+            .settled_verdict(&rec, rec.state, req.index, sha256)
+            .await?;
+        let received = self.received_count(&rec.upload_id).await?;
+        Ok(Some(answer(
+            known,
+            verdict,
+            rec.state,
+            (String::new(), 0),
+            received,
+        )))
+    }
+
+    /// How a chunk request ends on an upload that takes no new chunks: a retry of a stored
+    /// chunk is still recognised (also after completion), the rest is refused.
+    async fn settled_verdict(
+        &self,
+        rec: &UploadRecord,
+        state: UploadState,
+        index: u32,
+        sha256: &str,
+    ) -> DomainResult<ClaimVerdict> {
+        if state.is_gone() {
+            return Ok(ClaimVerdict::Gone);
+        }
+        let chunks = self.chunks(&rec.upload_id).await?;
+        Ok(match chunks.iter().find(|c| c.index == index) {
+            Some(c) if c.sha256.eq_ignore_ascii_case(sha256) => ClaimVerdict::AlreadyStored,
+            Some(_) => ClaimVerdict::DigestConflict,
+            None => ClaimVerdict::NotAccepting,
+        })
+    }
+
+    /// Records a chunk written under its claim; the commit that completes the set enqueues
+    /// the assembly job.
+    pub async fn commit_chunk(&self, req: CommitRequest) -> DomainResult<CommitAnswer> {
+        let rec = self.known_upload(&req.owner_id, &req.upload_id).await?;
+        check_chunk(&rec, req.index, Some(req.size))?;
+        let sha256 = validate::sha256_hex("sha256", &req.sha256)?;
+        if req.claim_id.is_empty() {
+            return Err(DomainError::invalid(
+                "claim_id",
+                "claim_id is required: commit a chunk under the claim of BeginChunk",
+            ));
+        }
+        let chunk = ChunkRecord {
+            index: req.index,
+            size: req.size,
+            sha256,
+            etag: req.etag,
+        };
+        let outcome = self
+            .state
+            .metadata
+            .commit_chunk(&rec.upload_id, &chunk, &req.claim_id, now_ms())
+            .await
+            .map_err(DomainError::storage("recording the chunk"))?;
+        let total = rec.total_chunks;
+        let mut answer = CommitAnswer {
+            verdict: CommitVerdict::Stored,
+            received_count: 0,
+            total_chunks: total,
+            complete: false,
+            completed_set: false,
+        };
+        match outcome {
+            CommitOutcome::Stored {
+                received,
+                completed_set,
+            } => {
+                metrics::counter!("lfusys_chunks_recorded_total").increment(1);
+                answer.verdict = CommitVerdict::Stored;
+                answer.received_count = received;
+                answer.complete = completed_set || received >= total;
+                answer.completed_set = completed_set;
+                if completed_set {
+                    count_transition(UploadState::Assembling);
+                    tracing::info!(upload_id = %rec.upload_id, "every chunk recorded; assembling");
+                    if let Err(e) = enqueue_assembly(&self.state, &rec.upload_id).await {
+                        // The upload is safely assembling; the sweeper re-enqueues lost jobs.
+                        tracing::error!(upload_id = %rec.upload_id, error = %e, "cannot enqueue the assembly job");
+                    }
+                }
+            }
+            CommitOutcome::AlreadyStored { received } => {
+                answer.verdict = CommitVerdict::AlreadyStored;
+                answer.received_count = received;
+                answer.complete = received >= total;
+            }
+            CommitOutcome::DigestConflict => {
+                answer.verdict = CommitVerdict::DigestConflict;
+                answer.received_count = self.received_count(&rec.upload_id).await?;
+            }
+            CommitOutcome::NotAccepting(state) => {
+                answer.verdict = if state.is_gone() {
+                    CommitVerdict::Gone
+                } else {
+                    CommitVerdict::NotAccepting
+                };
+                answer.received_count = self.received_count(&rec.upload_id).await?;
+                answer.complete = !state.is_gone() && answer.received_count >= total;
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Drops a claim (a worker whose write failed), if `claim_id` still holds it; an empty
+    /// claim id releases nothing.
+    pub async fn release_chunk(
+        &self,
+        owner_id: &str,
+        upload_id: &str,
+        index: u32,
+        claim_id: &str,
+    ) -> DomainResult<()> {
+        let rec = self.known_upload(owner_id, upload_id).await?;
+        check_chunk(&rec, index, None)?;
+        if !claim_id.is_empty() {
+            self.state
+                .metadata
+                .release_chunk(&rec.upload_id, index, claim_id)
+                .await
+                .map_err(DomainError::storage("releasing the claim"))?;
+        }
+        Ok(())
+    }
+
+    /// Completes the set of an upload that still says uploading although `received` (counted
+    /// again by the caller) covers every chunk — a store that records and counts in two steps
+    /// lost a count to a crash: moves it to assembling and enqueues its job, once. Returns
+    /// whether this call did.
+    pub(super) async fn complete_if_counted(
+        &self,
+        rec: &UploadRecord,
+        received: u32,
+    ) -> DomainResult<bool> {
+        if received < rec.total_chunks
+            || !self
+                .state
+                .metadata
+                .transition(
+                    &rec.upload_id,
+                    &[UploadState::Uploading],
+                    UploadState::Assembling,
+                    None,
+                    now_ms(),
+                )
+                .await
+                .map_err(DomainError::storage("completing the upload"))?
+        {
+            return Ok(false);
+        }
+        count_transition(UploadState::Assembling);
+        tracing::info!(upload_id = %rec.upload_id, "every chunk recorded (counted late); assembling");
+        if let Err(e) = enqueue_assembly(&self.state, &rec.upload_id).await {
+            tracing::error!(upload_id = %rec.upload_id, error = %e, "cannot enqueue the assembly job");
+        }
+        Ok(true)
+    }
+}
+
+/// A claim's answer about `known`; `claim` is the claim id and its lease's end.
+fn answer(
+    known: &UploadRecord,
+    verdict: ClaimVerdict,
+    state: UploadState,
+    claim: (String, i64),
+    received_count: u32,
+) -> ClaimAnswer {
+    let (claim_id, lease_expires_at_ms) = claim;
+    ClaimAnswer {
+        verdict,
+        state,
+        claim_id,
+        lease_expires_at_ms,
+        received_count,
+        total_chunks: known.total_chunks,
+        storage_handle: known.storage_handle.clone(),
+    }
+}
+
+/// Checks a chunk index and its length against the upload's plan.
+fn check_chunk(rec: &UploadRecord, index: u32, size: Option<u64>) -> DomainResult<()> {
+    let plan = UploadPlan {
+        size: rec.size,
+        chunk_size: rec.chunk_size,
+        total_chunks: rec.total_chunks,
+    };
+    let Some(expected) = plan.chunk_len(index) else {
+        return Err(DomainError::invalid(
+            "index",
+            format!(
+                "chunk index {index} is out of range: the upload has {} chunks (0..={})",
+                rec.total_chunks,
+                rec.total_chunks.saturating_sub(1)
+            ),
+        ));
+    };
+    match size {
+        Some(size) if size != expected => Err(DomainError::invalid(
+            "size",
+            format!("chunk {index} is {expected} bytes long, not {size}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(size: u64, chunk_size: u64) -> UploadRecord {
+        let plan = UploadPlan::new(size, chunk_size);
+        UploadRecord {
+            upload_id: String::new(),
+            owner_id: String::new(),
+            name: String::new(),
+            size,
+            content_type: String::new(),
+            sha256: None,
+            chunk_size,
+            total_chunks: plan.total_chunks,
+            state: UploadState::Uploading,
+            storage_handle: String::new(),
+            error: None,
+            file_id: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            expires_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn chunk_bounds_and_lengths() {
+        let r = rec(10, 4);
+        assert!(check_chunk(&r, 0, Some(4)).is_ok());
+        assert!(check_chunk(&r, 2, Some(2)).is_ok());
+        assert!(check_chunk(&r, 2, None).is_ok());
+        let e = check_chunk(&r, 2, Some(4)).unwrap_err();
+        assert!(
+            matches!(e, DomainError::InvalidArgument { field: "size", .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("2 bytes"), "{e}");
+        let e = check_chunk(&r, 3, Some(1)).unwrap_err();
+        assert!(
+            matches!(e, DomainError::InvalidArgument { field: "index", .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("out of range"));
+    }
+}

@@ -1,0 +1,83 @@
+//! Creating an upload session (DESIGN §3.1): the server plans the chunks, prepares the blob
+//! storage, then records the upload; storage prepared for an upload that could not be
+//! recorded is given back.
+
+use lfusys_core::clock::now_ms;
+use lfusys_core::ids;
+use lfusys_core::state::UploadState;
+use storage::UploadRecord;
+
+use super::{count_transition, validate, DomainError, DomainResult, SessionsDomain};
+
+/// What a client asks to upload, as sent (checked by [`SessionsDomain::create_upload`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUpload {
+    pub owner_id: String,
+    pub name: String,
+    pub size: u64,
+    /// Empty: the default media type.
+    pub content_type: String,
+    /// The whole file's SHA-256 in hex; empty when the client declares none.
+    pub sha256: String,
+}
+
+impl SessionsDomain {
+    /// Creates an upload in `uploading`, with no chunk received yet.
+    pub async fn create_upload(&self, new: NewUpload) -> DomainResult<UploadRecord> {
+        validate::owner(&new.owner_id)?;
+        validate::file_name(&new.name)?;
+        let content_type = validate::content_type(&new.content_type)?;
+        let sha256 = validate::optional_sha256_hex("sha256", &new.sha256)?;
+        let plan = self.state.policy.plan(new.size)?;
+
+        let upload_id = ids::new_upload_id();
+        let handle = self
+            .state
+            .blobs
+            .begin_upload(&upload_id, plan.size)
+            .await
+            .map_err(DomainError::storage("preparing the blob storage"))?;
+        let now = now_ms();
+        let ttl_ms = i64::try_from(self.state.config.upload_ttl.as_millis()).unwrap_or(i64::MAX);
+        let rec = UploadRecord {
+            upload_id: upload_id.clone(),
+            owner_id: new.owner_id,
+            name: new.name,
+            size: plan.size,
+            content_type,
+            sha256,
+            chunk_size: plan.chunk_size,
+            total_chunks: plan.total_chunks,
+            state: UploadState::Uploading,
+            storage_handle: handle,
+            error: None,
+            file_id: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+            expires_at_ms: now.saturating_add(ttl_ms),
+        };
+        if let Err(e) = self.state.metadata.insert_upload(&rec).await {
+            // Nothing refers to the prepared storage: give it back.
+            if let Err(abort) = self
+                .state
+                .blobs
+                .abort_upload(&upload_id, &rec.storage_handle)
+                .await
+            {
+                tracing::warn!(%upload_id, error = %abort, "cannot release the storage of an unrecorded upload");
+            }
+            return Err(DomainError::storage("recording the upload")(e));
+        }
+        metrics::counter!("lfusys_uploads_created_total").increment(1);
+        count_transition(UploadState::Uploading);
+        tracing::info!(
+            %upload_id,
+            owner_id = %rec.owner_id,
+            size = rec.size,
+            chunk_size = rec.chunk_size,
+            total_chunks = rec.total_chunks,
+            "upload created"
+        );
+        Ok(rec)
+    }
+}

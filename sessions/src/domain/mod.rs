@@ -1,0 +1,155 @@
+//! The sessions rules: every rule about uploads and files lives here, over the storage ports
+//! (DESIGN §2) and the `lfusys-core` types, and answers in domain terms ([`DomainError`]).
+//! Nothing here speaks gRPC: `crate::grpc` decodes requests into the inputs of these use cases
+//! and encodes their answers.
+//!
+//! By use case:
+//! - [`create`]: a new upload session (DESIGN §3.1).
+//! - [`chunks`]: claim, commit and release of one chunk; the commit that completes the set
+//!   moves the upload to assembling and enqueues its job, exactly once (DESIGN §3.2–§3.3).
+//! - [`assembly`]: what an assembler reads, the File it publishes, an upload it fails
+//!   (DESIGN §3.4).
+//! - [`listing`]: an upload's status and the owner's unfinished uploads (DESIGN §3.5).
+//! - [`cancel`]: cancel and expiry, each releasing the upload's storage (DESIGN §3.6).
+//! - [`files`]: the owner's files: pages, one file, deletion.
+//!
+//! Only the owner sees or touches an upload or a file; for anyone else it does not exist
+//! ([`DomainError::NotFound`]).
+
+pub mod assembly;
+pub mod cancel;
+pub mod chunks;
+pub mod create;
+pub mod error;
+pub mod files;
+pub mod listing;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use lfusys_core::ids;
+use lfusys_core::state::UploadState;
+use storage::{ChunkRecord, FileRecord, UploadRecord};
+
+use crate::SessionsState;
+
+pub use error::{Conflict, DomainError, DomainResult, Subject};
+
+/// How many uploads [`SessionsDomain`] keeps the unchanging fields of.
+const KNOWN_UPLOADS: usize = 10_000;
+
+/// The sessions rules over a [`SessionsState`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SessionsDomain {
+    state: SessionsState,
+    /// Uploads as last read, for the fields that never change once an upload is created
+    /// (owner, plan, storage handle, expiry): the chunk calls, two per chunk, decide on those
+    /// without reading the upload again. Their state is read by the store that decides.
+    known: Arc<Mutex<HashMap<String, Arc<UploadRecord>>>>,
+}
+
+impl SessionsDomain {
+    pub fn new(state: SessionsState) -> Self {
+        Self {
+            state,
+            known: Arc::default(),
+        }
+    }
+
+    fn remember(&self, rec: &UploadRecord) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= KNOWN_UPLOADS && !known.contains_key(&rec.upload_id) {
+            known.clear();
+        }
+        known.insert(rec.upload_id.clone(), Arc::new(rec.clone()));
+    }
+
+    /// The upload if it exists and belongs to `owner_id`; `NotFound` otherwise, so that
+    /// nobody learns whether someone else's id exists. Read from the store (current state).
+    async fn owned_upload(&self, owner_id: &str, upload_id: &str) -> DomainResult<UploadRecord> {
+        validate::owner(owner_id)?;
+        match self.upload(upload_id).await? {
+            Some(rec) if rec.owner_id == owner_id => {
+                self.remember(&rec);
+                Ok(rec)
+            }
+            _ => Err(DomainError::NotFound(Subject::Upload)),
+        }
+    }
+
+    /// As [`Self::owned_upload`], but possibly as read earlier: only its unchanging fields
+    /// may be used, never its state.
+    async fn known_upload(
+        &self,
+        owner_id: &str,
+        upload_id: &str,
+    ) -> DomainResult<Arc<UploadRecord>> {
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(upload_id)
+            .cloned();
+        match known {
+            Some(rec) if rec.owner_id == owner_id => Ok(rec),
+            Some(_) => Err(DomainError::NotFound(Subject::Upload)),
+            None => Ok(Arc::new(self.owned_upload(owner_id, upload_id).await?)),
+        }
+    }
+
+    async fn upload(&self, upload_id: &str) -> DomainResult<Option<UploadRecord>> {
+        if !ids::is_valid_id(upload_id) {
+            return Ok(None);
+        }
+        self.state
+            .metadata
+            .get_upload(upload_id)
+            .await
+            .map_err(DomainError::storage("reading the upload"))
+    }
+
+    /// The upload whoever owns it (the callers of the assembly rules are workers).
+    async fn any_upload(&self, upload_id: &str) -> DomainResult<UploadRecord> {
+        self.upload(upload_id)
+            .await?
+            .ok_or(DomainError::NotFound(Subject::Upload))
+    }
+
+    async fn chunks(&self, upload_id: &str) -> DomainResult<Vec<ChunkRecord>> {
+        self.state
+            .metadata
+            .list_chunks(upload_id)
+            .await
+            .map_err(DomainError::storage("listing the chunks"))
+    }
+
+    async fn received_count(&self, upload_id: &str) -> DomainResult<u32> {
+        self.state
+            .metadata
+            .received_count(upload_id)
+            .await
+            .map_err(DomainError::storage("counting the chunks"))
+    }
+
+    async fn owned_file(&self, owner_id: &str, file_id: &str) -> DomainResult<FileRecord> {
+        validate::owner(owner_id)?;
+        if !ids::is_valid_id(file_id) {
+            return Err(DomainError::NotFound(Subject::File));
+        }
+        match self
+            .state
+            .metadata
+            .get_file(file_id)
+            .await
+            .map_err(DomainError::storage("reading the file"))?
+        {
+            Some(f) if f.owner_id == owner_id => Ok(f),
+            _ => Err(DomainError::NotFound(Subject::File)),
+        }
+    }
+}
+
+pub(crate) fn count_transition(state: UploadState) {
+    metrics::counter!("lfusys_upload_transitions_total", "state" => state.as_str()).increment(1);
+}

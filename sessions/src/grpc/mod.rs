@@ -1,0 +1,240 @@
+//! The gRPC layer of `sessions-api/proto/sessions.proto`: each call decodes its request into
+//! the input of a domain use case ([`crate::domain`]), calls it, and encodes the answer;
+//! a domain error becomes a status through the one mapping of [`status`].
+
+mod encode;
+mod status;
+
+use sessions_api::proto::sessions_server::Sessions;
+use sessions_api::proto::{
+    self, Assembly, BeginChunkRequest, BeginChunkResponse, CancelUploadRequest, CommitChunkRequest,
+    CommitChunkResponse, CompleteAssemblyRequest, CreateUploadRequest, DeleteFileRequest,
+    DeleteFileResponse, FailUploadRequest, GetAssemblyRequest, GetFileRequest, GetUploadRequest,
+    ListFilesRequest, ListFilesResponse, ListUploadsRequest, ListUploadsResponse,
+    ReleaseChunkRequest, ReleaseChunkResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::domain::chunks::{ClaimRequest, CommitRequest};
+use crate::domain::create::NewUpload;
+use crate::domain::SessionsDomain;
+use crate::SessionsState;
+use encode::Received;
+
+/// Implements [`Sessions`] over the [`SessionsDomain`] of a [`SessionsState`].
+#[derive(Debug, Clone)]
+pub struct SessionsService {
+    domain: SessionsDomain,
+}
+
+impl SessionsService {
+    pub fn new(state: SessionsState) -> Self {
+        Self {
+            domain: SessionsDomain::new(state),
+        }
+    }
+}
+
+fn upload_without_chunks(rec: &storage::UploadRecord) -> Response<proto::Upload> {
+    Response::new(encode::upload(rec, &Received::Chunks(&[])))
+}
+
+#[tonic::async_trait]
+impl Sessions for SessionsService {
+    async fn create_upload(
+        &self,
+        request: Request<CreateUploadRequest>,
+    ) -> Result<Response<proto::Upload>, Status> {
+        let req = request.into_inner();
+        let rec = self
+            .domain
+            .create_upload(NewUpload {
+                owner_id: req.owner_id,
+                name: req.name,
+                size: req.size,
+                content_type: req.content_type,
+                sha256: req.sha256,
+            })
+            .await?;
+        Ok(upload_without_chunks(&rec))
+    }
+
+    async fn get_upload(
+        &self,
+        request: Request<GetUploadRequest>,
+    ) -> Result<Response<proto::Upload>, Status> {
+        let req = request.into_inner();
+        let status = self
+            .domain
+            .get_upload(&req.owner_id, &req.upload_id)
+            .await?;
+        Ok(Response::new(encode::upload(
+            &status.upload,
+            &Received::Chunks(&status.chunks),
+        )))
+    }
+
+    async fn list_uploads(
+        &self,
+        request: Request<ListUploadsRequest>,
+    ) -> Result<Response<ListUploadsResponse>, Status> {
+        let req = request.into_inner();
+        let uploads = self.domain.list_uploads(&req.owner_id).await?;
+        let items = uploads
+            .iter()
+            .map(|u| encode::upload(&u.upload, &Received::BytesOnly(u.bytes_received)))
+            .collect();
+        Ok(Response::new(ListUploadsResponse { items }))
+    }
+
+    async fn cancel_upload(
+        &self,
+        request: Request<CancelUploadRequest>,
+    ) -> Result<Response<proto::Upload>, Status> {
+        let req = request.into_inner();
+        let rec = self
+            .domain
+            .cancel_upload(&req.owner_id, &req.upload_id)
+            .await?;
+        Ok(upload_without_chunks(&rec))
+    }
+
+    async fn begin_chunk(
+        &self,
+        request: Request<BeginChunkRequest>,
+    ) -> Result<Response<BeginChunkResponse>, Status> {
+        let req = request.into_inner();
+        let answer = self
+            .domain
+            .begin_chunk(ClaimRequest {
+                owner_id: req.owner_id,
+                upload_id: req.upload_id,
+                index: req.index,
+                sha256: req.sha256,
+                size: req.size,
+                claim_id: req.claim_id,
+            })
+            .await?;
+        let mut resp = BeginChunkResponse {
+            claim_id: answer.claim_id,
+            lease_expires_at_ms: answer.lease_expires_at_ms,
+            received_count: answer.received_count,
+            total_chunks: answer.total_chunks,
+            storage_handle: answer.storage_handle,
+            state: encode::state(answer.state),
+            ..Default::default()
+        };
+        resp.set_outcome(encode::claim_verdict(answer.verdict));
+        Ok(Response::new(resp))
+    }
+
+    async fn commit_chunk(
+        &self,
+        request: Request<CommitChunkRequest>,
+    ) -> Result<Response<CommitChunkResponse>, Status> {
+        let req = request.into_inner();
+        let answer = self
+            .domain
+            .commit_chunk(CommitRequest {
+                owner_id: req.owner_id,
+                upload_id: req.upload_id,
+                index: req.index,
+                size: req.size,
+                sha256: req.sha256,
+                claim_id: req.claim_id,
+                etag: req.etag,
+            })
+            .await?;
+        let mut resp = CommitChunkResponse {
+            received_count: answer.received_count,
+            total_chunks: answer.total_chunks,
+            complete: answer.complete,
+            completed_set: answer.completed_set,
+            ..Default::default()
+        };
+        resp.set_outcome(encode::commit_verdict(answer.verdict));
+        Ok(Response::new(resp))
+    }
+
+    async fn release_chunk(
+        &self,
+        request: Request<ReleaseChunkRequest>,
+    ) -> Result<Response<ReleaseChunkResponse>, Status> {
+        let req = request.into_inner();
+        self.domain
+            .release_chunk(&req.owner_id, &req.upload_id, req.index, &req.claim_id)
+            .await?;
+        Ok(Response::new(ReleaseChunkResponse {}))
+    }
+
+    async fn get_assembly(
+        &self,
+        request: Request<GetAssemblyRequest>,
+    ) -> Result<Response<Assembly>, Status> {
+        let req = request.into_inner();
+        let plan = self.domain.get_assembly(&req.upload_id).await?;
+        Ok(Response::new(Assembly {
+            upload: Some(encode::upload(
+                &plan.upload,
+                &Received::Chunks(&plan.chunks),
+            )),
+            parts: plan.chunks.iter().map(encode::part).collect(),
+            blob_key: plan.blob_key,
+            file_id: plan.file_id,
+        }))
+    }
+
+    async fn complete_assembly(
+        &self,
+        request: Request<CompleteAssemblyRequest>,
+    ) -> Result<Response<proto::File>, Status> {
+        let req = request.into_inner();
+        let file = self
+            .domain
+            .complete_assembly(&req.upload_id, &req.sha256, req.size)
+            .await?;
+        Ok(Response::new(encode::file(&file)))
+    }
+
+    async fn fail_upload(
+        &self,
+        request: Request<FailUploadRequest>,
+    ) -> Result<Response<proto::Upload>, Status> {
+        let req = request.into_inner();
+        let rec = self.domain.fail_upload(&req.upload_id, &req.reason).await?;
+        Ok(upload_without_chunks(&rec))
+    }
+
+    async fn list_files(
+        &self,
+        request: Request<ListFilesRequest>,
+    ) -> Result<Response<ListFilesResponse>, Status> {
+        let req = request.into_inner();
+        let page = self
+            .domain
+            .list_files(&req.owner_id, &req.cursor, req.limit)
+            .await?;
+        Ok(Response::new(ListFilesResponse {
+            items: page.items.iter().map(encode::file).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_file(
+        &self,
+        request: Request<GetFileRequest>,
+    ) -> Result<Response<proto::File>, Status> {
+        let req = request.into_inner();
+        let file = self.domain.get_file(&req.owner_id, &req.file_id).await?;
+        Ok(Response::new(encode::file(&file)))
+    }
+
+    async fn delete_file(
+        &self,
+        request: Request<DeleteFileRequest>,
+    ) -> Result<Response<DeleteFileResponse>, Status> {
+        let req = request.into_inner();
+        self.domain.delete_file(&req.owner_id, &req.file_id).await?;
+        Ok(Response::new(DeleteFileResponse {}))
+    }
+}

@@ -1,0 +1,172 @@
+//! The one mapping from a [`DomainError`] to a gRPC status. The codes are part of the
+//! contract: the gateway and the upload workers turn them into HTTP statuses.
+//!
+//! | domain error | code | message |
+//! |---|---|---|
+//! | `NotFound(Upload)` / `NotFound(File)` | `NOT_FOUND` | `upload not found` / `file not found` |
+//! | `InvalidArgument` | `INVALID_ARGUMENT` | its message |
+//! | `TooLarge` | `RESOURCE_EXHAUSTED` | the plan's message |
+//! | `Conflict(_)` | `FAILED_PRECONDITION` | the conflict's message |
+//! | `ChangedConcurrently` | `ABORTED` | `the upload changed state concurrently; try again` |
+//! | `Storage` | by the store error, see [`store_status`] | |
+
+use storage::StoreError;
+use tonic::Status;
+
+use crate::domain::DomainError;
+
+impl From<DomainError> for Status {
+    fn from(err: DomainError) -> Self {
+        match err {
+            DomainError::Storage { context, source } => store_status(context, source),
+            e @ DomainError::NotFound(_) => Status::not_found(e.to_string()),
+            e @ DomainError::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
+            e @ DomainError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+            DomainError::Conflict(c) => Status::failed_precondition(c.to_string()),
+            e @ DomainError::ChangedConcurrently => Status::aborted(e.to_string()),
+        }
+    }
+}
+
+/// Maps a store failure: transient ones stay retryable (`UNAVAILABLE`), unexpected ones are
+/// logged in full and answered without internals.
+fn store_status(context: &str, err: StoreError) -> Status {
+    match err {
+        StoreError::NotFound(what) => Status::not_found(what),
+        StoreError::Conflict(what) => Status::failed_precondition(what),
+        StoreError::Unavailable(what) => {
+            tracing::warn!(context, error = %what, "storage unavailable");
+            Status::unavailable(format!("storage is unavailable: {what}"))
+        }
+        e @ (StoreError::DigestMismatch | StoreError::LengthMismatch { .. }) => {
+            Status::invalid_argument(e.to_string())
+        }
+        e @ (StoreError::Body(_) | StoreError::Other(_)) => {
+            tracing::error!(context, error = %e, "storage error");
+            Status::internal(format!("{context} failed: internal storage error"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lfusys_core::plan::PlanError;
+    use lfusys_core::state::UploadState;
+    use tonic::Code;
+
+    use super::*;
+    use crate::domain::{Conflict, Subject};
+
+    fn status(e: DomainError) -> (Code, String) {
+        let s = Status::from(e);
+        (s.code(), s.message().to_owned())
+    }
+
+    fn store(e: StoreError) -> (Code, String) {
+        status(DomainError::storage("test")(e))
+    }
+
+    #[test]
+    fn store_errors() {
+        let code = |e| store(e).0;
+        assert_eq!(code(StoreError::NotFound("x".into())), Code::NotFound);
+        assert_eq!(
+            code(StoreError::Conflict("x".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(code(StoreError::Unavailable("x".into())), Code::Unavailable);
+        assert_eq!(code(StoreError::Other("x".into())), Code::Internal);
+        assert_eq!(code(StoreError::Body("x".into())), Code::Internal);
+        assert_eq!(code(StoreError::DigestMismatch), Code::InvalidArgument);
+        assert_eq!(
+            code(StoreError::LengthMismatch {
+                expected: 1,
+                actual: 2
+            }),
+            Code::InvalidArgument
+        );
+        let (_, msg) = store(StoreError::Other("secret path /var/x".into()));
+        assert!(!msg.contains("secret"));
+        assert_eq!(msg, "test failed: internal storage error");
+        assert_eq!(
+            store(StoreError::Unavailable("busy".into())).1,
+            "storage is unavailable: busy"
+        );
+        assert_eq!(store(StoreError::NotFound("x".into())).1, "x");
+    }
+
+    #[test]
+    fn domain_errors_keep_their_codes_and_messages() {
+        use UploadState::{Assembling, Completed};
+        let cases = [
+            (
+                DomainError::NotFound(Subject::Upload),
+                Code::NotFound,
+                "upload not found",
+            ),
+            (
+                DomainError::NotFound(Subject::File),
+                Code::NotFound,
+                "file not found",
+            ),
+            (
+                DomainError::invalid("owner_id", "owner_id is required"),
+                Code::InvalidArgument,
+                "owner_id is required",
+            ),
+            (
+                PlanError::EmptyOrNegative.into(),
+                Code::InvalidArgument,
+                "the size must be a positive number of bytes",
+            ),
+            (
+                PlanError::TooLarge { size: 10, max: 5 }.into(),
+                Code::ResourceExhausted,
+                "the file is 10 bytes; the largest accepted upload is 5 bytes",
+            ),
+            (
+                Conflict::NotCancellable(Assembling).into(),
+                Code::FailedPrecondition,
+                "the upload is assembling and can no longer be cancelled",
+            ),
+            (
+                Conflict::NotAssembling(Completed).into(),
+                Code::FailedPrecondition,
+                "the upload is completed, not assembling",
+            ),
+            (
+                Conflict::NotFailable(Completed).into(),
+                Code::FailedPrecondition,
+                "the upload is completed and cannot be failed",
+            ),
+            (
+                Conflict::FileDeletedSince.into(),
+                Code::FailedPrecondition,
+                "the upload completed but its file has since been deleted",
+            ),
+            (
+                Conflict::AssembledSizeDiffers {
+                    assembled: 3,
+                    expected: 4,
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "the assembled file is 3 bytes but the upload is 4 bytes; fail the upload instead",
+            ),
+            (
+                Conflict::AssembledDigestDiffers.into(),
+                Code::FailedPrecondition,
+                "the assembled file's SHA-256 differs from the one the client declared; fail the upload instead",
+            ),
+            (
+                DomainError::ChangedConcurrently,
+                Code::Aborted,
+                "the upload changed state concurrently; try again",
+            ),
+        ];
+        for (err, code, message) in cases {
+            let shown = format!("{err:?}");
+            assert_eq!(status(err), (code, message.to_owned()), "{shown}");
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The sessions rules called directly, without gRPC, over real embedded stores: their answers
+//! and errors are in domain terms.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use lfusys_core::state::UploadState;
+use sessions::domain::chunks::{ClaimRequest, ClaimVerdict, CommitRequest, CommitVerdict};
+use sessions::domain::create::NewUpload;
+use sessions::domain::{Conflict, DomainError, Subject};
+use sessions::{Config, SessionsDomain, SessionsState};
+use sha2::{Digest, Sha256};
+use stores::StorageConfig;
+
+const CHUNK: u64 = 1024;
+
+async fn domain() -> (tempfile::TempDir, SessionsState, SessionsDomain) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(StorageConfig::embedded(dir.path()));
+    config.preferred_chunk_size = CHUNK;
+    config.max_upload_size = 1024 * 1024;
+    config.sweep_interval = Duration::from_secs(3600);
+    let state = SessionsState::open(&config).await.unwrap();
+    (dir, state.clone(), SessionsDomain::new(state))
+}
+
+fn new_upload(name: &str, size: u64) -> NewUpload {
+    NewUpload {
+        owner_id: "alice".into(),
+        name: name.into(),
+        size,
+        content_type: String::new(),
+        sha256: String::new(),
+    }
+}
+
+fn sha_hex(data: &[u8]) -> String {
+    use std::fmt::Write;
+    Sha256::digest(data).iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn claim(upload_id: &str, index: u32, data: &[u8]) -> ClaimRequest {
+    ClaimRequest {
+        owner_id: "alice".into(),
+        upload_id: upload_id.into(),
+        index,
+        sha256: sha_hex(data),
+        size: data.len() as u64,
+        claim_id: String::new(),
+    }
+}
+
+fn commit(upload_id: &str, index: u32, data: &[u8], claim_id: &str) -> CommitRequest {
+    CommitRequest {
+        owner_id: "alice".into(),
+        upload_id: upload_id.into(),
+        index,
+        size: data.len() as u64,
+        sha256: sha_hex(data),
+        claim_id: claim_id.into(),
+        etag: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn refusals_name_what_went_wrong() {
+    let (_dir, _state, d) = domain().await;
+    let err = d.create_upload(new_upload("a/b", 10)).await.unwrap_err();
+    assert!(
+        matches!(err, DomainError::InvalidArgument { field: "name", .. }),
+        "{err:?}"
+    );
+    let err = d.create_upload(new_upload("a", 0)).await.unwrap_err();
+    assert!(
+        matches!(err, DomainError::InvalidArgument { field: "size", .. }),
+        "{err:?}"
+    );
+    let err = d
+        .create_upload(new_upload("a", 2 * 1024 * 1024))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::TooLarge { .. }), "{err:?}");
+
+    let rec = d.create_upload(new_upload("a", 10)).await.unwrap();
+    // Someone else's upload does not exist for them.
+    let err = d.get_upload("bob", &rec.upload_id).await.unwrap_err();
+    assert!(
+        matches!(err, DomainError::NotFound(Subject::Upload)),
+        "{err:?}"
+    );
+    let err = d.get_file("alice", "no-such-file").await.unwrap_err();
+    assert!(
+        matches!(err, DomainError::NotFound(Subject::File)),
+        "{err:?}"
+    );
+    let err = d.fail_upload(&rec.upload_id, "  ").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::InvalidArgument {
+                field: "reason",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_last_commit_completes_the_set_and_enqueues_its_job() {
+    let (_dir, state, d) = domain().await;
+    let data: Vec<u8> = (0..CHUNK + 100).map(|i| i as u8).collect();
+    let rec = d
+        .create_upload(new_upload("movie.mkv", data.len() as u64))
+        .await
+        .unwrap();
+    assert_eq!((rec.state, rec.total_chunks), (UploadState::Uploading, 2));
+
+    let mut completed = Vec::new();
+    for (index, chunk) in data.chunks(CHUNK as usize).enumerate() {
+        let index = index as u32;
+        let claimed = d
+            .begin_chunk(claim(&rec.upload_id, index, chunk))
+            .await
+            .unwrap();
+        assert_eq!(claimed.verdict, ClaimVerdict::Claimed);
+        let committed = d
+            .commit_chunk(commit(&rec.upload_id, index, chunk, &claimed.claim_id))
+            .await
+            .unwrap();
+        assert_eq!(committed.verdict, CommitVerdict::Stored);
+        completed.push(committed.completed_set);
+    }
+    assert_eq!(completed, [false, true]);
+    assert_eq!(state.queue.depth().await.unwrap().visible, 1);
+
+    let retry = d
+        .begin_chunk(claim(&rec.upload_id, 1, &data[CHUNK as usize..]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (retry.verdict, retry.state, retry.received_count),
+        (ClaimVerdict::AlreadyStored, UploadState::Assembling, 2)
+    );
+    let err = d.cancel_upload("alice", &rec.upload_id).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::Conflict(Conflict::NotCancellable(UploadState::Assembling))
+        ),
+        "{err:?}"
+    );
+    let err = d
+        .complete_assembly(&rec.upload_id, "", rec.size + 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::Conflict(Conflict::AssembledSizeDiffers { .. })
+        ),
+        "{err:?}"
+    );
+    let status = d.get_upload("alice", &rec.upload_id).await.unwrap();
+    assert_eq!(status.chunks.len(), 2);
+    assert_eq!(status.upload.state, UploadState::Assembling);
+}
