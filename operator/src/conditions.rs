@@ -45,51 +45,78 @@ pub struct Observations {
 /// did not change.
 #[must_use]
 pub fn compute(obs: &Observations, previous: &[Condition], now: &Time) -> Vec<Condition> {
-    let make = |type_: &str, ok: bool, reason: &str, message: String| {
+    let maker = Maker {
+        previous,
+        now,
+        generation: obs.generation,
+    };
+    vec![
+        available(obs, &maker),
+        progressing(obs, &maker),
+        degraded(obs, &maker),
+        scaling_active(obs, &maker),
+    ]
+}
+
+/// Makes the conditions of one computation: `observedGeneration` of the observations, and the
+/// transition time of the previous condition of the same type and status, else now.
+struct Maker<'a> {
+    previous: &'a [Condition],
+    now: &'a Time,
+    generation: Option<i64>,
+}
+
+impl Maker<'_> {
+    fn make(&self, type_: &str, ok: bool, reason: &str, message: String) -> Condition {
         let status = if ok { "True" } else { "False" };
-        let last = previous
+        let last = self
+            .previous
             .iter()
             .find(|c| c.type_ == type_ && c.status == status)
-            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+            .map_or_else(|| self.now.clone(), |c| c.last_transition_time.clone());
         Condition {
             type_: type_.into(),
             status: status.into(),
             reason: reason.into(),
             message,
             last_transition_time: last,
-            observed_generation: obs.generation,
+            observed_generation: self.generation,
         }
-    };
+    }
+}
 
+fn available(obs: &Observations, maker: &Maker) -> Condition {
     let unavailable: Vec<&str> = obs
         .deployments
         .iter()
         .filter(|d| d.desired > 0 && d.available < 1)
         .map(|d| d.name.as_str())
         .collect();
-    let available = if obs.deployments.is_empty() {
-        make(
+    if obs.deployments.is_empty() {
+        maker.make(
             AVAILABLE,
             false,
             "NotCreated",
             "the services are not created yet".into(),
         )
     } else if unavailable.is_empty() {
-        make(
+        maker.make(
             AVAILABLE,
             true,
             "ServicesAvailable",
             "gateway, sessions and upload workers have available pods".into(),
         )
     } else {
-        make(
+        maker.make(
             AVAILABLE,
             false,
             "PodsUnavailable",
             format!("no available pods in {}", unavailable.join(", ")),
         )
-    };
+    }
+}
 
+fn progressing(obs: &Observations, maker: &Maker) -> Condition {
     let rolling: Vec<String> = obs
         .deployments
         .iter()
@@ -103,22 +130,24 @@ pub fn compute(obs: &Observations, previous: &[Condition], now: &Time) -> Vec<Co
             )
         })
         .collect();
-    let progressing = if rolling.is_empty() {
-        make(
+    if rolling.is_empty() {
+        maker.make(
             PROGRESSING,
             false,
             "RolloutComplete",
             "every Deployment runs the current spec".into(),
         )
     } else {
-        make(
+        maker.make(
             PROGRESSING,
             true,
             "RollingOut",
             format!("rolling out: {}", rolling.join(", ")),
         )
-    };
+    }
+}
 
+fn degraded(obs: &Observations, maker: &Maker) -> Condition {
     let mut problems = obs.problems.clone();
     if let Some(Err(message)) = &obs.queue {
         problems.push(Problem {
@@ -126,14 +155,14 @@ pub fn compute(obs: &Observations, previous: &[Condition], now: &Time) -> Vec<Co
             message: message.clone(),
         });
     }
-    let degraded = match problems.as_slice() {
-        [] => make(
+    match problems.as_slice() {
+        [] => maker.make(
             DEGRADED,
             false,
             "AsExpected",
             "all dependencies are in place".into(),
         ),
-        [first, ..] => make(
+        [first, ..] => maker.make(
             DEGRADED,
             true,
             &first.reason,
@@ -143,24 +172,27 @@ pub fn compute(obs: &Observations, previous: &[Condition], now: &Time) -> Vec<Co
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
-    };
+    }
+}
 
-    let scaling = match &obs.queue {
-        Some(Ok(depth)) => make(
+fn scaling_active(obs: &Observations, maker: &Maker) -> Condition {
+    match &obs.queue {
+        Some(Ok(depth)) => maker.make(
             SCALING_ACTIVE,
             true,
             "QueueDepthRead",
             format!("the assembly queue holds {depth} messages"),
         ),
-        Some(Err(message)) => make(SCALING_ACTIVE, false, "QueueUnreachable", message.clone()),
-        None => make(
+        Some(Err(message)) => {
+            maker.make(SCALING_ACTIVE, false, "QueueUnreachable", message.clone())
+        }
+        None => maker.make(
             SCALING_ACTIVE,
             false,
             "NotStarted",
             "the autoscaler has not read the queue yet".into(),
         ),
-    };
-    vec![available, progressing, degraded, scaling]
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! the upload workers from the assembly queue's depth.
 //!
 //! Layout: [`autoscaler`] and [`conditions`] are pure domain logic; [`build`] holds one pure
-//! builder per child object; [`reconciler`], [`leader`] and [`queue`] talk to the API server and
-//! SQS; [`run`] wires them into a controller.
+//! builder per child object; [`reconcile`] (the pipeline dereference → scale → build → apply →
+//! status, one module per step), [`leader`] and [`queue`] talk to the API server and SQS; [`run`]
+//! wires them into a controller.
 
 pub mod autoscaler;
 pub mod build;
@@ -12,7 +13,7 @@ pub mod conditions;
 pub mod config;
 pub mod leader;
 pub mod queue;
-pub mod reconciler;
+pub mod reconcile;
 mod run;
 
 pub use run::run;

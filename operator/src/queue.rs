@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_connect::{fifo_name, load_sdk_config, load_sdk_config_in, FALLBACK_REGION};
 use aws_sdk_sqs::config::{Credentials, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
-use aws_connect::{fifo_name, load_sdk_config, load_sdk_config_in, FALLBACK_REGION};
 use tokio::sync::Mutex;
 
 /// Static credentials taken from the cluster's credentials Secret.

@@ -20,7 +20,7 @@ use crate::build::MANAGED_BY;
 use crate::config::OperatorConfig;
 use crate::leader::{LeaderElector, Role};
 use crate::queue::SqsQueueDepth;
-use crate::reconciler::{self, Context};
+use crate::reconcile::{self, Context};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -198,7 +198,7 @@ async fn run_controller(
     let context = Arc::new(Context::new(
         client.clone(),
         Arc::new(SqsQueueDepth::default()),
-        reconciler::reporter(&config.identity),
+        reconcile::reporter(&config.identity),
     ));
     controller
         .owns(api::<Deployment>(&client, ns), owned.clone())
@@ -224,7 +224,7 @@ async fn run_controller(
             },
         )
         .graceful_shutdown_on(stop)
-        .run(reconciler::reconcile, reconciler::error_policy, context)
+        .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),

@@ -76,6 +76,49 @@ fn pod_spec(
     resources: Option<ResourceRequirements>,
 ) -> PodSpec {
     let image = &cluster.spec.image;
+    let listen_var = match component {
+        Component::Gateway => "LFUSYS_GATEWAY_LISTEN",
+        Component::Sessions => "LFUSYS_SESSIONS_LISTEN",
+        Component::Uploads => "LFUSYS_UPLOADS_LISTEN",
+    };
+    let (mounts, volumes) = volumes(component, inputs);
+    PodSpec {
+        service_account_name: Some(cluster.name_any()),
+        automount_service_account_token: Some(false),
+        security_context: Some(pod_security_context()),
+        // Lets a worker finish the chunks it is streaming before it stops.
+        termination_grace_period_seconds: Some(60),
+        containers: vec![Container {
+            name: component.as_str().into(),
+            image: Some(image.reference()),
+            image_pull_policy: Some(image.pull_policy.as_str().into()),
+            command: Some(vec![format!("/usr/local/bin/{}", component.as_str())]),
+            env_from: Some(env_from(cluster)),
+            env: Some(vec![EnvVar {
+                name: listen_var.into(),
+                value: Some(format!("0.0.0.0:{}", component.port())),
+                value_from: None,
+            }]),
+            ports: Some(vec![ContainerPort {
+                name: Some(component.port_name().into()),
+                container_port: component.port(),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            }]),
+            readiness_probe: Some(probe(component, "/readyz", 5)),
+            liveness_probe: Some(probe(component, "/healthz", 10)),
+            resources,
+            security_context: Some(container_security_context()),
+            volume_mounts: Some(mounts),
+            ..Container::default()
+        }],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
+/// The services' settings: the ConfigMap, and the credentials Secret when the spec names one.
+fn env_from(cluster: &LfusysCluster) -> Vec<EnvFromSource> {
     let mut env_from = vec![EnvFromSource {
         config_map_ref: Some(ConfigMapEnvSource {
             name: config_map_name(cluster),
@@ -92,11 +135,12 @@ fn pod_spec(
             ..EnvFromSource::default()
         });
     }
-    let listen_var = match component {
-        Component::Gateway => "LFUSYS_GATEWAY_LISTEN",
-        Component::Sessions => "LFUSYS_SESSIONS_LISTEN",
-        Component::Uploads => "LFUSYS_UPLOADS_LISTEN",
-    };
+    env_from
+}
+
+/// The container's mounts and the pod's volumes: scratch space, and the signing key items the
+/// component needs.
+fn volumes(component: Component, inputs: &Inputs) -> (Vec<VolumeMount>, Vec<Volume>) {
     let mut mounts = vec![VolumeMount {
         name: "data".into(),
         mount_path: DATA_DIR.into(),
@@ -140,7 +184,11 @@ fn pod_spec(
             ..Volume::default()
         });
     }
-    let probe = |path: &str, period: i32| Probe {
+    (mounts, volumes)
+}
+
+fn probe(component: Component, path: &str, period: i32) -> Probe {
+    Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::String(component.port_name().into()),
@@ -150,58 +198,33 @@ fn pod_spec(
         timeout_seconds: Some(3),
         failure_threshold: Some(3),
         ..Probe::default()
-    };
-    PodSpec {
-        service_account_name: Some(cluster.name_any()),
-        automount_service_account_token: Some(false),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS),
-            run_as_group: Some(RUN_AS),
-            fs_group: Some(RUN_AS),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
+    }
+}
+
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
         }),
-        // Lets a worker finish the chunks it is streaming before it stops.
-        termination_grace_period_seconds: Some(60),
-        containers: vec![Container {
-            name: component.as_str().into(),
-            image: Some(image.reference()),
-            image_pull_policy: Some(image.pull_policy.as_str().into()),
-            command: Some(vec![format!("/usr/local/bin/{}", component.as_str())]),
-            env_from: Some(env_from),
-            env: Some(vec![EnvVar {
-                name: listen_var.into(),
-                value: Some(format!("0.0.0.0:{}", component.port())),
-                value_from: None,
-            }]),
-            ports: Some(vec![ContainerPort {
-                name: Some(component.port_name().into()),
-                container_port: component.port(),
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            }]),
-            readiness_probe: Some(probe("/readyz", 5)),
-            liveness_probe: Some(probe("/healthz", 10)),
-            resources,
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    add: None,
-                }),
-                ..SecurityContext::default()
-            }),
-            volume_mounts: Some(mounts),
-            ..Container::default()
-        }],
-        volumes: Some(volumes),
-        ..PodSpec::default()
+        ..PodSecurityContext::default()
+    }
+}
+
+fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
     }
 }
 

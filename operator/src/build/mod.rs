@@ -1,5 +1,7 @@
 //! Pure builders: one function per child object of an `LfusysCluster`, from the cluster and the
 //! inputs the reconciler resolved (no API calls here, so each is unit-tested without a cluster).
+//! [`children`] is the build step of the reconcile pipeline (DESIGN §5): every child the
+//! operator applies, from the cluster and its [`Inputs`].
 
 pub mod config_map;
 mod deployment;
@@ -12,6 +14,10 @@ mod service_account;
 use std::collections::BTreeMap;
 
 use crds::LfusysCluster;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -87,6 +93,65 @@ pub struct Inputs {
     pub uploads_replicas: i32,
     /// Hash of the configuration the pods read at start, see [`config_hash`].
     pub config_hash: String,
+}
+
+impl Inputs {
+    /// The inputs of `cluster`'s children: the signing key Secret `signing_key_secret`, the
+    /// resourceVersions of the Secrets the pods read at start (hashed with the ConfigMap's data,
+    /// so a change of either rolls the pods) and the workers' count.
+    #[must_use]
+    pub fn new(
+        cluster: &LfusysCluster,
+        signing_key_secret: &str,
+        secret_versions: &[String],
+        uploads_replicas: i32,
+    ) -> Self {
+        let mut hashed: Vec<&str> = vec![signing_key_secret];
+        hashed.extend(secret_versions.iter().map(String::as_str));
+        Self {
+            signing_key_secret: signing_key_secret.to_owned(),
+            uploads_replicas,
+            config_hash: config_hash(&config_data(cluster), &hashed),
+        }
+    }
+}
+
+/// Every child object of a cluster, in the order the reconciler applies them. (The generated
+/// signing key Secret is not here: it holds a fresh random key, is created once by the apply
+/// step, and never re-applied.)
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    pub service_account: ServiceAccount,
+    pub config_map: ConfigMap,
+    /// One entry per component, in [`Component::ALL`] order.
+    pub components: [ComponentChildren; 3],
+    /// `None` when the spec disables it: the reconciler deletes the one it owns.
+    pub ingress: Option<Ingress>,
+}
+
+/// The children of one component, all named `{cluster}-{component}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComponentChildren {
+    pub component: Component,
+    pub service: Service,
+    pub pod_disruption_budget: PodDisruptionBudget,
+    pub deployment: Deployment,
+}
+
+/// Every child of `cluster` for `inputs` (pure).
+#[must_use]
+pub fn children(cluster: &LfusysCluster, inputs: &Inputs) -> Children {
+    Children {
+        service_account: service_account(cluster),
+        config_map: config_map(cluster),
+        components: Component::ALL.map(|component| ComponentChildren {
+            component,
+            service: service(cluster, component),
+            pod_disruption_budget: pod_disruption_budget(cluster, component),
+            deployment: deployment(cluster, component, inputs),
+        }),
+        ingress: ingress(cluster),
+    }
 }
 
 /// The recommended labels of every child.
@@ -218,6 +283,97 @@ mod tests {
         assert_eq!(owner.name, "files");
         assert_eq!(owner.controller, Some(true));
         assert_eq!(owner.block_owner_deletion, Some(true));
+    }
+
+    #[test]
+    fn children_lists_every_child_with_its_name() {
+        let c = minimal();
+        let all = children(&c, &fixtures::inputs());
+        assert_eq!(all.service_account.metadata.name.as_deref(), Some("files"));
+        assert_eq!(
+            all.config_map.metadata.name.as_deref(),
+            Some("files-config")
+        );
+        let names: Vec<_> = all
+            .components
+            .iter()
+            .map(|c| {
+                let name = c.deployment.metadata.name.clone().unwrap();
+                assert_eq!(c.service.metadata.name.as_ref(), Some(&name));
+                assert_eq!(c.pod_disruption_budget.metadata.name.as_ref(), Some(&name));
+                (c.component, name)
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (Component::Gateway, "files-gateway".to_owned()),
+                (Component::Sessions, "files-sessions".to_owned()),
+                (Component::Uploads, "files-uploads".to_owned()),
+            ]
+        );
+        assert_eq!(all.ingress.unwrap().metadata.name.as_deref(), Some("files"));
+        // Every child is owned by the cluster and in its namespace.
+        let metas = [
+            &all.service_account.metadata,
+            &all.config_map.metadata,
+            &all.components[0].deployment.metadata,
+        ];
+        for meta in metas {
+            assert_eq!(meta.namespace.as_deref(), Some("media"));
+            assert_eq!(meta.owner_references.as_ref().unwrap()[0].name, "files");
+        }
+    }
+
+    #[test]
+    fn children_is_pure_and_follows_the_inputs() {
+        let c = minimal();
+        let inputs = fixtures::inputs();
+        assert_eq!(children(&c, &inputs), children(&c, &inputs));
+        let more = Inputs {
+            uploads_replicas: 7,
+            ..inputs.clone()
+        };
+        let replicas = |i: &Inputs| {
+            children(&c, i)
+                .components
+                .map(|c| c.deployment.spec.unwrap().replicas.unwrap())
+        };
+        // Only the workers follow the autoscaler; the others keep the spec's counts.
+        assert_eq!(replicas(&inputs), [2, 1, 4]);
+        assert_eq!(replicas(&more), [2, 1, 7]);
+    }
+
+    #[test]
+    fn disabling_the_ingress_leaves_it_out() {
+        let c = fixtures::cluster(serde_json::json!({
+            "storage": {
+                "s3": {"bucket": "b"}, "dynamodb": {"tablePrefix": "p"}, "sqs": {"queueName": "q"}
+            },
+            "ingress": {"enabled": false}
+        }));
+        assert!(children(&c, &fixtures::inputs()).ingress.is_none());
+    }
+
+    #[test]
+    fn inputs_hash_the_config_and_the_secret_versions() {
+        let c = minimal();
+        let versions = ["12".to_owned(), "40".to_owned()];
+        let inputs = Inputs::new(&c, "files-signing-key", &versions, 3);
+        assert_eq!(inputs.signing_key_secret, "files-signing-key");
+        assert_eq!(inputs.uploads_replicas, 3);
+        assert_eq!(
+            inputs.config_hash,
+            config_hash(&config_data(&c), &["files-signing-key", "12", "40"])
+        );
+        // A Secret's new version rolls the pods.
+        let rotated = Inputs::new(
+            &c,
+            "files-signing-key",
+            &["12".to_owned(), "41".to_owned()],
+            3,
+        );
+        assert_ne!(rotated.config_hash, inputs.config_hash);
     }
 
     #[test]
