@@ -80,6 +80,7 @@ mod blobs {
     use lfusys_core::ids;
     use lfusys_core::range::ByteRange;
     use sha2::{Digest, Sha256};
+    use storage::conformance::fixtures::{self, body, part, pattern};
     use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError};
     use storage_aws::S3BlobStore;
 
@@ -87,38 +88,9 @@ mod blobs {
 
     const MIB: usize = 1024 * 1024;
 
-    fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
-            .collect()
-    }
-
-    fn body(data: &[u8], frame: usize) -> ByteStream {
-        let frames: Vec<Result<Bytes, std::io::Error>> = data
-            .chunks(frame)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        Box::pin(futures::stream::iter(frames))
-    }
-
+    /// On S3 a part's offset is its number's business: every chunk here is at offset 0.
     fn target(upload_id: &str, handle: &str, index: u32, data: &[u8]) -> ChunkTarget {
-        ChunkTarget {
-            upload_id: upload_id.into(),
-            handle: handle.into(),
-            index,
-            offset: 0,
-            len: data.len() as u64,
-            sha256: Sha256::digest(data).into(),
-        }
-    }
-
-    fn part(index: u32, data: &[u8], etag: String) -> PartRef {
-        PartRef {
-            index,
-            size: data.len() as u64,
-            sha256: hex::encode(Sha256::digest(data)),
-            etag,
-        }
+        fixtures::target(upload_id, handle, index, 0, data)
     }
 
     async fn read_all(s: &S3BlobStore, key: &str, range: Option<ByteRange>) -> Vec<u8> {

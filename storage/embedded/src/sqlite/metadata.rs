@@ -611,39 +611,12 @@ mod tests {
     use std::collections::HashSet;
     use std::sync::Arc;
 
+    use storage::conformance::fixtures::{chunk, upload};
+
     use super::*;
 
     const LEASE: Duration = Duration::from_secs(30);
     const T0: i64 = 1_700_000_000_000;
-
-    fn upload(id: &str, owner: &str, total_chunks: u32, created_at_ms: i64) -> UploadRecord {
-        UploadRecord {
-            upload_id: id.into(),
-            owner_id: owner.into(),
-            name: format!("{id}.bin"),
-            size: u64::from(total_chunks) * 10,
-            content_type: "application/octet-stream".into(),
-            sha256: None,
-            chunk_size: 10,
-            total_chunks,
-            state: UploadState::Uploading,
-            storage_handle: String::new(),
-            error: None,
-            file_id: None,
-            created_at_ms,
-            updated_at_ms: created_at_ms,
-            expires_at_ms: created_at_ms + 86_400_000,
-        }
-    }
-
-    fn chunk(index: u32, sha: &str) -> ChunkRecord {
-        ChunkRecord {
-            index,
-            size: 10,
-            sha256: sha.into(),
-            etag: String::new(),
-        }
-    }
 
     /// Twenty writers, each through its own connection to the same file, commit the last
     /// chunks at once: exactly one of them completes the set, and, as SQLite counts inside the

@@ -14,7 +14,8 @@ use lfusys_core::ids;
 use lfusys_core::range::ByteRange;
 use sha2::{Digest, Sha256};
 
-use crate::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError};
+use super::fixtures::{body, part, pattern, target};
+use crate::{BlobStore, ByteStream, StoreError};
 
 /// Opens blob stores of one backend for the cases.
 pub trait BlobHarness: Sync {
@@ -43,42 +44,6 @@ async fn fresh<H: BlobHarness>(h: &H) -> (H::Place, H::Store) {
     let place = h.place().await;
     let store = h.open(&place).await;
     (place, store)
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
-        .collect()
-}
-
-/// A body of `data` cut into frames of `frame` bytes.
-fn body(data: &[u8], frame: usize) -> ByteStream {
-    let frames: Vec<Result<Bytes, std::io::Error>> = data
-        .chunks(frame)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
-    Box::pin(futures::stream::iter(frames))
-}
-
-/// Where chunk `index` of an upload, at `offset`, with the body `data`, goes.
-fn target(upload_id: &str, handle: &str, index: u32, offset: u64, data: &[u8]) -> ChunkTarget {
-    ChunkTarget {
-        upload_id: upload_id.into(),
-        handle: handle.into(),
-        index,
-        offset,
-        len: data.len() as u64,
-        sha256: Sha256::digest(data).into(),
-    }
-}
-
-fn part(index: u32, data: &[u8], etag: String) -> PartRef {
-    PartRef {
-        index,
-        size: data.len() as u64,
-        sha256: hex::encode(Sha256::digest(data)),
-        etag,
-    }
 }
 
 /// The key an upload commits to: its File's.

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use lfusys_core::state::UploadState;
 
-use crate::{
-    ChunkRecord, ClaimOutcome, CommitOutcome, FileRecord, MetadataStore, StoreError, UploadRecord,
-};
+use super::fixtures::{chunk, file, upload};
+use crate::{ClaimOutcome, CommitOutcome, MetadataStore, StoreError, UploadRecord};
 
 /// Opens metadata stores of one backend for the cases.
 pub trait MetadataHarness: Sync {
@@ -26,49 +25,6 @@ pub trait MetadataHarness: Sync {
 
 const LEASE: Duration = Duration::from_secs(30);
 const T0: i64 = 1_700_000_000_000;
-
-fn upload(id: &str, owner: &str, total_chunks: u32, created_at_ms: i64) -> UploadRecord {
-    UploadRecord {
-        upload_id: id.into(),
-        owner_id: owner.into(),
-        name: format!("{id}.bin"),
-        size: u64::from(total_chunks) * 10,
-        content_type: "application/octet-stream".into(),
-        sha256: None,
-        chunk_size: 10,
-        total_chunks,
-        state: UploadState::Uploading,
-        storage_handle: String::new(),
-        error: None,
-        file_id: None,
-        created_at_ms,
-        updated_at_ms: created_at_ms,
-        expires_at_ms: created_at_ms + 86_400_000,
-    }
-}
-
-fn chunk(index: u32, sha: &str) -> ChunkRecord {
-    ChunkRecord {
-        index,
-        size: 10,
-        sha256: sha.into(),
-        etag: String::new(),
-    }
-}
-
-fn file(upload_id: &str, owner: &str, created_at_ms: i64) -> FileRecord {
-    FileRecord {
-        file_id: format!("f-{upload_id}"),
-        owner_id: owner.into(),
-        upload_id: upload_id.into(),
-        name: "a.bin".into(),
-        size: 10,
-        content_type: "application/octet-stream".into(),
-        sha256: "ab".repeat(32),
-        blob_key: format!("files/f-{upload_id}"),
-        created_at_ms,
-    }
-}
 
 /// A store on fresh data, and that data.
 async fn fresh<H: MetadataHarness>(h: &H) -> (H::Place, H::Store) {

@@ -7,7 +7,7 @@
 //! A backend's test file implements the port's harness — it makes fresh, empty data for a
 //! store and opens stores on it — and expands the cases with the port's macro:
 //!
-//! ```ignore
+//! ```text
 //! struct Sqlite;
 //!
 //! impl storage::conformance::MetadataHarness for Sqlite {
@@ -36,6 +36,7 @@
 
 pub mod auth;
 pub mod blobs;
+pub mod fixtures;
 pub mod metadata;
 pub mod queue;
 
