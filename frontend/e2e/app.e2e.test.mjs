@@ -5,10 +5,11 @@
 // sign-out. Screenshots of each page go to e2e/artifacts/. Every wait is on a condition.
 
 import assert from 'node:assert/strict';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { ARTIFACTS, apiCall, launchBrowser, makeFile, sha256File, startServer, tempDir } from './harness.mjs';
+import { after, before, describe } from 'node:test';
+import { AppPage, stepper } from './app-page.mjs';
+import { ARTIFACTS, apiCall, launchBrowser, makeFile, startServer, tempDir } from './harness.mjs';
 
 const MiB = 1024 * 1024;
 const BIG = { name: 'dataset-72MiB.bin', size: 72 * MiB };
@@ -24,32 +25,15 @@ const PASSWORD = 'correct horse battery staple';
 let tmp;
 let server;
 let browser;
+/** @type {AppPage} */
+let app;
 let page;
-/** Chunk PUTs the page started: { index, uploadId, at }. */
-const chunkPuts = [];
+const step = stepper(() => app);
 
-const row = (name) => page.locator(`[data-testid="upload-row"][data-name="${name}"]`);
-const fileRow = (name) => page.locator(`[data-testid="file-row"][data-name="${name}"]`);
-
-async function shot(name) {
-  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
-}
-
-/** Waits until the row of `name` satisfies `pred(dataset, arg)` (evaluated in the page). */
-async function waitRow(name, pred, { timeout = T.long, arg = null } = {}) {
-  await page.waitForFunction(
-    ([n, src, a]) => {
-      const el = document.querySelector(`[data-testid="upload-row"][data-name="${n}"]`);
-      return el instanceof HTMLElement && new Function('d', 'a', `return (${src})(d, a)`)(el.dataset, a);
-    },
-    [name, pred.toString(), arg],
-    { timeout, polling: 100 },
-  );
-}
-
-async function dataset(name) {
-  return row(name).evaluate((el) => ({ ...el.dataset }));
-}
+const row = (name) => app.row(name);
+const fileRow = (name) => app.fileRow(name);
+const shot = (name) => app.shot(name);
+const waitRow = (name, pred, options) => app.waitRow(name, pred, options);
 
 /** The server's view, through the page's own session (cookies). */
 async function inPage(pathname) {
@@ -71,19 +55,6 @@ async function throttleUploads(p) {
   });
 }
 
-/** A test step that leaves a screenshot behind when it fails. */
-function step(name, fn) {
-  it(name, async () => {
-    try {
-      await fn();
-    } catch (e) {
-      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
-      await page?.screenshot({ path: path.join(ARTIFACTS, `FAILED-${slug}.png`), fullPage: true }).catch(() => undefined);
-      throw e;
-    }
-  });
-}
-
 describe('web app end to end', { concurrency: false }, () => {
   before(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
@@ -97,13 +68,9 @@ describe('web app end to end', { concurrency: false }, () => {
     browser = await launchBrowser({ downloadsPath: path.join(tmp, 'downloads') });
     page = browser.context.pages()[0] ?? (await browser.context.newPage());
     page.setDefaultTimeout(T.short);
+    app = new AppPage(page, { timeout: T.long });
     // Leaving mid-upload asks for confirmation (beforeunload): the test says yes.
     page.on('dialog', (d) => void d.accept());
-    page.on('request', (req) => {
-      const m = /\/api\/v1\/chunks\/([^/]+)\/(\d+)$/.exec(req.url());
-      if (m && req.method() === 'PUT') chunkPuts.push({ uploadId: m[1], index: Number(m[2]), at: Date.now() });
-    });
-    page.on('pageerror', (e) => console.error('page error:', e));
     await throttleUploads(page);
   });
 
@@ -144,9 +111,9 @@ describe('web app end to end', { concurrency: false }, () => {
     // Both files are sent at the same time: each has chunks on the wire before the small one ends.
     await waitRow(BIG.name, (d) => d.phase === 'uploading' && Number(d.uploaded) > 0);
     await waitRow(SMALL.name, (d) => d.phase === 'uploading' || d.phase === 'assembling' || d.phase === 'completed');
-    const chunks = (await dataset(BIG.name)).chunksTotal;
+    const chunks = (await app.dataset(BIG.name)).chunksTotal;
     assert.equal(Number(chunks), Math.ceil(BIG.size / (4 * MiB)));
-    const uploads = new Set(chunkPuts.map((p) => p.uploadId));
+    const uploads = new Set(app.chunkPuts.map((p) => p.uploadId));
     assert.equal(uploads.size, 2, 'chunks of both files were sent');
     await waitRow(BIG.name, (d) => Number(d.percent) >= 5 && d.phase === 'uploading');
     const stats = await row(BIG.name).locator('.row-stats').innerText();
@@ -160,8 +127,8 @@ describe('web app end to end', { concurrency: false }, () => {
   step('pauses and resumes one file', async () => {
     await row(BIG.name).getByRole('button', { name: `Pause ${BIG.name}` }).click();
     await waitRow(BIG.name, (d) => d.phase === 'paused');
-    const paused = await dataset(BIG.name);
-    const putsAtPause = chunkPuts.length;
+    const paused = await app.dataset(BIG.name);
+    const putsAtPause = app.chunkPuts.length;
     await row(BIG.name).getByRole('button', { name: `Resume ${BIG.name}` }).waitFor();
     await shot('05-paused');
     // Nothing is sent while paused; the server has what was confirmed.
@@ -169,7 +136,7 @@ describe('web app end to end', { concurrency: false }, () => {
     const big = status.items.find((u) => u.name === BIG.name);
     assert.ok(big && big.state === 'uploading');
     assert.ok(big.bytes_received <= Number(paused.uploaded));
-    assert.equal(chunkPuts.length, putsAtPause, 'no chunk was sent while paused');
+    assert.equal(app.chunkPuts.length, putsAtPause, 'no chunk was sent while paused');
     await row(BIG.name).getByRole('button', { name: `Resume ${BIG.name}` }).click();
     await waitRow(BIG.name, (d) => d.phase === 'uploading');
     await waitRow(BIG.name, (d, a) => Number(d.uploaded) > a, { arg: Number(paused.uploaded) });
@@ -187,7 +154,7 @@ describe('web app end to end', { concurrency: false }, () => {
     const before = await inPage(`/api/v1/uploads/${listed.upload_id}`);
     const had = new Set(before.received_chunks);
     assert.ok(had.size > 0 && had.size < before.total_chunks);
-    const putsBefore = chunkPuts.length;
+    const putsBefore = app.chunkPuts.length;
 
     await row(BIG.name).getByTestId('resume-input').setInputFiles(path.join(tmp, BIG.name));
     await waitRow(BIG.name, (d) => d.phase === 'uploading');
@@ -196,7 +163,7 @@ describe('web app end to end', { concurrency: false }, () => {
     await waitRow(BIG.name, (d) => d.phase === 'completed');
     await shot('08-completed');
 
-    const sent = chunkPuts.slice(putsBefore).filter((p) => p.uploadId === before.upload_id).map((p) => p.index);
+    const sent = app.chunkPuts.slice(putsBefore).filter((p) => p.uploadId === before.upload_id).map((p) => p.index);
     for (const i of sent) assert.ok(!had.has(i), `chunk ${i} was on the server already but was sent again`);
     const all = new Set([...had, ...sent]);
     assert.equal(all.size, before.total_chunks, 'every chunk was sent once');
@@ -215,13 +182,8 @@ describe('web app end to end', { concurrency: false }, () => {
   });
 
   step('downloads a file through a streamed link, byte for byte', async () => {
-    const link = fileRow(BIG.name).getByTestId('download');
+    const link = await app.downloadMatches(BIG.name, path.join(tmp, 'downloaded.bin'), path.join(tmp, BIG.name));
     assert.match((await link.getAttribute('href')) ?? '', /^\/api\/v1\/files\/[^/]+\/content$/);
-    const [download] = await Promise.all([page.waitForEvent('download', { timeout: T.long }), link.click()]);
-    const saved = path.join(tmp, 'downloaded.bin');
-    await download.saveAs(saved);
-    assert.equal((await stat(saved)).size, BIG.size);
-    assert.equal(await sha256File(saved), await sha256File(path.join(tmp, BIG.name)));
   });
 
   step('deletes a file after confirmation', async () => {
