@@ -15,11 +15,12 @@ step "AWS backends: moto (S3, DynamoDB, SQS) and MinIO on loopback (scripts/aws-
   trap 'bash scripts/aws-servers.sh stop' EXIT
   bash scripts/aws-servers.sh start
   eval "$(bash scripts/aws-servers.sh env)"
+  # One build of the command's tests (with the AWS-specific ones) serves both runs below.
   step "system tests again, on the AWS backends"
-  LFUSYS_TEST_BACKEND=aws cargo test -p cli --release --locked --test system -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
+  LFUSYS_TEST_BACKEND=aws cargo test -p cli --release --locked --features aws-tests --test commands -- system:: --test-threads="${LFUSYS_TEST_THREADS:-2}"
   step "the storage ports' conformance suite and the AWS adapters' own tests"
   cargo test -p storage-aws --release --locked --features aws-tests -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
   step "AWS-specific system tests"
-  cargo test -p cli --release --locked --features aws-tests --test aws -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
+  cargo test -p cli --release --locked --features aws-tests --test commands -- aws:: --test-threads="${LFUSYS_TEST_THREADS:-2}"
 )
 

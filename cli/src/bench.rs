@@ -16,7 +16,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::client::Api;
-use crate::upload::{self, UploadOptions};
+use crate::upload::{self, UploadOptions, UploadReport};
 use lfusys_core::units::{format_size, parse_size};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -211,6 +211,98 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Seconds of each round's uploads.
+struct Rounds {
+    /// Through LFUSYS without a whole-file SHA-256 (S3 mode only).
+    undeclared: Vec<f64>,
+    /// Through LFUSYS as it runs by default.
+    declared: Vec<f64>,
+    /// Straight to S3 (S3 mode only).
+    direct: Vec<f64>,
+    /// The last default upload's report.
+    last: UploadReport,
+}
+
+/// S3 mode, each round: first as the direct upload does it (part checksums only), then with the
+/// whole-file SHA-256 declared (the server reads the file back to verify it), then the direct
+/// upload. The figures are the medians over the rounds (a shared machine is noisy). Otherwise
+/// one round of the default upload.
+async fn rounds(
+    args: &BenchArgs,
+    api: &Api,
+    source: &Path,
+    opts: &UploadOptions,
+) -> anyhow::Result<Rounds> {
+    let plain = UploadOptions {
+        declare_sha256: false,
+        ..opts.clone()
+    };
+    let rounds = round_count(args);
+    let (mut undeclared, mut declared, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = None;
+    for round in 1..=rounds {
+        if args.s3_bucket.is_some() {
+            eprintln!(
+                "Round {round}/{rounds}: uploading through {} with {} chunks in flight, without a whole-file SHA-256…",
+                args.server, args.parallel
+            );
+            let report = upload::upload_file(api, source, &plain).await?;
+            api.delete_file(&report.file_id).await?;
+            undeclared.push(report.seconds);
+        }
+        eprintln!(
+            "Uploading through {} with {} chunks in flight…",
+            args.server, args.parallel
+        );
+        let report = upload::upload_file(api, source, opts).await?;
+        declared.push(report.seconds);
+        if let Some(bucket) = &args.s3_bucket {
+            let part_size = api.upload_status(&report.upload_id).await?.chunk_size;
+            eprintln!(
+                "Uploading the same file straight to S3 bucket {bucket} ({} parts, {} in flight)…",
+                format_size(part_size),
+                args.parallel
+            );
+            direct.push(
+                crate::bench_s3::direct_multipart_upload(source, bucket, part_size, args.parallel)
+                    .await?,
+            );
+        }
+        if round < rounds || !args.keep {
+            api.delete_file(&report.file_id).await?;
+        }
+        last = Some(report);
+    }
+    Ok(Rounds {
+        undeclared,
+        declared,
+        direct,
+        last: last.context("no round ran")?,
+    })
+}
+
+fn round_count(args: &BenchArgs) -> usize {
+    if args.s3_bucket.is_some() {
+        args.rounds.max(1)
+    } else {
+        1
+    }
+}
+
+/// The upload workers' Prometheus metrics (they report their peak RSS), from the origin the
+/// server sends chunks to; empty when they cannot be read.
+async fn workers_metrics(api: &Api, upload_url: &str) -> String {
+    let workers_base = api.resolve(upload_url);
+    let workers_base = workers_base
+        .split("/api/v1/chunks")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    api.get_text(&format!("{workers_base}/metrics"))
+        .await
+        .unwrap_or_default()
+}
+
 async fn measure(args: &BenchArgs, source: &Path, reference: &Path) -> anyhow::Result<BenchReport> {
     let reference_seconds = if args.s3_bucket.is_some() {
         0.0 // measured after the LFUSYS upload, with its part size
@@ -233,65 +325,13 @@ async fn measure(args: &BenchArgs, source: &Path, reference: &Path) -> anyhow::R
         progress: !args.json,
         ..UploadOptions::default()
     };
-    let plain = UploadOptions {
-        declare_sha256: false,
-        ..opts.clone()
-    };
-    // S3 mode, each round: first as the direct upload does it (part checksums only), then
-    // with the whole-file SHA-256 declared (the server reads the file back to verify it), then
-    // the direct upload. The figures are the medians over the rounds (a shared machine is
-    // noisy).
-    let rounds = if args.s3_bucket.is_some() {
-        args.rounds.max(1)
-    } else {
-        1
-    };
-    let (mut undeclared, mut declared, mut direct) = (Vec::new(), Vec::new(), Vec::new());
-    let mut last = None;
-    for round in 1..=rounds {
-        if args.s3_bucket.is_some() {
-            eprintln!(
-                "Round {round}/{rounds}: uploading through {} with {} chunks in flight, without a whole-file SHA-256…",
-                args.server, args.parallel
-            );
-            let report = upload::upload_file(&api, source, &plain).await?;
-            api.delete_file(&report.file_id).await?;
-            undeclared.push(report.seconds);
-        }
-        eprintln!(
-            "Uploading through {} with {} chunks in flight…",
-            args.server, args.parallel
-        );
-        let report = upload::upload_file(&api, source, &opts).await?;
-        declared.push(report.seconds);
-        if let Some(bucket) = &args.s3_bucket {
-            let part_size = api.upload_status(&report.upload_id).await?.chunk_size;
-            eprintln!(
-                "Uploading the same file straight to S3 bucket {bucket} ({} parts, {} in flight)…",
-                format_size(part_size),
-                args.parallel
-            );
-            direct.push(
-                crate::bench_s3::direct_multipart_upload(source, bucket, part_size, args.parallel)
-                    .await?,
-            );
-        }
-        if round < rounds || !args.keep {
-            api.delete_file(&report.file_id).await?;
-        }
-        last = Some(report);
-    }
-    let report = last.context("no round ran")?;
-    let workers_base = api.resolve(&report.upload_url);
-    let workers_base = workers_base
-        .split("/api/v1/chunks")
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let metrics = api
-        .get_text(&format!("{workers_base}/metrics"))
-        .await
-        .unwrap_or_default();
+    let Rounds {
+        mut undeclared,
+        mut declared,
+        mut direct,
+        last: report,
+    } = rounds(args, &api, source, &opts).await?;
+    let metrics = workers_metrics(&api, &report.upload_url).await;
     let reference_seconds = if args.s3_bucket.is_some() {
         median(&mut direct)
     } else {
@@ -305,7 +345,7 @@ async fn measure(args: &BenchArgs, source: &Path, reference: &Path) -> anyhow::R
     Ok(BenchReport {
         size_bytes: args.size,
         parallel_chunks: args.parallel,
-        rounds,
+        rounds: round_count(args),
         upload_seconds,
         upload_mb_per_s: mb / upload_seconds,
         reference_seconds,

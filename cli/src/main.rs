@@ -151,6 +151,42 @@ fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// `lfusys upload`: the files one after the other, each reported when it is stored.
+async fn upload_files(
+    api: &Api,
+    files: &[PathBuf],
+    opts: &upload::UploadOptions,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    for path in files {
+        let report = upload::upload_file(api, path, opts).await?;
+        if !json {
+            let resumed = if report.chunks_skipped > 0 {
+                format!(
+                    ", resumed: {} chunks were already uploaded",
+                    report.chunks_skipped
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "Uploaded {} ({}) as {} in {:.1}s, {:.1} MB/s{resumed}",
+                report.path,
+                lfusys_core::units::format_size(report.size),
+                report.file_id,
+                report.seconds,
+                report.megabytes_per_second
+            );
+        }
+        reports.push(report);
+    }
+    if json {
+        print_json(&reports);
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
@@ -212,40 +248,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_sha256,
             server,
         } => {
-            let api = Api::new(&server.server)?;
             let opts = upload::UploadOptions {
                 parallelism: parallel,
                 progress: !quiet && !server.json,
                 declare_sha256: !no_sha256,
                 ..upload::UploadOptions::default()
             };
-            let mut reports = Vec::new();
-            for path in &files {
-                let report = upload::upload_file(&api, path, &opts).await?;
-                if !server.json {
-                    let resumed = if report.chunks_skipped > 0 {
-                        format!(
-                            ", resumed: {} chunks were already uploaded",
-                            report.chunks_skipped
-                        )
-                    } else {
-                        String::new()
-                    };
-                    println!(
-                        "Uploaded {} ({}) as {} in {:.1}s, {:.1} MB/s{resumed}",
-                        report.path,
-                        lfusys_core::units::format_size(report.size),
-                        report.file_id,
-                        report.seconds,
-                        report.megabytes_per_second
-                    );
-                }
-                reports.push(report);
-            }
-            if server.json {
-                print_json(&reports);
-            }
-            Ok(())
+            upload_files(&Api::new(&server.server)?, &files, &opts, server.json).await
         }
         Command::Ls { server } => files::list(&Api::new(&server.server)?, server.json).await,
         Command::Download {

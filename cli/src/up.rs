@@ -5,7 +5,7 @@
 //! credentials). The gateway serves the web app when it is built.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -118,6 +118,40 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} for the {what} (is another LFUSYS already running? choose another address)"))
 }
 
+/// What runs where, on stdout. A closed stdout (`lfusys up | head -1`) must not bring the server
+/// down: write errors are ignored.
+fn print_banner(
+    storage: &StorageConfig,
+    data_dir: &Path,
+    web_dir: &Path,
+    gateway_url: &str,
+    uploads_url: &str,
+    sessions_url: &str,
+) {
+    let web = if web_dir.join("index.html").is_file() {
+        "web app and API"
+    } else {
+        "API (web app not built: run `npm ci && npm run build` in frontend/)"
+    };
+    let backend = match storage {
+        StorageConfig::Embedded { .. } => {
+            format!("embedded backends, data in {}", data_dir.display())
+        }
+        StorageConfig::Aws { resources, .. } => format!(
+            "AWS backends (S3 bucket {}, DynamoDB tables {}*, SQS queue {}), keys in {}",
+            resources.bucket,
+            resources.table_prefix,
+            storage_aws::sqs::fifo_name(&resources.queue_name),
+            data_dir.display()
+        ),
+    };
+    let banner = format!(
+        "LFUSYS is running on {backend}\n  {web}: {gateway_url}\n  upload workers: {uploads_url}\n  sessions (gRPC): {sessions_url}\nPress Ctrl-C to stop.\n"
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     service_kit::observability::init_tracing();
     std::fs::create_dir_all(&args.data_dir)
@@ -185,29 +219,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>(gateway::serve(gateway_listener, gateway_state, g).await?)
     });
 
-    let web = if args.web_dir.join("index.html").is_file() {
-        "web app and API"
-    } else {
-        "API (web app not built: run `npm ci && npm run build` in frontend/)"
-    };
-    // A closed stdout (`lfusys up | head -1`) must not bring the server down: ignore write errors.
-    let backend = match &storage {
-        StorageConfig::Embedded { .. } => {
-            format!("embedded backends, data in {}", data_dir.display())
-        }
-        StorageConfig::Aws { resources, .. } => format!(
-            "AWS backends (S3 bucket {}, DynamoDB tables {}*, SQS queue {}), keys in {}",
-            resources.bucket,
-            resources.table_prefix,
-            storage_aws::sqs::fifo_name(&resources.queue_name),
-            data_dir.display()
-        ),
-    };
-    let banner = format!(
-        "LFUSYS is running on {backend}\n  {web}: http://{gateway_addr}\n  upload workers: {uploads_url}\n  sessions (gRPC): {sessions_url}\nPress Ctrl-C to stop.\n"
+    print_banner(
+        &storage,
+        &data_dir,
+        &args.web_dir,
+        &format!("http://{gateway_addr}"),
+        &uploads_url,
+        &sessions_url,
     );
-    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
-    let _ = std::io::Write::flush(&mut std::io::stdout());
 
     // Stop on Ctrl-C/SIGTERM, or as soon as any service fails, and then stop the others.
     let mut tasks = [

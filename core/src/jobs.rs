@@ -2,10 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::UploadId;
+
 /// Assemble the upload `upload_id` into its File. Sent with dedup id = group id = upload id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AssemblyJob {
-    pub upload_id: String,
+    pub upload_id: UploadId,
 }
 
 impl AssemblyJob {

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cookie::{Cookie, SameSite};
+use lfusys_core::ids::UserId;
 use lfusys_core::tokens::TokenError;
 use rand::RngCore;
 use service_kit::problem::Problem;
@@ -28,7 +29,7 @@ pub const REFRESH_COOKIE_PATH: &str = "/api/v1/auth";
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
-    pub user_id: String,
+    pub user_id: UserId,
     /// Refresh-token family the access token belongs to.
     pub family: String,
     /// Authenticated by the `lfusys_access` cookie (not a bearer header).
@@ -91,7 +92,7 @@ impl FromRequestParts<GatewayState> for AuthUser {
             check_csrf(&parts.headers)?;
         }
         Ok(Self {
-            user_id: claims.sub,
+            user_id: claims.sub.into(),
             family: claims.fam,
             via_cookie,
         })

@@ -48,7 +48,12 @@ async fn main() {
     );
     let user = ApiUser::signup(&d.ingress, "bench").await;
 
-    // (b) queue depth → new worker Pod Ready.
+    queue_depth_to_new_worker(d, &user, rounds).await;
+    ingress_against_one_worker(d, &user, rounds, size_mib).await;
+}
+
+/// (b) queue depth → the autoscaler's new desired count → a new worker Pod Ready, per round.
+async fn queue_depth_to_new_worker(d: &Deployed, user: &ApiUser, rounds: usize) {
     let mut to_desired = Vec::new();
     let mut to_ready = Vec::new();
     for round in 0..rounds {
@@ -89,8 +94,10 @@ async fn main() {
         median(&mut to_desired),
         median(&mut to_ready)
     );
+}
 
-    // (c) through the Ingress vs. straight to the one worker.
+/// (c) chunk upload throughput through the Ingress vs. straight to the one worker Pod.
+async fn ingress_against_one_worker(d: &Deployed, user: &ApiUser, rounds: usize, size_mib: usize) {
     set_workers(d, 1, 1).await;
     let worker = d.ready_pods("uploads").await.remove(0);
     let pod_ip = worker.status.unwrap().pod_ip.unwrap();

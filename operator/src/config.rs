@@ -3,13 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
-#[error("{var}={value:?}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub value: String,
-    pub reason: String,
-}
+pub use lfusys_core::env::ConfigError;
+use lfusys_core::env::Env;
 
 /// Settings from the environment:
 ///
@@ -31,52 +26,49 @@ pub struct OperatorConfig {
     pub identity: String,
 }
 
+/// The lease is renewed every third of its duration: below 2 s that is busy-looping the API
+/// server, above an hour a dead leader blocks reconciling for too long.
+const LEASE_SECS: std::ops::RangeInclusive<u64> = 2..=3600;
+
 impl OperatorConfig {
     /// # Errors
     /// A variable with a value that does not parse.
     pub fn from_environment() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        Self::from_env(&Env::process())
     }
 
+    /// Like [`OperatorConfig::from_environment`] with the variables coming from `env`.
+    ///
     /// # Errors
     /// A variable with a value that does not parse.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let listen_var = "LFUSYS_OPERATOR_LISTEN";
-        let listen = get(listen_var).unwrap_or_else(|| "0.0.0.0:8080".into());
-        let listen = listen
-            .parse()
-            .map_err(|e: std::net::AddrParseError| ConfigError {
-                var: listen_var,
-                value: listen.clone(),
-                reason: e.to_string(),
-            })?;
-        let lease_var = "LFUSYS_OPERATOR_LEASE_SECS";
-        let lease_secs = match get(lease_var) {
-            None => 15,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (2..=3600).contains(&n) => n,
-                _ => {
-                    return Err(ConfigError {
-                        var: lease_var,
-                        value: v,
-                        reason: "expected whole seconds between 2 and 3600".into(),
-                    })
-                }
-            },
-        };
-        let identity = get("POD_NAME")
-            .or_else(|| get("HOSTNAME"))
-            .unwrap_or_else(|| format!("lfusys-operator-{}", std::process::id()));
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let listen = env.parse(
+            "LFUSYS_OPERATOR_LISTEN",
+            SocketAddr::from(([0, 0, 0, 0], 8080)),
+        )?;
+        let lease_secs = env.parse_with("LFUSYS_OPERATOR_LEASE_SECS", 15, |v| match v.parse() {
+            Ok(n) if LEASE_SECS.contains(&n) => Ok(n),
+            _ => Err(format!(
+                "expected whole seconds between {} and {}",
+                LEASE_SECS.start(),
+                LEASE_SECS.end()
+            )),
+        })?;
         Ok(Self {
             listen,
-            watch_namespace: get("LFUSYS_OPERATOR_WATCH_NAMESPACE"),
-            lease_name: get("LFUSYS_OPERATOR_LEASE_NAME")
+            watch_namespace: env.get("LFUSYS_OPERATOR_WATCH_NAMESPACE"),
+            lease_name: env
+                .get("LFUSYS_OPERATOR_LEASE_NAME")
                 .unwrap_or_else(|| "lfusys-operator".into()),
-            lease_namespace: get("LFUSYS_OPERATOR_LEASE_NAMESPACE")
-                .or_else(|| get("POD_NAMESPACE"))
+            lease_namespace: env
+                .get("LFUSYS_OPERATOR_LEASE_NAMESPACE")
+                .or_else(|| env.get("POD_NAMESPACE"))
                 .unwrap_or_else(|| "default".into()),
             lease_duration: Duration::from_secs(lease_secs),
-            identity,
+            identity: env
+                .get("POD_NAME")
+                .or_else(|| env.get("HOSTNAME"))
+                .unwrap_or_else(|| format!("lfusys-operator-{}", std::process::id())),
         })
     }
 }
@@ -85,17 +77,13 @@ impl OperatorConfig {
 mod tests {
     use super::*;
 
-    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        }
+    fn config(vars: &[(&str, &str)]) -> Result<OperatorConfig, ConfigError> {
+        OperatorConfig::from_env(&Env::from_pairs(vars))
     }
 
     #[test]
     fn defaults() {
-        let c = OperatorConfig::from_lookup(lookup(&[("POD_NAME", "op-0")])).unwrap();
+        let c = config(&[("POD_NAME", "op-0")]).unwrap();
         assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.watch_namespace, None);
         assert_eq!(c.lease_name, "lfusys-operator");
@@ -106,18 +94,25 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let err = OperatorConfig::from_lookup(lookup(&[("LFUSYS_OPERATOR_LISTEN", "nowhere")]))
-            .unwrap_err();
+        let err = config(&[("LFUSYS_OPERATOR_LISTEN", "nowhere")]).unwrap_err();
+        assert_eq!(
+            (err.var, err.value.as_str()),
+            ("LFUSYS_OPERATOR_LISTEN", "nowhere")
+        );
         assert!(
             err.to_string()
-                .starts_with("LFUSYS_OPERATOR_LISTEN=\"nowhere\""),
+                .contains("LFUSYS_OPERATOR_LISTEN=\"nowhere\""),
             "{err}"
         );
-        let err = OperatorConfig::from_lookup(lookup(&[("LFUSYS_OPERATOR_LEASE_SECS", "1")]))
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("LFUSYS_OPERATOR_LEASE_SECS"),
-            "{err}"
+        for secs in ["1", "3601", "soon"] {
+            let err = config(&[("LFUSYS_OPERATOR_LEASE_SECS", secs)]).unwrap_err();
+            assert_eq!(err.var, "LFUSYS_OPERATOR_LEASE_SECS", "{err}");
+        }
+        assert_eq!(
+            config(&[("LFUSYS_OPERATOR_LEASE_SECS", "3600")])
+                .unwrap()
+                .lease_duration,
+            Duration::from_secs(3600)
         );
     }
 }

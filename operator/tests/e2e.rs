@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::Client;
 use serde_json::json;
@@ -176,6 +177,60 @@ fn default_image() -> String {
     format!("ghcr.io/lfusys/lfusys:{}", crds::DEFAULT_IMAGE_TAG)
 }
 
+/// The status of a new cluster: of generation 1, every condition too, not degraded, scaling.
+fn assert_first_status(cluster: &crds::LfusysCluster) {
+    assert_eq!(cluster.metadata.generation, Some(1));
+    let status = cluster.status.clone().unwrap();
+    assert_eq!(status.observed_generation, Some(1));
+    let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(
+        types,
+        ["Available", "Progressing", "Degraded", "ScalingActive"],
+        "{status:?}"
+    );
+    for c in &status.conditions {
+        assert_eq!(c.observed_generation, Some(1), "{c:?}");
+    }
+    let degraded = condition(cluster, crds::condition::DEGRADED).unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("False", "AsExpected"),
+        "{degraded:?}"
+    );
+    let scaling = condition(cluster, crds::condition::SCALING_ACTIVE).unwrap();
+    assert_eq!(scaling.status, "True", "{scaling:?}");
+}
+
+/// The Ingress: chunks to the workers, the rest to the gateway.
+async fn assert_ingress_routes(s: &Scenario) {
+    let ingress = Api::<Ingress>::namespaced(s.client.clone(), &s.ns.name)
+        .get(CLUSTER)
+        .await
+        .unwrap();
+    let rule = &ingress.spec.unwrap().rules.unwrap()[0];
+    assert_eq!(rule.host.as_deref(), Some("files.e2e.example"));
+    let routes: Vec<(String, String)> = rule
+        .http
+        .as_ref()
+        .unwrap()
+        .paths
+        .iter()
+        .map(|p| {
+            (
+                p.path.clone().unwrap_or_default(),
+                p.backend.service.as_ref().unwrap().name.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("/api/v1/chunks".to_owned(), format!("{CLUSTER}-uploads")),
+            ("/".to_owned(), format!("{CLUSTER}-gateway")),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_cluster_gets_every_child_and_becomes_available() {
     let s = Scenario::new("children").await;
@@ -206,27 +261,7 @@ async fn a_cluster_gets_every_child_and_becomes_available() {
         applied.elapsed().as_secs_f64()
     ));
 
-    // The status is of generation 1, every condition too.
-    assert_eq!(cluster.metadata.generation, Some(1));
-    let status = cluster.status.clone().unwrap();
-    assert_eq!(status.observed_generation, Some(1));
-    let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
-    assert_eq!(
-        types,
-        ["Available", "Progressing", "Degraded", "ScalingActive"],
-        "{status:?}"
-    );
-    for c in &status.conditions {
-        assert_eq!(c.observed_generation, Some(1), "{c:?}");
-    }
-    let degraded = condition(&cluster, crds::condition::DEGRADED).unwrap();
-    assert_eq!(
-        (degraded.status.as_str(), degraded.reason.as_str()),
-        ("False", "AsExpected"),
-        "{degraded:?}"
-    );
-    let scaling = condition(&cluster, crds::condition::SCALING_ACTIVE).unwrap();
-    assert_eq!(scaling.status, "True", "{scaling:?}");
+    assert_first_status(&cluster);
 
     // The Deployments as the spec asks, the Pods running (kwok).
     for (component, replicas) in [("gateway", 2), ("sessions", 1), ("uploads", 1)] {
@@ -263,33 +298,7 @@ async fn a_cluster_gets_every_child_and_becomes_available() {
     .await;
     assert_eq!(cluster.metadata.generation, Some(1));
 
-    // The Ingress: chunks to the workers, the rest to the gateway.
-    let ingress = Api::<Ingress>::namespaced(s.client.clone(), &s.ns.name)
-        .get(CLUSTER)
-        .await
-        .unwrap();
-    let rule = &ingress.spec.unwrap().rules.unwrap()[0];
-    assert_eq!(rule.host.as_deref(), Some("files.e2e.example"));
-    let routes: Vec<(String, String)> = rule
-        .http
-        .as_ref()
-        .unwrap()
-        .paths
-        .iter()
-        .map(|p| {
-            (
-                p.path.clone().unwrap_or_default(),
-                p.backend.service.as_ref().unwrap().name.clone(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        routes,
-        [
-            ("/api/v1/chunks".to_owned(), format!("{CLUSTER}-uploads")),
-            ("/".to_owned(), format!("{CLUSTER}-gateway")),
-        ]
-    );
+    assert_ingress_routes(&s).await;
 
     // The generated key pair, and what `kubectl get lfc` shows.
     let secret = s.kubectl_ns(&[
@@ -571,24 +580,8 @@ async fn a_missing_credentials_secret_degrades_the_cluster_until_it_exists() {
     s.ns.wait_event(&s.client, CLUSTER, "Recovered").await;
 }
 
-#[tokio::test]
-async fn the_uploads_deployment_follows_the_queue_depth() {
-    let s = Scenario::new("queue").await;
-    let operator = Operator::start("e2e-queue", 15);
-    operator.wait_leader(LEAD).await;
-    // The sample's autoscaling: target 3 per worker, 1..10 workers, poll every 2 s, 10 s window.
-    let poll = Duration::from_secs(2);
-    let window = Duration::from_secs(10);
-    s.apply_available(&json!({})).await;
-    eventually("queue depth 0 in the status", CREATED, || async {
-        let c = s.ns.get_cluster(&s.client, CLUSTER).await.unwrap();
-        match c.status.and_then(|s| s.uploads) {
-            Some(u) if u.queue_depth == Some(0) && u.desired_replicas == 1 => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-
+/// 12 messages / 3 per worker = 4 workers, at the next poll; returns when it scaled.
+async fn scale_up_to_four(s: &Scenario, poll: Duration) -> Time {
     // Up: 12 messages / 3 per worker = 4 workers, at the next poll.
     s.ns.queue.send(12).await;
     let raised = Instant::now();
@@ -620,7 +613,6 @@ async fn the_uploads_deployment_follows_the_queue_depth() {
         }
     })
     .await;
-    let scaled_up_at = status.last_scale_time.clone().expect("lastScaleTime");
     let note = s.ns.wait_event(&s.client, CLUSTER, "ScaledUp").await;
     // The messages go out in two batches: a poll between them may scale to 2 first.
     assert!(
@@ -628,21 +620,32 @@ async fn the_uploads_deployment_follows_the_queue_depth() {
         "{note}"
     );
     s.wait_pods(&[("uploads", 4)], &default_image()).await;
+    status.last_scale_time.expect("lastScaleTime")
+}
 
+/// The workers take and delete every message; the pool stays for the stabilization window,
+/// then shrinks to one worker.
+async fn scale_down_after_the_window(
+    s: &Scenario,
+    operator: &Operator,
+    poll: Duration,
+    window: Duration,
+    scaled_up_at: &Time,
+) {
     // Down: the workers take and delete every message; the pool stays for the stabilization
     // window. The drain starts right after a reconciliation (which saw 12) ends, so the last
     // recommendation of 4 workers is made at the drop or later, give or take the 50 ms this
     // polls /metrics at.
     let passes = operator.reconciliations().await.unwrap();
-    let deadline = Instant::now() + poll * 5;
-    while operator.reconciliations().await.unwrap() <= passes {
-        assert!(
-            Instant::now() < deadline,
-            "no reconciliation for {:?}",
-            poll * 5
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the next reconciliation", poll * 5, || async {
+        let now = operator.reconciliations().await.unwrap();
+        if now > passes {
+            Ok(())
+        } else {
+            Err(format!("{now} reconciliations"))
+        }
+    })
+    .await;
     let dropped = Instant::now();
     s.ns.queue.drain().await;
     assert_eq!(s.ns.queue.depth().await, 0);
@@ -710,6 +713,28 @@ async fn the_uploads_deployment_follows_the_queue_depth() {
     let note = s.ns.wait_event(&s.client, CLUSTER, "ScaledDown").await;
     assert!(note.contains("from 4 to 1"), "{note}");
     s.wait_pods(&[("uploads", 1)], &default_image()).await;
+}
+
+#[tokio::test]
+async fn the_uploads_deployment_follows_the_queue_depth() {
+    let s = Scenario::new("queue").await;
+    let operator = Operator::start("e2e-queue", 15);
+    operator.wait_leader(LEAD).await;
+    // The sample's autoscaling: target 3 per worker, 1..10 workers, poll every 2 s, 10 s window.
+    let poll = Duration::from_secs(2);
+    let window = Duration::from_secs(10);
+    s.apply_available(&json!({})).await;
+    eventually("queue depth 0 in the status", CREATED, || async {
+        let c = s.ns.get_cluster(&s.client, CLUSTER).await.unwrap();
+        match c.status.and_then(|s| s.uploads) {
+            Some(u) if u.queue_depth == Some(0) && u.desired_replicas == 1 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    let scaled_up_at = scale_up_to_four(&s, poll).await;
+    scale_down_after_the_window(&s, &operator, poll, window, &scaled_up_at).await;
     s.note("ScaledUp and ScaledDown Events recorded");
 }
 

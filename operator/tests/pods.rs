@@ -23,10 +23,11 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
 use support::deployed::{
-    assemblies, kubectl_ns, need, patch_cluster, pod_ready, random_file, scratch, wait_chunks,
-    ApiUser, Cli, Deployed, CLUSTER, MIB, NAMESPACE, READY,
+    assemblies, kubectl_ns, need, patch_cluster, scratch, wait_chunks, ApiUser, Cli, Deployed,
+    CLUSTER, MIB, NAMESPACE, READY,
 };
-use support::{container_status, eventually, kubectl, run, serial, Install};
+use support::{container_status, eventually, kubectl, pod_ready, run, serial, Install};
+use test_support::data::write_file;
 
 // --- one runtime for all tests -----------------------------------------------------------------
 // The deployed cluster and its API client are made once per process; a client lives on the
@@ -118,9 +119,9 @@ async fn the_cli_uploads_and_downloads_through_the_ingress_scenario() {
     let dir = scratch();
     let cli = Cli::signup(&d.ingress, "cli");
     let big = dir.join("big.bin");
-    let big_sha = random_file(&big, 300 * MIB + 4321, 1);
+    let big_sha = write_file(&big, 300 * MIB + 4321, 1);
     let small = dir.join("small.txt");
-    let small_sha = random_file(&small, 123_457, 2);
+    let small_sha = write_file(&small, 123_457, 2);
     let t0 = Instant::now();
     let big_report = Cli::finish_upload(cli.spawn_upload(&big));
     let secs = t0.elapsed().as_secs_f64();
@@ -172,19 +173,12 @@ async fn chromium_signs_in_uploads_and_downloads_through_the_ingress_scenario() 
     d.note("chromium", "signed in, uploaded two files, downloaded one");
 }
 
-async fn uploads_complete_while_worker_pods_go_away_scenario() {
-    let _turn = serial().await;
-    let d = Deployed::get().await;
-    patch_cluster(&json!({"uploads":{"autoscaling":{"minReplicas":2}}}));
-    d.wait_rolled_out("two workers", READY).await;
-    let dir = scratch();
-    let cli = Cli::signup(&d.ingress, "disruption");
-
-    // 1. A worker Pod deleted mid-upload.
+/// A worker Pod deleted mid-upload: the upload completes with the right SHA-256.
+async fn a_worker_pod_deleted_mid_upload(d: &Deployed, cli: &Cli, dir: &Path) {
     let file = dir.join("deleted-pod.bin");
-    let sha = random_file(&file, 400 * MIB, 3);
+    let sha = write_file(&file, 400 * MIB, 3);
     let upload = cli.spawn_upload(&file);
-    wait_chunks(&cli, 3).await;
+    wait_chunks(cli, 3).await;
     let victim = d.ready_pods("uploads").await[0]
         .metadata
         .name
@@ -197,11 +191,14 @@ async fn uploads_complete_while_worker_pods_go_away_scenario() {
     );
     let report = Cli::finish_upload(upload);
     assert_eq!(report["sha256"], sha.as_str());
-    cli.download_matches(report["file_id"].as_str().unwrap(), &sha, &dir);
+    cli.download_matches(report["file_id"].as_str().unwrap(), &sha, dir);
     d.note("disruption", "the upload completed with the right SHA-256");
     d.wait_rolled_out("the workers back to full strength", READY)
         .await;
+}
 
+/// The PodDisruptionBudget: one voluntary eviction at a time.
+async fn one_eviction_at_a_time(d: &Deployed) {
     // 2. The PodDisruptionBudget: one voluntary eviction at a time. First the budget settles
     // on the two Ready workers (the deleted Pod gone, the controller's count up to date).
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(d.client.clone(), NAMESPACE);
@@ -263,18 +260,21 @@ async fn uploads_complete_while_worker_pods_go_away_scenario() {
     );
     d.wait_rolled_out("the workers back after the eviction", READY)
         .await;
+}
 
-    // 3. A rolling update to a second image tag while an upload runs.
+/// A rolling update to a second image tag while an upload runs: the upload completes, every
+/// Pod runs the new tag.
+async fn a_rolling_update_mid_upload(d: &Deployed, cli: &Cli, dir: &Path) {
     let file = dir.join("rolling.bin");
-    let sha = random_file(&file, 400 * MIB, 4);
+    let sha = write_file(&file, 400 * MIB, 4);
     let upload = cli.spawn_upload(&file);
-    wait_chunks(&cli, 3).await;
+    wait_chunks(cli, 3).await;
     let rolled = need("LFUSYS_TEST_ROLLED_TAG");
     patch_cluster(&json!({"image": {"tag": rolled}}));
     d.note("disruption", format!("rolling update to tag {rolled}"));
     let report = Cli::finish_upload(upload);
     assert_eq!(report["sha256"], sha.as_str());
-    cli.download_matches(report["file_id"].as_str().unwrap(), &sha, &dir);
+    cli.download_matches(report["file_id"].as_str().unwrap(), &sha, dir);
     d.wait_rolled_out("every Deployment on the new tag", READY)
         .await;
     for component in ["gateway", "sessions", "uploads"] {
@@ -288,6 +288,19 @@ async fn uploads_complete_while_worker_pods_go_away_scenario() {
         }
     }
     d.note("disruption", "the upload survived the rolling update");
+}
+
+async fn uploads_complete_while_worker_pods_go_away_scenario() {
+    let _turn = serial().await;
+    let d = Deployed::get().await;
+    patch_cluster(&json!({"uploads":{"autoscaling":{"minReplicas":2}}}));
+    d.wait_rolled_out("two workers", READY).await;
+    let dir = scratch();
+    let cli = Cli::signup(&d.ingress, "disruption");
+
+    a_worker_pod_deleted_mid_upload(d, &cli, &dir).await;
+    one_eviction_at_a_time(d).await;
+    a_rolling_update_mid_upload(d, &cli, &dir).await;
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -310,6 +323,79 @@ fn evict(pod: &str) -> std::process::Output {
         ],
         Some(&body.to_string()),
     )
+}
+
+/// SIGKILLs the process of the Pod's (first) container on the Node, as a crash would end it.
+fn sigkill_container(pod: &Pod) {
+    let container = container_status(pod)
+        .container_id
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("containerd://")
+        .to_owned();
+    let out = run(
+        "ctr",
+        &[
+            "--address",
+            &need("CONTAINERD_ADDRESS"),
+            "--namespace",
+            "k8s.io",
+            "tasks",
+            "kill",
+            "--signal",
+            "SIGKILL",
+            &container,
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits for the workers to be down to one; returns that Pod's name.
+async fn one_worker(d: &Deployed) -> Vec<String> {
+    eventually("the workers down to one", READY, || async {
+        let n = d.ready_pods("uploads").await.len();
+        let deployment = d.deployment("uploads").await;
+        let want = deployment.spec.and_then(|s| s.replicas);
+        let total = deployment.status.and_then(|s| s.replicas);
+        if n == 1 && want == Some(1) && total == Some(1) {
+            Ok(())
+        } else {
+            Err(format!("{n} ready, spec {want:?}, pods {total:?}"))
+        }
+    })
+    .await;
+    d.ready_pods("uploads")
+        .await
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect()
+}
+
+/// Waits for every created upload to be completed (and none to fail).
+async fn all_completed(user: &ApiUser, created: &[Value]) {
+    eventually("every upload assembled", READY, || async {
+        let mut done = 0;
+        for c in created {
+            let id = c["upload_id"].as_str().unwrap();
+            let state = user.get(&format!("/api/v1/uploads/{id}")).await;
+            match state["state"].as_str() {
+                Some("completed") => done += 1,
+                Some("uploading" | "assembling") => {}
+                other => return Err(format!("upload {id} is {other:?}: {state}")),
+            }
+        }
+        if done == created.len() {
+            Ok(())
+        } else {
+            Err(format!("{done}/{} completed", created.len()))
+        }
+    })
+    .await;
 }
 
 async fn a_killed_operator_pod_is_replaced_and_leads_again_scenario() {
@@ -346,33 +432,8 @@ async fn a_killed_operator_pod_is_replaced_and_leads_again_scenario() {
     // kubelet restarts the container in the same Pod, which leads again under its Pod name.
     let pod = current().await;
     let name = pod.metadata.name.clone().unwrap();
-    let status = container_status(&pod);
-    let container = status
-        .container_id
-        .as_deref()
-        .unwrap()
-        .trim_start_matches("containerd://");
-    let restarts = status.restart_count;
-    let out = run(
-        "ctr",
-        &[
-            "--address",
-            &need("CONTAINERD_ADDRESS"),
-            "--namespace",
-            "k8s.io",
-            "tasks",
-            "kill",
-            "--signal",
-            "SIGKILL",
-            container,
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let restarts = container_status(&pod).restart_count;
+    sigkill_container(&pod);
     d.note("operator", format!("SIGKILLed the operator in Pod {name}"));
     eventually(
         "the container restarted, Ready and leading",
@@ -430,37 +491,14 @@ async fn workers_scale_with_real_assembly_jobs_scenario() {
     let _turn = serial().await;
     let d = Deployed::get().await;
     patch_cluster(&json!({"uploads":{"autoscaling":{"minReplicas":1}}}));
-    eventually("the workers down to one", READY, || async {
-        let n = d.ready_pods("uploads").await.len();
-        let deployment = d.deployment("uploads").await;
-        let want = deployment.spec.and_then(|s| s.replicas);
-        let total = deployment.status.and_then(|s| s.replicas);
-        if n == 1 && want == Some(1) && total == Some(1) {
-            Ok(())
-        } else {
-            Err(format!("{n} ready, spec {want:?}, pods {total:?}"))
-        }
-    })
-    .await;
-    let before: Vec<String> = d
-        .ready_pods("uploads")
-        .await
-        .into_iter()
-        .map(|p| p.metadata.name.unwrap())
-        .collect();
+    let before = one_worker(d).await;
     d.note("autoscale", format!("one worker: {before:?}"));
     // Many one-chunk uploads with a declared SHA-256 (each job commits the multipart upload,
     // reads the object back and publishes the File): all created first, then every chunk at
     // once, so their assembly jobs land together and deepen the queue.
     let user = ApiUser::signup(&d.ingress, "autoscale").await;
     let data: Vec<Vec<u8>> = (0..JOBS)
-        .map(|i| {
-            let mut v = vec![0u8; MIB + i];
-            v.iter_mut()
-                .enumerate()
-                .for_each(|(j, b)| *b = (j * 31 + i * 7) as u8);
-            v
-        })
+        .map(|i| test_support::data::bytes(MIB + i, i as u64))
         .collect();
     let created = user.complete_at_once("job", data, &d.ingress).await;
     d.note(
@@ -500,24 +538,7 @@ async fn workers_scale_with_real_assembly_jobs_scenario() {
         "autoscale",
         format!("{} new worker Pods Ready", new_pods.len()),
     );
-    eventually("every upload assembled", READY, || async {
-        let mut done = 0;
-        for c in &created {
-            let id = c["upload_id"].as_str().unwrap();
-            let state = user.get(&format!("/api/v1/uploads/{id}")).await;
-            match state["state"].as_str() {
-                Some("completed") => done += 1,
-                Some("uploading" | "assembling") => {}
-                other => return Err(format!("upload {id} is {other:?}: {state}")),
-            }
-        }
-        if done == JOBS {
-            Ok(())
-        } else {
-            Err(format!("{done}/{JOBS} completed"))
-        }
-    })
-    .await;
+    all_completed(&user, &created).await;
     let mut taken = 0.0;
     for pod in &new_pods {
         taken += assemblies(pod).await;

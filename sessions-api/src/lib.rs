@@ -28,9 +28,15 @@ impl From<&proto::Part> for storage::PartRef {
             index: p.index,
             size: p.size,
             sha256: p.sha256.clone(),
-            etag: p.etag.clone(),
+            etag: optional(&p.etag).map(str::to_owned),
         }
     }
+}
+
+/// A proto3 string field that may be empty, as the domain holds it: empty is none (proto3 has
+/// no absent scalar; the wire says "none" with "").
+pub fn optional(wire: &str) -> Option<&str> {
+    (!wire.is_empty()).then_some(wire)
 }
 
 /// The domain state of a proto enum value; `None` for `UNSPECIFIED`.

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use lfusys_core::env::ConfigError;
+use lfusys_core::env::Env;
 use lfusys_core::plan::PlanPolicy;
 use stores::StorageConfig;
 
@@ -17,15 +19,6 @@ pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(86_400);
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_CHUNK_LEASE: Duration = Duration::from_secs(20);
 pub const DEFAULT_ASSEMBLY_STALE_AFTER: Duration = Duration::from_secs(600);
-
-/// A configuration value that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {var}={value:?}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub value: String,
-    pub reason: String,
-}
 
 /// Settings of the sessions service.
 ///
@@ -73,53 +66,24 @@ impl Config {
 
     /// Reads the `LFUSYS_*` variables of the table above.
     pub fn from_environment() -> Result<Self, ConfigError> {
-        let storage = StorageConfig::from_environment().map_err(|e| ConfigError {
-            var: e.var,
-            value: e.value,
-            reason: e.reason,
-        })?;
-        Self::from_lookup(|name| std::env::var(name).ok(), storage)
+        Self::from_env(&Env::process())
     }
 
-    /// Like [`Config::from_environment`] with the variables coming from `lookup`.
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-        storage: StorageConfig,
-    ) -> Result<Self, ConfigError> {
-        let get = |var: &'static str| {
-            lookup(var)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-                .map(|v| (var, v))
-        };
-        let mut config = Self::new(storage);
-        if let Some((var, v)) = get("LFUSYS_SESSIONS_LISTEN") {
-            config.listen = v.parse().map_err(|_| ConfigError {
-                var,
-                value: v.clone(),
-                reason: format!("expected a socket address such as {DEFAULT_LISTEN}"),
-            })?;
-        }
-        if let Some((var, v)) = get("LFUSYS_CHUNK_SIZE") {
-            config.preferred_chunk_size = positive_size(var, &v)?;
-        }
-        if let Some((var, v)) = get("LFUSYS_MAX_UPLOAD_SIZE") {
-            config.max_upload_size = positive_size(var, &v)?;
-        }
-        let secs = |var: &'static str, target: &mut Duration| -> Result<(), ConfigError> {
-            if let Some((var, v)) = get(var) {
-                *target = positive_secs(var, &v)?;
-            }
-            Ok(())
-        };
-        secs("LFUSYS_UPLOAD_TTL_SECS", &mut config.upload_ttl)?;
-        secs("LFUSYS_SWEEP_INTERVAL_SECS", &mut config.sweep_interval)?;
-        secs("LFUSYS_CHUNK_LEASE_SECS", &mut config.chunk_lease)?;
-        secs(
-            "LFUSYS_ASSEMBLY_STALE_SECS",
-            &mut config.assembly_stale_after,
-        )?;
-        Ok(config)
+    /// Like [`Config::from_environment`] with the variables coming from `env`.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let mut c = Self::new(StorageConfig::from_env(env)?);
+        c.listen = env.parse_with("LFUSYS_SESSIONS_LISTEN", c.listen, |v| {
+            v.parse()
+                .map_err(|_| format!("expected a socket address such as {DEFAULT_LISTEN}"))
+        })?;
+        c.preferred_chunk_size = env.positive_size("LFUSYS_CHUNK_SIZE", c.preferred_chunk_size)?;
+        c.max_upload_size = env.positive_size("LFUSYS_MAX_UPLOAD_SIZE", c.max_upload_size)?;
+        c.upload_ttl = env.positive_secs("LFUSYS_UPLOAD_TTL_SECS", c.upload_ttl)?;
+        c.sweep_interval = env.positive_secs("LFUSYS_SWEEP_INTERVAL_SECS", c.sweep_interval)?;
+        c.chunk_lease = env.positive_secs("LFUSYS_CHUNK_LEASE_SECS", c.chunk_lease)?;
+        c.assembly_stale_after =
+            env.positive_secs("LFUSYS_ASSEMBLY_STALE_SECS", c.assembly_stale_after)?;
+        Ok(c)
     }
 
     /// The chunk-planning rules this configuration implies on its storage.
@@ -132,38 +96,6 @@ impl Config {
     }
 }
 
-fn positive_size(var: &'static str, value: &str) -> Result<u64, ConfigError> {
-    match parse_size(value) {
-        Ok(0) => Err(ConfigError {
-            var,
-            value: value.to_owned(),
-            reason: "must be greater than zero".into(),
-        }),
-        Ok(n) => Ok(n),
-        Err(reason) => Err(ConfigError {
-            var,
-            value: value.to_owned(),
-            reason,
-        }),
-    }
-}
-
-fn positive_secs(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    match value.parse::<u64>() {
-        Ok(0) => Err(ConfigError {
-            var,
-            value: value.to_owned(),
-            reason: "must be at least 1 second".into(),
-        }),
-        Ok(n) => Ok(Duration::from_secs(n)),
-        Err(_) => Err(ConfigError {
-            var,
-            value: value.to_owned(),
-            reason: "expected a whole number of seconds".into(),
-        }),
-    }
-}
-
 pub use lfusys_core::units::parse_size;
 
 #[cfg(test)]
@@ -171,21 +103,17 @@ pub use lfusys_core::units::parse_size;
 mod tests {
     use super::*;
 
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_env(&Env::from_pairs(vars))
     }
 
     fn storage() -> StorageConfig {
-        StorageConfig::embedded("/tmp/x")
+        StorageConfig::embedded(stores::DEFAULT_DATA_DIR)
     }
 
     #[test]
     fn defaults() {
-        let c = Config::from_lookup(lookup(&[]), storage()).unwrap();
+        let c = config(&[]).unwrap();
         assert_eq!(c, Config::new(storage()));
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.preferred_chunk_size, 16 * MIB);
@@ -196,18 +124,15 @@ mod tests {
 
     #[test]
     fn reads_every_variable() {
-        let c = Config::from_lookup(
-            lookup(&[
-                ("LFUSYS_SESSIONS_LISTEN", "0.0.0.0:9000"),
-                ("LFUSYS_CHUNK_SIZE", "8M"),
-                ("LFUSYS_MAX_UPLOAD_SIZE", "1GiB"),
-                ("LFUSYS_UPLOAD_TTL_SECS", "60"),
-                ("LFUSYS_SWEEP_INTERVAL_SECS", "5"),
-                ("LFUSYS_CHUNK_LEASE_SECS", "7"),
-                ("LFUSYS_ASSEMBLY_STALE_SECS", "120"),
-            ]),
-            storage(),
-        )
+        let c = config(&[
+            ("LFUSYS_SESSIONS_LISTEN", "0.0.0.0:9000"),
+            ("LFUSYS_CHUNK_SIZE", "8M"),
+            ("LFUSYS_MAX_UPLOAD_SIZE", "1GiB"),
+            ("LFUSYS_UPLOAD_TTL_SECS", "60"),
+            ("LFUSYS_SWEEP_INTERVAL_SECS", "5"),
+            ("LFUSYS_CHUNK_LEASE_SECS", "7"),
+            ("LFUSYS_ASSEMBLY_STALE_SECS", "120"),
+        ])
         .unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.preferred_chunk_size, 8 * MIB);
@@ -230,7 +155,7 @@ mod tests {
             ("LFUSYS_CHUNK_LEASE_SECS", "-1"),
             ("LFUSYS_ASSEMBLY_STALE_SECS", "soon"),
         ] {
-            let err = Config::from_lookup(lookup(&[(var, value)]), storage()).unwrap_err();
+            let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);
             assert!(err.to_string().contains(var), "{err}");
         }

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lfusys_core::ids::UploadId;
 use lfusys_core::jobs::AssemblyJob;
 use storage::{JobQueue, ReceivedJob, StoreError};
 use stores::StorageConfig;
@@ -30,7 +31,7 @@ const VISIBILITY: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
     /// The upload was marked failed.
-    Failed { upload_id: String },
+    Failed { upload_id: UploadId },
     /// Nothing to do (malformed job, unknown upload, or an upload no longer assembling).
     Ignored,
 }

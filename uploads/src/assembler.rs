@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures::StreamExt;
 use lfusys_core::digest::to_hex;
+use lfusys_core::ids::UploadId;
 use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::range::ByteRange;
 use lfusys_core::state::UploadState;
@@ -66,7 +67,7 @@ const HASH_READS: usize = 4;
 
 /// The last transient error per upload, shared by the assemblers of this process, for the
 /// reason given when a job is dead-lettered.
-type LastErrors = Arc<Mutex<HashMap<String, String>>>;
+type LastErrors = Arc<Mutex<HashMap<UploadId, String>>>;
 
 /// Starts `tasks` assembler loops that run until `stop` is cancelled.
 pub(crate) fn spawn(
@@ -263,7 +264,7 @@ impl Assembler {
         let parts: Vec<PartRef> = assembly.parts.iter().map(PartRef::from).collect();
         blob.complete_upload(
             &upload_id,
-            &upload.storage_handle,
+            sessions_api::optional(&upload.storage_handle),
             &parts,
             &assembly.blob_key,
         )
@@ -303,7 +304,7 @@ impl Assembler {
         };
 
         let req = CompleteAssemblyRequest {
-            upload_id: upload_id.clone(),
+            upload_id: upload_id.to_string(),
             sha256,
             size,
         };
@@ -319,9 +320,9 @@ impl Assembler {
         }
     }
 
-    async fn get_assembly(&self, upload_id: &str) -> Result<Option<Assembly>, Retry> {
+    async fn get_assembly(&self, upload_id: &UploadId) -> Result<Option<Assembly>, Retry> {
         let req = GetAssemblyRequest {
-            upload_id: upload_id.to_owned(),
+            upload_id: upload_id.to_string(),
         };
         match self.state.sessions().get_assembly(req).await {
             Ok(res) => Ok(Some(res.into_inner())),
@@ -331,9 +332,14 @@ impl Assembler {
     }
 
     /// Marks the upload failed (nothing is published) and deletes its blob.
-    async fn fail(&self, upload_id: &str, blob_key: &str, reason: String) -> Result<Done, Retry> {
+    async fn fail(
+        &self,
+        upload_id: &UploadId,
+        blob_key: &str,
+        reason: String,
+    ) -> Result<Done, Retry> {
         let req = FailUploadRequest {
-            upload_id: upload_id.to_owned(),
+            upload_id: upload_id.to_string(),
             reason: reason.clone(),
         };
         match self.state.sessions().fail_upload(req).await {

@@ -4,10 +4,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lfusys_core::env::Env;
+use lfusys_core::env::{ConfigError, Env};
 use stores::StorageConfig;
-
-use crate::Error;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
 pub const DEFAULT_SESSIONS_URL: &str = "http://127.0.0.1:50051";
@@ -56,57 +54,36 @@ impl Config {
     }
 
     /// Reads the `LFUSYS_*` variables of the table above.
-    pub fn from_environment() -> Result<Self, Error> {
-        let storage =
-            StorageConfig::from_environment().map_err(|e| Error::Config(e.to_string()))?;
-        let public_key_file = std::env::var_os("LFUSYS_TOKEN_PUBLIC_KEY_FILE").map_or_else(
-            || default_public_key_file(storage.data_dir()),
+    pub fn from_environment() -> Result<Self, ConfigError> {
+        Self::from_env(&Env::process())
+    }
+
+    /// Like [`Config::from_environment`] with the variables coming from `env`.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let mut c = Self::embedded(PathBuf::new());
+        c.storage = StorageConfig::from_env(env)?;
+        c.public_key_file = env.get("LFUSYS_TOKEN_PUBLIC_KEY_FILE").map_or_else(
+            || default_public_key_file(c.storage.data_dir()),
             PathBuf::from,
         );
-        let listen = var("LFUSYS_UPLOADS_LISTEN")
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned())
-            .parse()
-            .map_err(|e| config_error("LFUSYS_UPLOADS_LISTEN", e))?;
-        let cors_allowed_origins =
-            parse_origins(&var("LFUSYS_CORS_ORIGINS").unwrap_or_else(|| "*".to_owned()));
-        Ok(Self {
-            listen,
-            sessions_url: var("LFUSYS_SESSIONS_URL")
-                .unwrap_or_else(|| DEFAULT_SESSIONS_URL.to_owned()),
-            public_key_file,
-            storage,
-            assemblers: parse_var("LFUSYS_ASSEMBLERS", 1)?,
-            assembly_visibility: Duration::from_secs(
-                parse_var("LFUSYS_ASSEMBLY_VISIBILITY_SECS", 30)?.max(1),
-            ),
-            // One rule with the AWS queue's redrive policy (a positive whole number).
-            assembly_max_attempts: stores::assembly_max_attempts(&Env::process())
-                .map_err(|e| Error::Config(e.to_string()))?,
-            cors_allowed_origins,
-        })
+        c.listen = env.parse("LFUSYS_UPLOADS_LISTEN", c.listen)?;
+        if let Some(url) = env.get("LFUSYS_SESSIONS_URL") {
+            c.sessions_url = url;
+        }
+        c.assemblers = env.parse("LFUSYS_ASSEMBLERS", c.assemblers)?;
+        c.assembly_visibility =
+            env.positive_secs("LFUSYS_ASSEMBLY_VISIBILITY_SECS", c.assembly_visibility)?;
+        // One rule with the AWS queue's redrive policy (a positive whole number).
+        c.assembly_max_attempts = stores::assembly_max_attempts(env)?;
+        if let Some(origins) = env.get("LFUSYS_CORS_ORIGINS") {
+            c.cors_allowed_origins = parse_origins(&origins);
+        }
+        Ok(c)
     }
 }
 
 fn default_public_key_file(data_dir: &Path) -> PathBuf {
     data_dir.join("keys").join("signing-key.pub.pem")
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn parse_var<T>(name: &str, default: T) -> Result<T, Error>
-where
-    T: std::str::FromStr,
-    T::Err: std::fmt::Display,
-{
-    var(name).map_or(Ok(default), |v| {
-        v.trim().parse().map_err(|e| config_error(name, e))
-    })
-}
-
-fn config_error(name: &str, e: impl std::fmt::Display) -> Error {
-    Error::Config(format!("{name}: {e}"))
 }
 
 /// Splits `a, b ,c` into origins; empty entries are dropped.
@@ -134,6 +111,47 @@ mod tests {
         assert_eq!(c.assembly_visibility, Duration::from_secs(30));
         assert_eq!(c.assembly_max_attempts, 5);
         assert_eq!(c.cors_allowed_origins, vec!["*"]);
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let c = Config::from_env(&Env::from_pairs(&[
+            ("LFUSYS_DATA_DIR", "/srv"),
+            ("LFUSYS_UPLOADS_LISTEN", "0.0.0.0:9001"),
+            ("LFUSYS_SESSIONS_URL", "http://sessions:50051"),
+            ("LFUSYS_ASSEMBLERS", "0"),
+            ("LFUSYS_ASSEMBLY_VISIBILITY_SECS", "90"),
+            ("LFUSYS_ASSEMBLY_MAX_ATTEMPTS", "3"),
+            ("LFUSYS_CORS_ORIGINS", "https://a.example"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9001");
+        assert_eq!(c.sessions_url, "http://sessions:50051");
+        assert_eq!(
+            c.public_key_file,
+            PathBuf::from("/srv/keys/signing-key.pub.pem")
+        );
+        assert_eq!(c.assemblers, 0);
+        assert_eq!(c.assembly_visibility, Duration::from_secs(90));
+        assert_eq!(c.assembly_max_attempts, 3);
+        assert_eq!(c.cors_allowed_origins, vec!["https://a.example"]);
+        assert_eq!(
+            Config::from_env(&Env::from_pairs(&[])).unwrap(),
+            Config::embedded(stores::DEFAULT_DATA_DIR)
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (var, value) in [
+            ("LFUSYS_UPLOADS_LISTEN", "nowhere"),
+            ("LFUSYS_ASSEMBLERS", "-1"),
+            ("LFUSYS_ASSEMBLY_VISIBILITY_SECS", "0"),
+            ("LFUSYS_ASSEMBLY_MAX_ATTEMPTS", "0"),
+        ] {
+            let err = Config::from_env(&Env::from_pairs(&[(var, value)])).unwrap_err();
+            assert_eq!((err.var, err.value.as_str()), (var, value));
+        }
     }
 
     #[test]

@@ -35,8 +35,8 @@ pub use config::{Config, DEFAULT_LISTEN, DEFAULT_SESSIONS_URL};
 /// Errors of starting or running a worker.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] lfusys_core::env::ConfigError),
     #[error("loading the token public key")]
     Key(#[from] KeyError),
     #[error("opening storage")]

@@ -1,20 +1,19 @@
 //! System tests specific to the AWS backends: `lfusys up --backend aws` as a real process
 //! against the servers `scripts/aws-servers.sh` runs (moto for S3, DynamoDB and SQS), with
 //! the CLI or plain HTTP as the client. (The whole system suite also runs on these backends:
-//! `LFUSYS_TEST_BACKEND=aws cargo test -p cli --test system`.)
+//! `LFUSYS_TEST_BACKEND=aws cargo test -p cli --test commands -- system::`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{aws_args, aws_names, free_port, sha256_file, write_file, Client, Server};
 use sha2::{Digest, Sha256};
-use support::{aws_args, aws_names, free_port, random_file, sha256_file, wait_for, Client, Server};
 use test_support::aws as aws_support;
 use test_support::aws::{Fault, FaultProxy};
+use test_support::wait;
 
 const MIB: usize = 1 << 20;
 
@@ -115,7 +114,7 @@ fn an_upload_of_ten_thousand_chunks() {
     let client = Client::new(&server.url);
     client.signup("tenk@example.com");
     let source = dir.path().join("many-chunks.bin");
-    let sha = random_file(&source, 10_000 * 1024, 31);
+    let sha = write_file(&source, 10_000 * 1024, 31);
     let started = std::time::Instant::now();
     let reports = client.json(&["upload", source.to_str().unwrap(), "-j", "16"]);
     eprintln!(
@@ -195,7 +194,7 @@ fn a_real_s3_server_refuses_a_corrupt_chunk() {
     for i in 0..2 {
         assert_eq!(put_chunk(&created, &bytes, i), 201);
     }
-    wait_for(Duration::from_secs(60), || {
+    wait::blocking("the upload to complete", Duration::from_secs(60), || {
         client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "completed"
     });
     let file_id = client.api_get(&format!("/api/v1/uploads/{id}"))["file_id"]
@@ -263,7 +262,7 @@ fn a_poison_job_reaches_the_dead_letter_queue_and_fails_the_upload() {
         ],
         &[],
     );
-    wait_for(Duration::from_secs(90), || {
+    wait::blocking("the upload to fail", Duration::from_secs(90), || {
         client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "failed"
     });
     let upload = client.api_get(&format!("/api/v1/uploads/{id}"));
@@ -296,12 +295,14 @@ fn expiry_leaves_no_multipart_upload_behind() {
     let first = put_chunk(&created, &bytes, 0);
     assert!(first == 201 || first == 410, "{first}");
     let bucket = aws_names(&data).0;
-    wait_for(Duration::from_secs(30), || {
+    wait::blocking("the upload to expire", Duration::from_secs(30), || {
         client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "expired"
     });
-    wait_for(Duration::from_secs(10), || {
-        open_multipart_uploads(&bucket).is_empty()
-    });
+    wait::blocking(
+        "its S3 multipart upload to be aborted",
+        Duration::from_secs(10),
+        || open_multipart_uploads(&bucket).is_empty(),
+    );
     assert_eq!(put_chunk(&created, &bytes, 1), 410);
 }
 
@@ -381,7 +382,7 @@ fn throttling_and_server_errors_are_retried() {
     let client = Client::new(&server.url);
     client.signup("faults@example.com");
     let source = dir.path().join("flaky.bin");
-    let sha = random_file(&source, 11 * MIB + 5, 41);
+    let sha = write_file(&source, 11 * MIB + 5, 41);
     let reports = client.json(&["upload", source.to_str().unwrap(), "-j", "3"]);
     assert_eq!(reports[0]["sha256"], sha.as_str());
     assert_eq!(reports[0]["chunks_sent"], 3);
@@ -411,7 +412,7 @@ fn readiness_names_a_missing_resource_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::spawn(&data, free_port(), &aws_args(&data, false), &[], &[]);
-    wait_for(Duration::from_secs(30), || {
+    wait::blocking("the server to be ready", Duration::from_secs(30), || {
         reqwest::blocking::get(format!("{}/readyz", server.url)).is_ok_and(|r| {
             r.status() == 503 && r.text().unwrap_or_default().contains("does not exist")
         })
@@ -447,7 +448,7 @@ fn downloads_can_redirect_to_a_presigned_url() {
     let client = Client::new(&server.url);
     client.signup("redirect@example.com");
     let source = dir.path().join("report.pdf");
-    let sha = random_file(&source, 2 * MIB + 3, 43);
+    let sha = write_file(&source, 2 * MIB + 3, 43);
     let id = client.json(&["upload", source.to_str().unwrap()])[0]["file_id"]
         .as_str()
         .unwrap()

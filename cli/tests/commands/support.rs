@@ -6,9 +6,12 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+pub use test_support::data::{sha256_file, write_file};
+pub use test_support::net::free_port;
+use test_support::wait;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lfusys");
 
@@ -17,15 +20,6 @@ pub struct Server {
     pub url: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
-}
-
-/// A free loopback port (bound and released), for a server that must come back on the same URL.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The backend the system tests run on: `LFUSYS_TEST_BACKEND` (`embedded`, the default, or
@@ -151,7 +145,7 @@ impl Server {
 
     /// Waits until the gateway answers `/readyz` with success.
     pub fn wait_ready(&self) {
-        wait_for(Duration::from_secs(30), || {
+        wait::blocking("the server to be ready", Duration::from_secs(30), || {
             reqwest::blocking::get(format!("{}/readyz", self.url))
                 .is_ok_and(|r| r.status().is_success())
         });
@@ -164,17 +158,9 @@ impl Server {
 
     /// Waits for the process to exit by itself (e.g. a failpoint aborted it).
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait::blocking("the server to exit", timeout, || {
+            self.child.try_wait().unwrap()
+        })
     }
 }
 
@@ -189,18 +175,6 @@ impl Drop for Server {
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
         }
-    }
-}
-
-/// Polls `cond` until it holds, failing the test after `timeout`.
-pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "condition not met within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -272,24 +246,6 @@ impl Client {
         assert!(res.status().is_success(), "GET {path}: {}", res.status());
         res.json().unwrap()
     }
-}
-
-/// A file of `size` pseudo-random bytes; returns its SHA-256 (hex).
-pub fn random_file(path: &Path, size: usize, seed: u64) -> String {
-    let mut state = seed | 1;
-    let mut data = vec![0u8; size];
-    for b in &mut data {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        *b = state as u8;
-    }
-    std::fs::write(path, &data).unwrap();
-    hex::encode(Sha256::digest(&data))
-}
-
-pub fn sha256_file(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 /// Every file below `dir` whose name ends with `suffix`.

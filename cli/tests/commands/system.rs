@@ -3,12 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{files_ending, free_port, random_file, sha256_file, wait_for, Client, Server};
+use crate::support::{files_ending, free_port, sha256_file, write_file, Client, Server};
+use test_support::wait;
 
 const MIB: usize = 1 << 20;
 
@@ -40,7 +39,7 @@ fn register_login_upload_list_download_delete() {
     assert_eq!(client.json(&["whoami"])["email"], "alice@example.com");
 
     let source = dir.path().join("big.iso");
-    let sha = random_file(&source, 5 * MIB + 12_345, 7);
+    let sha = write_file(&source, 5 * MIB + 12_345, 7);
     let report = upload_json(&client, &source, "4");
     assert_eq!(report["sha256"], sha.as_str());
     assert_eq!(report["chunks_sent"], 6);
@@ -104,7 +103,7 @@ fn interrupted_upload_resumes_with_only_the_missing_chunks() {
     let client = Client::new(&server.url);
     client.signup("carol@example.com");
     let source = dir.path().join("video.mkv");
-    let sha = random_file(&source, 160 * MIB, 11);
+    let sha = write_file(&source, 160 * MIB, 11);
 
     let mut upload = client
         .command(&["upload", source.to_str().unwrap(), "-j", "1", "--quiet"])
@@ -112,7 +111,11 @@ fn interrupted_upload_resumes_with_only_the_missing_chunks() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(60), || received_chunks(&client).0 >= 3);
+    wait::blocking(
+        "three chunks to be received",
+        Duration::from_secs(60),
+        || received_chunks(&client).0 >= 3,
+    );
     upload.kill().unwrap(); // SIGKILL: no chance to clean up
     upload.wait().unwrap();
     let (had, total) = received_chunks(&client);
@@ -149,7 +152,7 @@ fn server_killed_mid_upload_restarts_and_the_upload_completes() {
     let client = Client::new(&server.url);
     client.signup("dave@example.com");
     let source = dir.path().join("disk.img");
-    let sha = random_file(&source, 96 * MIB, 13);
+    let sha = write_file(&source, 96 * MIB, 13);
 
     let mut upload = client
         .command(&["upload", source.to_str().unwrap(), "-j", "2", "--quiet"])
@@ -157,7 +160,11 @@ fn server_killed_mid_upload_restarts_and_the_upload_completes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(60), || received_chunks(&client).0 >= 3);
+    wait::blocking(
+        "three chunks to be received",
+        Duration::from_secs(60),
+        || received_chunks(&client).0 >= 3,
+    );
     server.kill(); // SIGKILL mid-upload
     upload.kill().unwrap();
     upload.wait().unwrap();
@@ -197,7 +204,7 @@ fn assembler_killed_mid_job_is_redelivered_and_publishes_once() {
     let client = Client::new(&server.url);
     client.signup("erin@example.com");
     let source = dir.path().join("archive.tar");
-    let sha = random_file(&source, 3 * MIB + 5, 17);
+    let sha = write_file(&source, 3 * MIB + 5, 17);
     let mut upload = client
         .command(&["upload", source.to_str().unwrap(), "--quiet"])
         .stdout(Stdio::null())
@@ -211,7 +218,7 @@ fn assembler_killed_mid_job_is_redelivered_and_publishes_once() {
     upload.wait().unwrap();
 
     let server = Server::start(&data, port, &["--assembly-visibility-secs", "2"], &[]);
-    wait_for(Duration::from_secs(60), || {
+    wait::blocking("the file to be listed", Duration::from_secs(60), || {
         client.json(&["ls"])["files"]
             .as_array()
             .is_some_and(|f| !f.is_empty())
@@ -272,7 +279,7 @@ fn expired_upload_leaves_nothing_behind() {
     let first = put(0);
     assert!(first == 201 || first == 410, "{first}");
 
-    wait_for(Duration::from_secs(30), || {
+    wait::blocking("the upload to expire", Duration::from_secs(30), || {
         client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "expired"
     });
     assert!(
@@ -400,7 +407,7 @@ fn racing_last_chunks_store_each_once_and_publish_one_file() {
         }
     }
     let id = created["upload_id"].as_str().unwrap().to_owned();
-    wait_for(Duration::from_secs(60), || {
+    wait::blocking("the upload to complete", Duration::from_secs(60), || {
         client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "completed"
     });
     let files = client.api_get("/api/v1/files")["items"]
@@ -466,7 +473,7 @@ fn bad_chunk_requests_are_refused_and_never_counted() {
     // Stored with one digest, sent again with another: 409.
     let (status, body) = put_raw(&created, "0", &corrupt, None);
     assert_eq!(status, 409, "{body}");
-    wait_for(Duration::from_secs(60), || {
+    wait::blocking("the upload to complete", Duration::from_secs(60), || {
         client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "completed"
     });
     let file_id = client.api_get(&format!("/api/v1/uploads/{id}"))["file_id"]
@@ -493,7 +500,7 @@ fn an_upload_without_a_declared_sha256_has_none() {
     let client = Client::new(&server.url);
     client.signup("ivan@example.com");
     let source = dir.path().join("plain.bin");
-    let sha = random_file(&source, 3 * MIB + 17, 23);
+    let sha = write_file(&source, 3 * MIB + 17, 23);
     let report = client.json(&["upload", source.to_str().unwrap(), "--no-sha256"])[0].clone();
     assert_eq!(report["sha256"], serde_json::Value::Null);
     let id = report["file_id"].as_str().unwrap().to_owned();

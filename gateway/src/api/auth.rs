@@ -9,7 +9,7 @@ use bytes::Bytes;
 use lfusys_core::clock::now_ms;
 use lfusys_core::ids::new_id;
 use service_kit::problem::Problem;
-use storage::{RefreshRecord, RotateOutcome, StoreError, UserRecord};
+use storage::{RefreshRecord, RotateOutcome, StoreError, UserId, UserRecord};
 
 use super::{internal, now_s, parse_json, store_problem};
 use crate::authn::{
@@ -22,7 +22,7 @@ use crate::state::GatewayState;
 
 fn user_dto(u: &UserRecord) -> User {
     User {
-        id: u.user_id.clone(),
+        id: u.user_id.to_string(),
         email: u.email.clone(),
         name: u.name.clone(),
     }
@@ -110,7 +110,7 @@ pub async fn register(
         .await
         .map_err(|e| internal(&e))?;
     let user = UserRecord {
-        user_id: new_id(),
+        user_id: new_id().into(),
         email,
         name,
         password_hash,
@@ -262,7 +262,7 @@ pub async fn refresh(
         token_hash: token_hash(&new_token),
         family_id: family.clone(),
         // The store takes the family's owner from the spent token and answers with it below.
-        user_id: String::new(),
+        user_id: UserId::default(),
         expires_at_ms: now_ms() + ttl_ms(state.config().refresh_ttl),
     };
     let outcome = state

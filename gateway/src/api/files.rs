@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lfusys_core::range::{parse_range, RangeRequest};
+use lfusys_core::range::{parse_range, ByteRange, RangeRequest};
 use serde::Deserialize;
 use service_kit::problem::Problem;
 use sessions_api::proto;
@@ -59,7 +59,7 @@ pub async fn list_files(
     let page = state
         .sessions()
         .list_files(proto::ListFilesRequest {
-            owner_id: user.user_id,
+            owner_id: user.user_id.into(),
             cursor: q.cursor.unwrap_or_default(),
             limit,
         })
@@ -79,7 +79,7 @@ async fn fetch(
     Ok(state
         .sessions()
         .get_file(proto::GetFileRequest {
-            owner_id: user.user_id.clone(),
+            owner_id: user.user_id.to_string(),
             file_id,
         })
         .await?
@@ -136,77 +136,23 @@ pub async fn download(
 ) -> Result<Response, Problem> {
     let id = path_id(path, "file")?;
     let file = fetch(&state, &user, id).await?;
+    // The File's SHA-256 is its strong validator; a File without one has none.
     let etag = (!file.sha256.is_empty()).then(|| format!("\"{}\"", file.sha256));
-    let etag_value = etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok());
 
     if let (Some(tag), Some(inm)) = (&etag, headers.get(header::IF_NONE_MATCH)) {
         if etag_matches(inm.to_str().unwrap_or_default(), tag) {
             let mut res = StatusCode::NOT_MODIFIED.into_response();
-            if let Some(v) = etag_value {
-                res.headers_mut().insert(header::ETAG, v);
-            }
+            insert_etag(res.headers_mut(), etag.as_deref());
             return Ok(res);
         }
     }
-
-    // S3 mode: hand the client a short-lived presigned URL (it serves ranges itself).
-    if let Some(ttl) = state.config().download_redirect {
-        let disposition = content_disposition(&file.name);
-        match state
-            .blobs()
-            .presigned_url(&file.blob_key, ttl, &disposition, &file.content_type)
-            .await
-        {
-            Ok(Some(url)) => {
-                if let Ok(location) = HeaderValue::from_str(&url) {
-                    let mut res = StatusCode::FOUND.into_response();
-                    let h = res.headers_mut();
-                    h.insert(header::LOCATION, location);
-                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    if let Some(v) = etag_value {
-                        h.insert(header::ETAG, v);
-                    }
-                    return Ok(res);
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "presigning a download failed; streaming it instead");
-            }
-        }
+    if let Some(res) = presigned_redirect(&state, &file, etag.as_deref()).await {
+        return Ok(res);
     }
-
-    // If-Range: the range applies only to the representation the client already has part of.
-    let range_applies = match headers.get(header::IF_RANGE) {
-        None => true,
-        Some(v) => etag
-            .as_deref()
-            .is_some_and(|tag| v.to_str().is_ok_and(|v| v.trim() == tag)),
-    };
-    let range_header = headers
-        .get(header::RANGE)
-        .filter(|_| range_applies)
-        .and_then(|v| v.to_str().ok());
-    let range = match parse_range(range_header, file.size) {
+    let range = match requested_range(&headers, file.size, etag.as_deref()) {
         RangeRequest::Full => None,
         RangeRequest::Partial(r) => Some(r),
-        RangeRequest::Unsatisfiable => {
-            let mut res = Problem::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range-not-satisfiable",
-                format!("the file is {} bytes long", file.size),
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", file.size)) {
-                res.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return Ok(res);
-        }
-    };
-
-    let (status, length) = match range {
-        Some(r) => (StatusCode::PARTIAL_CONTENT, r.len()),
-        None => (StatusCode::OK, file.size),
+        RangeRequest::Unsatisfiable => return Ok(range_not_satisfiable(file.size)),
     };
     let body = if method == Method::HEAD {
         Body::empty()
@@ -220,6 +166,84 @@ pub async fn download(
                 other => store_problem(&other),
             })?;
         Body::from_stream(stream)
+    };
+    Ok(content_response(body, &file, range, etag.as_deref()))
+}
+
+fn insert_etag(h: &mut HeaderMap, etag: Option<&str>) {
+    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
+        h.insert(header::ETAG, v);
+    }
+}
+
+/// S3 mode: a redirect to a short-lived presigned URL (S3 serves ranges itself), when the
+/// store gives one. A failure to presign falls back to streaming.
+async fn presigned_redirect(
+    state: &GatewayState,
+    file: &proto::File,
+    etag: Option<&str>,
+) -> Option<Response> {
+    let ttl = state.config().download_redirect?;
+    let disposition = content_disposition(&file.name);
+    let url = match state
+        .blobs()
+        .presigned_url(&file.blob_key, ttl, &disposition, &file.content_type)
+        .await
+    {
+        Ok(url) => url?,
+        Err(e) => {
+            tracing::warn!(error = %e, "presigning a download failed; streaming it instead");
+            return None;
+        }
+    };
+    let location = HeaderValue::from_str(&url).ok()?;
+    let mut res = StatusCode::FOUND.into_response();
+    let h = res.headers_mut();
+    h.insert(header::LOCATION, location);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    insert_etag(h, etag);
+    Some(res)
+}
+
+/// What the request's `Range` asks for. `If-Range`: the range applies only to the
+/// representation the client already has part of.
+fn requested_range(headers: &HeaderMap, size: u64, etag: Option<&str>) -> RangeRequest {
+    let range_applies = match headers.get(header::IF_RANGE) {
+        None => true,
+        Some(v) => etag.is_some_and(|tag| v.to_str().is_ok_and(|v| v.trim() == tag)),
+    };
+    let range_header = headers
+        .get(header::RANGE)
+        .filter(|_| range_applies)
+        .and_then(|v| v.to_str().ok());
+    parse_range(range_header, size)
+}
+
+/// `416` with `Content-Range: bytes */size`.
+fn range_not_satisfiable(size: u64) -> Response {
+    let mut res = Problem::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range-not-satisfiable",
+        format!("the file is {size} bytes long"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        res.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    res
+}
+
+/// The `200`/`206` answer carrying `body`: the file's type, length, disposition, validator and
+/// range.
+fn content_response(
+    body: Body,
+    file: &proto::File,
+    range: Option<ByteRange>,
+    etag: Option<&str>,
+) -> Response {
+    let (status, length) = match range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.len()),
+        None => (StatusCode::OK, file.size),
     };
     let mut res = Response::new(body);
     *res.status_mut() = status;
@@ -238,15 +262,13 @@ pub async fn download(
     if let Ok(v) = HeaderValue::from_str(&content_disposition(&file.name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    if let Some(v) = etag_value {
-        h.insert(header::ETAG, v);
-    }
+    insert_etag(h, etag);
     if let Some(r) = range {
         if let Ok(v) = HeaderValue::from_str(&r.content_range(file.size)) {
             h.insert(header::CONTENT_RANGE, v);
         }
     }
-    Ok(res)
+    res
 }
 
 /// Delete a file and its bytes.
@@ -270,7 +292,7 @@ pub async fn delete_file(
     state
         .sessions()
         .delete_file(proto::DeleteFileRequest {
-            owner_id: user.user_id,
+            owner_id: user.user_id.into(),
             file_id: id.clone(),
         })
         .await?;

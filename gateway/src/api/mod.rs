@@ -69,7 +69,7 @@ pub(crate) fn path_id(
 
 /// Maps a store failure to a problem; details are logged, not shown.
 pub(crate) fn store_problem(e: &StoreError) -> Problem {
-    if let StoreError::Unavailable(_) = e {
+    if let StoreError::Unavailable { .. } = e {
         tracing::warn!(error = %e, "store unavailable");
         Problem::unavailable("storage is unavailable; try again shortly").with_retry_after(1)
     } else {

@@ -129,7 +129,7 @@ pub async fn create_upload(
     let upload = state
         .sessions()
         .create_upload(proto::CreateUploadRequest {
-            owner_id: user.user_id.clone(),
+            owner_id: user.user_id.to_string(),
             name: new.name,
             size: new.size,
             content_type: new.content_type,
@@ -185,7 +185,7 @@ async fn fetch(
     Ok(state
         .sessions()
         .get_upload(proto::GetUploadRequest {
-            owner_id: user.user_id.clone(),
+            owner_id: user.user_id.to_string(),
             upload_id,
         })
         .await?
@@ -208,7 +208,7 @@ pub async fn list_uploads(
     let list = state
         .sessions()
         .list_uploads(proto::ListUploadsRequest {
-            owner_id: user.user_id,
+            owner_id: user.user_id.into(),
         })
         .await?
         .into_inner();
@@ -239,7 +239,7 @@ pub async fn cancel_upload(
     state
         .sessions()
         .cancel_upload(proto::CancelUploadRequest {
-            owner_id: user.user_id,
+            owner_id: user.user_id.into(),
             upload_id: id.clone(),
         })
         .await?;

@@ -1,9 +1,7 @@
 //! DESIGN §4 over a real gateway and sessions server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{browser, client, jar_cookie, problem, start, start_with, PASSWORD};
+use crate::common::{browser, client, jar_cookie, problem, start, start_with, Harness, PASSWORD};
 use reqwest::header::{RETRY_AFTER, SET_COOKIE, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -308,6 +306,73 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     problem(res, StatusCode::UNAUTHORIZED).await;
 }
 
+/// Refresh and logout by cookie need the CSRF header too; refresh rotates the cookies, logout
+/// removes them and revokes the session.
+async fn refresh_and_logout_by_cookie(
+    h: &Harness,
+    b: &reqwest::Client,
+    jar: &reqwest::cookie::Jar,
+    csrf: &str,
+) {
+    // Refresh by cookie: CSRF required as well, then the cookies rotate.
+    let old_refresh = jar_cookie(jar, &h.url("/api/v1/auth/refresh"), "lfusys_refresh").unwrap();
+    let res = b.post(h.url("/api/v1/auth/refresh")).send().await.unwrap();
+    problem(res, StatusCode::FORBIDDEN).await;
+    let res = b
+        .post(h.url("/api/v1/auth/refresh"))
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let new_refresh = jar_cookie(jar, &h.url("/api/v1/auth/refresh"), "lfusys_refresh").unwrap();
+    assert_ne!(old_refresh, new_refresh);
+    let csrf = &jar_cookie(jar, &h.base, "lfusys_csrf").unwrap();
+    assert_eq!(
+        b.get(h.url("/api/v1/auth/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    // Logout by cookie: CSRF required; then the cookies are gone and the session revoked.
+    let access = jar_cookie(jar, &h.base, "lfusys_access").unwrap();
+    problem(
+        b.post(h.url("/api/v1/auth/logout")).send().await.unwrap(),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let res = b
+        .post(h.url("/api/v1/auth/logout"))
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(jar_cookie(jar, &h.base, "lfusys_access").is_none_or(|v| v.is_empty()));
+    problem(
+        b.get(h.url("/api/v1/auth/me")).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let res = client()
+        .get(h.url("/api/v1/auth/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::UNAUTHORIZED).await;
+    let res = client()
+        .post(h.url("/api/v1/auth/refresh"))
+        .json(&json!({"refresh_token": new_refresh}))
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::UNAUTHORIZED).await;
+}
+
 #[tokio::test]
 async fn browser_session_with_cookies_and_csrf() {
     let h = start().await;
@@ -379,63 +444,7 @@ async fn browser_session_with_cookies_and_csrf() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
 
-    // Refresh by cookie: CSRF required as well, then the cookies rotate.
-    let old_refresh = jar_cookie(&jar, &h.url("/api/v1/auth/refresh"), "lfusys_refresh").unwrap();
-    let res = b.post(h.url("/api/v1/auth/refresh")).send().await.unwrap();
-    problem(res, StatusCode::FORBIDDEN).await;
-    let res = b
-        .post(h.url("/api/v1/auth/refresh"))
-        .header("x-csrf-token", &csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let new_refresh = jar_cookie(&jar, &h.url("/api/v1/auth/refresh"), "lfusys_refresh").unwrap();
-    assert_ne!(old_refresh, new_refresh);
-    let csrf = jar_cookie(&jar, &h.base, "lfusys_csrf").unwrap();
-    assert_eq!(
-        b.get(h.url("/api/v1/auth/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-
-    // Logout by cookie: CSRF required; then the cookies are gone and the session revoked.
-    let access = jar_cookie(&jar, &h.base, "lfusys_access").unwrap();
-    problem(
-        b.post(h.url("/api/v1/auth/logout")).send().await.unwrap(),
-        StatusCode::FORBIDDEN,
-    )
-    .await;
-    let res = b
-        .post(h.url("/api/v1/auth/logout"))
-        .header("x-csrf-token", &csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert!(jar_cookie(&jar, &h.base, "lfusys_access").is_none_or(|v| v.is_empty()));
-    problem(
-        b.get(h.url("/api/v1/auth/me")).send().await.unwrap(),
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
-    let res = client()
-        .get(h.url("/api/v1/auth/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap();
-    problem(res, StatusCode::UNAUTHORIZED).await;
-    let res = client()
-        .post(h.url("/api/v1/auth/refresh"))
-        .json(&json!({"refresh_token": new_refresh}))
-        .send()
-        .await
-        .unwrap();
-    problem(res, StatusCode::UNAUTHORIZED).await;
+    refresh_and_logout_by_cookie(&h, &b, &jar, &csrf).await;
 }
 
 #[tokio::test]

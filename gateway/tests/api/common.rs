@@ -18,6 +18,8 @@ use sessions_api::proto::sessions_client::SessionsClient;
 use sha2::{Digest, Sha256};
 use storage::{ByteStream, ChunkTarget, PartRef};
 use stores::StorageConfig;
+use test_support::data::sha256_hex;
+use test_support::sessions::SessionsServer;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -32,12 +34,13 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub state: gateway::GatewayState,
     pub grpc: SessionsClient<Channel>,
-    stops: Vec<oneshot::Sender<()>>,
+    _sessions: SessionsServer,
+    stop: Option<oneshot::Sender<()>>,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        for stop in self.stops.drain(..) {
+        if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
@@ -64,40 +67,28 @@ pub async fn start_with(
     gateway_config.web_dir = dir.path().join("no-web-app");
     configure(&mut gateway_config, &mut sessions_config);
 
-    let mut stops = Vec::new();
-    let sessions_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sessions_addr = sessions_listener.local_addr().unwrap();
     let sessions_state = sessions::SessionsState::open(&sessions_config)
         .await
         .unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    stops.push(tx);
-    tokio::spawn(sessions::serve(
-        sessions_listener,
-        sessions_state,
-        async move {
-            let _ = rx.await;
-        },
-    ));
-
+    let sessions = SessionsServer::start(sessions_state).await;
     if gateway_config.sessions_url == gateway::config::DEFAULT_SESSIONS_URL {
-        gateway_config.sessions_url = format!("http://{sessions_addr}");
+        gateway_config.sessions_url.clone_from(&sessions.url);
     }
     let state = gateway::GatewayState::open(&gateway_config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    stops.push(tx);
+    let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(gateway::serve(listener, state.clone(), async move {
-        let _ = rx.await;
+        let _ = stopped.await;
     }));
 
     Harness {
         base: format!("http://{addr}"),
         dir,
         state,
-        grpc: sessions_api::client::connect_lazy(&format!("http://{sessions_addr}")).unwrap(),
-        stops,
+        grpc: sessions_api::client::connect_lazy(&sessions.url).unwrap(),
+        _sessions: sessions,
+        stop: Some(stop),
     }
 }
 
@@ -196,7 +187,7 @@ impl Harness {
             let len = plan.chunk_len(index).unwrap();
             let chunk = &data[offset as usize..(offset + len) as usize];
             let digest: [u8; 32] = Sha256::digest(chunk).into();
-            let sha = hex::encode(digest);
+            let sha = sha256_hex(chunk);
             let begin = grpc
                 .begin_chunk(proto::BeginChunkRequest {
                     owner_id: owner_id.to_owned(),
@@ -211,8 +202,8 @@ impl Harness {
                 .into_inner();
             assert_eq!(begin.outcome, proto::BeginChunkOutcome::Claimed as i32);
             let target = ChunkTarget {
-                upload_id: upload_id.to_owned(),
-                handle: begin.storage_handle.clone(),
+                upload_id: upload_id.into(),
+                handle: sessions_api::optional(&begin.storage_handle).map(str::to_owned),
                 index,
                 offset,
                 len,
@@ -230,7 +221,7 @@ impl Harness {
                     claim_id: begin.claim_id,
                     sha256: sha,
                     size: len,
-                    etag,
+                    etag: etag.unwrap_or_default(),
                 })
                 .await
                 .unwrap()
@@ -247,12 +238,17 @@ impl Harness {
         let parts: Vec<PartRef> = assembly.parts.iter().map(PartRef::from).collect();
         let handle = assembly.upload.as_ref().unwrap().storage_handle.clone();
         blobs
-            .complete_upload(upload_id, &handle, &parts, &assembly.blob_key)
+            .complete_upload(
+                &upload_id.into(),
+                sessions_api::optional(&handle),
+                &parts,
+                &assembly.blob_key,
+            )
             .await
             .unwrap();
         grpc.complete_assembly(proto::CompleteAssemblyRequest {
             upload_id: upload_id.to_owned(),
-            sha256: hex::encode(Sha256::digest(data)),
+            sha256: sha256_hex(data),
             size: data.len() as u64,
         })
         .await
@@ -271,9 +267,4 @@ pub async fn problem(res: Response, status: StatusCode) -> Value {
     assert!(body["type"].as_str().unwrap().starts_with("https://"));
     assert!(body["title"].is_string() && body["detail"].is_string());
     body
-}
-
-/// Deterministic test bytes.
-pub fn bytes(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 31 % 251) as u8).collect()
 }

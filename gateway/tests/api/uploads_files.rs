@@ -5,16 +5,14 @@
     clippy::many_single_char_names
 )]
 
-mod common;
-
-use common::{bytes, client, problem, start, Harness, CHUNK, MAX_UPLOAD};
+use crate::common::{client, problem, start, Harness, CHUNK, MAX_UPLOAD};
 use reqwest::header::{
     ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
-    IF_NONE_MATCH, LOCATION, RANGE,
+    IF_NONE_MATCH, IF_RANGE, LOCATION, RANGE,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use test_support::data::{bytes as test_bytes, sha256_hex};
 
 fn token(login: &Value) -> String {
     login["access_token"].as_str().unwrap().to_owned()
@@ -28,7 +26,7 @@ fn user_id(login: &Value) -> String {
 async fn create_upload_returns_the_plan_and_a_verifiable_token() {
     let h = start().await;
     let a = h.user("ada@example.com").await;
-    let sha = hex::encode(Sha256::digest(b"whatever"));
+    let sha = sha256_hex(b"whatever");
     let res = client()
         .post(h.url("/api/v1/uploads"))
         .bearer_auth(token(&a))
@@ -178,12 +176,59 @@ async fn bad_sizes_are_400_and_too_large_is_413() {
 }
 
 async fn get(h: &Harness, token: &str, path: &str) -> reqwest::Response {
-    client()
-        .get(h.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
+    get_with(h, token, path, &[]).await
+}
+
+/// `GET` with extra request headers.
+async fn get_with(
+    h: &Harness,
+    token: &str,
+    path: &str,
+    headers: &[(reqwest::header::HeaderName, &str)],
+) -> reqwest::Response {
+    let mut req = client().get(h.url(path)).bearer_auth(token);
+    for (name, value) in headers {
+        req = req.header(name, *value);
+    }
+    req.send().await.unwrap()
+}
+
+/// Ranges (one, suffix, open-ended, unsatisfiable), `If-Range` and `If-None-Match` on a File's
+/// content.
+async fn ranges_and_validators(h: &Harness, t: &str, content: &str, data: &[u8], sha: &str) {
+    // One range across chunk boundaries.
+    let res = get_with(h, t, content, &[(RANGE, "bytes=10-99")]).await;
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(res.headers()[CONTENT_RANGE], "bytes 10-99/150");
+    assert_eq!(res.headers()[CONTENT_LENGTH], "90");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &data[10..100]);
+    // Suffix and open-ended ranges.
+    let res = get_with(h, t, content, &[(RANGE, "bytes=-20")]).await;
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(res.headers()[CONTENT_RANGE], "bytes 130-149/150");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &data[130..]);
+    let res = get_with(h, t, content, &[(RANGE, "bytes=149-")]).await;
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &data[149..]);
+    // Unsatisfiable.
+    let res = get_with(h, t, content, &[(RANGE, "bytes=150-")]).await;
+    assert_eq!(res.headers()[CONTENT_RANGE], "bytes */150");
+    problem(res, StatusCode::RANGE_NOT_SATISFIABLE).await;
+    // If-Range with a stale validator sends the whole file.
+    let res = get_with(
+        h,
+        t,
+        content,
+        &[(RANGE, "bytes=0-9"), (IF_RANGE, "\"stale\"")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.bytes().await.unwrap().len(), 150);
+    // Conditional GET.
+    let res = get_with(h, t, content, &[(IF_NONE_MATCH, &format!("\"{sha}\""))]).await;
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(res.headers()[ETAG], format!("\"{sha}\""));
+    let res = get_with(h, t, content, &[(IF_NONE_MATCH, "\"other\"")]).await;
+    assert_eq!(res.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -191,7 +236,7 @@ async fn downloads_stream_ranges_and_etags() {
     let h = start().await;
     let a = h.user("ada@example.com").await;
     let t = token(&a);
-    let data = bytes(150);
+    let data = test_bytes(150, 1);
     let name = "résumé 2024 \"final\".bin";
     let created = h
         .create_upload(
@@ -215,7 +260,7 @@ async fn downloads_stream_ranges_and_etags() {
     let list: Value = get(&h, &t, "/api/v1/uploads").await.json().await.unwrap();
     assert_eq!(list["items"], json!([]));
 
-    let sha = hex::encode(Sha256::digest(&data));
+    let sha = sha256_hex(&data);
     let info: Value = get(&h, &t, &format!("/api/v1/files/{}", file.file_id))
         .await
         .json()
@@ -242,76 +287,7 @@ async fn downloads_stream_ranges_and_etags() {
     );
     assert_eq!(res.bytes().await.unwrap().as_ref(), &data[..]);
 
-    // One range across chunk boundaries.
-    let res = client()
-        .get(h.url(&content))
-        .bearer_auth(&t)
-        .header(RANGE, "bytes=10-99")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(res.headers()[CONTENT_RANGE], "bytes 10-99/150");
-    assert_eq!(res.headers()[CONTENT_LENGTH], "90");
-    assert_eq!(res.bytes().await.unwrap().as_ref(), &data[10..100]);
-    // Suffix and open-ended ranges.
-    let res = client()
-        .get(h.url(&content))
-        .bearer_auth(&t)
-        .header(RANGE, "bytes=-20")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(res.headers()[CONTENT_RANGE], "bytes 130-149/150");
-    assert_eq!(res.bytes().await.unwrap().as_ref(), &data[130..]);
-    let res = client()
-        .get(h.url(&content))
-        .bearer_auth(&t)
-        .header(RANGE, "bytes=149-")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.bytes().await.unwrap().as_ref(), &data[149..]);
-    // Unsatisfiable.
-    let res = client()
-        .get(h.url(&content))
-        .bearer_auth(&t)
-        .header(RANGE, "bytes=150-")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.headers()[CONTENT_RANGE], "bytes */150");
-    problem(res, StatusCode::RANGE_NOT_SATISFIABLE).await;
-    // If-Range with a stale validator sends the whole file.
-    let res = client()
-        .get(h.url(&content))
-        .bearer_auth(&t)
-        .header(RANGE, "bytes=0-9")
-        .header("if-range", "\"stale\"")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.bytes().await.unwrap().len(), 150);
-    // Conditional GET.
-    let res = client()
-        .get(h.url(&content))
-        .bearer_auth(&t)
-        .header(IF_NONE_MATCH, format!("\"{sha}\""))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
-    assert_eq!(res.headers()[ETAG], format!("\"{sha}\""));
-    let res = client()
-        .get(h.url(&content))
-        .bearer_auth(&t)
-        .header(IF_NONE_MATCH, "\"other\"")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    ranges_and_validators(&h, &t, &content, &data, &sha).await;
 
     // A completed upload can neither be cancelled nor get a new token.
     let res = client()
@@ -379,7 +355,7 @@ async fn cancel_then_conflict_and_file_pagination() {
 
     let mut ids = Vec::new();
     for i in 0..3 {
-        let data = bytes(10 + i);
+        let data = test_bytes(10 + i, 1);
         let up = h
             .create_upload(&t, json!({"name": format!("f{i}"), "size": data.len()}))
             .await;
@@ -439,7 +415,7 @@ async fn other_users_see_nothing() {
         .complete_upload(
             &user_id(&a),
             done["upload_id"].as_str().unwrap(),
-            &bytes(20),
+            &test_bytes(20, 1),
         )
         .await;
 
@@ -480,7 +456,7 @@ async fn other_users_see_nothing() {
         StatusCode::OK
     );
     let res = get(&h, &ta, &format!("/api/v1/files/{}/content", file.file_id)).await;
-    assert_eq!(res.bytes().await.unwrap().as_ref(), &bytes(20)[..]);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &test_bytes(20, 1)[..]);
     let files: Value = get(&h, &ta, "/api/v1/files").await.json().await.unwrap();
     assert_eq!(files["items"].as_array().unwrap().len(), 1);
 }

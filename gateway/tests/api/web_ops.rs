@@ -1,9 +1,7 @@
 //! OpenAPI, ops endpoints, unknown routes and the web app.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{client, problem, start, start_with};
+use crate::common::{client, problem, start, start_with};
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde_json::Value;

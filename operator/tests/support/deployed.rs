@@ -15,13 +15,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::Client;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-pub use super::pod_ready;
 use super::{available, eventually, kubectl, kubectl_apply, note, Install};
 
 pub const NAMESPACE: &str = "lfusys-pods";
@@ -74,16 +73,9 @@ impl Deployed {
 
     /// Ready, running, not terminating Pods of a component.
     pub async fn ready_pods(&self, component: &str) -> Vec<Pod> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
-        pods.list(&ListParams::default().labels(&format!(
-            "app.kubernetes.io/instance={CLUSTER},app.kubernetes.io/component={component}"
-        )))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
-        .collect()
+        let selector =
+            format!("app.kubernetes.io/instance={CLUSTER},app.kubernetes.io/component={component}");
+        super::ready_pods(&self.client, NAMESPACE, &selector).await
     }
 
     pub async fn deployment(&self, component: &str) -> Deployment {
@@ -135,39 +127,8 @@ pub fn patch_cluster(spec: &Value) {
     ]);
 }
 
-/// `helm install` (the operator's Pod), the storage resources, `kubectl apply` of the cluster,
-/// and the wait until everything is Ready and the Ingress routes to it.
-async fn deploy() -> Deployed {
-    let started = Instant::now();
-    let ingress = need("LFUSYS_INGRESS_URL");
-    let client = super::admin().await;
-    let mut deployed = Deployed {
-        client,
-        ingress,
-        started,
-        apply_to_available: Duration::ZERO,
-        apply_to_ready: Duration::ZERO,
-    };
-    // The chart, with the operator as its Pod (the default image, loaded into containerd).
-    let install = Install::get();
-    deployed.note(
-        "setup",
-        format!("helm install: operator Pod Ready in {}", install.namespace),
-    );
-    // Applied, not created: a rerun against the same cluster finds them.
-    kubectl_apply(&json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}
-    }));
-    kubectl_apply(&json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": CREDENTIALS, "namespace": NAMESPACE},
-        "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-    }));
-    let s3 = need("LFUSYS_TEST_S3_URL");
-    let dynamodb = need("LFUSYS_TEST_MOTO_DYNAMODB_URL");
-    let sqs = need("LFUSYS_TEST_MOTO_SQS_URL");
-    create_storage(&s3, &dynamodb, &sqs).await;
-    let applied = Instant::now();
+/// `kubectl apply` of the cluster under test, on the given S3, DynamoDB and SQS endpoints.
+fn apply_cluster(s3: &str, dynamodb: &str, sqs: &str) {
     kubectl_apply(&json!({
         "apiVersion": "lfusys.io/v1alpha1",
         "kind": "LfusysCluster",
@@ -188,27 +149,13 @@ async fn deploy() -> Deployed {
             "ingress": {"enabled": true, "className": "traefik"}
         }
     }));
-    eventually("the cluster Available=True", READY, || async {
-        available(&deployed.cluster().await)
-    })
-    .await;
-    deployed.apply_to_available = applied.elapsed();
-    deployed
-        .wait_rolled_out("every Deployment rolled out", READY)
-        .await;
-    deployed.apply_to_ready = applied.elapsed();
-    deployed.note(
-        "setup",
-        format!(
-            "LfusysCluster Available {:.1} s and every Pod Ready {:.1} s after kubectl apply",
-            deployed.apply_to_available.as_secs_f64(),
-            deployed.apply_to_ready.as_secs_f64()
-        ),
-    );
-    // Traefik has the Ingress: the web app from the gateway, chunks to the workers (a chunk
-    // PUT without a token is the workers' 401 problem; the gateway has no such route).
+}
+
+/// Traefik has the Ingress: the web app from the gateway, chunks to the workers (a chunk PUT
+/// without a token is the workers' 401 problem; the gateway has no such route).
+async fn wait_ingress_routes(base: &str) {
     let http = reqwest::Client::new();
-    let base = deployed.ingress.clone();
+    let base = base.to_owned();
     eventually(
         "the Ingress routes to the gateway and the workers",
         READY,
@@ -244,6 +191,60 @@ async fn deploy() -> Deployed {
         },
     )
     .await;
+}
+
+/// `helm install` (the operator's Pod), the storage resources, `kubectl apply` of the cluster,
+/// and the wait until everything is Ready and the Ingress routes to it.
+async fn deploy() -> Deployed {
+    let started = Instant::now();
+    let ingress = need("LFUSYS_INGRESS_URL");
+    let client = super::admin().await;
+    let mut deployed = Deployed {
+        client,
+        ingress,
+        started,
+        apply_to_available: Duration::ZERO,
+        apply_to_ready: Duration::ZERO,
+    };
+    // The chart, with the operator as its Pod (the default image, loaded into containerd).
+    let install = Install::get();
+    deployed.note(
+        "setup",
+        format!("helm install: operator Pod Ready in {}", install.namespace),
+    );
+    // Applied, not created: a rerun against the same cluster finds them.
+    kubectl_apply(&json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}
+    }));
+    kubectl_apply(&json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": CREDENTIALS, "namespace": NAMESPACE},
+        "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    }));
+    let s3 = need("LFUSYS_TEST_S3_URL");
+    let dynamodb = need("LFUSYS_TEST_MOTO_DYNAMODB_URL");
+    let sqs = need("LFUSYS_TEST_MOTO_SQS_URL");
+    create_storage(&s3, &dynamodb, &sqs).await;
+    let applied = Instant::now();
+    apply_cluster(&s3, &dynamodb, &sqs);
+    eventually("the cluster Available=True", READY, || async {
+        available(&deployed.cluster().await)
+    })
+    .await;
+    deployed.apply_to_available = applied.elapsed();
+    deployed
+        .wait_rolled_out("every Deployment rolled out", READY)
+        .await;
+    deployed.apply_to_ready = applied.elapsed();
+    deployed.note(
+        "setup",
+        format!(
+            "LfusysCluster Available {:.1} s and every Pod Ready {:.1} s after kubectl apply",
+            deployed.apply_to_available.as_secs_f64(),
+            deployed.apply_to_ready.as_secs_f64()
+        ),
+    );
+    wait_ingress_routes(&deployed.ingress).await;
     deployed.note(
         "setup",
         format!("the Ingress routes ({})", deployed.ingress),
@@ -373,37 +374,7 @@ fn unique_email(user: &str) -> String {
     )
 }
 
-/// Writes `size` pseudo-random bytes (seeded) and returns their SHA-256.
-pub fn random_file(path: &Path, size: usize, seed: u64) -> String {
-    use std::io::Write as _;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut hash = Sha256::new();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut block = vec![0u8; MIB];
-    let mut left = size;
-    while left > 0 {
-        for word in block.chunks_exact_mut(8) {
-            // xorshift64*: incompressible, cheap, reproducible.
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            word.copy_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-        }
-        let n = left.min(MIB);
-        out.write_all(&block[..n]).unwrap();
-        hash.update(&block[..n]);
-        left -= n;
-    }
-    out.flush().unwrap();
-    hex::encode(hash.finalize())
-}
-
-pub fn sha256_file(path: &Path) -> String {
-    let mut hash = Sha256::new();
-    let mut f = std::fs::File::open(path).unwrap();
-    std::io::copy(&mut f, &mut hash).unwrap();
-    hex::encode(hash.finalize())
-}
+use test_support::data::sha256_file;
 
 /// The user's unfinished upload's received chunk count, from the API through the Ingress.
 pub async fn received_chunks(cli: &Cli) -> usize {
@@ -549,7 +520,7 @@ impl ApiUser {
     ) -> Vec<Value> {
         let mut created = Vec::new();
         for (i, bytes) in files.iter().enumerate() {
-            let sha = hex::encode(Sha256::digest(bytes));
+            let sha = test_support::data::sha256_hex(bytes);
             let c = self
                 .create(&format!("{prefix}-{i}.bin"), bytes.len(), Some(&sha))
                 .await;

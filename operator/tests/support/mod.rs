@@ -13,7 +13,6 @@
 pub mod deployed;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -129,24 +128,7 @@ fn checked(program: &str, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Polls `check` every 100 ms until it returns `Ok`, for at most `timeout`; panics with the
-/// last `Err` it returned.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
+pub use test_support::wait::eventually;
 
 /// Running with its Ready condition True (what kwok sets, and a real kubelet after the probe).
 pub fn pod_ready(p: &Pod) -> bool {
@@ -158,6 +140,18 @@ pub fn pod_ready(p: &Pod) -> bool {
 }
 
 /// The status of a Pod's first (here: only) container.
+/// The Pods in `namespace` matching the label `selector` that are Ready and not going away.
+pub async fn ready_pods(client: &Client, namespace: &str, selector: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
+        .collect()
+}
+
 pub fn container_status(p: &Pod) -> &ContainerStatus {
     &p.status
         .as_ref()
@@ -309,14 +303,6 @@ pub struct Operator {
     http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Operator {
     /// Starts `lfusys-operator` as the chart's ServiceAccount, with the Lease of the chart and
     /// a lease of `lease_secs`; only the variables its Pod would have (no AWS_*: it reads the
@@ -324,7 +310,7 @@ impl Operator {
     pub fn start(identity: &str, lease_secs: u32) -> Operator {
         let env = Env::get();
         let install = Install::get();
-        let port = free_port();
+        let port = test_support::net::free_port();
         let log = env.dir.join(format!("operator-{identity}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -714,7 +700,7 @@ impl Namespace {
         eventually(&format!("{name} Available=True"), timeout, || async {
             let cluster = self.get_cluster(client, name).await.ok_or("no cluster")?;
             available(&cluster)?;
-            Ok(cluster)
+            Ok::<_, String>(cluster)
         })
         .await
     }
@@ -776,22 +762,16 @@ impl Namespace {
 
     /// Running and ready Pods of the cluster, per component.
     pub async fn running_pods(&self, client: &Client, cluster: &str) -> BTreeMap<String, Vec<Pod>> {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.name);
+        let selector = format!("app.kubernetes.io/instance={cluster}");
         let mut by_component: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
-        let list = pods
-            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={cluster}")))
-            .await
-            .unwrap();
-        for pod in list.items {
-            if pod_ready(&pod) && pod.metadata.deletion_timestamp.is_none() {
-                let component = pod
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("app.kubernetes.io/component").cloned())
-                    .unwrap_or_default();
-                by_component.entry(component).or_default().push(pod);
-            }
+        for pod in ready_pods(client, &self.name, &selector).await {
+            let component = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/component").cloned())
+                .unwrap_or_default();
+            by_component.entry(component).or_default().push(pod);
         }
         by_component
     }

@@ -5,7 +5,7 @@
 //! idempotent. The callers are workers: these rules take no owner.
 
 use lfusys_core::clock::now_ms;
-use lfusys_core::ids;
+use lfusys_core::ids::{self, FileId, UploadId};
 use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::state::UploadState;
 use storage::{ChunkRecord, FileRecord, StoreError, UploadRecord};
@@ -24,14 +24,14 @@ pub struct AssemblyPlan {
     /// The recorded chunks, ascending: the parts to commit.
     pub chunks: Vec<ChunkRecord>,
     /// The File the upload becomes.
-    pub file_id: String,
+    pub file_id: FileId,
     /// Where the blob is committed.
     pub blob_key: String,
 }
 
 impl SessionsDomain {
     /// The upload and its parts, whatever its state (the assembler decides).
-    pub async fn get_assembly(&self, upload_id: &str) -> DomainResult<AssemblyPlan> {
+    pub async fn get_assembly(&self, upload_id: &UploadId) -> DomainResult<AssemblyPlan> {
         let upload = self.any_upload(upload_id).await?;
         let chunks = self.chunks(&upload.upload_id).await?;
         let file_id = ids::file_id_for_upload(&upload.upload_id);
@@ -48,7 +48,7 @@ impl SessionsDomain {
     /// the upload's.
     pub async fn complete_assembly(
         &self,
-        upload_id: &str,
+        upload_id: &UploadId,
         sha256: &str,
         size: u64,
     ) -> DomainResult<FileRecord> {
@@ -78,7 +78,7 @@ impl SessionsDomain {
             name: rec.name.clone(),
             size: rec.size,
             content_type: rec.content_type.clone(),
-            sha256: sha256.unwrap_or_default(),
+            sha256,
             created_at_ms: now,
         };
         let published = self
@@ -97,7 +97,11 @@ impl SessionsDomain {
     /// Fails an unfinished upload with `reason` (shown to the owner) and releases its
     /// storage, including a blob an assembler may already have committed. Failing a failed
     /// upload again answers it and retries the release.
-    pub async fn fail_upload(&self, upload_id: &str, reason: &str) -> DomainResult<UploadRecord> {
+    pub async fn fail_upload(
+        &self,
+        upload_id: &UploadId,
+        reason: &str,
+    ) -> DomainResult<UploadRecord> {
         let reason = cut(reason.trim());
         if reason.is_empty() {
             return Err(DomainError::invalid("reason", "a reason is required"));
@@ -163,7 +167,7 @@ fn verified_digest(rec: &UploadRecord, sha256: &str, size: u64) -> DomainResult<
 /// Sends the assembly job of an upload (dedup id = upload id, so duplicates are dropped).
 pub(crate) async fn enqueue_assembly(
     state: &SessionsState,
-    upload_id: &str,
+    upload_id: &UploadId,
 ) -> Result<(), StoreError> {
     let job = AssemblyJob {
         upload_id: upload_id.to_owned(),
@@ -179,7 +183,7 @@ pub(crate) async fn enqueue_assembly(
 /// longer assembling (it completed after all, or is gone), is left alone.
 pub(crate) async fn fail_dead_lettered(
     state: &SessionsState,
-    upload_id: &str,
+    upload_id: &UploadId,
     reason: &str,
 ) -> Result<bool, StoreError> {
     let Some(rec) = state.metadata.get_upload(upload_id).await? else {

@@ -5,7 +5,7 @@
 //! release, which heals a release that failed halfway.
 
 use lfusys_core::clock::now_ms;
-use lfusys_core::ids;
+use lfusys_core::ids::{self, UploadId, UserId};
 use lfusys_core::state::UploadState;
 use storage::{StoreError, UploadRecord};
 
@@ -17,8 +17,8 @@ impl SessionsDomain {
     /// or expired already).
     pub async fn cancel_upload(
         &self,
-        owner_id: &str,
-        upload_id: &str,
+        owner_id: &UserId,
+        upload_id: &UploadId,
     ) -> DomainResult<UploadRecord> {
         let mut rec = self.owned_upload(owner_id, upload_id).await?;
         // A lost race against a commit or the sweeper means re-reading the new state once.
@@ -68,7 +68,7 @@ pub(crate) async fn release_storage(
 ) -> Result<(), StoreError> {
     state
         .blobs
-        .abort_upload(&rec.upload_id, &rec.storage_handle)
+        .abort_upload(&rec.upload_id, rec.storage_handle.as_deref())
         .await?;
     if committed_blob_too {
         let key = ids::blob_key_for_file(&ids::file_id_for_upload(&rec.upload_id));

@@ -10,7 +10,7 @@
 //! upload's expiry expires the upload on the spot and is answered `Gone`.
 
 use lfusys_core::clock::now_ms;
-use lfusys_core::ids;
+use lfusys_core::ids::{self, ClaimId, UploadId, UserId};
 use lfusys_core::plan::UploadPlan;
 use lfusys_core::state::UploadState;
 use storage::{ChunkRecord, ClaimOutcome, CommitOutcome, UploadRecord};
@@ -22,14 +22,14 @@ use super::{count_transition, validate, DomainError, DomainResult, SessionsDomai
 /// A worker's request for the right to write one chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRequest {
-    pub owner_id: String,
-    pub upload_id: String,
+    pub owner_id: UserId,
+    pub upload_id: UploadId,
     pub index: u32,
     /// The chunk's SHA-256 in hex.
     pub sha256: String,
     pub size: u64,
-    /// Renews this claim; empty for a new one.
-    pub claim_id: String,
+    /// Renews this claim; `None` for a new one.
+    pub claim_id: Option<ClaimId>,
 }
 
 /// How a claim ended.
@@ -55,28 +55,30 @@ pub struct ClaimAnswer {
     pub verdict: ClaimVerdict,
     /// The upload's state as the claim found it.
     pub state: UploadState,
-    /// The claim to commit or release under; empty unless claimed.
-    pub claim_id: String,
+    /// The claim to commit or release under; `None` unless claimed.
+    pub claim_id: Option<ClaimId>,
     /// When the lease runs out; 0 unless claimed.
     pub lease_expires_at_ms: i64,
     /// Chunks recorded so far; 0 when claimed (the commit tells).
     pub received_count: u32,
     pub total_chunks: u32,
-    pub storage_handle: String,
+    /// The blob store's handle of the upload, for the worker's write.
+    pub storage_handle: Option<String>,
 }
 
 /// A worker's record of a chunk it wrote under a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitRequest {
-    pub owner_id: String,
-    pub upload_id: String,
+    pub owner_id: UserId,
+    pub upload_id: UploadId,
     pub index: u32,
     pub size: u64,
     /// The chunk's SHA-256 in hex.
     pub sha256: String,
-    pub claim_id: String,
-    /// The blob store's receipt of the part.
-    pub etag: String,
+    /// The claim the chunk was written under (required).
+    pub claim_id: Option<ClaimId>,
+    /// The blob store's receipt of the part, if it gave one.
+    pub etag: Option<String>,
 }
 
 /// How a commit ended.
@@ -117,11 +119,10 @@ impl SessionsDomain {
             }
         }
 
-        let claim_id = if req.claim_id.is_empty() {
-            ids::new_id()
-        } else {
-            req.claim_id
-        };
+        let claim_id = req
+            .claim_id
+            .clone()
+            .unwrap_or_else(|| ClaimId::from(ids::new_id()));
         // The store checks the upload's state with the claim.
         let outcome = self
             .state
@@ -144,7 +145,7 @@ impl SessionsDomain {
                     &known,
                     ClaimVerdict::Claimed,
                     UploadState::Uploading,
-                    (claim_id, lease_until_ms),
+                    (Some(claim_id), lease_until_ms),
                     0,
                 ));
             }
@@ -173,7 +174,7 @@ impl SessionsDomain {
             self.complete_if_counted(&known, received).await?;
             state = UploadState::Assembling;
         }
-        Ok(answer(&known, verdict, state, (String::new(), 0), received))
+        Ok(answer(&known, verdict, state, (None, 0), received))
     }
 
     /// A claim on an upload past its expiry: expires it now rather than wait for the sweeper
@@ -199,13 +200,7 @@ impl SessionsDomain {
             .settled_verdict(&rec, rec.state, req.index, sha256)
             .await?;
         let received = self.received_count(&rec.upload_id).await?;
-        Ok(Some(answer(
-            known,
-            verdict,
-            rec.state,
-            (String::new(), 0),
-            received,
-        )))
+        Ok(Some(answer(known, verdict, rec.state, (None, 0), received)))
     }
 
     /// How a chunk request ends on an upload that takes no new chunks: a retry of a stored
@@ -234,12 +229,12 @@ impl SessionsDomain {
         let rec = self.known_upload(&req.owner_id, &req.upload_id).await?;
         check_chunk(&rec, req.index, Some(req.size))?;
         let sha256 = validate::sha256_hex("sha256", &req.sha256)?;
-        if req.claim_id.is_empty() {
+        let Some(claim_id) = &req.claim_id else {
             return Err(DomainError::invalid(
                 "claim_id",
                 "claim_id is required: commit a chunk under the claim of BeginChunk",
             ));
-        }
+        };
         let chunk = ChunkRecord {
             index: req.index,
             size: req.size,
@@ -249,7 +244,7 @@ impl SessionsDomain {
         let outcome = self
             .state
             .metadata
-            .commit_chunk(&rec.upload_id, &chunk, &req.claim_id, now_ms())
+            .commit_chunk(&rec.upload_id, &chunk, claim_id, now_ms())
             .await
             .map_err(DomainError::storage("recording the chunk"))?;
         let total = rec.total_chunks;
@@ -301,18 +296,18 @@ impl SessionsDomain {
         Ok(answer)
     }
 
-    /// Drops a claim (a worker whose write failed), if `claim_id` still holds it; an empty
-    /// claim id releases nothing.
+    /// Drops a claim (a worker whose write failed), if `claim_id` still holds it; no claim id
+    /// releases nothing.
     pub async fn release_chunk(
         &self,
-        owner_id: &str,
-        upload_id: &str,
+        owner_id: &UserId,
+        upload_id: &UploadId,
         index: u32,
-        claim_id: &str,
+        claim_id: Option<&ClaimId>,
     ) -> DomainResult<()> {
         let rec = self.known_upload(owner_id, upload_id).await?;
         check_chunk(&rec, index, None)?;
-        if !claim_id.is_empty() {
+        if let Some(claim_id) = claim_id {
             self.state
                 .metadata
                 .release_chunk(&rec.upload_id, index, claim_id)
@@ -361,7 +356,7 @@ fn answer(
     known: &UploadRecord,
     verdict: ClaimVerdict,
     state: UploadState,
-    claim: (String, i64),
+    claim: (Option<ClaimId>, i64),
     received_count: u32,
 ) -> ClaimAnswer {
     let (claim_id, lease_expires_at_ms) = claim;
@@ -409,8 +404,8 @@ mod tests {
     fn rec(size: u64, chunk_size: u64) -> UploadRecord {
         let plan = UploadPlan::new(size, chunk_size);
         UploadRecord {
-            upload_id: String::new(),
-            owner_id: String::new(),
+            upload_id: UploadId::default(),
+            owner_id: UserId::default(),
             name: String::new(),
             size,
             content_type: String::new(),
@@ -418,7 +413,7 @@ mod tests {
             chunk_size,
             total_chunks: plan.total_chunks,
             state: UploadState::Uploading,
-            storage_handle: String::new(),
+            storage_handle: None,
             error: None,
             file_id: None,
             created_at_ms: 0,

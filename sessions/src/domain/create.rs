@@ -3,7 +3,7 @@
 //! recorded is given back.
 
 use lfusys_core::clock::now_ms;
-use lfusys_core::ids;
+use lfusys_core::ids::{UploadId, UserId};
 use lfusys_core::state::UploadState;
 use storage::UploadRecord;
 
@@ -12,7 +12,7 @@ use super::{count_transition, validate, DomainError, DomainResult, SessionsDomai
 /// What a client asks to upload, as sent (checked by [`SessionsDomain::create_upload`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUpload {
-    pub owner_id: String,
+    pub owner_id: UserId,
     pub name: String,
     pub size: u64,
     /// Empty: the default media type.
@@ -30,7 +30,7 @@ impl SessionsDomain {
         let sha256 = validate::optional_sha256_hex("sha256", &new.sha256)?;
         let plan = self.state.policy.plan(new.size)?;
 
-        let upload_id = ids::new_upload_id();
+        let upload_id = UploadId::generate();
         let handle = self
             .state
             .blobs
@@ -61,7 +61,7 @@ impl SessionsDomain {
             if let Err(abort) = self
                 .state
                 .blobs
-                .abort_upload(&upload_id, &rec.storage_handle)
+                .abort_upload(&upload_id, rec.storage_handle.as_deref())
                 .await
             {
                 tracing::warn!(%upload_id, error = %abort, "cannot release the storage of an unrecorded upload");

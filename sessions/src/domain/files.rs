@@ -2,6 +2,7 @@
 //! removes its blob and the chunk records its upload kept; the File is gone for its owner as
 //! soon as its record is, so a failure after that only leaks storage and is logged.
 
+use lfusys_core::ids::{FileId, UserId};
 use storage::{FilePage, FileRecord, StoreError};
 
 use super::{validate, DomainError, DomainResult, SessionsDomain, Subject};
@@ -14,7 +15,7 @@ impl SessionsDomain {
     /// [`DEFAULT_PAGE_SIZE`], larger ones are capped at [`MAX_PAGE_SIZE`].
     pub async fn list_files(
         &self,
-        owner_id: &str,
+        owner_id: &UserId,
         cursor: &str,
         limit: u32,
     ) -> DomainResult<FilePage> {
@@ -35,11 +36,11 @@ impl SessionsDomain {
             })
     }
 
-    pub async fn get_file(&self, owner_id: &str, file_id: &str) -> DomainResult<FileRecord> {
+    pub async fn get_file(&self, owner_id: &UserId, file_id: &FileId) -> DomainResult<FileRecord> {
         self.owned_file(owner_id, file_id).await
     }
 
-    pub async fn delete_file(&self, owner_id: &str, file_id: &str) -> DomainResult<()> {
+    pub async fn delete_file(&self, owner_id: &UserId, file_id: &FileId) -> DomainResult<()> {
         let file = self.owned_file(owner_id, file_id).await?;
         let existed = self
             .state

@@ -2,6 +2,7 @@
 //! completion: chunk records stay until the File is deleted); the owner's unfinished uploads
 //! are listed for resume with the bytes received, without the index lists.
 
+use lfusys_core::ids::{UploadId, UserId};
 use lfusys_core::state::UploadState;
 use storage::{ChunkRecord, UploadRecord};
 
@@ -24,7 +25,11 @@ pub struct UnfinishedUpload {
 impl SessionsDomain {
     /// An owner's upload and its chunks. An upload that still says uploading although every
     /// chunk is recorded (a count lost to a crash) is completed here, once.
-    pub async fn get_upload(&self, owner_id: &str, upload_id: &str) -> DomainResult<UploadStatus> {
+    pub async fn get_upload(
+        &self,
+        owner_id: &UserId,
+        upload_id: &UploadId,
+    ) -> DomainResult<UploadStatus> {
         let mut rec = self.owned_upload(owner_id, upload_id).await?;
         let chunks = self.chunks(&rec.upload_id).await?;
         if rec.state == UploadState::Uploading && chunks.len() >= rec.total_chunks as usize {
@@ -45,7 +50,7 @@ impl SessionsDomain {
     }
 
     /// The owner's uploads still uploading or assembling, newest first.
-    pub async fn list_uploads(&self, owner_id: &str) -> DomainResult<Vec<UnfinishedUpload>> {
+    pub async fn list_uploads(&self, owner_id: &UserId) -> DomainResult<Vec<UnfinishedUpload>> {
         validate::owner(owner_id)?;
         let records = self
             .state

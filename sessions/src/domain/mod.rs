@@ -28,7 +28,7 @@ pub mod validate;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use lfusys_core::ids;
+use lfusys_core::ids::{self, FileId, UploadId, UserId};
 use lfusys_core::state::UploadState;
 use storage::{ChunkRecord, FileRecord, UploadRecord};
 
@@ -46,7 +46,7 @@ pub struct SessionsDomain {
     /// Uploads as last read, for the fields that never change once an upload is created
     /// (owner, plan, storage handle, expiry): the chunk calls, two per chunk, decide on those
     /// without reading the upload again. Their state is read by the store that decides.
-    known: Arc<Mutex<HashMap<String, Arc<UploadRecord>>>>,
+    known: Arc<Mutex<HashMap<UploadId, Arc<UploadRecord>>>>,
 }
 
 impl SessionsDomain {
@@ -67,10 +67,14 @@ impl SessionsDomain {
 
     /// The upload if it exists and belongs to `owner_id`; `NotFound` otherwise, so that
     /// nobody learns whether someone else's id exists. Read from the store (current state).
-    async fn owned_upload(&self, owner_id: &str, upload_id: &str) -> DomainResult<UploadRecord> {
+    async fn owned_upload(
+        &self,
+        owner_id: &UserId,
+        upload_id: &UploadId,
+    ) -> DomainResult<UploadRecord> {
         validate::owner(owner_id)?;
         match self.upload(upload_id).await? {
-            Some(rec) if rec.owner_id == owner_id => {
+            Some(rec) if rec.owner_id == *owner_id => {
                 self.remember(&rec);
                 Ok(rec)
             }
@@ -82,8 +86,8 @@ impl SessionsDomain {
     /// may be used, never its state.
     async fn known_upload(
         &self,
-        owner_id: &str,
-        upload_id: &str,
+        owner_id: &UserId,
+        upload_id: &UploadId,
     ) -> DomainResult<Arc<UploadRecord>> {
         let known = self
             .known
@@ -92,13 +96,13 @@ impl SessionsDomain {
             .get(upload_id)
             .cloned();
         match known {
-            Some(rec) if rec.owner_id == owner_id => Ok(rec),
+            Some(rec) if rec.owner_id == *owner_id => Ok(rec),
             Some(_) => Err(DomainError::NotFound(Subject::Upload)),
             None => Ok(Arc::new(self.owned_upload(owner_id, upload_id).await?)),
         }
     }
 
-    async fn upload(&self, upload_id: &str) -> DomainResult<Option<UploadRecord>> {
+    async fn upload(&self, upload_id: &UploadId) -> DomainResult<Option<UploadRecord>> {
         if !ids::is_valid_id(upload_id) {
             return Ok(None);
         }
@@ -110,13 +114,13 @@ impl SessionsDomain {
     }
 
     /// The upload whoever owns it (the callers of the assembly rules are workers).
-    async fn any_upload(&self, upload_id: &str) -> DomainResult<UploadRecord> {
+    async fn any_upload(&self, upload_id: &UploadId) -> DomainResult<UploadRecord> {
         self.upload(upload_id)
             .await?
             .ok_or(DomainError::NotFound(Subject::Upload))
     }
 
-    async fn chunks(&self, upload_id: &str) -> DomainResult<Vec<ChunkRecord>> {
+    async fn chunks(&self, upload_id: &UploadId) -> DomainResult<Vec<ChunkRecord>> {
         self.state
             .metadata
             .list_chunks(upload_id)
@@ -124,7 +128,7 @@ impl SessionsDomain {
             .map_err(DomainError::storage("listing the chunks"))
     }
 
-    async fn received_count(&self, upload_id: &str) -> DomainResult<u32> {
+    async fn received_count(&self, upload_id: &UploadId) -> DomainResult<u32> {
         self.state
             .metadata
             .received_count(upload_id)
@@ -132,7 +136,7 @@ impl SessionsDomain {
             .map_err(DomainError::storage("counting the chunks"))
     }
 
-    async fn owned_file(&self, owner_id: &str, file_id: &str) -> DomainResult<FileRecord> {
+    async fn owned_file(&self, owner_id: &UserId, file_id: &FileId) -> DomainResult<FileRecord> {
         validate::owner(owner_id)?;
         if !ids::is_valid_id(file_id) {
             return Err(DomainError::NotFound(Subject::File));
@@ -144,7 +148,7 @@ impl SessionsDomain {
             .await
             .map_err(DomainError::storage("reading the file"))?
         {
-            Some(f) if f.owner_id == owner_id => Ok(f),
+            Some(f) if f.owner_id == *owner_id => Ok(f),
             _ => Err(DomainError::NotFound(Subject::File)),
         }
     }

@@ -1,6 +1,7 @@
 //! Input checks of the requests (pure functions): each names the field it refuses.
 
 use super::error::DomainError;
+use lfusys_core::ids::UserId;
 
 pub const MAX_NAME_BYTES: usize = 255;
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
@@ -79,7 +80,7 @@ pub fn optional_sha256_hex(
 }
 
 /// Every request acts for an owner; an empty one is a caller bug, not a missing record.
-pub fn owner(owner_id: &str) -> Result<(), DomainError> {
+pub fn owner(owner_id: &UserId) -> Result<(), DomainError> {
     if owner_id.trim().is_empty() {
         Err(DomainError::invalid("owner_id", "owner_id is required"))
     } else {
@@ -153,7 +154,7 @@ mod tests {
         assert!(sha256_hex("sha256", &"zz".repeat(32)).is_err());
         assert_eq!(optional_sha256_hex("sha256", "").unwrap(), None);
         assert!(optional_sha256_hex("sha256", "xyz").is_err());
-        assert!(owner("").is_err());
-        assert!(owner("u1").is_ok());
+        assert!(owner(&"".into()).is_err());
+        assert!(owner(&"u1".into()).is_ok());
     }
 }

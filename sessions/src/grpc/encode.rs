@@ -23,8 +23,8 @@ pub fn upload(rec: &UploadRecord, received: &Received<'_>) -> proto::Upload {
         Received::BytesOnly(bytes) => (Vec::new(), *bytes),
     };
     proto::Upload {
-        upload_id: rec.upload_id.clone(),
-        owner_id: rec.owner_id.clone(),
+        upload_id: rec.upload_id.to_string(),
+        owner_id: rec.owner_id.to_string(),
         name: rec.name.clone(),
         size: rec.size,
         content_type: rec.content_type.clone(),
@@ -34,11 +34,11 @@ pub fn upload(rec: &UploadRecord, received: &Received<'_>) -> proto::Upload {
         state: state(rec.state),
         received_chunks,
         bytes_received,
-        file_id: rec.file_id.clone().unwrap_or_default(),
+        file_id: rec.file_id.as_deref().unwrap_or_default().to_owned(),
         error: rec.error.clone().unwrap_or_default(),
         created_at_ms: rec.created_at_ms,
         expires_at_ms: rec.expires_at_ms,
-        storage_handle: rec.storage_handle.clone(),
+        storage_handle: rec.storage_handle.clone().unwrap_or_default(),
     }
 }
 
@@ -48,14 +48,14 @@ pub fn state(s: UploadState) -> i32 {
 
 pub fn file(rec: &FileRecord) -> proto::File {
     proto::File {
-        file_id: rec.file_id.clone(),
-        owner_id: rec.owner_id.clone(),
+        file_id: rec.file_id.to_string(),
+        owner_id: rec.owner_id.to_string(),
         name: rec.name.clone(),
         size: rec.size,
         content_type: rec.content_type.clone(),
-        sha256: rec.sha256.clone(),
+        sha256: rec.sha256.clone().unwrap_or_default(),
         created_at_ms: rec.created_at_ms,
-        upload_id: rec.upload_id.clone(),
+        upload_id: rec.upload_id.to_string(),
         blob_key: rec.blob_key.clone(),
     }
 }
@@ -65,7 +65,7 @@ pub fn part(chunk: &ChunkRecord) -> proto::Part {
         index: chunk.index,
         size: chunk.size,
         sha256: chunk.sha256.clone(),
-        etag: chunk.etag.clone(),
+        etag: chunk.etag.clone().unwrap_or_default(),
     }
 }
 
@@ -107,7 +107,7 @@ mod tests {
             chunk_size: 4,
             total_chunks: 3,
             state: UploadState::Uploading,
-            storage_handle: String::new(),
+            storage_handle: None,
             error: None,
             file_id: None,
             created_at_ms: 1,
@@ -118,7 +118,7 @@ mod tests {
             index,
             size,
             sha256: String::new(),
-            etag: String::new(),
+            etag: None,
         };
         let chunks = [chunk(0, 4), chunk(2, 2)];
         let p = upload(&rec, &Received::Chunks(&chunks));

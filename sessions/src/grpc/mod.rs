@@ -5,6 +5,7 @@
 mod encode;
 mod status;
 
+use lfusys_core::ids::ClaimId;
 use sessions_api::proto::sessions_server::Sessions;
 use sessions_api::proto::{
     self, Assembly, BeginChunkRequest, BeginChunkResponse, CancelUploadRequest, CommitChunkRequest,
@@ -35,6 +36,11 @@ impl SessionsService {
     }
 }
 
+/// A claim id on the wire: empty is none.
+fn claim(wire: &str) -> Option<ClaimId> {
+    sessions_api::optional(wire).map(ClaimId::from)
+}
+
 fn upload_without_chunks(rec: &storage::UploadRecord) -> Response<proto::Upload> {
     Response::new(encode::upload(rec, &Received::Chunks(&[])))
 }
@@ -49,7 +55,7 @@ impl Sessions for SessionsService {
         let rec = self
             .domain
             .create_upload(NewUpload {
-                owner_id: req.owner_id,
+                owner_id: req.owner_id.into(),
                 name: req.name,
                 size: req.size,
                 content_type: req.content_type,
@@ -66,7 +72,7 @@ impl Sessions for SessionsService {
         let req = request.into_inner();
         let status = self
             .domain
-            .get_upload(&req.owner_id, &req.upload_id)
+            .get_upload(&req.owner_id.into(), &req.upload_id.into())
             .await?;
         Ok(Response::new(encode::upload(
             &status.upload,
@@ -79,7 +85,7 @@ impl Sessions for SessionsService {
         request: Request<ListUploadsRequest>,
     ) -> Result<Response<ListUploadsResponse>, Status> {
         let req = request.into_inner();
-        let uploads = self.domain.list_uploads(&req.owner_id).await?;
+        let uploads = self.domain.list_uploads(&req.owner_id.into()).await?;
         let items = uploads
             .iter()
             .map(|u| encode::upload(&u.upload, &Received::BytesOnly(u.bytes_received)))
@@ -94,7 +100,7 @@ impl Sessions for SessionsService {
         let req = request.into_inner();
         let rec = self
             .domain
-            .cancel_upload(&req.owner_id, &req.upload_id)
+            .cancel_upload(&req.owner_id.into(), &req.upload_id.into())
             .await?;
         Ok(upload_without_chunks(&rec))
     }
@@ -107,20 +113,20 @@ impl Sessions for SessionsService {
         let answer = self
             .domain
             .begin_chunk(ClaimRequest {
-                owner_id: req.owner_id,
-                upload_id: req.upload_id,
+                owner_id: req.owner_id.into(),
+                upload_id: req.upload_id.into(),
                 index: req.index,
                 sha256: req.sha256,
                 size: req.size,
-                claim_id: req.claim_id,
+                claim_id: claim(&req.claim_id),
             })
             .await?;
         let mut resp = BeginChunkResponse {
-            claim_id: answer.claim_id,
+            claim_id: answer.claim_id.map(String::from).unwrap_or_default(),
             lease_expires_at_ms: answer.lease_expires_at_ms,
             received_count: answer.received_count,
             total_chunks: answer.total_chunks,
-            storage_handle: answer.storage_handle,
+            storage_handle: answer.storage_handle.unwrap_or_default(),
             state: encode::state(answer.state),
             ..Default::default()
         };
@@ -136,13 +142,13 @@ impl Sessions for SessionsService {
         let answer = self
             .domain
             .commit_chunk(CommitRequest {
-                owner_id: req.owner_id,
-                upload_id: req.upload_id,
+                owner_id: req.owner_id.into(),
+                upload_id: req.upload_id.into(),
                 index: req.index,
                 size: req.size,
                 sha256: req.sha256,
-                claim_id: req.claim_id,
-                etag: req.etag,
+                claim_id: claim(&req.claim_id),
+                etag: sessions_api::optional(&req.etag).map(str::to_owned),
             })
             .await?;
         let mut resp = CommitChunkResponse {
@@ -162,7 +168,12 @@ impl Sessions for SessionsService {
     ) -> Result<Response<ReleaseChunkResponse>, Status> {
         let req = request.into_inner();
         self.domain
-            .release_chunk(&req.owner_id, &req.upload_id, req.index, &req.claim_id)
+            .release_chunk(
+                &req.owner_id.into(),
+                &req.upload_id.into(),
+                req.index,
+                claim(&req.claim_id).as_ref(),
+            )
             .await?;
         Ok(Response::new(ReleaseChunkResponse {}))
     }
@@ -172,7 +183,7 @@ impl Sessions for SessionsService {
         request: Request<GetAssemblyRequest>,
     ) -> Result<Response<Assembly>, Status> {
         let req = request.into_inner();
-        let plan = self.domain.get_assembly(&req.upload_id).await?;
+        let plan = self.domain.get_assembly(&req.upload_id.into()).await?;
         Ok(Response::new(Assembly {
             upload: Some(encode::upload(
                 &plan.upload,
@@ -180,7 +191,7 @@ impl Sessions for SessionsService {
             )),
             parts: plan.chunks.iter().map(encode::part).collect(),
             blob_key: plan.blob_key,
-            file_id: plan.file_id,
+            file_id: plan.file_id.into(),
         }))
     }
 
@@ -191,7 +202,7 @@ impl Sessions for SessionsService {
         let req = request.into_inner();
         let file = self
             .domain
-            .complete_assembly(&req.upload_id, &req.sha256, req.size)
+            .complete_assembly(&req.upload_id.into(), &req.sha256, req.size)
             .await?;
         Ok(Response::new(encode::file(&file)))
     }
@@ -201,7 +212,10 @@ impl Sessions for SessionsService {
         request: Request<FailUploadRequest>,
     ) -> Result<Response<proto::Upload>, Status> {
         let req = request.into_inner();
-        let rec = self.domain.fail_upload(&req.upload_id, &req.reason).await?;
+        let rec = self
+            .domain
+            .fail_upload(&req.upload_id.into(), &req.reason)
+            .await?;
         Ok(upload_without_chunks(&rec))
     }
 
@@ -212,7 +226,7 @@ impl Sessions for SessionsService {
         let req = request.into_inner();
         let page = self
             .domain
-            .list_files(&req.owner_id, &req.cursor, req.limit)
+            .list_files(&req.owner_id.into(), &req.cursor, req.limit)
             .await?;
         Ok(Response::new(ListFilesResponse {
             items: page.items.iter().map(encode::file).collect(),
@@ -225,7 +239,10 @@ impl Sessions for SessionsService {
         request: Request<GetFileRequest>,
     ) -> Result<Response<proto::File>, Status> {
         let req = request.into_inner();
-        let file = self.domain.get_file(&req.owner_id, &req.file_id).await?;
+        let file = self
+            .domain
+            .get_file(&req.owner_id.into(), &req.file_id.into())
+            .await?;
         Ok(Response::new(encode::file(&file)))
     }
 
@@ -234,7 +251,9 @@ impl Sessions for SessionsService {
         request: Request<DeleteFileRequest>,
     ) -> Result<Response<DeleteFileResponse>, Status> {
         let req = request.into_inner();
-        self.domain.delete_file(&req.owner_id, &req.file_id).await?;
+        self.domain
+            .delete_file(&req.owner_id.into(), &req.file_id.into())
+            .await?;
         Ok(Response::new(DeleteFileResponse {}))
     }
 }

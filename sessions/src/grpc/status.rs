@@ -34,14 +34,14 @@ fn store_status(context: &str, err: StoreError) -> Status {
     match err {
         StoreError::NotFound(what) => Status::not_found(what),
         StoreError::Conflict(what) => Status::failed_precondition(what),
-        StoreError::Unavailable(what) => {
+        StoreError::Unavailable { message: what, .. } => {
             tracing::warn!(context, error = %what, "storage unavailable");
             Status::unavailable(format!("storage is unavailable: {what}"))
         }
         e @ (StoreError::DigestMismatch | StoreError::LengthMismatch { .. }) => {
             Status::invalid_argument(e.to_string())
         }
-        e @ (StoreError::Body(_) | StoreError::Other(_)) => {
+        e @ (StoreError::Body { .. } | StoreError::Other { .. }) => {
             tracing::error!(context, error = %e, "storage error");
             Status::internal(format!("{context} failed: internal storage error"))
         }
@@ -74,9 +74,9 @@ mod tests {
             code(StoreError::Conflict("x".into())),
             Code::FailedPrecondition
         );
-        assert_eq!(code(StoreError::Unavailable("x".into())), Code::Unavailable);
-        assert_eq!(code(StoreError::Other("x".into())), Code::Internal);
-        assert_eq!(code(StoreError::Body("x".into())), Code::Internal);
+        assert_eq!(code(StoreError::unavailable("x")), Code::Unavailable);
+        assert_eq!(code(StoreError::other("x")), Code::Internal);
+        assert_eq!(code(StoreError::body("x")), Code::Internal);
         assert_eq!(code(StoreError::DigestMismatch), Code::InvalidArgument);
         assert_eq!(
             code(StoreError::LengthMismatch {
@@ -85,11 +85,11 @@ mod tests {
             }),
             Code::InvalidArgument
         );
-        let (_, msg) = store(StoreError::Other("secret path /var/x".into()));
+        let (_, msg) = store(StoreError::other("secret path /var/x"));
         assert!(!msg.contains("secret"));
         assert_eq!(msg, "test failed: internal storage error");
         assert_eq!(
-            store(StoreError::Unavailable("busy".into())).1,
+            store(StoreError::unavailable("busy")).1,
             "storage is unavailable: busy"
         );
         assert_eq!(store(StoreError::NotFound("x".into())).1, "x");

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use sessions::{Config, SessionsState};
@@ -17,9 +17,9 @@ use sessions_api::proto::{
 use sha2::{Digest, Sha256};
 use storage::{ChunkTarget, PartRef};
 use stores::StorageConfig;
+use test_support::data::sha256_hex;
+use test_support::sessions::SessionsServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 /// Small chunks keep the tests fast while exercising multi-chunk plans.
@@ -31,8 +31,7 @@ pub struct Harness {
     pub addr: SocketAddr,
     pub state: SessionsState,
     pub client: SessionsClient<Channel>,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), sessions::Error>>>,
+    server: SessionsServer,
 }
 
 pub async fn start() -> Harness {
@@ -48,20 +47,14 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Harness {
     config.sweep_interval = Duration::from_secs(3600);
     adjust(&mut config);
     let state = SessionsState::open(&config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(sessions::serve(listener, state.clone(), async move {
-        let _ = stopped.await;
-    }));
-    let client = sessions_api::client::connect_lazy(&format!("http://{addr}")).unwrap();
+    let server = SessionsServer::start(state.clone()).await;
+    let client = sessions_api::client::connect_lazy(&server.url).unwrap();
     Harness {
         dir,
-        addr,
+        addr: server.addr,
         state,
         client,
-        stop: Some(stop),
-        server: Some(server),
+        server,
     }
 }
 
@@ -76,14 +69,7 @@ impl Harness {
 
     /// Stops the server and waits for `serve` to return.
     pub async fn shutdown(&mut self) -> Result<(), sessions::Error> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let server = self.server.take().expect("already shut down");
-        tokio::time::timeout(Duration::from_secs(10), server)
-            .await
-            .expect("serve did not return after shutdown")
-            .unwrap()
+        self.server.shutdown().await
     }
 
     pub async fn create(&self, owner: &str, name: &str, size: u64) -> proto::Upload {
@@ -112,7 +98,7 @@ impl Harness {
             owner,
             upload_id,
             index,
-            &sha_hex(data),
+            &sha256_hex(data),
             data.len() as u64,
             claim_id,
         )
@@ -160,8 +146,8 @@ impl Harness {
     /// Writes a chunk's bytes to the blob store, as a worker does between begin and commit.
     pub async fn write(&self, upload: &proto::Upload, index: u32, data: &[u8]) {
         let target = ChunkTarget {
-            upload_id: upload.upload_id.clone(),
-            handle: upload.storage_handle.clone(),
+            upload_id: upload.upload_id.as_str().into(),
+            handle: sessions_api::optional(&upload.storage_handle).map(str::to_owned),
             index,
             offset: u64::from(index) * upload.chunk_size,
             len: data.len() as u64,
@@ -214,8 +200,8 @@ impl Harness {
         self.state
             .blobs
             .complete_upload(
-                upload_id,
-                &upload.storage_handle,
+                &upload_id.into(),
+                sessions_api::optional(&upload.storage_handle),
                 &parts,
                 &assembly.blob_key,
             )
@@ -224,7 +210,7 @@ impl Harness {
         self.client()
             .complete_assembly(CompleteAssemblyRequest {
                 upload_id: upload_id.into(),
-                sha256: sha_hex(data),
+                sha256: sha256_hex(data),
                 size: data.len() as u64,
             })
             .await
@@ -292,29 +278,10 @@ pub fn commit_request(
         upload_id: upload_id.into(),
         index,
         claim_id: claim_id.into(),
-        sha256: sha_hex(data),
+        sha256: sha256_hex(data),
         size: data.len() as u64,
         etag: String::new(),
     }
-}
-
-pub fn sha_hex(data: &[u8]) -> String {
-    hex_encode(&Sha256::digest(data))
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// Deterministic, non-repeating test bytes.
-pub fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i >> 8) as u8))
-        .collect()
 }
 
 /// The chunks of `data` under the upload's plan.
@@ -323,13 +290,4 @@ pub fn chunks_of<'a>(upload: &proto::Upload, data: &'a [u8]) -> Vec<(u32, &'a [u
         .enumerate()
         .map(|(i, c)| (i as u32, c))
         .collect()
-}
-
-/// Polls `cond` until it holds or the deadline passes.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }

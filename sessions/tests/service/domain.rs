@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
+use lfusys_core::ids::ClaimId;
 use lfusys_core::state::UploadState;
 use sessions::domain::chunks::{ClaimRequest, ClaimVerdict, CommitRequest, CommitVerdict};
 use sessions::domain::create::NewUpload;
 use sessions::domain::{Conflict, DomainError, Subject};
 use sessions::{Config, SessionsDomain, SessionsState};
-use sha2::{Digest, Sha256};
 use stores::StorageConfig;
+use test_support::data::sha256_hex;
 
 const CHUNK: u64 = 1024;
 
@@ -34,34 +35,26 @@ fn new_upload(name: &str, size: u64) -> NewUpload {
     }
 }
 
-fn sha_hex(data: &[u8]) -> String {
-    use std::fmt::Write;
-    Sha256::digest(data).iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 fn claim(upload_id: &str, index: u32, data: &[u8]) -> ClaimRequest {
     ClaimRequest {
         owner_id: "alice".into(),
         upload_id: upload_id.into(),
         index,
-        sha256: sha_hex(data),
+        sha256: sha256_hex(data),
         size: data.len() as u64,
-        claim_id: String::new(),
+        claim_id: None,
     }
 }
 
-fn commit(upload_id: &str, index: u32, data: &[u8], claim_id: &str) -> CommitRequest {
+fn commit(upload_id: &str, index: u32, data: &[u8], claim_id: Option<ClaimId>) -> CommitRequest {
     CommitRequest {
         owner_id: "alice".into(),
         upload_id: upload_id.into(),
         index,
         size: data.len() as u64,
-        sha256: sha_hex(data),
-        claim_id: claim_id.into(),
-        etag: String::new(),
+        sha256: sha256_hex(data),
+        claim_id,
+        etag: None,
     }
 }
 
@@ -86,12 +79,18 @@ async fn refusals_name_what_went_wrong() {
 
     let rec = d.create_upload(new_upload("a", 10)).await.unwrap();
     // Someone else's upload does not exist for them.
-    let err = d.get_upload("bob", &rec.upload_id).await.unwrap_err();
+    let err = d
+        .get_upload(&"bob".into(), &rec.upload_id)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, DomainError::NotFound(Subject::Upload)),
         "{err:?}"
     );
-    let err = d.get_file("alice", "no-such-file").await.unwrap_err();
+    let err = d
+        .get_file(&"alice".into(), &"no-such-file".into())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, DomainError::NotFound(Subject::File)),
         "{err:?}"
@@ -128,7 +127,7 @@ async fn the_last_commit_completes_the_set_and_enqueues_its_job() {
             .unwrap();
         assert_eq!(claimed.verdict, ClaimVerdict::Claimed);
         let committed = d
-            .commit_chunk(commit(&rec.upload_id, index, chunk, &claimed.claim_id))
+            .commit_chunk(commit(&rec.upload_id, index, chunk, claimed.claim_id))
             .await
             .unwrap();
         assert_eq!(committed.verdict, CommitVerdict::Stored);
@@ -145,7 +144,10 @@ async fn the_last_commit_completes_the_set_and_enqueues_its_job() {
         (retry.verdict, retry.state, retry.received_count),
         (ClaimVerdict::AlreadyStored, UploadState::Assembling, 2)
     );
-    let err = d.cancel_upload("alice", &rec.upload_id).await.unwrap_err();
+    let err = d
+        .cancel_upload(&"alice".into(), &rec.upload_id)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -164,7 +166,7 @@ async fn the_last_commit_completes_the_set_and_enqueues_its_job() {
         ),
         "{err:?}"
     );
-    let status = d.get_upload("alice", &rec.upload_id).await.unwrap();
+    let status = d.get_upload(&"alice".into(), &rec.upload_id).await.unwrap();
     assert_eq!(status.chunks.len(), 2);
     assert_eq!(status.upload.state, UploadState::Assembling);
 }

@@ -1,12 +1,11 @@
 //! The sessions service over a real listener, real embedded stores and a real gRPC client.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{chunks_of, commit_request, data, eventually, sha_hex, start, start_with, CHUNK};
+use crate::common::{chunks_of, commit_request, start, start_with, CHUNK};
 use lfusys_core::clock::now_ms;
 use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::state::UploadState as State;
@@ -17,6 +16,8 @@ use sessions_api::proto::{
     Upload, UploadState,
 };
 use storage::{ReceivedJob, StoreError, UploadRecord};
+use test_support::data::{bytes as data, sha256_hex};
+use test_support::wait::eventually;
 use tonic::Code;
 
 const ALICE: &str = "alice";
@@ -178,7 +179,10 @@ async fn assemble_twice_publishing_once(
         vec![0, 1, 2, 3]
     );
     assert_eq!(assembly.parts[3].size, 100);
-    assert_eq!(assembly.parts[0].sha256, sha_hex(&bytes[..CHUNK as usize]));
+    assert_eq!(
+        assembly.parts[0].sha256,
+        sha256_hex(&bytes[..CHUNK as usize])
+    );
     assert_eq!(assembly.blob_key, format!("files/{}", assembly.file_id));
 
     // Completing twice publishes one File.
@@ -187,7 +191,7 @@ async fn assemble_twice_publishing_once(
     assert_eq!(file.owner_id, ALICE);
     assert_eq!(file.name, "movie.mkv");
     assert_eq!(file.size, bytes.len() as u64);
-    assert_eq!(file.sha256, sha_hex(bytes));
+    assert_eq!(file.sha256, sha256_hex(bytes));
     assert_eq!(file.upload_id, upload.upload_id);
     let again = h.assemble(&upload.upload_id, bytes).await;
     assert_eq!(again, file);
@@ -380,7 +384,10 @@ async fn lease_expiry_lets_another_worker_take_the_chunk() {
     let first = h.begin(ALICE, &upload.upload_id, 0, &bytes, "").await;
     assert_eq!(first.outcome(), BeginChunkOutcome::Claimed);
     let deadline = first.lease_expires_at_ms;
-    eventually("the lease to run out", || now_ms() > deadline).await;
+    eventually("the lease to run out", Duration::from_secs(10), || {
+        std::future::ready(now_ms() > deadline)
+    })
+    .await;
     let second = h.begin(ALICE, &upload.upload_id, 0, &bytes, "").await;
     assert_eq!(second.outcome(), BeginChunkOutcome::Claimed);
     let stale = h
@@ -440,7 +447,7 @@ async fn probes_of_others_see_nothing(h: &common::Harness, id: &str, chunk: &[u8
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "cancel {probe}");
         let err = h
-            .try_begin(owner, probe, 0, &sha_hex(chunk), CHUNK, "")
+            .try_begin(owner, probe, 0, &sha256_hex(chunk), CHUNK, "")
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "begin {probe}");
@@ -487,7 +494,7 @@ async fn unknown_uploads_are_not_found(h: &common::Harness) {
             _ => client
                 .complete_assembly(CompleteAssemblyRequest {
                     upload_id: missing.clone(),
-                    sha256: sha_hex(b""),
+                    sha256: sha256_hex(b""),
                     size: 1,
                 })
                 .await
@@ -598,7 +605,7 @@ async fn invalid_requests_are_refused() {
 
     let id = upload.upload_id.as_str();
     let chunk = data(CHUNK as usize, 1);
-    let sha = sha_hex(&chunk);
+    let sha = sha256_hex(&chunk);
     let total = upload.total_chunks;
     for (index, size, digest) in [
         (total, CHUNK, sha.as_str()),
@@ -716,7 +723,12 @@ async fn expired_uploads_are_swept_and_leave_nothing_behind() {
     assert_eq!(h.part_files(&lazy.upload_id).len(), 1);
 
     let expiry = swept.expires_at_ms.max(lazy.expires_at_ms);
-    eventually("the uploads to pass their expiry", || now_ms() > expiry).await;
+    eventually(
+        "the uploads to pass their expiry",
+        Duration::from_secs(10),
+        || std::future::ready(now_ms() > expiry),
+    )
+    .await;
 
     // A chunk arriving after expiry is refused even before the sweeper runs.
     let late = h.begin(ALICE, &lazy.upload_id, 0, c0, "").await;
@@ -756,7 +768,7 @@ async fn uploads_stuck_in_assembling_get_their_job_again() {
     let h = start().await;
     let now = now_ms();
     let stuck = UploadRecord {
-        upload_id: lfusys_core::ids::new_upload_id(),
+        upload_id: lfusys_core::ids::UploadId::generate(),
         owner_id: ALICE.into(),
         name: "stuck".into(),
         size: 10,
@@ -765,7 +777,7 @@ async fn uploads_stuck_in_assembling_get_their_job_again() {
         chunk_size: 10,
         total_chunks: 1,
         state: State::Assembling,
-        storage_handle: String::new(),
+        storage_handle: None,
         error: None,
         file_id: None,
         created_at_ms: now - 3_600_000,
@@ -818,7 +830,7 @@ async fn complete_assembly_checks_state_size_and_digest() {
     let err = client
         .complete_assembly(CompleteAssemblyRequest {
             upload_id: uploading.upload_id.clone(),
-            sha256: sha_hex(&bytes),
+            sha256: sha256_hex(&bytes),
             size: 10,
         })
         .await
@@ -826,7 +838,11 @@ async fn complete_assembly_checks_state_size_and_digest() {
     assert_eq!(err.code(), Code::FailedPrecondition);
 
     let declared = client
-        .create_upload(create_req("declared", bytes.len() as u64, &sha_hex(&bytes)))
+        .create_upload(create_req(
+            "declared",
+            bytes.len() as u64,
+            &sha256_hex(&bytes),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -837,8 +853,8 @@ async fn complete_assembly_checks_state_size_and_digest() {
             .await;
     }
     for (sha, size) in [
-        (sha_hex(&bytes), bytes.len() as u64 - 1),
-        (sha_hex(b"other"), bytes.len() as u64),
+        (sha256_hex(&bytes), bytes.len() as u64 - 1),
+        (sha256_hex(b"other"), bytes.len() as u64),
     ] {
         let err = client
             .complete_assembly(CompleteAssemblyRequest {
@@ -851,7 +867,7 @@ async fn complete_assembly_checks_state_size_and_digest() {
         assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
     }
     let file = h.assemble(&declared.upload_id, &bytes).await;
-    assert_eq!(file.sha256, sha_hex(&bytes));
+    assert_eq!(file.sha256, sha256_hex(&bytes));
 }
 
 #[tokio::test]
@@ -896,7 +912,7 @@ async fn failed_uploads_state_the_reason_and_release_storage() {
     let err = client
         .complete_assembly(CompleteAssemblyRequest {
             upload_id: id.clone(),
-            sha256: sha_hex(&bytes),
+            sha256: sha256_hex(&bytes),
             size: bytes.len() as u64,
         })
         .await
@@ -938,8 +954,12 @@ async fn files_are_listed_in_pages_newest_first() {
     let mut published = Vec::new();
     for i in 0..5u8 {
         published.push(
-            h.publish(ALICE, &format!("file-{i}"), &data(10 + usize::from(i), i))
-                .await,
+            h.publish(
+                ALICE,
+                &format!("file-{i}"),
+                &data(10 + usize::from(i), u64::from(i)),
+            )
+            .await,
         );
     }
     h.publish(BOB, "bobs", &data(3, 0)).await;

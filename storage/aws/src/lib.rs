@@ -54,30 +54,32 @@ pub async fn create_resources(sdk: &SdkConfig, resources: &AwsResources) -> Stor
     Ok(())
 }
 
-/// What an SDK failure means for a caller of the storage ports.
-pub(crate) fn sdk_error<E>(what: &str, err: &SdkError<E, HttpResponse>) -> StoreError
+/// What an SDK failure means for a caller of the storage ports; the failure itself stays
+/// attached as the error's source.
+pub(crate) fn sdk_error<E>(what: &str, err: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let detail = format!("{what}: {}", DisplayErrorContext(err));
-    match err {
+    let detail = format!("{what}: {}", DisplayErrorContext(&err));
+    match &err {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             let code = err.code().unwrap_or_default();
             if is_credentials_code(code) {
-                StoreError::Unavailable(format!(
+                let message = format!(
                     "{what}: the AWS credentials were rejected ({code}); check AWS_ACCESS_KEY_ID / AWS_PROFILE / the pod's role: {}",
                     err.message().unwrap_or_default()
-                ))
+                );
+                StoreError::unavailable_from(message, err)
             } else if status >= 500 || is_throttling_code(code) {
-                StoreError::Unavailable(detail)
+                StoreError::unavailable_from(detail, err)
             } else {
-                StoreError::Other(detail)
+                StoreError::other_from(detail, err)
             }
         }
         // Timeouts, refused connections, missing credentials or region: transient or
         // fixable by configuration, never the caller's fault.
-        _ => StoreError::Unavailable(detail),
+        _ => StoreError::unavailable_from(detail, err),
     }
 }
 
@@ -136,7 +138,7 @@ where
             return Ok(v);
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::unavailable(format!(
                 "{what} did not become ready within {timeout:?}"
             )));
         }

@@ -42,7 +42,7 @@ use futures::StreamExt;
 use super::{error_code, sdk_error};
 use lfusys_core::ids;
 use lfusys_core::range::ByteRange;
-use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult};
+use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult, UploadId};
 
 /// S3's limit on the parts of one multipart upload.
 pub const MAX_PARTS: u32 = 10_000;
@@ -119,7 +119,7 @@ impl S3BlobStore {
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .send()
             .await
-            .map_err(|e| sdk_error("S3 CreateMultipartUpload (checksum probe)", &e))?;
+            .map_err(|e| sdk_error("S3 CreateMultipartUpload (checksum probe)", e))?;
         let handle = created.upload_id().unwrap_or_default().to_owned();
         let body: &'static [u8] = b"lfusys checksum probe";
         let wrong = {
@@ -153,7 +153,7 @@ impl S3BlobStore {
         match result {
             Ok(_) => Ok(false),
             Err(e) if is_digest_mismatch(error_code(&e)) => Ok(true),
-            Err(e) => Err(sdk_error("S3 UploadPart (checksum probe)", &e)),
+            Err(e) => Err(sdk_error("S3 UploadPart (checksum probe)", e)),
         }
     }
 
@@ -186,7 +186,7 @@ impl S3BlobStore {
                 .await
                 .map_err(|e| match error_code(&e) {
                     Some("NoSuchUpload") => StoreError::NotFound("multipart upload".into()),
-                    _ => sdk_error("S3 ListParts", &e),
+                    _ => sdk_error("S3 ListParts", e),
                 })?;
             parts.extend(out.parts().iter().cloned());
             match (out.is_truncated(), out.next_part_number_marker()) {
@@ -213,7 +213,7 @@ impl S3BlobStore {
                 .set_upload_id_marker(id_marker.clone())
                 .send()
                 .await
-                .map_err(|e| sdk_error("S3 ListMultipartUploads", &e))?;
+                .map_err(|e| sdk_error("S3 ListMultipartUploads", e))?;
             ids.extend(
                 out.uploads()
                     .iter()
@@ -249,7 +249,7 @@ fn check_key(upload_id: &str, blob_key: &str) -> StoreResult<String> {
     if key == blob_key {
         Ok(key)
     } else {
-        Err(StoreError::Other(format!(
+        Err(StoreError::other(format!(
             "upload {upload_id} is stored at {key}, it cannot be committed to {blob_key}"
         )))
     }
@@ -398,7 +398,7 @@ fn io_error(e: impl std::fmt::Display) -> std::io::Error {
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
-    async fn begin_upload(&self, upload_id: &str, _size: u64) -> StoreResult<String> {
+    async fn begin_upload(&self, upload_id: &UploadId, _size: u64) -> StoreResult<Option<String>> {
         let key = Self::key_for_upload(upload_id);
         let out = self
             .client
@@ -408,23 +408,27 @@ impl BlobStore for S3BlobStore {
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .send()
             .await
-            .map_err(|e| sdk_error("S3 CreateMultipartUpload", &e))?;
+            .map_err(|e| sdk_error("S3 CreateMultipartUpload", e))?;
         out.upload_id()
             .filter(|id| !id.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| StoreError::Unavailable("S3 returned no multipart upload id".into()))
+            .map(|id| Some(id.to_owned()))
+            .ok_or_else(|| StoreError::unavailable("S3 returned no multipart upload id"))
     }
 
-    async fn write_chunk(&self, target: &ChunkTarget, body: ByteStream) -> StoreResult<String> {
+    async fn write_chunk(
+        &self,
+        target: &ChunkTarget,
+        body: ByteStream,
+    ) -> StoreResult<Option<String>> {
         if target.index >= MAX_PARTS {
             return Err(StoreError::Conflict(format!(
                 "chunk {} is past S3's {MAX_PARTS} parts",
                 target.index
             )));
         }
-        if target.handle.is_empty() {
+        let Some(handle) = target.handle.as_deref() else {
             return Err(StoreError::NotFound("multipart upload (no handle)".into()));
-        }
+        };
         let key = Self::key_for_upload(&target.upload_id);
         let fault = Arc::new(Mutex::new(None));
         let part_body = PartBody::new(body, target.len, Arc::clone(&fault));
@@ -433,7 +437,7 @@ impl BlobStore for S3BlobStore {
             .upload_part()
             .bucket(&self.bucket)
             .key(&key)
-            .upload_id(&target.handle)
+            .upload_id(handle)
             .part_number(target.index as i32 + 1)
             .content_length(target.len as i64)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
@@ -444,7 +448,7 @@ impl BlobStore for S3BlobStore {
         let recorded = fault.lock().ok().and_then(|f| f.clone());
         if let Some(fault) = recorded {
             return Err(match fault {
-                BodyFault::Stream(e) => StoreError::Body(e),
+                BodyFault::Stream(e) => StoreError::body(e),
                 BodyFault::Length { expected, actual } => {
                     StoreError::LengthMismatch { expected, actual }
                 }
@@ -453,9 +457,9 @@ impl BlobStore for S3BlobStore {
         let out = result.map_err(|e| match error_code(&e) {
             code if is_digest_mismatch(code) => StoreError::DigestMismatch,
             Some("NoSuchUpload") => StoreError::NotFound("multipart upload".into()),
-            _ => sdk_error("S3 UploadPart", &e),
+            _ => sdk_error("S3 UploadPart", e),
         })?;
-        Ok(out.e_tag().unwrap_or_default().to_owned())
+        Ok(out.e_tag().filter(|t| !t.is_empty()).map(str::to_owned))
     }
 
     /// Probed once (see the module's notes); until the probe could tell, false.
@@ -491,12 +495,22 @@ impl BlobStore for S3BlobStore {
 
     async fn complete_upload(
         &self,
-        upload_id: &str,
-        handle: &str,
+        upload_id: &UploadId,
+        handle: Option<&str>,
         parts: &[PartRef],
         blob_key: &str,
     ) -> StoreResult<()> {
         let key = check_key(upload_id, blob_key)?;
+        let Some(handle) = handle else {
+            // Nothing to complete; done before only if the object is there.
+            return if self.object_exists(&key).await? {
+                Ok(())
+            } else {
+                Err(StoreError::NotFound(format!(
+                    "multipart upload of {upload_id} (no handle)"
+                )))
+            };
+        };
         let mut completed: Vec<CompletedPart> = if parts.is_empty() {
             match self.list_parts(&key, handle).await {
                 Ok(listed) => listed
@@ -518,7 +532,7 @@ impl BlobStore for S3BlobStore {
                 .map(|p| {
                     CompletedPart::builder()
                         .part_number(p.index as i32 + 1)
-                        .e_tag(&p.etag)
+                        .set_e_tag(p.etag.clone())
                         .set_checksum_sha256(checksum_b64(&p.sha256))
                         .build()
                 })
@@ -541,8 +555,8 @@ impl BlobStore for S3BlobStore {
         match result {
             Ok(out) if out.e_tag().is_some_and(|t| !t.is_empty()) => Ok(()),
             // A 200 without the completion's ETag is not a completion (its body was an error).
-            Ok(_) => Err(StoreError::Unavailable(
-                "S3 CompleteMultipartUpload answered without an ETag".into(),
+            Ok(_) => Err(StoreError::unavailable(
+                "S3 CompleteMultipartUpload answered without an ETag",
             )),
             Err(e) => match error_code(&e) {
                 // Completed before (a redelivered job), or aborted: the object tells which.
@@ -561,15 +575,15 @@ impl BlobStore for S3BlobStore {
                         aws_smithy_types::error::display::DisplayErrorContext(&e)
                     )))
                 }
-                _ => Err(sdk_error("S3 CompleteMultipartUpload", &e)),
+                _ => Err(sdk_error("S3 CompleteMultipartUpload", e)),
             },
         }
     }
 
-    async fn abort_upload(&self, upload_id: &str, handle: &str) -> StoreResult<()> {
+    async fn abort_upload(&self, upload_id: &UploadId, handle: Option<&str>) -> StoreResult<()> {
         let key = Self::key_for_upload(upload_id);
         let mut handles = self.open_multipart_uploads(&key).await?;
-        if !handle.is_empty() && !handles.iter().any(|h| h == handle) {
+        if let Some(handle) = handle.filter(|h| !handles.iter().any(|open| open == h)) {
             handles.push(handle.to_owned());
         }
         for h in handles {
@@ -584,7 +598,7 @@ impl BlobStore for S3BlobStore {
             {
                 Ok(_) => {}
                 Err(e) if error_code(&e) == Some("NoSuchUpload") => {}
-                Err(e) => return Err(sdk_error("S3 AbortMultipartUpload", &e)),
+                Err(e) => return Err(sdk_error("S3 AbortMultipartUpload", e)),
             }
         }
         Ok(())
@@ -610,14 +624,14 @@ impl BlobStore for S3BlobStore {
             Err(e) if error_code(&e) == Some("NoSuchKey") => {
                 Err(StoreError::NotFound(blob_key.to_owned()))
             }
-            Err(e) => Err(sdk_error("S3 HeadObject", &e)),
+            Err(e) => Err(sdk_error("S3 HeadObject", e)),
         }
     }
 
     async fn read_blob(&self, blob_key: &str, range: Option<ByteRange>) -> StoreResult<ByteStream> {
         if let Some(r) = range {
             if r.start > r.end {
-                return Err(StoreError::Other(format!(
+                return Err(StoreError::other(format!(
                     "range {}-{} is empty",
                     r.start, r.end
                 )));
@@ -637,13 +651,13 @@ impl BlobStore for S3BlobStore {
                 {
                     StoreError::NotFound(blob_key.to_owned())
                 } else {
-                    sdk_error("S3 GetObject", &e)
+                    sdk_error("S3 GetObject", e)
                 }
             })?;
         if let Some(r) = range {
             let len = out.content_length().unwrap_or_default().max(0) as u64;
             if len != r.len() {
-                return Err(StoreError::Other(format!(
+                return Err(StoreError::other(format!(
                     "range {}-{} is outside the blob",
                     r.start, r.end
                 )));
@@ -662,7 +676,7 @@ impl BlobStore for S3BlobStore {
             .key(blob_key)
             .send()
             .await
-            .map_err(|e| sdk_error("S3 DeleteObject", &e))?;
+            .map_err(|e| sdk_error("S3 DeleteObject", e))?;
         Ok(())
     }
 
@@ -672,19 +686,19 @@ impl BlobStore for S3BlobStore {
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16());
                 Err(match status {
-                    Some(404) => StoreError::Unavailable(format!(
+                    Some(404) => StoreError::unavailable(format!(
                         "S3 bucket {} does not exist (create it, or start with --create-resources)",
                         self.bucket
                     )),
-                    Some(403) => StoreError::Unavailable(format!(
+                    Some(403) => StoreError::unavailable(format!(
                         "access to S3 bucket {} is denied: check the AWS credentials and their permissions",
                         self.bucket
                     )),
-                    Some(400 | 401) => StoreError::Unavailable(format!(
+                    Some(400 | 401) => StoreError::unavailable(format!(
                         "S3 refused the request for bucket {}: check the AWS credentials and region",
                         self.bucket
                     )),
-                    _ => sdk_error(&format!("S3 HeadBucket {}", self.bucket), &e),
+                    _ => sdk_error(&format!("S3 HeadBucket {}", self.bucket), e),
                 })
             }
         }
@@ -698,7 +712,7 @@ impl BlobStore for S3BlobStore {
         content_type: &str,
     ) -> StoreResult<Option<String>> {
         let config = PresigningConfig::expires_in(expires_in)
-            .map_err(|e| StoreError::Other(format!("presigning: {e}")))?;
+            .map_err(|e| StoreError::other_from(format!("presigning: {e}"), e))?;
         let request = self
             .client
             .get_object()
@@ -708,7 +722,7 @@ impl BlobStore for S3BlobStore {
             .set_response_content_type(Some(content_type.to_owned()).filter(|c| !c.is_empty()))
             .presigned(config)
             .await
-            .map_err(|e| sdk_error("S3 presigning", &e))?;
+            .map_err(|e| sdk_error("S3 presigning", e))?;
         Ok(Some(request.uri().to_owned()))
     }
 }
@@ -739,7 +753,7 @@ pub async fn create_bucket(sdk: &SdkConfig, bucket: &str) -> StoreResult<()> {
                 error_code(&e),
                 Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
             ) => {}
-        Err(e) => return Err(sdk_error(&format!("S3 CreateBucket {bucket}"), &e)),
+        Err(e) => return Err(sdk_error(&format!("S3 CreateBucket {bucket}"), e)),
     }
     let rule = aws_sdk_s3::types::LifecycleRule::builder()
         .id("lfusys-abort-incomplete-multipart-uploads")
@@ -755,11 +769,11 @@ pub async fn create_bucket(sdk: &SdkConfig, bucket: &str) -> StoreResult<()> {
                 .build(),
         )
         .build()
-        .map_err(|e| StoreError::Other(format!("lifecycle rule: {e}")))?;
+        .map_err(|e| StoreError::other_from(format!("lifecycle rule: {e}"), e))?;
     let lifecycle = aws_sdk_s3::types::BucketLifecycleConfiguration::builder()
         .rules(rule)
         .build()
-        .map_err(|e| StoreError::Other(format!("lifecycle configuration: {e}")))?;
+        .map_err(|e| StoreError::other_from(format!("lifecycle configuration: {e}"), e))?;
     if let Err(e) = client
         .put_bucket_lifecycle_configuration()
         .bucket(bucket)

@@ -80,17 +80,17 @@ impl SqsJobQueue {
                             .is_some_and(aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError::is_queue_does_not_exist)
                             || matches!(error_code(&e), Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist"))
                         {
-                            StoreError::Unavailable(format!(
+                            StoreError::unavailable(format!(
                                 "SQS queue {} does not exist (create it, or start with --create-resources)",
                                 self.name
                             ))
                         } else {
-                            sdk_error(&format!("SQS GetQueueUrl {}", self.name), &e)
+                            sdk_error(&format!("SQS GetQueueUrl {}", self.name), e)
                         }
                     })?;
                 out.queue_url()
                     .map(str::to_owned)
-                    .ok_or_else(|| StoreError::Unavailable(format!("SQS gave no URL for {}", self.name)))
+                    .ok_or_else(|| StoreError::unavailable(format!("SQS gave no URL for {}", self.name)))
             })
             .await
             .cloned()
@@ -112,7 +112,7 @@ impl SqsJobQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| sdk_error("SQS ReceiveMessage", &e))?;
+            .map_err(|e| sdk_error("SQS ReceiveMessage", e))?;
         let Some(message) = out.messages().first() else {
             return Ok(None);
         };
@@ -157,7 +157,7 @@ impl JobQueue for SqsJobQueue {
             .message_deduplication_id(dedup_id)
             .send()
             .await
-            .map_err(|e| sdk_error("SQS SendMessage", &e))?;
+            .map_err(|e| sdk_error("SQS SendMessage", e))?;
         Ok(())
     }
 
@@ -191,7 +191,7 @@ impl JobQueue for SqsJobQueue {
                 if stale_receipt(error_code(&e)) {
                     StoreError::NotFound("receipt is stale or unknown".into())
                 } else {
-                    sdk_error("SQS ChangeMessageVisibility", &e)
+                    sdk_error("SQS ChangeMessageVisibility", e)
                 }
             })?;
         Ok(())
@@ -209,7 +209,7 @@ impl JobQueue for SqsJobQueue {
                 if stale_receipt(error_code(&e)) {
                     StoreError::NotFound("receipt is stale or unknown".into())
                 } else {
-                    sdk_error("SQS DeleteMessage", &e)
+                    sdk_error("SQS DeleteMessage", e)
                 }
             })?;
         Ok(())
@@ -225,7 +225,7 @@ impl JobQueue for SqsJobQueue {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|e| sdk_error("SQS GetQueueAttributes", &e))?;
+            .map_err(|e| sdk_error("SQS GetQueueAttributes", e))?;
         let get = |name: &QueueAttributeName| {
             out.attributes()
                 .and_then(|a| a.get(name))
@@ -276,7 +276,7 @@ pub async fn create_queues(sdk: &SdkConfig, name: &str, max_receives: u32) -> St
         .await
     {
         Ok(out) => out.queue_url().unwrap_or_default().to_owned(),
-        Err(e) => return Err(sdk_error(&format!("SQS CreateQueue {dlq_name}"), &e)),
+        Err(e) => return Err(sdk_error(&format!("SQS CreateQueue {dlq_name}"), e)),
     };
     let dlq_arn = client
         .get_queue_attributes()
@@ -284,10 +284,10 @@ pub async fn create_queues(sdk: &SdkConfig, name: &str, max_receives: u32) -> St
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| sdk_error("SQS GetQueueAttributes", &e))?
+        .map_err(|e| sdk_error("SQS GetQueueAttributes", e))?
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .ok_or_else(|| StoreError::Other(format!("SQS gave no ARN for {dlq_name}")))?;
+        .ok_or_else(|| StoreError::other(format!("SQS gave no ARN for {dlq_name}")))?;
     let redrive = serde_json::json!({
         "deadLetterTargetArn": dlq_arn,
         "maxReceiveCount": max_receives.max(1).to_string(),
@@ -306,11 +306,11 @@ pub async fn create_queues(sdk: &SdkConfig, name: &str, max_receives: u32) -> St
             .queue_name(&main)
             .send()
             .await
-            .map_err(|e| sdk_error("SQS GetQueueUrl", &e))?
+            .map_err(|e| sdk_error("SQS GetQueueUrl", e))?
             .queue_url()
             .unwrap_or_default()
             .to_owned(),
-        Err(e) => return Err(sdk_error(&format!("SQS CreateQueue {main}"), &e)),
+        Err(e) => return Err(sdk_error(&format!("SQS CreateQueue {main}"), e)),
     };
     client
         .set_queue_attributes()
@@ -318,7 +318,7 @@ pub async fn create_queues(sdk: &SdkConfig, name: &str, max_receives: u32) -> St
         .attributes(QueueAttributeName::RedrivePolicy, redrive)
         .send()
         .await
-        .map_err(|e| sdk_error("SQS SetQueueAttributes", &e))?;
+        .map_err(|e| sdk_error("SQS SetQueueAttributes", e))?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use lfusys_core::range::ByteRange;
-use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult};
+use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult, UploadId};
 
 /// Size of the buffers small body frames are coalesced into before a positioned write.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -64,7 +64,7 @@ fn is_safe_char(c: char) -> bool {
 
 fn validate_upload_id(id: &str) -> StoreResult<()> {
     if id.is_empty() || id.len() > 200 || !id.chars().all(is_safe_char) {
-        return Err(StoreError::Other(format!("invalid upload id {id:?}")));
+        return Err(StoreError::other(format!("invalid upload id {id:?}")));
     }
     Ok(())
 }
@@ -80,7 +80,7 @@ fn validate_blob_key(key: &str) -> StoreResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(StoreError::Other(format!("invalid blob key {key:?}")))
+        Err(StoreError::other(format!("invalid blob key {key:?}")))
     }
 }
 
@@ -120,7 +120,7 @@ where
 {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError::Other(format!("blocking task failed: {e}")))?
+        .map_err(|e| StoreError::other_from(format!("blocking task failed: {e}"), e))?
 }
 
 fn not_found_or(e: std::io::Error, what: &str) -> StoreError {
@@ -173,7 +173,7 @@ impl PositionedWriter {
         if let Some(handle) = self.in_flight.take() {
             let buf = handle
                 .await
-                .map_err(|e| StoreError::Other(format!("write task failed: {e}")))??;
+                .map_err(|e| StoreError::other_from(format!("write task failed: {e}"), e))??;
             self.spare = Some(buf);
         }
         Ok(())
@@ -224,7 +224,7 @@ async fn stream_into(
 ) -> StoreResult<()> {
     let mut received: u64 = 0;
     while let Some(frame) = body.next().await {
-        let frame = frame.map_err(|e| StoreError::Body(e.to_string()))?;
+        let frame = frame.map_err(|e| StoreError::body_from(e.to_string(), e))?;
         received += frame.len() as u64;
         if received > target.len {
             return Err(StoreError::LengthMismatch {
@@ -245,7 +245,7 @@ async fn stream_into(
 
 #[async_trait]
 impl BlobStore for LocalBlobStore {
-    async fn begin_upload(&self, upload_id: &str, size: u64) -> StoreResult<String> {
+    async fn begin_upload(&self, upload_id: &UploadId, size: u64) -> StoreResult<Option<String>> {
         let path = self.part_path(upload_id)?;
         blocking(move || {
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -259,17 +259,22 @@ impl BlobStore for LocalBlobStore {
             file.set_len(size)?;
             file.sync_all()?;
             sync_dir(&dir)?;
-            Ok(String::new())
+            // One file per upload, named by its id: nothing to hand back.
+            Ok(None)
         })
         .await
     }
 
-    async fn write_chunk(&self, target: &ChunkTarget, body: ByteStream) -> StoreResult<String> {
+    async fn write_chunk(
+        &self,
+        target: &ChunkTarget,
+        body: ByteStream,
+    ) -> StoreResult<Option<String>> {
         let path = self.part_path(&target.upload_id)?;
         let end = target
             .offset
             .checked_add(target.len)
-            .ok_or_else(|| StoreError::Other("chunk offset overflows".into()))?;
+            .ok_or_else(|| StoreError::other("chunk offset overflows"))?;
         let file = blocking(move || {
             let file = std::fs::OpenOptions::new()
                 .write(true)
@@ -288,7 +293,7 @@ impl BlobStore for LocalBlobStore {
         match stream_into(&mut writer, target, body).await {
             Ok(()) => {
                 writer.finish().await?;
-                Ok(String::new())
+                Ok(None)
             }
             Err(e) => {
                 writer.abandon().await;
@@ -299,8 +304,8 @@ impl BlobStore for LocalBlobStore {
 
     async fn complete_upload(
         &self,
-        upload_id: &str,
-        _handle: &str,
+        upload_id: &UploadId,
+        _handle: Option<&str>,
         parts: &[PartRef],
         blob_key: &str,
     ) -> StoreResult<()> {
@@ -342,7 +347,7 @@ impl BlobStore for LocalBlobStore {
         .await
     }
 
-    async fn abort_upload(&self, upload_id: &str, _handle: &str) -> StoreResult<()> {
+    async fn abort_upload(&self, upload_id: &UploadId, _handle: Option<&str>) -> StoreResult<()> {
         let part = self.part_path(upload_id)?;
         blocking(move || match std::fs::remove_file(&part) {
             Ok(()) => Ok(()),
@@ -374,7 +379,7 @@ impl BlobStore for LocalBlobStore {
             None => (0, size),
             Some(r) => {
                 if r.start > r.end || r.end >= size {
-                    return Err(StoreError::Other(format!(
+                    return Err(StoreError::other(format!(
                         "range {}-{} is outside the blob ({size} bytes)",
                         r.start, r.end
                     )));
@@ -400,7 +405,7 @@ impl BlobStore for LocalBlobStore {
             // Writable, not just present: a read-only or full disk must fail readiness.
             let probe = dir.join(format!(".probe-{}", uuid::Uuid::new_v4()));
             std::fs::write(&probe, b"ok")
-                .map_err(|e| StoreError::Unavailable(format!("blob directory: {e}")))?;
+                .map_err(|e| StoreError::unavailable_from(format!("blob directory: {e}"), e))?;
             let _ = std::fs::remove_file(&probe);
             Ok(())
         })
@@ -436,7 +441,7 @@ mod tests {
     fn target(upload_id: &str, index: u32, offset: u64, len: u64) -> ChunkTarget {
         ChunkTarget {
             upload_id: upload_id.into(),
-            handle: String::new(),
+            handle: None,
             index,
             offset,
             len,
@@ -470,17 +475,17 @@ mod tests {
         out
     }
 
-    /// Local disk has no handles and no receipts: both are empty.
+    /// Local disk has no handles and no receipts.
     #[tokio::test]
-    async fn handles_and_receipts_are_empty() {
+    async fn no_handles_and_no_receipts() {
         let (_d, s) = store();
         let id = "0190a0a0-0000-7000-8000-000000000001";
-        assert_eq!(s.begin_upload(id, 10).await.unwrap(), "");
+        assert_eq!(s.begin_upload(&id.into(), 10).await.unwrap(), None);
         assert_eq!(
             s.write_chunk(&target(id, 0, 0, 10), body(&[1; 10], 3))
                 .await
                 .unwrap(),
-            ""
+            None
         );
     }
 
@@ -488,7 +493,7 @@ mod tests {
     #[tokio::test]
     async fn chunks_stay_inside_the_pre_sized_file() {
         let (_d, s) = store();
-        s.begin_upload("u2", 20).await.unwrap();
+        s.begin_upload(&"u2".into(), 20).await.unwrap();
         // Never past the pre-sized file.
         assert!(matches!(
             s.write_chunk(&target("u2", 1, 15, 10), body(&[1; 10], 4))
@@ -503,7 +508,9 @@ mod tests {
             .write_chunk(&target("u2", 0, 0, 10), body(&[9; 30], 30))
             .await;
         assert!(matches!(over, Err(StoreError::LengthMismatch { .. })));
-        s.complete_upload("u2", "", &[], "files/f2").await.unwrap();
+        s.complete_upload(&"u2".into(), None, &[], "files/f2")
+            .await
+            .unwrap();
         assert_eq!(&read_all(&s, "files/f2", None).await[10..], &[2; 10]);
     }
 
@@ -517,7 +524,8 @@ mod tests {
             Err(StoreError::NotFound(_))
         ));
         assert!(matches!(
-            s.complete_upload("other", "", &[], "files/nope").await,
+            s.complete_upload(&"other".into(), None, &[], "files/nope")
+                .await,
             Err(StoreError::NotFound(_))
         ));
     }
@@ -527,11 +535,13 @@ mod tests {
     async fn blobs_commit_to_nested_keys() {
         let (_d, s) = store();
         let data = pattern(200_000, 3);
-        s.begin_upload("u4", data.len() as u64).await.unwrap();
+        s.begin_upload(&"u4".into(), data.len() as u64)
+            .await
+            .unwrap();
         s.write_chunk(&target("u4", 0, 0, data.len() as u64), body(&data, 65_536))
             .await
             .unwrap();
-        s.complete_upload("u4", "", &[], "files/dir/f4")
+        s.complete_upload(&"u4".into(), None, &[], "files/dir/f4")
             .await
             .unwrap();
         assert_eq!(read_all(&s, "files/dir/f4", None).await, data);
@@ -545,15 +555,16 @@ mod tests {
     #[tokio::test]
     async fn complete_checks_part_sizes() {
         let (_d, s) = store();
-        s.begin_upload("u3", 4).await.unwrap();
+        s.begin_upload(&"u3".into(), 4).await.unwrap();
         let parts = [PartRef {
             index: 0,
             size: 3,
             sha256: String::new(),
-            etag: String::new(),
+            etag: None,
         }];
         assert!(matches!(
-            s.complete_upload("u3", "", &parts, "files/f3").await,
+            s.complete_upload(&"u3".into(), None, &parts, "files/f3")
+                .await,
             Err(StoreError::Conflict(_))
         ));
     }
@@ -561,12 +572,12 @@ mod tests {
     #[tokio::test]
     async fn abort_removes_the_pre_sized_file() {
         let (_d, s) = store();
-        s.begin_upload("u5", 1 << 30).await.unwrap();
+        s.begin_upload(&"u5".into(), 1 << 30).await.unwrap();
         let part = s.root().join("uploads/u5.part");
         assert_eq!(std::fs::metadata(&part).unwrap().len(), 1 << 30);
-        s.abort_upload("u5", "").await.unwrap();
+        s.abort_upload(&"u5".into(), None).await.unwrap();
         assert!(!part.exists());
-        s.abort_upload("u5", "").await.unwrap();
+        s.abort_upload(&"u5".into(), None).await.unwrap();
         s.check().await.unwrap();
     }
 
@@ -574,7 +585,7 @@ mod tests {
     async fn unsafe_ids_and_keys_are_refused() {
         let (_d, s) = store();
         for id in ["", "../x", "a/b", "a.b", "/abs", "a b"] {
-            assert!(s.begin_upload(id, 1).await.is_err(), "{id}");
+            assert!(s.begin_upload(&id.into(), 1).await.is_err(), "{id}");
         }
         for key in [
             "",
@@ -597,7 +608,7 @@ mod tests {
     async fn large_chunk_streams_through_bounded_buffers() {
         let (_d, s) = store();
         let len: u64 = 64 * 1024 * 1024;
-        s.begin_upload("u6", len).await.unwrap();
+        s.begin_upload(&"u6".into(), len).await.unwrap();
         let frames = futures::stream::unfold(0u64, move |sent| async move {
             (sent < len).then(|| {
                 let n = (len - sent).min(16 * 1024);
@@ -614,7 +625,9 @@ mod tests {
         .await
         .unwrap();
         t.unwrap();
-        s.complete_upload("u6", "", &[], "files/f6").await.unwrap();
+        s.complete_upload(&"u6".into(), None, &[], "files/f6")
+            .await
+            .unwrap();
         assert_eq!(s.blob_size("files/f6").await.unwrap(), len);
         let tail = read_all(
             &s,

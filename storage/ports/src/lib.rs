@@ -20,8 +20,13 @@ use bytes::Bytes;
 use futures::Stream;
 
 use lfusys_core::digest::Sha256;
+pub use lfusys_core::ids::{ClaimId, FileId, UploadId, UserId};
 use lfusys_core::range::ByteRange;
 use lfusys_core::state::UploadState;
+
+/// The error beneath a store failure (an SDK, SQLite or I/O error), kept so that logs can show
+/// the whole chain (`source()`); clients only ever see the message.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Errors of any store. `Unavailable` is transient (retry); the rest are not.
 #[derive(Debug, thiserror::Error)]
@@ -30,21 +35,83 @@ pub enum StoreError {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    #[error("storage unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
     #[error("chunk body does not match its declared SHA-256")]
     DigestMismatch,
     #[error("chunk body has the wrong length: expected {expected}, got {actual}")]
     LengthMismatch { expected: u64, actual: u64 },
-    #[error("the request body failed: {0}")]
-    Body(String),
-    #[error("storage error: {0}")]
-    Other(String),
+    #[error("the request body failed: {message}")]
+    Body {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    #[error("storage error: {message}")]
+    Other {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl StoreError {
+    /// Transient: the caller may retry.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`StoreError::unavailable`], keeping the error that caused it.
+    pub fn unavailable_from(message: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: Some(cause.into()),
+        }
+    }
+
+    /// The body being written failed (the client went away, a read timed out).
+    pub fn body(message: impl Into<String>) -> Self {
+        Self::Body {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`StoreError::body`], keeping the error that caused it.
+    pub fn body_from(message: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Self::Body {
+            message: message.into(),
+            source: Some(cause.into()),
+        }
+    }
+
+    /// Neither transient nor the caller's fault.
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::Other {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`StoreError::other`], keeping the error that caused it.
+    pub fn other_from(message: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Self::Other {
+            message: message.into(),
+            source: Some(cause.into()),
+        }
+    }
 }
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        Self::Other(e.to_string())
+        Self::other_from(e.to_string(), e)
     }
 }
 
@@ -59,9 +126,9 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> +
 /// Where one chunk goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkTarget {
-    pub upload_id: String,
-    /// The handle `begin_upload` returned (S3 multipart upload id; empty for local disk).
-    pub handle: String,
+    pub upload_id: UploadId,
+    /// The handle `begin_upload` returned (S3's multipart upload id; local disk has none).
+    pub handle: Option<String>,
     pub index: u32,
     pub offset: u64,
     pub len: u64,
@@ -75,19 +142,25 @@ pub struct PartRef {
     pub size: u64,
     /// Hex SHA-256 of the part (S3 completes a SHA-256 multipart upload with each part's checksum).
     pub sha256: String,
-    pub etag: String,
+    /// The receipt `write_chunk` returned (S3's ETag; local disk has none).
+    pub etag: Option<String>,
 }
 
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
-    /// Prepares storage for an upload of `size` bytes; returns the backend's handle.
-    async fn begin_upload(&self, upload_id: &str, size: u64) -> StoreResult<String>;
+    /// Prepares storage for an upload of `size` bytes; returns the backend's handle of it, if
+    /// the backend keeps one (S3's multipart upload id).
+    async fn begin_upload(&self, upload_id: &UploadId, size: u64) -> StoreResult<Option<String>>;
 
     /// Streams exactly `target.len` bytes to the chunk's final place, without buffering the
     /// whole chunk. The caller verifies length and digest of what it streamed; a store that
     /// can verify the digest itself (S3 checksums) also fails with `DigestMismatch`.
-    /// Returns the part's receipt (S3 ETag; empty for local disk).
-    async fn write_chunk(&self, target: &ChunkTarget, body: ByteStream) -> StoreResult<String>;
+    /// Returns the part's receipt, if the backend gives one (S3's ETag).
+    async fn write_chunk(
+        &self,
+        target: &ChunkTarget,
+        body: ByteStream,
+    ) -> StoreResult<Option<String>>;
 
     /// Whether `write_chunk` itself refuses a body whose SHA-256 is not `target.sha256`
     /// (`DigestMismatch`, and nothing of it is kept), so that the caller need not hash what it
@@ -101,14 +174,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// upload that was already committed to `blob_key` succeeds.
     async fn complete_upload(
         &self,
-        upload_id: &str,
-        handle: &str,
+        upload_id: &UploadId,
+        handle: Option<&str>,
         parts: &[PartRef],
         blob_key: &str,
     ) -> StoreResult<()>;
 
     /// Releases the storage of an unfinished upload. Idempotent.
-    async fn abort_upload(&self, upload_id: &str, handle: &str) -> StoreResult<()>;
+    async fn abort_upload(&self, upload_id: &UploadId, handle: Option<&str>) -> StoreResult<()>;
 
     /// Size of a committed blob.
     async fn blob_size(&self, blob_key: &str) -> StoreResult<u64>;
@@ -141,8 +214,8 @@ pub trait BlobStore: Send + Sync + 'static {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRecord {
-    pub upload_id: String,
-    pub owner_id: String,
+    pub upload_id: UploadId,
+    pub owner_id: UserId,
     pub name: String,
     pub size: u64,
     pub content_type: String,
@@ -151,9 +224,10 @@ pub struct UploadRecord {
     pub chunk_size: u64,
     pub total_chunks: u32,
     pub state: UploadState,
-    pub storage_handle: String,
+    /// The blob store's handle of the upload (see [`BlobStore::begin_upload`]).
+    pub storage_handle: Option<String>,
     pub error: Option<String>,
-    pub file_id: Option<String>,
+    pub file_id: Option<FileId>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub expires_at_ms: i64,
@@ -165,20 +239,21 @@ pub struct ChunkRecord {
     pub size: u64,
     /// Hex SHA-256 of the chunk.
     pub sha256: String,
-    pub etag: String,
+    /// The blob store's receipt of the chunk (see [`BlobStore::write_chunk`]).
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRecord {
-    pub file_id: String,
-    pub owner_id: String,
-    pub upload_id: String,
+    pub file_id: FileId,
+    pub owner_id: UserId,
+    pub upload_id: UploadId,
     pub name: String,
     pub size: u64,
     pub content_type: String,
     /// Hex SHA-256 of the whole file, as the client declared it and the assembler verified;
-    /// empty when the client declared none.
-    pub sha256: String,
+    /// `None` when the client declared none.
+    pub sha256: Option<String>,
     pub blob_key: String,
     pub created_at_ms: i64,
 }
@@ -246,25 +321,25 @@ pub struct FilePage {
 pub trait MetadataStore: Send + Sync + 'static {
     /// Inserts a new upload; `Conflict` if the id exists.
     async fn insert_upload(&self, upload: &UploadRecord) -> StoreResult<()>;
-    async fn get_upload(&self, upload_id: &str) -> StoreResult<Option<UploadRecord>>;
+    async fn get_upload(&self, upload_id: &UploadId) -> StoreResult<Option<UploadRecord>>;
     /// The owner's uploads in the given states, newest first.
     async fn list_uploads(
         &self,
-        owner_id: &str,
+        owner_id: &UserId,
         states: &[UploadState],
     ) -> StoreResult<Vec<UploadRecord>>;
     /// Recorded chunks of an upload, ascending by index.
-    async fn list_chunks(&self, upload_id: &str) -> StoreResult<Vec<ChunkRecord>>;
+    async fn list_chunks(&self, upload_id: &UploadId) -> StoreResult<Vec<ChunkRecord>>;
 
     /// How many chunks of an upload are recorded (a store may keep a count rather than list).
-    async fn received_count(&self, upload_id: &str) -> StoreResult<u32> {
+    async fn received_count(&self, upload_id: &UploadId) -> StoreResult<u32> {
         Ok(u32::try_from(self.list_chunks(upload_id).await?.len()).unwrap_or(u32::MAX))
     }
 
     /// Brings the count that completes an upload up to date with its recorded chunks, and
     /// answers it. A store that records and counts a chunk in two steps (DynamoDB) may lag
     /// behind after a writer died between them; the others count as they record.
-    async fn recount(&self, upload_id: &str) -> StoreResult<u32> {
+    async fn recount(&self, upload_id: &UploadId) -> StoreResult<u32> {
         self.received_count(upload_id).await
     }
 
@@ -272,24 +347,29 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// while the upload is uploading and the chunk is not recorded.
     async fn claim_chunk(
         &self,
-        upload_id: &str,
+        upload_id: &UploadId,
         index: u32,
         sha256: &str,
-        claim_id: &str,
+        claim_id: &ClaimId,
         lease: Duration,
         now_ms: i64,
     ) -> StoreResult<ClaimOutcome>;
 
     /// Drops a claim if `claim_id` still holds it.
-    async fn release_chunk(&self, upload_id: &str, index: u32, claim_id: &str) -> StoreResult<()>;
+    async fn release_chunk(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        claim_id: &ClaimId,
+    ) -> StoreResult<()>;
 
     /// Atomically records a chunk written under `claim_id` (which must still hold it) and, when
     /// it is the last missing one, moves the upload from uploading to assembling.
     async fn commit_chunk(
         &self,
-        upload_id: &str,
+        upload_id: &UploadId,
         chunk: &ChunkRecord,
-        claim_id: &str,
+        claim_id: &ClaimId,
         now_ms: i64,
     ) -> StoreResult<CommitOutcome>;
 
@@ -297,7 +377,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Returns whether it applied.
     async fn transition(
         &self,
-        upload_id: &str,
+        upload_id: &UploadId,
         from: &[UploadState],
         to: UploadState,
         error: Option<&str>,
@@ -313,20 +393,20 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<UploadRecord>>;
     /// Drops the chunk records of a finished upload (they are not needed any more).
-    async fn delete_chunks(&self, upload_id: &str) -> StoreResult<()>;
+    async fn delete_chunks(&self, upload_id: &UploadId) -> StoreResult<()>;
 
     /// Atomically inserts the File and moves its upload assembling → completed.
     /// Idempotent: if the File exists, returns it unchanged.
     async fn publish_file(&self, file: &FileRecord, now_ms: i64) -> StoreResult<FileRecord>;
-    async fn get_file(&self, file_id: &str) -> StoreResult<Option<FileRecord>>;
+    async fn get_file(&self, file_id: &FileId) -> StoreResult<Option<FileRecord>>;
     async fn list_files(
         &self,
-        owner_id: &str,
+        owner_id: &UserId,
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<FilePage>;
     /// Deletes a file record; returns whether it existed.
-    async fn delete_file(&self, file_id: &str) -> StoreResult<bool>;
+    async fn delete_file(&self, file_id: &FileId) -> StoreResult<bool>;
 
     async fn check(&self) -> StoreResult<()>;
 }
@@ -336,7 +416,7 @@ pub trait MetadataStore: Send + Sync + 'static {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
-    pub user_id: String,
+    pub user_id: UserId,
     /// Lower-cased email.
     pub email: String,
     pub name: String,
@@ -349,14 +429,14 @@ pub struct RefreshRecord {
     /// SHA-256 (hex) of the opaque refresh token; the token itself is never stored.
     pub token_hash: String,
     pub family_id: String,
-    pub user_id: String,
+    pub user_id: UserId,
     pub expires_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotateOutcome {
     /// The old token was live; it is now spent and `new` is stored.
-    Rotated { user_id: String },
+    Rotated { user_id: UserId },
     /// The old token was already spent: the whole family is now revoked.
     Reused { family_id: String },
     /// Unknown, expired or revoked.
@@ -368,7 +448,7 @@ pub trait AuthStore: Send + Sync + 'static {
     /// `Conflict` when the email is taken.
     async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
-    async fn user_by_id(&self, user_id: &str) -> StoreResult<Option<UserRecord>>;
+    async fn user_by_id(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>>;
     async fn insert_refresh(&self, token: &RefreshRecord) -> StoreResult<()>;
     /// Atomically spends `old_hash` and stores `new` in the same family.
     async fn rotate_refresh(
@@ -433,5 +513,30 @@ pub trait JobQueue: Send + Sync + 'static {
     /// (SQS redrive policy), for its consumer to settle; `None` when the backend has none.
     fn dead_letters(&self) -> Option<std::sync::Arc<dyn JobQueue>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn store_errors_keep_their_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "blobs/ is read-only");
+        let e = StoreError::from(io);
+        assert!(matches!(e, StoreError::Other { .. }), "{e:?}");
+        let cause = e.source().expect("the I/O error is kept");
+        assert_eq!(cause.to_string(), "blobs/ is read-only");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+
+        let e = StoreError::unavailable_from("S3 UploadPart", std::io::Error::other("timed out"));
+        assert_eq!(e.to_string(), "storage unavailable: S3 UploadPart");
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("timed out")
+        );
+        assert!(StoreError::unavailable("busy").source().is_none());
     }
 }

@@ -107,7 +107,7 @@ pub(crate) async fn read_unstored(req: &ChunkRequest, body: ByteStream) -> Resul
     drop(stream);
     let tally = Tally::take(&tally);
     metrics::counter!("lfusys_bytes_received_total").increment(tally.count);
-    verify(req, tally, Ok(String::new())).map(|_| ())
+    verify(req, tally, Ok(None)).map(|_| ())
 }
 
 /// Compares what was streamed with what was declared; returns the part's receipt (S3 ETag).
@@ -115,8 +115,8 @@ pub(crate) async fn read_unstored(req: &ChunkRequest, body: ByteStream) -> Resul
 pub(crate) fn verify(
     req: &ChunkRequest,
     tally: Tally,
-    written: Result<String, StoreError>,
-) -> Result<String, IngestError> {
+    written: Result<Option<String>, StoreError>,
+) -> Result<Option<String>, IngestError> {
     let (index, len) = (req.index, req.len);
     if let Some(failure) = tally.failure {
         return Err(match failure {
@@ -169,8 +169,10 @@ fn store_error(req: &ChunkRequest, e: StoreError) -> IngestError {
             len,
             received: actual,
         },
-        StoreError::Body(reason) => IngestError::BodyFailed { index, reason },
-        e @ StoreError::Unavailable(_) => IngestError::StorageUnavailable(e),
+        StoreError::Body {
+            message: reason, ..
+        } => IngestError::BodyFailed { index, reason },
+        e @ StoreError::Unavailable { .. } => IngestError::StorageUnavailable(e),
         e => IngestError::Storage(e),
     }
 }
@@ -324,13 +326,21 @@ mod tests {
             Err(IngestError::BodyShort { received: 3, .. })
         ));
         assert!(matches!(
-            verify(&req, ok(), Err(StoreError::Unavailable("x".into()))),
-            Err(IngestError::StorageUnavailable(StoreError::Unavailable(_)))
+            verify(&req, ok(), Err(StoreError::unavailable("x"))),
+            Err(IngestError::StorageUnavailable(
+                StoreError::Unavailable { .. }
+            ))
         ));
         assert!(matches!(
-            verify(&req, ok(), Err(StoreError::Other("x".into()))),
+            verify(&req, ok(), Err(StoreError::other("x"))),
             Err(IngestError::Storage(_))
         ));
-        assert_eq!(verify(&req, ok(), Ok("etag".into())).unwrap(), "etag");
+        assert_eq!(
+            verify(&req, ok(), Ok(Some("etag".into())))
+                .unwrap()
+                .as_deref(),
+            Some("etag")
+        );
+        assert_eq!(verify(&req, ok(), Ok(None)).unwrap(), None);
     }
 }

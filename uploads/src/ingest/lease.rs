@@ -79,14 +79,14 @@ impl Drop for LeaseGuard {
 /// (someone else may own the chunk now) through `abort`, the write's own error path rather
 /// than dropping it, so that no byte of it can land after the chunk passed to another
 /// writer; the renewal's error is returned. Otherwise the write's result is.
-pub(crate) async fn write_with_lease<W, R, F>(
+pub(crate) async fn write_with_lease<T, W, R, F>(
     write: W,
     every: Duration,
     mut renew: R,
     abort: &CancellationToken,
-) -> Result<StoreResult<String>, IngestError>
+) -> Result<StoreResult<T>, IngestError>
 where
-    W: Future<Output = StoreResult<String>>,
+    W: Future<Output = StoreResult<T>>,
     R: FnMut() -> F,
     F: Future<Output = Result<(), IngestError>>,
 {
@@ -213,7 +213,7 @@ mod tests {
         let stopped = abort.clone();
         let write = async move {
             stopped.cancelled().await;
-            Err(storage::StoreError::Body("aborted".into()))
+            Err::<String, _>(storage::StoreError::body("aborted"))
         };
         let renewals = Arc::new(AtomicUsize::new(0));
         let seen = Arc::clone(&renewals);

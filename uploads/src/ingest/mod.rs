@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lfusys_core::digest::{to_hex, Sha256};
+use lfusys_core::ids::UploadId;
 use lfusys_core::plan::UploadPlan;
 use lfusys_core::tokens::UploadClaims;
 use serde::{Deserialize, Serialize};
@@ -244,10 +245,10 @@ async fn store(
     calls: &ChunkCalls,
     begin: &BeginChunkResponse,
     body: ByteStream,
-) -> Result<String, IngestError> {
+) -> Result<Option<String>, IngestError> {
     let target = ChunkTarget {
-        upload_id: req.upload_id.clone(),
-        handle: begin.storage_handle.clone(),
+        upload_id: UploadId::from(&req.upload_id),
+        handle: sessions_api::optional(&begin.storage_handle).map(str::to_owned),
         index: req.index,
         offset: req.plan.offset(req.index),
         len: req.len,

@@ -75,7 +75,7 @@ impl ChunkCalls {
     pub(crate) async fn commit(
         &self,
         claim_id: &str,
-        etag: String,
+        etag: Option<String>,
     ) -> Result<CommitChunkResponse, IngestError> {
         let req = CommitChunkRequest {
             owner_id: self.owner_id.clone(),
@@ -84,7 +84,7 @@ impl ChunkCalls {
             claim_id: claim_id.to_owned(),
             sha256: self.sha256.clone(),
             size: self.size,
-            etag,
+            etag: etag.unwrap_or_default(),
         };
         let res = self
             .client

@@ -2,18 +2,16 @@
 //! heartbeat of long jobs, duplicate jobs, and the dead-letter rule.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use async_trait::async_trait;
-use common::*;
 use lfusys_core::ids::{blob_key_for_file, file_id_for_upload};
 use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::range::ByteRange;
 use lfusys_core::state::UploadState;
-use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult};
+use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult, UploadId};
 
 async fn upload_all(h: &Harness, up: &TestUpload) {
     for i in 0..up.plan.total_chunks {
@@ -35,7 +33,7 @@ fn no_assembler() -> Options {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_file_checksum_mismatch_fails_the_upload_and_publishes_nothing() {
     let h = Harness::start(Options::default()).await;
-    let declared = hex_of(b"not the uploaded bytes");
+    let declared = sha256_hex(b"not the uploaded bytes");
     let up = h
         .create_upload((2 * CHUNK + 5) as usize, Some(declared.clone()))
         .await;
@@ -64,8 +62,8 @@ async fn whole_file_checksum_mismatch_fails_the_upload_and_publishes_nothing() {
         .join(format!("blobs/uploads/{}.part", up.id))
         .exists());
     eventually(
-        Duration::from_secs(10),
         "the job to be acknowledged",
+        Duration::from_secs(10),
         || async { (h.worker.queue.deleted() == 1).then_some(()) },
     )
     .await;
@@ -104,7 +102,7 @@ async fn a_job_whose_assembler_died_is_redelivered_and_completes_once() {
         received_at.elapsed() >= Duration::from_millis(1500),
         "the job stayed hidden until the dead assembler's visibility ran out"
     );
-    eventually(Duration::from_secs(10), "the acknowledgement", || async {
+    eventually("the acknowledgement", Duration::from_secs(10), || async {
         (worker.queue.deleted() == 1).then_some(())
     })
     .await;
@@ -123,7 +121,7 @@ async fn a_job_whose_assembler_died_is_redelivered_and_completes_once() {
 
     // A duplicated job (another dedup id) is acknowledged without a second File.
     let body = AssemblyJob {
-        upload_id: up.id.clone(),
+        upload_id: up.id.as_str().into(),
     }
     .to_body();
     queue
@@ -131,8 +129,8 @@ async fn a_job_whose_assembler_died_is_redelivered_and_completes_once() {
         .await
         .unwrap();
     eventually(
-        Duration::from_secs(20),
         "the duplicate to be acknowledged",
+        Duration::from_secs(20),
         || async { (worker.queue.deleted() == 2).then_some(()) },
     )
     .await;
@@ -150,16 +148,20 @@ struct SlowCommit {
 
 #[async_trait]
 impl BlobStore for SlowCommit {
-    async fn begin_upload(&self, upload_id: &str, size: u64) -> StoreResult<String> {
+    async fn begin_upload(&self, upload_id: &UploadId, size: u64) -> StoreResult<Option<String>> {
         self.inner.begin_upload(upload_id, size).await
     }
-    async fn write_chunk(&self, target: &ChunkTarget, body: ByteStream) -> StoreResult<String> {
+    async fn write_chunk(
+        &self,
+        target: &ChunkTarget,
+        body: ByteStream,
+    ) -> StoreResult<Option<String>> {
         self.inner.write_chunk(target, body).await
     }
     async fn complete_upload(
         &self,
-        upload_id: &str,
-        handle: &str,
+        upload_id: &UploadId,
+        handle: Option<&str>,
         parts: &[PartRef],
         blob_key: &str,
     ) -> StoreResult<()> {
@@ -168,7 +170,7 @@ impl BlobStore for SlowCommit {
             .complete_upload(upload_id, handle, parts, blob_key)
             .await
     }
-    async fn abort_upload(&self, upload_id: &str, handle: &str) -> StoreResult<()> {
+    async fn abort_upload(&self, upload_id: &UploadId, handle: Option<&str>) -> StoreResult<()> {
         self.inner.abort_upload(upload_id, handle).await
     }
     async fn blob_size(&self, blob_key: &str) -> StoreResult<u64> {
@@ -209,7 +211,7 @@ async fn a_long_job_keeps_its_message_hidden() {
     let a = h.start_worker_with(&opts, slow.pop().unwrap()).await;
     h.wait_for_state(&up.id, UploadState::Completed, Duration::from_secs(30))
         .await;
-    eventually(Duration::from_secs(10), "the acknowledgement", || async {
+    eventually("the acknowledgement", Duration::from_secs(10), || async {
         (a.queue.deleted() + b.queue.deleted() == 1).then_some(())
     })
     .await;
@@ -251,7 +253,7 @@ async fn a_job_delivered_more_than_the_maximum_fails_the_upload() {
             .starts_with("assembly failed after 2 attempts: committing the blob"),
         "{failed:?}"
     );
-    eventually(Duration::from_secs(10), "the acknowledgement", || async {
+    eventually("the acknowledgement", Duration::from_secs(10), || async {
         (worker.queue.deleted() == 1).then_some(())
     })
     .await;
@@ -277,7 +279,7 @@ async fn a_job_for_a_finished_upload_is_acknowledged_without_work() {
         .clone()
         .cancel_upload(sessions_api::proto::CancelUploadRequest {
             owner_id: OWNER.to_owned(),
-            upload_id: up.id.clone(),
+            upload_id: up.id.as_str().into(),
         })
         .await
         .unwrap();
@@ -286,14 +288,14 @@ async fn a_job_for_a_finished_upload_is_acknowledged_without_work() {
         (
             up.id.clone(),
             AssemblyJob {
-                upload_id: up.id.clone(),
+                upload_id: up.id.as_str().into(),
             }
             .to_body(),
         ),
         (
             "unknown".to_owned(),
             AssemblyJob {
-                upload_id: "0190b7a4-0000-7000-8000-000000000000".to_owned(),
+                upload_id: "0190b7a4-0000-7000-8000-000000000000".into(),
             }
             .to_body(),
         ),
@@ -302,8 +304,8 @@ async fn a_job_for_a_finished_upload_is_acknowledged_without_work() {
         queue.send(&dedup, &body).await.unwrap();
     }
     eventually(
-        Duration::from_secs(20),
         "three acknowledgements",
+        Duration::from_secs(20),
         || async { (h.worker.queue.deleted() == 3).then_some(()) },
     )
     .await;

@@ -2,11 +2,9 @@
 //! listeners; every refusal leaves nothing stored.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use lfusys_core::state::UploadState;
 use lfusys_core::tokens::TokenSigner;
 use sessions_api::proto::{CancelUploadRequest, FailUploadRequest};
@@ -22,18 +20,28 @@ async fn assert_stored(h: &Harness, up: &TestUpload, expected: &[u32]) {
     assert_eq!(got.bytes_received, bytes);
 }
 
+/// One walk through the contract's answers, in its order: who may send (401, 403), what a
+/// request must say (400, 411), what the body must be (413, 400, 422), then what is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::too_many_lines)] // one walk through the contract's answers, in its order
 async fn every_refusal_has_its_status_and_stores_nothing() {
     let h = Harness::start(Options::default()).await;
     // Three chunks: 64 KiB, 64 KiB, 1000 bytes.
     let up = h.create_upload((2 * CHUNK + 1000) as usize, None).await;
     let other = h.create_upload(1000, None).await;
     assert_eq!(up.plan.total_chunks, 3);
+    refuses_who_may_not_send(&h, &up, &other).await;
+    refuses_malformed_requests(&h, &up).await;
+    refuses_wrong_bodies(&h, &up).await;
+    assert_stored(&h, &up, &[]).await;
+    assert_stored(&h, &other, &[]).await;
+    stores_each_chunk_once(&h, &up).await;
+}
+
+/// 401 and 403, before anything about the request itself is looked at.
+async fn refuses_who_may_not_send(h: &Harness, up: &TestUpload, other: &TestUpload) {
     let url = |index: &str| h.chunk_url(&up.id, index);
     let c0 = up.chunk(0).to_vec();
     let d0 = digest_header(&c0);
-    let tok = Some(up.token.as_str());
 
     // 401: missing, garbage, wrong scheme, expired, signed by another key.
     h.put(&url("0"), None, Some(&d0), c0.clone())
@@ -84,6 +92,14 @@ async fn every_refusal_has_its_status_and_stores_nothing() {
     h.put(&url("x"), Some(&other.token), None, vec![1])
         .await
         .assert_problem(403, "wrong-upload");
+}
+
+/// 400 and 411: the index, the length and the digest header.
+async fn refuses_malformed_requests(h: &Harness, up: &TestUpload) {
+    let url = |index: &str| h.chunk_url(&up.id, index);
+    let c0 = up.chunk(0).to_vec();
+    let d0 = digest_header(&c0);
+    let tok = Some(up.token.as_str());
 
     // 400: index not a number or out of range.
     for bad in ["x", "-1", "+1", "1.0", "3", "99999999999"] {
@@ -122,6 +138,14 @@ async fn every_refusal_has_its_status_and_stores_nothing() {
             .await
             .assert_problem(400, "invalid-digest");
     }
+}
+
+/// 413, 400 and 422: bodies longer or shorter than the chunk, or not matching their digest.
+async fn refuses_wrong_bodies(h: &Harness, up: &TestUpload) {
+    let url = |index: &str| h.chunk_url(&up.id, index);
+    let c0 = up.chunk(0).to_vec();
+    let d0 = digest_header(&c0);
+    let tok = Some(up.token.as_str());
 
     // 413: declared longer than the chunk; 400: declared shorter.
     let long = [c0.as_slice(), b"x"].concat();
@@ -153,15 +177,21 @@ async fn every_refusal_has_its_status_and_stores_nothing() {
     corrupt[100] ^= 0xff;
     let r = h.put(&url("0"), tok, Some(&d0), corrupt).await;
     r.assert_problem(422, "digest-mismatch");
-    assert_stored(&h, &up, &[]).await;
-    assert_stored(&h, &other, &[]).await;
+}
+
+/// 201, 200 for the same bytes again, 409 for other bytes; a corrupt retry changes nothing.
+async fn stores_each_chunk_once(h: &Harness, up: &TestUpload) {
+    let url = |index: &str| h.chunk_url(&up.id, index);
+    let c0 = up.chunk(0).to_vec();
+    let d0 = digest_header(&c0);
+    let tok = Some(up.token.as_str());
 
     // 201, then 200 for the same chunk again (nothing rewritten), 409 for other bytes.
     let r = h.put(&url("0"), tok, Some(&d0), c0.clone()).await;
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(r.content_type, "application/json");
     let expected = serde_json::json!({
-        "index": 0, "size": CHUNK, "sha256": hex_of(&c0),
+        "index": 0, "size": CHUNK, "sha256": sha256_hex(&c0),
         "received_count": 1, "total_chunks": 3, "complete": false,
     });
     assert_eq!(r.body, expected);
@@ -179,14 +209,14 @@ async fn every_refusal_has_its_status_and_stores_nothing() {
     h.put(&url("0"), tok, Some(&d0), corrupt)
         .await
         .assert_problem(422, "digest-mismatch");
-    assert_stored(&h, &up, &[0]).await;
+    assert_stored(h, up, &[0]).await;
 
     // The last, short chunk.
-    let r = h.put_chunk(&up, 2).await;
+    let r = h.put_chunk(up, 2).await;
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(r.body["size"], 1000);
     assert_eq!(r.body["received_count"], 2);
-    assert_stored(&h, &up, &[0, 2]).await;
+    assert_stored(h, up, &[0, 2]).await;
     assert_eq!(
         h.sessions_queue.sent(),
         0,
@@ -303,8 +333,8 @@ async fn a_body_cut_short_is_refused_and_releases_its_lease() {
     assert!(h.get_upload(&up.id).await.received_chunks.is_empty());
     // The lease was given back: a complete retry is stored at once, not refused as in progress.
     let r = eventually(
-        Duration::from_secs(5),
         "the lease to be released",
+        Duration::from_secs(5),
         || async {
             let r = h.put_chunk(&up, 1).await;
             (r.status != 409).then_some(r)
@@ -344,8 +374,8 @@ async fn a_chunk_being_written_answers_409_to_a_second_writer() {
     // The slow client goes away: its lease is released and a retry succeeds.
     drop(conn);
     let r = eventually(
-        Duration::from_secs(10),
         "the lease to be released",
+        Duration::from_secs(10),
         || async {
             let r = h.put_chunk(&up, 0).await;
             (r.status != 409).then_some(r)

@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use lfusys_core::digest::{format_content_digest, to_hex, Sha256};
+use lfusys_core::digest::{format_content_digest, Sha256};
 use lfusys_core::plan::UploadPlan;
 use lfusys_core::state::UploadState;
 use lfusys_core::tokens::TokenSigner;
-use rand::RngCore;
 use sessions_api::proto::sessions_client::SessionsClient;
 use sessions_api::proto::{CreateUploadRequest, GetUploadRequest, ListFilesRequest};
 use sha2::Digest;
@@ -22,6 +21,10 @@ use stores::StorageConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+
+pub use test_support::data::{random_bytes, sha256_hex};
+use test_support::sessions::SessionsServer;
+pub use test_support::wait::eventually;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
@@ -156,7 +159,7 @@ pub struct Harness {
     pub sessions_queue: Arc<CountingQueue>,
     pub worker: Worker,
     pub http: reqwest::Client,
-    _sessions_stop: oneshot::Sender<()>,
+    _sessions: SessionsServer,
 }
 
 /// A created upload, its source bytes and a token for it.
@@ -176,7 +179,7 @@ impl TestUpload {
         &self.data[start..start + len]
     }
     pub fn sha256_hex(&self) -> String {
-        hex::encode(sha2::Sha256::digest(&self.data))
+        sha256_hex(&self.data)
     }
     /// The File's SHA-256: the declared one (verified), or none when none was declared.
     pub fn file_sha256(&self) -> String {
@@ -218,16 +221,6 @@ pub fn digest_header(data: &[u8]) -> String {
     format_content_digest(&digest_of(data))
 }
 
-pub fn hex_of(data: &[u8]) -> String {
-    to_hex(&digest_of(data))
-}
-
-pub fn random_bytes(n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    rand::thread_rng().fill_bytes(&mut v);
-    v
-}
-
 pub fn now_s() -> i64 {
     lfusys_core::clock::now_ms() / 1000
 }
@@ -255,12 +248,8 @@ impl Harness {
             storage.blob_store().await.unwrap(),
             Arc::clone(&sessions_queue) as Arc<dyn JobQueue>,
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sessions_url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(sessions::serve(listener, state, async move {
-            let _ = stopped.await;
-        }));
+        let sessions = SessionsServer::start(state).await;
+        let sessions_url = sessions.url.clone();
         let grpc = sessions_api::client::connect_lazy(&sessions_url).unwrap();
         let signer = TokenSigner::generate().unwrap();
         let mut h = Self {
@@ -277,7 +266,7 @@ impl Harness {
             grpc,
             sessions_queue,
             http: reqwest::Client::new(),
-            _sessions_stop: stop,
+            _sessions: sessions,
         };
         h.worker = h.start_worker(&opts.worker).await;
         h
@@ -511,20 +500,4 @@ pub async fn raw_status(conn: &mut TcpStream) -> Option<u16> {
     text.strip_prefix("HTTP/1.1 ")
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse().ok())
-}
-
-/// Polls `f` until it returns `Some` (panics after `within`).
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }

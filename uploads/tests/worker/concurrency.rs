@@ -2,12 +2,10 @@
 //! upload exactly once (DESIGN §3 steps 2–3).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures::future::join_all;
 use lfusys_core::state::UploadState;
 use rand::seq::SliceRandom;
@@ -33,8 +31,8 @@ async fn assert_assembled_once(h: &Harness, up: &TestUpload, workers: &[&Worker]
     assert!(bytes == up.data, "the file's bytes differ from the source");
     // One delivery, acknowledged once, wherever it ran.
     eventually(
-        Duration::from_secs(10),
         "the job to be acknowledged",
+        Duration::from_secs(10),
         || async {
             let acked: u32 = workers.iter().map(|w| w.queue.deleted()).sum();
             (acked >= 1).then_some(())
@@ -60,7 +58,7 @@ async fn sixty_four_chunks_in_flight_in_random_order_with_duplicates() {
     let h = Harness::start(Options::default()).await;
     let second = h.start_worker(&WorkerOptions::default()).await;
     let data = random_bytes((63 * CHUNK + 12_345) as usize);
-    let sha = hex_of(&data);
+    let sha = sha256_hex(&data);
     let up = h.create_upload_of(data, Some(sha)).await;
     assert_eq!(up.plan.total_chunks, 64);
 

@@ -17,8 +17,8 @@ use storage::{StoreError, StoreResult};
 
 use super::{Item, TX_ATTEMPTS};
 
-pub(super) fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
+pub(super) fn s(v: impl AsRef<str>) -> AttributeValue {
+    AttributeValue::S(v.as_ref().to_owned())
 }
 
 pub(super) fn n(v: impl Display) -> AttributeValue {
@@ -26,7 +26,7 @@ pub(super) fn n(v: impl Display) -> AttributeValue {
 }
 
 pub(super) fn malformed(key: &str) -> StoreError {
-    StoreError::Other(format!(
+    StoreError::other(format!(
         "malformed DynamoDB item: attribute {key} is missing or invalid"
     ))
 }
@@ -54,7 +54,7 @@ pub(super) fn opt_n<T: FromStr>(item: &Item, key: &str) -> Option<T> {
 }
 
 pub(super) fn built<T>(r: Result<T, BuildError>) -> StoreResult<T> {
-    r.map_err(|e| StoreError::Other(format!("building a DynamoDB request: {e}")))
+    r.map_err(|e| StoreError::other_from(format!("building a DynamoDB request: {e}"), e))
 }
 
 /// Expression attribute names and values.
@@ -144,7 +144,7 @@ pub(super) async fn transact(
                     .any(|c| c == "TransactionConflict" || c == "ThrottlingError");
         }
         if !conflict || attempt >= TX_ATTEMPTS {
-            return Err(sdk_error(what, &err));
+            return Err(sdk_error(what, err));
         }
         // Jittered backoff: 5..=5*2^n ms, at most ~320 ms.
         let cap = 5u64 << attempt.min(6);

@@ -10,7 +10,9 @@ use aws_sdk_dynamodb::Client;
 
 use crate::sdk_error;
 use lfusys_core::clock::now_ms;
-use storage::{AuthStore, RefreshRecord, RotateOutcome, StoreError, StoreResult, UserRecord};
+use storage::{
+    AuthStore, RefreshRecord, RotateOutcome, StoreError, StoreResult, UserId, UserRecord,
+};
 
 use super::attrs::{built, get_n, get_s, n, opt_s, s, transact, TxOutcome};
 use super::tables::check_table;
@@ -41,7 +43,7 @@ fn user_item(kind: &str, id: &str, u: &UserRecord) -> Item {
 
 fn user_from(item: &Item) -> StoreResult<UserRecord> {
     Ok(UserRecord {
-        user_id: get_s(item, "user_id")?,
+        user_id: get_s(item, "user_id")?.into(),
         email: get_s(item, "email")?,
         name: get_s(item, "name")?,
         password_hash: get_s(item, "password_hash")?,
@@ -71,7 +73,7 @@ impl DynamoAuthStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("DynamoDB GetItem {}", self.table), &e))?;
+            .map_err(|e| sdk_error(&format!("DynamoDB GetItem {}", self.table), e))?;
         Ok(out.item().cloned())
     }
 
@@ -122,7 +124,7 @@ impl DynamoAuthStore {
             .expression_attribute_values(":now", n(now_ms))
             .send()
             .await
-            .map_err(|e| sdk_error("DynamoDB UpdateItem auth (revoke)", &e))?;
+            .map_err(|e| sdk_error("DynamoDB UpdateItem auth (revoke)", e))?;
         Ok(())
     }
 }
@@ -170,7 +172,7 @@ impl AuthStore for DynamoAuthStore {
             .transpose()
     }
 
-    async fn user_by_id(&self, user_id: &str) -> StoreResult<Option<UserRecord>> {
+    async fn user_by_id(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
         self.get(pk("user", user_id))
             .await?
             .as_ref()
@@ -257,7 +259,9 @@ impl AuthStore for DynamoAuthStore {
             TransactWriteItem::builder().update(family_update).build(),
         ];
         match transact(&self.client, "DynamoDB TransactWriteItems (rotate)", items).await? {
-            TxOutcome::Done => Ok(RotateOutcome::Rotated { user_id }),
+            TxOutcome::Done => Ok(RotateOutcome::Rotated {
+                user_id: user_id.into(),
+            }),
             TxOutcome::ConditionFailed(codes) => {
                 // The old token was spent by a racing rotation (a replay): end the family.
                 // Or the family was revoked meanwhile: the token is invalid.

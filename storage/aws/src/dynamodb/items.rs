@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 
 use crate::sdk_error;
 use lfusys_core::state::UploadState;
-use storage::{ChunkRecord, FileRecord, StoreResult, UploadRecord};
+use storage::{ChunkRecord, FileId, FileRecord, StoreResult, UploadRecord};
 
 use super::attrs::{get_n, get_s, is_condition_failed, malformed, n, opt_s, s};
 use super::Item;
@@ -24,7 +24,6 @@ pub(super) fn upload_item(u: &UploadRecord) -> Item {
         ("chunk_size", n(u.chunk_size)),
         ("total_chunks", n(u.total_chunks)),
         ("state", s(u.state.as_str())),
-        ("storage_handle", s(&u.storage_handle)),
         ("created_at_ms", n(u.created_at_ms)),
         ("updated_at_ms", n(u.updated_at_ms)),
         ("expires_at_ms", n(u.expires_at_ms)),
@@ -34,6 +33,9 @@ pub(super) fn upload_item(u: &UploadRecord) -> Item {
     .collect();
     if let Some(sha) = &u.sha256 {
         item.insert("sha256".into(), s(sha));
+    }
+    if let Some(handle) = &u.storage_handle {
+        item.insert("storage_handle".into(), s(handle));
     }
     if let Some(e) = &u.error {
         item.insert("error".into(), s(e));
@@ -58,8 +60,8 @@ pub(super) fn upload_item(u: &UploadRecord) -> Item {
 pub(super) fn upload_from(item: &Item) -> StoreResult<UploadRecord> {
     let state = get_s(item, "state")?;
     Ok(UploadRecord {
-        upload_id: get_s(item, "upload_id")?,
-        owner_id: get_s(item, "owner_id")?,
+        upload_id: get_s(item, "upload_id")?.into(),
+        owner_id: get_s(item, "owner_id")?.into(),
         name: get_s(item, "name")?,
         size: get_n(item, "size")?,
         content_type: get_s(item, "content_type")?,
@@ -67,9 +69,10 @@ pub(super) fn upload_from(item: &Item) -> StoreResult<UploadRecord> {
         chunk_size: get_n(item, "chunk_size")?,
         total_chunks: get_n(item, "total_chunks")?,
         state: UploadState::parse(&state).ok_or_else(|| malformed("state"))?,
-        storage_handle: opt_s(item, "storage_handle").unwrap_or_default(),
+        // Items written before handles were optional hold "" for none.
+        storage_handle: opt_s(item, "storage_handle").filter(|h| !h.is_empty()),
         error: opt_s(item, "error"),
-        file_id: opt_s(item, "file_id"),
+        file_id: opt_s(item, "file_id").map(FileId::from),
         created_at_ms: get_n(item, "created_at_ms")?,
         updated_at_ms: get_n(item, "updated_at_ms")?,
         expires_at_ms: get_n(item, "expires_at_ms")?,
@@ -92,21 +95,21 @@ pub(super) fn file_item(f: &FileRecord) -> Item {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     // Absent when the client declared no whole-file SHA-256.
-    if !f.sha256.is_empty() {
-        item.insert("sha256".into(), s(&f.sha256));
+    if let Some(sha) = &f.sha256 {
+        item.insert("sha256".into(), s(sha));
     }
     item
 }
 
 pub(super) fn file_from(item: &Item) -> StoreResult<FileRecord> {
     Ok(FileRecord {
-        file_id: get_s(item, "file_id")?,
-        owner_id: get_s(item, "owner_id")?,
-        upload_id: get_s(item, "upload_id")?,
+        file_id: get_s(item, "file_id")?.into(),
+        owner_id: get_s(item, "owner_id")?.into(),
+        upload_id: get_s(item, "upload_id")?.into(),
         name: get_s(item, "name")?,
         size: get_n(item, "size")?,
         content_type: get_s(item, "content_type")?,
-        sha256: opt_s(item, "sha256").unwrap_or_default(),
+        sha256: opt_s(item, "sha256").filter(|h| !h.is_empty()),
         blob_key: get_s(item, "blob_key")?,
         created_at_ms: get_n(item, "created_at_ms")?,
     })
@@ -154,7 +157,10 @@ pub(super) fn until_attr(index: u32) -> String {
 }
 
 pub(super) fn record_value(chunk: &ChunkRecord) -> AttributeValue {
-    s(format!("{} {} {}", chunk.sha256, chunk.size, chunk.etag))
+    match &chunk.etag {
+        Some(etag) => s(format!("{} {} {etag}", chunk.sha256, chunk.size)),
+        None => s(format!("{} {}", chunk.sha256, chunk.size)),
+    }
 }
 
 pub(super) fn record_from(index: u32, v: &AttributeValue) -> StoreResult<ChunkRecord> {
@@ -169,7 +175,8 @@ pub(super) fn record_from(index: u32, v: &AttributeValue) -> StoreResult<ChunkRe
         index,
         size,
         sha256: sha256.to_owned(),
-        etag: parts.next().unwrap_or_default().to_owned(),
+        // Records written before receipts were optional end in a space for none.
+        etag: parts.next().filter(|e| !e.is_empty()).map(str::to_owned),
     })
 }
 
@@ -217,7 +224,7 @@ pub(super) async fn conditional(
             if is_condition_failed(&e) {
                 return Ok(Err(Item::new()));
             }
-            Err(sdk_error(what, &e))
+            Err(sdk_error(what, e))
         }
     }
 }
@@ -268,16 +275,21 @@ mod tests {
             index: 7,
             size: 1024,
             sha256: "ab".repeat(32),
-            etag: "\"0a1b\"".into(),
+            etag: Some("\"0a1b\"".into()),
         };
         assert_eq!(
             record_from(7, &record_value(&chunk)).ok(),
             Some(chunk.clone())
         );
         let no_etag = ChunkRecord {
-            etag: String::new(),
-            ..chunk
+            etag: None,
+            ..chunk.clone()
         };
+        assert_eq!(
+            record_from(7, &s(format!("{} 1024 ", chunk.sha256))).ok(),
+            Some(no_etag.clone()),
+            "an old record's empty receipt"
+        );
         assert_eq!(
             record_from(7, &record_value(&no_etag)).ok(),
             Some(no_etag.clone())
@@ -304,7 +316,7 @@ mod tests {
             name: "n".into(),
             size: 1,
             content_type: String::new(),
-            sha256: String::new(),
+            sha256: None,
             blob_key: String::new(),
             created_at_ms: 42,
         };

@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::Client;
 use crate::sdk_error;
 use lfusys_core::state::UploadState;
 use storage::{
-    decode_cursor, encode_cursor, ChunkRecord, ClaimOutcome, CommitOutcome, FilePage, FileRecord,
-    MetadataStore, StoreError, StoreResult, UploadRecord,
+    decode_cursor, encode_cursor, ChunkRecord, ClaimId, ClaimOutcome, CommitOutcome, FileId,
+    FilePage, FileRecord, MetadataStore, StoreError, StoreResult, UploadId, UploadRecord, UserId,
 };
 
 use super::attrs::{
@@ -73,7 +73,7 @@ impl DynamoMetadataStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("DynamoDB GetItem {table}"), &e))?;
+            .map_err(|e| sdk_error(&format!("DynamoDB GetItem {table}"), e))?;
         Ok(out.item().cloned())
     }
 
@@ -88,7 +88,7 @@ impl DynamoMetadataStore {
             .expression_attribute_names("#st", "state")
             .send()
             .await
-            .map_err(|e| sdk_error("DynamoDB GetItem uploads", &e))?;
+            .map_err(|e| sdk_error("DynamoDB GetItem uploads", e))?;
         let Some(item) = out.item() else {
             return Ok(None);
         };
@@ -161,7 +161,7 @@ impl DynamoMetadataStore {
         match result {
             Ok(_) => Ok(true),
             Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (assembling)", &e)),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (assembling)", e)),
         }
     }
 
@@ -223,7 +223,7 @@ impl DynamoMetadataStore {
         {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failed(&e) => Ok(()),
-            Err(e) => Err(sdk_error("DynamoDB PutItem chunks (group)", &e)),
+            Err(e) => Err(sdk_error("DynamoDB PutItem chunks (group)", e)),
         }
     }
 
@@ -242,7 +242,7 @@ impl DynamoMetadataStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| sdk_error("DynamoDB Query chunks", &e))?;
+                .map_err(|e| sdk_error("DynamoDB Query chunks", e))?;
             let mut deletes = Vec::new();
             for item in out.items() {
                 let group: i64 = get_n(item, "idx")?;
@@ -291,7 +291,7 @@ impl DynamoMetadataStore {
             let out = req
                 .send()
                 .await
-                .map_err(|e| sdk_error("DynamoDB Query chunks", &e))?;
+                .map_err(|e| sdk_error("DynamoDB Query chunks", e))?;
             items.extend(out.items().iter().cloned());
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
@@ -328,7 +328,7 @@ impl DynamoMetadataStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| sdk_error("DynamoDB Query uploads", &e))?;
+                .map_err(|e| sdk_error("DynamoDB Query uploads", e))?;
             for item in out.items() {
                 ids.push(get_s(item, "upload_id")?);
             }
@@ -417,7 +417,7 @@ impl MetadataStore for DynamoMetadataStore {
                     upload.upload_id
                 )))
             }
-            Err(e) => return Err(sdk_error("DynamoDB PutItem uploads", &e)),
+            Err(e) => return Err(sdk_error("DynamoDB PutItem uploads", e)),
         }
         if let Err(e) = self
             .create_groups(&upload.upload_id, upload.total_chunks)
@@ -436,7 +436,7 @@ impl MetadataStore for DynamoMetadataStore {
         Ok(())
     }
 
-    async fn get_upload(&self, upload_id: &str) -> StoreResult<Option<UploadRecord>> {
+    async fn get_upload(&self, upload_id: &UploadId) -> StoreResult<Option<UploadRecord>> {
         self.get_item(&self.tables.uploads, Self::upload_key(upload_id))
             .await?
             .as_ref()
@@ -447,7 +447,7 @@ impl MetadataStore for DynamoMetadataStore {
     /// An empty `states` means every state. Newest first.
     async fn list_uploads(
         &self,
-        owner_id: &str,
+        owner_id: &UserId,
         states: &[UploadState],
     ) -> StoreResult<Vec<UploadRecord>> {
         let mut expr = Expr::new().value(":o", s(owner_id));
@@ -471,7 +471,7 @@ impl MetadataStore for DynamoMetadataStore {
             .await?
             .into_iter()
             // The index may lag behind the table: decide on the item itself.
-            .filter(|u| u.owner_id == owner_id && (states.is_empty() || states.contains(&u.state)))
+            .filter(|u| u.owner_id == *owner_id && (states.is_empty() || states.contains(&u.state)))
             .collect();
         uploads
             .sort_by(|a, b| (b.created_at_ms, &b.upload_id).cmp(&(a.created_at_ms, &a.upload_id)));
@@ -479,7 +479,7 @@ impl MetadataStore for DynamoMetadataStore {
     }
 
     /// One query over the upload's group items (313 items, ~1 MB, for 10,000 chunks).
-    async fn list_chunks(&self, upload_id: &str) -> StoreResult<Vec<ChunkRecord>> {
+    async fn list_chunks(&self, upload_id: &UploadId) -> StoreResult<Vec<ChunkRecord>> {
         let mut chunks = Vec::new();
         for item in self.group_items(upload_id, false).await? {
             chunks.extend(records_in(&item)?);
@@ -489,7 +489,7 @@ impl MetadataStore for DynamoMetadataStore {
     }
 
     /// The groups' counts (one query of small projections; not on the path of a chunk).
-    async fn received_count(&self, upload_id: &str) -> StoreResult<u32> {
+    async fn received_count(&self, upload_id: &UploadId) -> StoreResult<u32> {
         Ok(self
             .group_items(upload_id, true)
             .await?
@@ -501,7 +501,7 @@ impl MetadataStore for DynamoMetadataStore {
     /// Counts every complete group that is not counted yet (what a writer that died between
     /// recording and counting left undone); answers the received count, 0 once the upload no
     /// longer takes chunks (it completes nothing then).
-    async fn recount(&self, upload_id: &str) -> StoreResult<u32> {
+    async fn recount(&self, upload_id: &UploadId) -> StoreResult<u32> {
         let mut received = 0;
         for item in self.group_items(upload_id, true).await? {
             received += opt_n::<u32>(&item, "n").unwrap_or(0);
@@ -522,10 +522,10 @@ impl MetadataStore for DynamoMetadataStore {
     /// assembling or completed).
     async fn claim_chunk(
         &self,
-        upload_id: &str,
+        upload_id: &UploadId,
         index: u32,
         sha256: &str,
-        claim_id: &str,
+        claim_id: &ClaimId,
         lease: Duration,
         now_ms: i64,
     ) -> StoreResult<ClaimOutcome> {
@@ -581,7 +581,12 @@ impl MetadataStore for DynamoMetadataStore {
         }
     }
 
-    async fn release_chunk(&self, upload_id: &str, index: u32, claim_id: &str) -> StoreResult<()> {
+    async fn release_chunk(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        claim_id: &ClaimId,
+    ) -> StoreResult<()> {
         let result = self
             .client
             .update_item()
@@ -597,7 +602,7 @@ impl MetadataStore for DynamoMetadataStore {
         match result {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failed(&e) => Ok(()),
-            Err(e) => Err(sdk_error("DynamoDB UpdateItem chunks (release)", &e)),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem chunks (release)", e)),
         }
     }
 
@@ -606,9 +611,9 @@ impl MetadataStore for DynamoMetadataStore {
     /// lower bound here: the chunks recorded in this chunk's group, or all once complete.
     async fn commit_chunk(
         &self,
-        upload_id: &str,
+        upload_id: &UploadId,
         chunk: &ChunkRecord,
-        claim_id: &str,
+        claim_id: &ClaimId,
         now_ms: i64,
     ) -> StoreResult<CommitOutcome> {
         let group = group_of(chunk.index);
@@ -678,7 +683,7 @@ impl MetadataStore for DynamoMetadataStore {
     /// claims and records.
     async fn transition(
         &self,
-        upload_id: &str,
+        upload_id: &UploadId,
         from: &[UploadState],
         to: UploadState,
         error: Option<&str>,
@@ -749,7 +754,7 @@ impl MetadataStore for DynamoMetadataStore {
                 Ok(true)
             }
             Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (transition)", &e)),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (transition)", e)),
         }
     }
 
@@ -779,7 +784,7 @@ impl MetadataStore for DynamoMetadataStore {
         Ok(uploads)
     }
 
-    async fn delete_chunks(&self, upload_id: &str) -> StoreResult<()> {
+    async fn delete_chunks(&self, upload_id: &UploadId) -> StoreResult<()> {
         self.delete_groups(upload_id).await
     }
 
@@ -842,7 +847,7 @@ impl MetadataStore for DynamoMetadataStore {
         )))
     }
 
-    async fn get_file(&self, file_id: &str) -> StoreResult<Option<FileRecord>> {
+    async fn get_file(&self, file_id: &FileId) -> StoreResult<Option<FileRecord>> {
         self.get_item(
             &self.tables.files,
             HashMap::from([("file_id".to_owned(), s(file_id))]),
@@ -856,7 +861,7 @@ impl MetadataStore for DynamoMetadataStore {
     /// Newest first. `limit` is clamped to 1..=1000; a malformed cursor is a `Conflict`.
     async fn list_files(
         &self,
-        owner_id: &str,
+        owner_id: &UserId,
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<FilePage> {
@@ -885,7 +890,7 @@ impl MetadataStore for DynamoMetadataStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| sdk_error("DynamoDB Query files", &e))?;
+                .map_err(|e| sdk_error("DynamoDB Query files", e))?;
             for item in out.items() {
                 items.push(file_from(item)?);
             }
@@ -906,7 +911,7 @@ impl MetadataStore for DynamoMetadataStore {
         Ok(FilePage { items, next_cursor })
     }
 
-    async fn delete_file(&self, file_id: &str) -> StoreResult<bool> {
+    async fn delete_file(&self, file_id: &FileId) -> StoreResult<bool> {
         let out = self
             .client
             .delete_item()
@@ -915,7 +920,7 @@ impl MetadataStore for DynamoMetadataStore {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
-            .map_err(|e| sdk_error("DynamoDB DeleteItem files", &e))?;
+            .map_err(|e| sdk_error("DynamoDB DeleteItem files", e))?;
         Ok(out.attributes().is_some_and(|a| !a.is_empty()))
     }
 

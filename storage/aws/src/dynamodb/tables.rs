@@ -91,12 +91,7 @@ pub(super) async fn create_table(client: &Client, spec: TableSpec<'_>) -> StoreR
     match req.send().await {
         Ok(_) => {}
         Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
-        Err(e) => {
-            return Err(sdk_error(
-                &format!("DynamoDB CreateTable {}", spec.name),
-                &e,
-            ))
-        }
+        Err(e) => return Err(sdk_error(&format!("DynamoDB CreateTable {}", spec.name), e)),
     }
     poll_until(Duration::from_secs(120), spec.name, || async {
         let out = client
@@ -104,7 +99,7 @@ pub(super) async fn create_table(client: &Client, spec: TableSpec<'_>) -> StoreR
             .table_name(spec.name)
             .send()
             .await
-            .map_err(|e| sdk_error("DynamoDB DescribeTable", &e))?;
+            .map_err(|e| sdk_error("DynamoDB DescribeTable", e))?;
         let Some(t) = out.table() else {
             return Ok(None);
         };
@@ -130,7 +125,7 @@ pub(super) async fn create_table(client: &Client, spec: TableSpec<'_>) -> StoreR
         if let Err(e) = result {
             // "TimeToLive is already enabled" is a ValidationException.
             if error_code(&e) != Some("ValidationException") {
-                return Err(sdk_error("DynamoDB UpdateTimeToLive", &e));
+                return Err(sdk_error("DynamoDB UpdateTimeToLive", e));
             }
         }
     }
@@ -215,17 +210,17 @@ pub(super) async fn check_table(client: &Client, table: &str) -> StoreResult<()>
     match client.describe_table().table_name(table).send().await {
         Ok(out) => match out.table().and_then(|t| t.table_status()) {
             Some(TableStatus::Active | TableStatus::Updating) => Ok(()),
-            other => Err(StoreError::Unavailable(format!(
+            other => Err(StoreError::unavailable(format!(
                 "DynamoDB table {table} is not active ({})",
                 other.map_or("unknown", TableStatus::as_str)
             ))),
         },
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
-            Err(StoreError::Unavailable(format!(
+            Err(StoreError::unavailable(format!(
                 "DynamoDB table {table} does not exist (create it, or start with --create-resources)"
             )))
         }
-        Err(e) => Err(sdk_error(&format!("DynamoDB DescribeTable {table}"), &e)),
+        Err(e) => Err(sdk_error(&format!("DynamoDB DescribeTable {table}"), e)),
     }
 }
 
@@ -252,7 +247,7 @@ pub(super) async fn batch_get(
                 .request_items(table, req)
                 .send()
                 .await
-                .map_err(|e| sdk_error("DynamoDB BatchGetItem", &e))?;
+                .map_err(|e| sdk_error("DynamoDB BatchGetItem", e))?;
             if let Some(items) = res.responses().and_then(|r| r.get(table)) {
                 out.extend(items.iter().cloned());
             }
@@ -263,9 +258,7 @@ pub(super) async fn batch_get(
                 .unwrap_or_default();
             if !pending.is_empty() {
                 if attempt >= 10 {
-                    return Err(StoreError::Unavailable(
-                        "DynamoDB left keys unprocessed".into(),
-                    ));
+                    return Err(StoreError::unavailable("DynamoDB left keys unprocessed"));
                 }
                 tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
             }
@@ -290,7 +283,7 @@ pub(super) async fn batch_write(
                 .request_items(table, pending.clone())
                 .send()
                 .await
-                .map_err(|e| sdk_error("DynamoDB BatchWriteItem", &e))?;
+                .map_err(|e| sdk_error("DynamoDB BatchWriteItem", e))?;
             pending = res
                 .unprocessed_items()
                 .and_then(|u| u.get(table))
@@ -298,9 +291,7 @@ pub(super) async fn batch_write(
                 .unwrap_or_default();
             if !pending.is_empty() {
                 if attempt >= 10 {
-                    return Err(StoreError::Unavailable(
-                        "DynamoDB left writes unprocessed".into(),
-                    ));
+                    return Err(StoreError::unavailable("DynamoDB left writes unprocessed"));
                 }
                 tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
             }

@@ -2,7 +2,7 @@
 //! (moto for S3, DynamoDB and SQS; MinIO for S3): the SQS dead-letter queue, S3 receipts,
 //! presigned URLs, checksum verification, part listing and orphan multipart uploads, and
 //! readiness checks that say which resource is missing. What every adapter of a port does is
-//! the conformance suite (`tests/conformance.rs`).
+//! the conformance suite (`conformance.rs` beside it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -60,7 +60,7 @@ mod queue {
         let sdk = moto().await;
         let q = storage_aws::SqsJobQueue::new(&sdk, &name);
         match q.check().await {
-            Err(StoreError::Unavailable(m)) => {
+            Err(StoreError::Unavailable { message: m, .. }) => {
                 assert!(m.contains("does not exist") && m.contains(".fifo"), "{m}");
             }
             other => panic!("{other:?}"),
@@ -74,6 +74,7 @@ mod queue {
 
 mod blobs {
     use std::time::Duration;
+    use storage::UploadId;
 
     use bytes::Bytes;
     use futures::StreamExt;
@@ -90,7 +91,7 @@ mod blobs {
 
     /// On S3 a part's offset is its number's business: every chunk here is at offset 0.
     fn target(upload_id: &str, handle: &str, index: u32, data: &[u8]) -> ChunkTarget {
-        fixtures::target(upload_id, handle, index, 0, data)
+        fixtures::target(upload_id, Some(handle), index, 0, data)
     }
 
     async fn read_all(s: &S3BlobStore, key: &str, range: Option<ByteRange>) -> Vec<u8> {
@@ -142,18 +143,26 @@ mod blobs {
         let key = S3BlobStore::key_for_upload(&id);
         let chunks = vec![pattern(5 * MIB, 1), pattern(5 * MIB, 2), pattern(12_345, 3)];
         let whole: Vec<u8> = chunks.concat();
-        let handle = s.begin_upload(&id, whole.len() as u64).await.unwrap();
+        let handle = s
+            .begin_upload(&UploadId::from(&id), whole.len() as u64)
+            .await
+            .unwrap()
+            .expect("S3 hands back its multipart upload id");
         let parts = write_parts(&s, &id, &handle, &chunks).await;
-        assert!(parts.iter().all(|p| !p.etag.is_empty()));
+        assert!(parts.iter().all(|p| p.etag.is_some()));
         // Retried part: replaced, same receipt.
         let again = s
             .write_chunk(&target(&id, &handle, 2, &chunks[2]), body(&chunks[2], 1000))
             .await
             .unwrap();
         assert_eq!(again, parts[2].etag);
-        s.complete_upload(&id, &handle, &parts, &key).await.unwrap();
+        s.complete_upload(&UploadId::from(&id), Some(&handle), &parts, &key)
+            .await
+            .unwrap();
         // A redelivered job completes again: success.
-        s.complete_upload(&id, &handle, &parts, &key).await.unwrap();
+        s.complete_upload(&UploadId::from(&id), Some(&handle), &parts, &key)
+            .await
+            .unwrap();
         assert_eq!(s.blob_size(&key).await.unwrap(), whole.len() as u64);
         assert_eq!(
             Sha256::digest(read_all(&s, &key, None).await),
@@ -197,7 +206,7 @@ mod blobs {
         ));
         // Committing to another key than the upload's is refused (it would need a copy).
         assert!(s
-            .complete_upload(&id, &handle, &parts, "files/other")
+            .complete_upload(&UploadId::from(&id), Some(&handle), &parts, "files/other")
             .await
             .is_err());
     }
@@ -229,7 +238,11 @@ mod blobs {
         let sdk = real_s3().await;
         let s = bucket(&sdk, &unique("b")).await;
         let id = ids::new_upload_id();
-        let handle = s.begin_upload(&id, 10).await.unwrap();
+        let handle = s
+            .begin_upload(&UploadId::from(&id), 10)
+            .await
+            .unwrap()
+            .expect("S3 hands back its multipart upload id");
         let good = pattern(MIB, 9);
         let mut bad_target = target(&id, &handle, 0, &good);
         bad_target.sha256 = Sha256::digest(b"something else").into();
@@ -248,8 +261,10 @@ mod blobs {
             .write_chunk(&target(&id, &handle, 0, &good), body(&good, 8192))
             .await
             .unwrap();
-        assert!(!etag.is_empty());
-        s.abort_upload(&id, &handle).await.unwrap();
+        assert!(etag.is_some());
+        s.abort_upload(&UploadId::from(&id), Some(&handle))
+            .await
+            .unwrap();
     }
 
     /// Abort releases everything on the upload's key, also an orphan multipart upload of a
@@ -261,8 +276,16 @@ mod blobs {
             let s = bucket(&sdk, &unique("b")).await;
             let id = ids::new_upload_id();
             let key = S3BlobStore::key_for_upload(&id);
-            let handle = s.begin_upload(&id, 10).await.unwrap();
-            let _orphan = s.begin_upload(&id, 10).await.unwrap();
+            let handle = s
+                .begin_upload(&UploadId::from(&id), 10)
+                .await
+                .unwrap()
+                .expect("S3 hands back its multipart upload id");
+            let _orphan = s
+                .begin_upload(&UploadId::from(&id), 10)
+                .await
+                .unwrap()
+                .expect("S3 hands back its multipart upload id");
             assert_eq!(s.open_multipart_uploads(&key).await.unwrap().len(), 2);
             let data = pattern(1000, 4);
             let mut short = target(&id, &handle, 0, &data);
@@ -288,11 +311,15 @@ mod blobs {
             t.len = 10;
             assert!(matches!(
                 s.write_chunk(&t, failing).await,
-                Err(StoreError::Body(_))
+                Err(StoreError::Body { .. })
             ));
-            s.abort_upload(&id, &handle).await.unwrap();
+            s.abort_upload(&UploadId::from(&id), Some(&handle))
+                .await
+                .unwrap();
             assert!(s.open_multipart_uploads(&key).await.unwrap().is_empty());
-            s.abort_upload(&id, &handle).await.unwrap();
+            s.abort_upload(&UploadId::from(&id), Some(&handle))
+                .await
+                .unwrap();
             let after = s
                 .write_chunk(&target(&id, &handle, 0, &data), body(&data, 100))
                 .await;
@@ -313,7 +340,11 @@ mod blobs {
         let s = bucket(&sdk, &unique("b")).await;
         let id = ids::new_upload_id();
         let key = S3BlobStore::key_for_upload(&id);
-        let handle = s.begin_upload(&id, 0).await.unwrap();
+        let handle = s
+            .begin_upload(&UploadId::from(&id), 0)
+            .await
+            .unwrap()
+            .expect("S3 hands back its multipart upload id");
         let mut tasks = Vec::new();
         for i in 0..1005u32 {
             let (s, id, handle) = (s.clone(), id.clone(), handle.clone());
@@ -333,16 +364,26 @@ mod blobs {
             t.await.unwrap();
         }
         assert_eq!(s.list_parts(&key, &handle).await.unwrap().len(), 1005);
-        s.abort_upload(&id, &handle).await.unwrap();
+        s.abort_upload(&UploadId::from(&id), Some(&handle))
+            .await
+            .unwrap();
 
         let id = ids::new_upload_id();
         let key = S3BlobStore::key_for_upload(&id);
         let chunks = vec![pattern(5 * MIB, 7), pattern(999, 8)];
-        let handle = s.begin_upload(&id, 0).await.unwrap();
+        let handle = s
+            .begin_upload(&UploadId::from(&id), 0)
+            .await
+            .unwrap()
+            .expect("S3 hands back its multipart upload id");
         write_parts(&s, &id, &handle, &chunks).await;
-        s.complete_upload(&id, &handle, &[], &key).await.unwrap();
+        s.complete_upload(&UploadId::from(&id), Some(&handle), &[], &key)
+            .await
+            .unwrap();
         assert_eq!(read_all(&s, &key, None).await, chunks.concat());
-        s.complete_upload(&id, &handle, &[], &key).await.unwrap();
+        s.complete_upload(&UploadId::from(&id), Some(&handle), &[], &key)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -351,14 +392,18 @@ mod blobs {
         let name = unique("b");
         let s = S3BlobStore::new(&sdk, &name);
         match s.check().await {
-            Err(StoreError::Unavailable(m)) => assert!(m.contains("does not exist"), "{m}"),
+            Err(StoreError::Unavailable { message: m, .. }) => {
+                assert!(m.contains("does not exist"), "{m}");
+            }
             other => panic!("{other:?}"),
         }
         storage_aws::s3::create_bucket(&sdk, &name).await.unwrap();
         s.check().await.unwrap();
         let wrong = storage_aws::sdk_config_for(&s3_url(), "nobody", "wrong-secret-key").await;
         match S3BlobStore::new(&wrong, &name).check().await {
-            Err(StoreError::Unavailable(m)) => assert!(m.contains("credentials"), "{m}"),
+            Err(StoreError::Unavailable { message: m, .. }) => {
+                assert!(m.contains("credentials"), "{m}");
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -376,7 +421,7 @@ mod tables {
         let prefix = unique("t");
         let s = DynamoMetadataStore::new(&sdk, &prefix);
         match s.check().await {
-            Err(StoreError::Unavailable(m)) => {
+            Err(StoreError::Unavailable { message: m, .. }) => {
                 assert!(
                     m.contains(&format!("{prefix}uploads")) && m.contains("does not exist"),
                     "{m}"

@@ -2,7 +2,7 @@
 //! the servers `scripts/aws-servers.sh` runs: DynamoDB and SQS on moto, S3 on the real S3 server
 //! (MinIO; moto's `ListParts` answer is not S3's, and completing from the listed parts is part of
 //! the suite). Each case on resources of its own. What only these adapters do is tested in
-//! `tests/adapters.rs`.
+//! `adapters.rs` beside it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::{immediate, Db, DbResult, Durability};
-use storage::{AuthStore, RefreshRecord, RotateOutcome, StoreResult, UserRecord};
+use storage::{AuthStore, RefreshRecord, RotateOutcome, StoreResult, UserId, UserRecord};
 
 const SCHEMA_VERSION: i32 = 1;
 const SCHEMA: &str = "
@@ -50,7 +50,7 @@ impl SqliteAuthStore {
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
-        user_id: r.get(0)?,
+        user_id: r.get::<_, String>(0)?.into(),
         email: r.get(1)?,
         name: r.get(2)?,
         password_hash: r.get(3)?,
@@ -66,7 +66,13 @@ impl AuthStore for SqliteAuthStore {
             .call(move |c| {
                 c.execute(
                     &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
-                    params![u.user_id, u.email, u.name, u.password_hash, u.created_at_ms],
+                    params![
+                        u.user_id.as_str(),
+                        u.email,
+                        u.name,
+                        u.password_hash,
+                        u.created_at_ms
+                    ],
                 )?;
                 Ok(())
             })
@@ -87,8 +93,8 @@ impl AuthStore for SqliteAuthStore {
             .await
     }
 
-    async fn user_by_id(&self, user_id: &str) -> StoreResult<Option<UserRecord>> {
-        let id = user_id.to_owned();
+    async fn user_by_id(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
+        let id = user_id.to_string();
         self.db
             .call(move |c| {
                 Ok(c.query_row(
@@ -109,12 +115,12 @@ impl AuthStore for SqliteAuthStore {
                 immediate(c, |tx| {
                     tx.execute(
                         "INSERT INTO families (family_id, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                        params![t.family_id, t.user_id],
+                        params![t.family_id, t.user_id.as_str()],
                     )?;
                     tx.execute(
                         "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at_ms) \
                          VALUES (?1, ?2, ?3, ?4)",
-                        params![t.token_hash, t.family_id, t.user_id, t.expires_at_ms],
+                        params![t.token_hash, t.family_id, t.user_id.as_str(), t.expires_at_ms],
                     )?;
                     Ok(())
                 })
@@ -165,7 +171,9 @@ impl AuthStore for SqliteAuthStore {
                          VALUES (?1, ?2, ?3, ?4)",
                         params![new.token_hash, family_id, user_id, new.expires_at_ms],
                     )?;
-                    Ok(RotateOutcome::Rotated { user_id })
+                    Ok(RotateOutcome::Rotated {
+                        user_id: user_id.into(),
+                    })
                 })
             })
             .await

@@ -9,8 +9,8 @@ use rusqlite::{params, params_from_iter, OptionalExtension, Row, Transaction};
 use super::{immediate, Db, DbResult, Durability};
 use lfusys_core::state::UploadState;
 use storage::{
-    decode_cursor, encode_cursor, ChunkRecord, ClaimOutcome, CommitOutcome, FilePage, FileRecord,
-    MetadataStore, StoreError, StoreResult, UploadRecord,
+    decode_cursor, encode_cursor, ChunkRecord, ClaimId, ClaimOutcome, CommitOutcome, FileId,
+    FilePage, FileRecord, MetadataStore, StoreError, StoreResult, UploadId, UploadRecord, UserId,
 };
 
 const SCHEMA_VERSION: i32 = 1;
@@ -100,8 +100,8 @@ fn state_of(s: &str) -> rusqlite::Result<UploadState> {
 
 fn upload_from_row(r: &Row<'_>) -> rusqlite::Result<UploadRecord> {
     Ok(UploadRecord {
-        upload_id: r.get(0)?,
-        owner_id: r.get(1)?,
+        upload_id: r.get::<_, String>(0)?.into(),
+        owner_id: r.get::<_, String>(1)?.into(),
         name: r.get(2)?,
         size: r.get(3)?,
         content_type: r.get(4)?,
@@ -109,9 +109,9 @@ fn upload_from_row(r: &Row<'_>) -> rusqlite::Result<UploadRecord> {
         chunk_size: r.get(6)?,
         total_chunks: r.get(7)?,
         state: state_of(&r.get::<_, String>(8)?)?,
-        storage_handle: r.get(9)?,
+        storage_handle: none_if_empty(r.get(9)?),
         error: r.get(10)?,
-        file_id: r.get(11)?,
+        file_id: r.get::<_, Option<String>>(11)?.map(FileId::from),
         created_at_ms: r.get(12)?,
         updated_at_ms: r.get(13)?,
         expires_at_ms: r.get(14)?,
@@ -120,13 +120,13 @@ fn upload_from_row(r: &Row<'_>) -> rusqlite::Result<UploadRecord> {
 
 fn file_from_row(r: &Row<'_>) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
-        file_id: r.get(0)?,
-        owner_id: r.get(1)?,
-        upload_id: r.get(2)?,
+        file_id: r.get::<_, String>(0)?.into(),
+        owner_id: r.get::<_, String>(1)?.into(),
+        upload_id: r.get::<_, String>(2)?.into(),
         name: r.get(3)?,
         size: r.get(4)?,
         content_type: r.get(5)?,
-        sha256: r.get(6)?,
+        sha256: none_if_empty(r.get(6)?),
         blob_key: r.get(7)?,
         created_at_ms: r.get(8)?,
     })
@@ -137,8 +137,18 @@ fn chunk_from_row(r: &Row<'_>) -> rusqlite::Result<ChunkRecord> {
         index: r.get(0)?,
         size: r.get(1)?,
         sha256: r.get(2)?,
-        etag: r.get(3)?,
+        etag: none_if_empty(r.get(3)?),
     })
+}
+
+/// The `storage_handle`, `etag` and files' `sha256` columns are `NOT NULL` (the schema predates
+/// optional values) and hold `''` for none; existing databases keep working unchanged.
+fn none_if_empty(value: String) -> Option<String> {
+    (!value.is_empty()).then_some(value)
+}
+
+fn empty_if_none(value: Option<&str>) -> &str {
+    value.unwrap_or_default()
 }
 
 fn upload_state(tx: &Transaction<'_>, upload_id: &str) -> DbResult<(UploadState, u32)> {
@@ -204,8 +214,8 @@ impl MetadataStore for SqliteMetadataStore {
                          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                     ),
                     params![
-                        u.upload_id,
-                        u.owner_id,
+                        u.upload_id.as_str(),
+                        u.owner_id.as_str(),
                         u.name,
                         u.size,
                         u.content_type,
@@ -213,9 +223,9 @@ impl MetadataStore for SqliteMetadataStore {
                         u.chunk_size,
                         u.total_chunks,
                         u.state.as_str(),
-                        u.storage_handle,
+                        empty_if_none(u.storage_handle.as_deref()),
                         u.error,
-                        u.file_id,
+                        u.file_id.as_deref(),
                         u.created_at_ms,
                         u.updated_at_ms,
                         u.expires_at_ms
@@ -226,8 +236,8 @@ impl MetadataStore for SqliteMetadataStore {
             .await
     }
 
-    async fn get_upload(&self, upload_id: &str) -> StoreResult<Option<UploadRecord>> {
-        let id = upload_id.to_owned();
+    async fn get_upload(&self, upload_id: &UploadId) -> StoreResult<Option<UploadRecord>> {
+        let id = upload_id.to_string();
         self.db
             .call(move |c| {
                 Ok(c.query_row(
@@ -243,10 +253,10 @@ impl MetadataStore for SqliteMetadataStore {
     /// An empty `states` means every state.
     async fn list_uploads(
         &self,
-        owner_id: &str,
+        owner_id: &UserId,
         states: &[UploadState],
     ) -> StoreResult<Vec<UploadRecord>> {
-        let owner = owner_id.to_owned();
+        let owner = owner_id.to_string();
         let states: Vec<&'static str> = states.iter().map(|s| s.as_str()).collect();
         self.db
             .call(move |c| {
@@ -267,8 +277,8 @@ impl MetadataStore for SqliteMetadataStore {
             .await
     }
 
-    async fn list_chunks(&self, upload_id: &str) -> StoreResult<Vec<ChunkRecord>> {
-        let id = upload_id.to_owned();
+    async fn list_chunks(&self, upload_id: &UploadId) -> StoreResult<Vec<ChunkRecord>> {
+        let id = upload_id.to_string();
         self.db
             .call(move |c| {
                 let mut stmt = c.prepare(
@@ -285,15 +295,18 @@ impl MetadataStore for SqliteMetadataStore {
     /// last chunk landed is a success), not `NotAccepting`.
     async fn claim_chunk(
         &self,
-        upload_id: &str,
+        upload_id: &UploadId,
         index: u32,
         sha256: &str,
-        claim_id: &str,
+        claim_id: &ClaimId,
         lease: Duration,
         now_ms: i64,
     ) -> StoreResult<ClaimOutcome> {
-        let (upload_id, sha256, claim_id) =
-            (upload_id.to_owned(), sha256.to_owned(), claim_id.to_owned());
+        let (upload_id, sha256, claim_id) = (
+            upload_id.to_string(),
+            sha256.to_owned(),
+            claim_id.to_string(),
+        );
         let lease_until_ms = now_ms.saturating_add(lease_ms(lease));
         self.db
             .call(move |c| {
@@ -343,8 +356,13 @@ impl MetadataStore for SqliteMetadataStore {
             .await
     }
 
-    async fn release_chunk(&self, upload_id: &str, index: u32, claim_id: &str) -> StoreResult<()> {
-        let (upload_id, claim_id) = (upload_id.to_owned(), claim_id.to_owned());
+    async fn release_chunk(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        claim_id: &ClaimId,
+    ) -> StoreResult<()> {
+        let (upload_id, claim_id) = (upload_id.to_string(), claim_id.to_string());
         self.db
             .call(move |c| {
                 c.execute(
@@ -358,13 +376,13 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn commit_chunk(
         &self,
-        upload_id: &str,
+        upload_id: &UploadId,
         chunk: &ChunkRecord,
-        claim_id: &str,
+        claim_id: &ClaimId,
         now_ms: i64,
     ) -> StoreResult<CommitOutcome> {
         let (upload_id, chunk, claim_id) =
-            (upload_id.to_owned(), chunk.clone(), claim_id.to_owned());
+            (upload_id.to_string(), chunk.clone(), claim_id.to_string());
         self.db
             .call(move |c| {
                 immediate(c, |tx| {
@@ -401,7 +419,13 @@ impl MetadataStore for SqliteMetadataStore {
                     }
                     tx.execute(
                         "INSERT INTO chunks (upload_id, idx, size, sha256, etag) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![upload_id, chunk.index, chunk.size, chunk.sha256, chunk.etag],
+                        params![
+                            upload_id,
+                            chunk.index,
+                            chunk.size,
+                            chunk.sha256,
+                            empty_if_none(chunk.etag.as_deref())
+                        ],
                     )?;
                     tx.execute(
                         "DELETE FROM claims WHERE upload_id = ?1 AND idx = ?2",
@@ -426,7 +450,7 @@ impl MetadataStore for SqliteMetadataStore {
     /// `error`, when given, replaces the stored reason; otherwise the reason is kept.
     async fn transition(
         &self,
-        upload_id: &str,
+        upload_id: &UploadId,
         from: &[UploadState],
         to: UploadState,
         error: Option<&str>,
@@ -435,7 +459,7 @@ impl MetadataStore for SqliteMetadataStore {
         if from.is_empty() {
             return Ok(false);
         }
-        let upload_id = upload_id.to_owned();
+        let upload_id = upload_id.to_string();
         let error = error.map(str::to_owned);
         let from: Vec<&'static str> = from.iter().map(|s| s.as_str()).collect();
         self.db
@@ -487,8 +511,8 @@ impl MetadataStore for SqliteMetadataStore {
             .await
     }
 
-    async fn delete_chunks(&self, upload_id: &str) -> StoreResult<()> {
-        let id = upload_id.to_owned();
+    async fn delete_chunks(&self, upload_id: &UploadId) -> StoreResult<()> {
+        let id = upload_id.to_string();
         self.db
             .call(move |c| {
                 immediate(c, |tx| {
@@ -520,13 +544,13 @@ impl MetadataStore for SqliteMetadataStore {
                     tx.execute(
                         &format!("INSERT INTO files ({FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
                         params![
-                            file.file_id,
-                            file.owner_id,
-                            file.upload_id,
+                            file.file_id.as_str(),
+                            file.owner_id.as_str(),
+                            file.upload_id.as_str(),
                             file.name,
                             file.size,
                             file.content_type,
-                            file.sha256,
+                            empty_if_none(file.sha256.as_deref()),
                             file.blob_key,
                             file.created_at_ms
                         ],
@@ -534,7 +558,7 @@ impl MetadataStore for SqliteMetadataStore {
                     tx.execute(
                         "UPDATE uploads SET state = 'completed', file_id = ?2, updated_at_ms = ?3 \
                          WHERE upload_id = ?1 AND state = 'assembling'",
-                        params![file.upload_id, file.file_id, now_ms],
+                        params![file.upload_id.as_str(), file.file_id.as_str(), now_ms],
                     )?;
                     Ok(file)
                 })
@@ -542,8 +566,8 @@ impl MetadataStore for SqliteMetadataStore {
             .await
     }
 
-    async fn get_file(&self, file_id: &str) -> StoreResult<Option<FileRecord>> {
-        let id = file_id.to_owned();
+    async fn get_file(&self, file_id: &FileId) -> StoreResult<Option<FileRecord>> {
+        let id = file_id.to_string();
         self.db
             .call(move |c| {
                 Ok(c.query_row(
@@ -559,11 +583,11 @@ impl MetadataStore for SqliteMetadataStore {
     /// Newest first. `limit` is clamped to 1..=1000; a malformed cursor is a `Conflict`.
     async fn list_files(
         &self,
-        owner_id: &str,
+        owner_id: &UserId,
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<FilePage> {
-        let owner = owner_id.to_owned();
+        let owner = owner_id.to_string();
         let after = cursor.map(decode_cursor).transpose()?;
         let limit = limit.clamp(1, MAX_PAGE);
         self.db
@@ -591,8 +615,8 @@ impl MetadataStore for SqliteMetadataStore {
             .await
     }
 
-    async fn delete_file(&self, file_id: &str) -> StoreResult<bool> {
-        let id = file_id.to_owned();
+    async fn delete_file(&self, file_id: &FileId) -> StoreResult<bool> {
+        let id = file_id.to_string();
         self.db
             .call(move |c| Ok(c.execute("DELETE FROM files WHERE file_id = ?1", [id])? > 0))
             .await
@@ -644,14 +668,26 @@ mod tests {
                     let sha = format!("{i:064}");
                     let claim = format!("claim-{i}");
                     let c = s
-                        .claim_chunk(&id, i as u32, &sha, &claim, LEASE, T0)
+                        .claim_chunk(
+                            &UploadId::from(&id),
+                            i as u32,
+                            &sha,
+                            &ClaimId::from(&claim),
+                            LEASE,
+                            T0,
+                        )
                         .await
                         .unwrap();
                     assert!(matches!(c, ClaimOutcome::Claimed { .. }));
                     barrier.wait().await;
-                    s.commit_chunk(&id, &chunk(i as u32, &sha), &claim, T0 + 1)
-                        .await
-                        .unwrap()
+                    s.commit_chunk(
+                        &UploadId::from(&id),
+                        &chunk(i as u32, &sha),
+                        &ClaimId::from(&claim),
+                        T0 + 1,
+                    )
+                    .await
+                    .unwrap()
                 }));
             }
             let mut completed = 0;
@@ -670,9 +706,16 @@ mod tests {
             }
             assert_eq!(completed, 1);
             assert_eq!(counts.len(), total as usize);
-            let u = first.get_upload(&id).await.unwrap().unwrap();
+            let u = first
+                .get_upload(&UploadId::from(&id))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(u.state, UploadState::Assembling);
-            assert_eq!(first.list_chunks(&id).await.unwrap().len(), total as usize);
+            assert_eq!(
+                first.list_chunks(&UploadId::from(&id)).await.unwrap().len(),
+                total as usize
+            );
         }
     }
 }

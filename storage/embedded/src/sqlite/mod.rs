@@ -57,18 +57,21 @@ impl From<DbError> for StoreError {
             DbError::Store(e) => return e,
             DbError::Sql(e) => e,
         };
-        match &e {
-            rusqlite::Error::SqliteFailure(f, _) => match f.code {
-                // Transient: another connection holds the lock, or the disk is full or failing.
+        let code = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+            _ => None,
+        };
+        match code {
+            // Transient: another connection holds the lock, or the disk is full or failing.
+            Some(
                 ErrorCode::DatabaseBusy
                 | ErrorCode::DatabaseLocked
                 | ErrorCode::CannotOpen
                 | ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure => Self::Unavailable(e.to_string()),
-                ErrorCode::ConstraintViolation => Self::Conflict(e.to_string()),
-                _ => Self::Other(e.to_string()),
-            },
-            _ => Self::Other(e.to_string()),
+                | ErrorCode::SystemIoFailure,
+            ) => Self::unavailable_from(e.to_string(), e),
+            Some(ErrorCode::ConstraintViolation) => Self::Conflict(e.to_string()),
+            _ => Self::other_from(e.to_string(), e),
         }
     }
 }
@@ -122,7 +125,7 @@ impl Db {
         conn.busy_handler(Some(wait_for_lock))?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Other(format!(
+            return Err(StoreError::other(format!(
                 "{}: cannot use WAL (journal_mode={mode})",
                 path.display()
             ))
@@ -138,7 +141,7 @@ impl Db {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if current > version {
-            return Err(StoreError::Other(format!(
+            return Err(StoreError::other(format!(
                 "{}: schema version {current} is newer than this build's {version}",
                 path.display()
             ))
@@ -164,11 +167,11 @@ impl Db {
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
-                .map_err(|_| StoreError::Other("database connection lock poisoned".into()))?;
+                .map_err(|_| StoreError::other("database connection lock poisoned"))?;
             f(&mut guard).map_err(StoreError::from)
         })
         .await
-        .map_err(|e| StoreError::Other(format!("database task failed: {e}")))?
+        .map_err(|e| StoreError::other_from(format!("database task failed: {e}"), e))?
     }
 
     pub(crate) async fn check(&self) -> StoreResult<()> {

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use crate::{AuthStore, RefreshRecord, RotateOutcome, StoreError, UserRecord};
+use crate::{AuthStore, RefreshRecord, RotateOutcome, StoreError, UserId, UserRecord};
 
 /// Opens auth stores of one backend for the cases.
 pub trait AuthHarness: Sync {
@@ -56,9 +56,9 @@ pub async fn users_are_unique_by_email(h: &impl AuthHarness) {
         s.user_by_email("ada@example.com").await.unwrap(),
         Some(u.clone())
     );
-    assert_eq!(s.user_by_id("u1").await.unwrap(), Some(u));
+    assert_eq!(s.user_by_id(&UserId::from("u1")).await.unwrap(), Some(u));
     assert_eq!(s.user_by_email("bob@example.com").await.unwrap(), None);
-    assert_eq!(s.user_by_id("u2").await.unwrap(), None);
+    assert_eq!(s.user_by_id(&UserId::from("u2")).await.unwrap(), None);
     s.check().await.unwrap();
 }
 

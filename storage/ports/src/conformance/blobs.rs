@@ -15,7 +15,7 @@ use lfusys_core::range::ByteRange;
 use sha2::{Digest, Sha256};
 
 use super::fixtures::{body, part, pattern, target};
-use crate::{BlobStore, ByteStream, StoreError};
+use crate::{BlobStore, ByteStream, StoreError, UploadId};
 
 /// Opens blob stores of one backend for the cases.
 pub trait BlobHarness: Sync {
@@ -79,7 +79,10 @@ pub async fn chunks_in_any_order_assemble_to_the_file<H: BlobHarness>(h: &H) {
     let data = pattern(total, 7);
     let id = ids::new_upload_id();
     let key = key_for(&id);
-    let handle = s.begin_upload(&id, total as u64).await.unwrap();
+    let handle = s
+        .begin_upload(&UploadId::from(&id), total as u64)
+        .await
+        .unwrap();
     let plan: Vec<(u32, usize, usize)> = (0..4)
         .map(|i| (i, i as usize * CHUNK, CHUNK.min(total - i as usize * CHUNK)))
         .collect();
@@ -92,7 +95,7 @@ pub async fn chunks_in_any_order_assemble_to_the_file<H: BlobHarness>(h: &H) {
             let frame = [3 * 256 * 1024, 8192, 100_000, 1][i as usize];
             let etag = s
                 .write_chunk(
-                    &target(&id, &handle, i, off as u64, &slice),
+                    &target(&id, handle.as_deref(), i, off as u64, &slice),
                     body(&slice, frame),
                 )
                 .await
@@ -105,7 +108,9 @@ pub async fn chunks_in_any_order_assemble_to_the_file<H: BlobHarness>(h: &H) {
         parts.push(t.await.unwrap());
     }
     parts.sort_by_key(|p| p.index);
-    s.complete_upload(&id, &handle, &parts, &key).await.unwrap();
+    s.complete_upload(&UploadId::from(&id), handle.as_deref(), &parts, &key)
+        .await
+        .unwrap();
     assert_eq!(s.blob_size(&key).await.unwrap(), total as u64);
     let back = read_all(h, &s, &key, None).await;
     assert_eq!(Sha256::digest(&back), Sha256::digest(&data));
@@ -118,7 +123,9 @@ pub async fn chunks_in_any_order_assemble_to_the_file<H: BlobHarness>(h: &H) {
         &data[r.start as usize..=r.end as usize]
     );
     // Idempotent: a redelivered job completes again; the blob stays.
-    s.complete_upload(&id, &handle, &parts, &key).await.unwrap();
+    s.complete_upload(&UploadId::from(&id), handle.as_deref(), &parts, &key)
+        .await
+        .unwrap();
     assert_eq!(s.blob_size(&key).await.unwrap(), total as u64);
 }
 
@@ -129,23 +136,31 @@ pub async fn rewriting_a_chunk_replaces_its_bytes<H: BlobHarness>(h: &H) {
     let id = ids::new_upload_id();
     let key = key_for(&id);
     let size = (CHUNK + 5) as u64;
-    let handle = s.begin_upload(&id, size).await.unwrap();
+    let handle = s.begin_upload(&UploadId::from(&id), size).await.unwrap();
     let (old, new) = (pattern(CHUNK, 1), pattern(CHUNK, 2));
-    s.write_chunk(&target(&id, &handle, 0, 0, &old), body(&old, 65_536))
-        .await
-        .unwrap();
     s.write_chunk(
-        &target(&id, &handle, 1, CHUNK as u64, b"world"),
+        &target(&id, handle.as_deref(), 0, 0, &old),
+        body(&old, 65_536),
+    )
+    .await
+    .unwrap();
+    s.write_chunk(
+        &target(&id, handle.as_deref(), 1, CHUNK as u64, b"world"),
         body(b"world", 5),
     )
     .await
     .unwrap();
-    s.write_chunk(&target(&id, &handle, 0, 0, &new), body(&new, 1000))
+    s.write_chunk(
+        &target(&id, handle.as_deref(), 0, 0, &new),
+        body(&new, 1000),
+    )
+    .await
+    .unwrap();
+    // A repeated begin keeps what was written.
+    s.begin_upload(&UploadId::from(&id), size).await.unwrap();
+    s.complete_upload(&UploadId::from(&id), handle.as_deref(), &[], &key)
         .await
         .unwrap();
-    // A repeated begin keeps what was written.
-    s.begin_upload(&id, size).await.unwrap();
-    s.complete_upload(&id, &handle, &[], &key).await.unwrap();
     let mut expected = new;
     expected.extend_from_slice(b"world");
     let back = read_all(h, &s, &key, None).await;
@@ -159,9 +174,9 @@ pub async fn wrong_lengths_and_body_errors_are_refused<H: BlobHarness>(h: &H) {
     let (_place, s) = fresh(h).await;
     let id = ids::new_upload_id();
     let key = key_for(&id);
-    let handle = s.begin_upload(&id, 10).await.unwrap();
+    let handle = s.begin_upload(&UploadId::from(&id), 10).await.unwrap();
     let good = [1u8; 10];
-    let t = target(&id, &handle, 0, 0, &good);
+    let t = target(&id, handle.as_deref(), 0, 0, &good);
     let long = s.write_chunk(&t, body(&[1; 11], 4)).await;
     assert!(
         matches!(
@@ -189,11 +204,16 @@ pub async fn wrong_lengths_and_body_errors_are_refused<H: BlobHarness>(h: &H) {
         Err(std::io::Error::other("connection reset")),
     ]));
     let failed = s.write_chunk(&t, failing).await;
-    assert!(matches!(failed, Err(StoreError::Body(_))), "{failed:?}");
+    assert!(matches!(failed, Err(StoreError::Body { .. })), "{failed:?}");
     let etag = s.write_chunk(&t, body(&good, 4)).await.unwrap();
-    s.complete_upload(&id, &handle, &[part(0, &good, etag)], &key)
-        .await
-        .unwrap();
+    s.complete_upload(
+        &UploadId::from(&id),
+        handle.as_deref(),
+        &[part(0, &good, etag)],
+        &key,
+    )
+    .await
+    .unwrap();
     assert_eq!(read_all(h, &s, &key, None).await, good);
 }
 
@@ -202,11 +222,19 @@ pub async fn ranges_reads_and_deletes<H: BlobHarness>(h: &H) {
     let data = pattern(200_000, 3);
     let id = ids::new_upload_id();
     let key = key_for(&id);
-    let handle = s.begin_upload(&id, data.len() as u64).await.unwrap();
-    s.write_chunk(&target(&id, &handle, 0, 0, &data), body(&data, 65_536))
+    let handle = s
+        .begin_upload(&UploadId::from(&id), data.len() as u64)
         .await
         .unwrap();
-    s.complete_upload(&id, &handle, &[], &key).await.unwrap();
+    s.write_chunk(
+        &target(&id, handle.as_deref(), 0, 0, &data),
+        body(&data, 65_536),
+    )
+    .await
+    .unwrap();
+    s.complete_upload(&UploadId::from(&id), handle.as_deref(), &[], &key)
+        .await
+        .unwrap();
     let r = ByteRange {
         start: 70_000,
         end: 140_000,
@@ -250,19 +278,28 @@ pub async fn abort_releases_storage<H: BlobHarness>(h: &H) {
     let id = ids::new_upload_id();
     let key = key_for(&id);
     let data = pattern(10, 5);
-    let handle = s.begin_upload(&id, 10).await.unwrap();
+    let handle = s.begin_upload(&UploadId::from(&id), 10).await.unwrap();
     let etag = s
-        .write_chunk(&target(&id, &handle, 0, 0, &data), body(&data, 3))
+        .write_chunk(&target(&id, handle.as_deref(), 0, 0, &data), body(&data, 3))
         .await
         .unwrap();
-    s.abort_upload(&id, &handle).await.unwrap();
-    s.abort_upload(&id, &handle).await.unwrap();
+    s.abort_upload(&UploadId::from(&id), handle.as_deref())
+        .await
+        .unwrap();
+    s.abort_upload(&UploadId::from(&id), handle.as_deref())
+        .await
+        .unwrap();
     let after = s
-        .write_chunk(&target(&id, &handle, 0, 0, &data), body(&data, 3))
+        .write_chunk(&target(&id, handle.as_deref(), 0, 0, &data), body(&data, 3))
         .await;
     assert!(matches!(after, Err(StoreError::NotFound(_))), "{after:?}");
     let completed = s
-        .complete_upload(&id, &handle, &[part(0, &data, etag)], &key)
+        .complete_upload(
+            &UploadId::from(&id),
+            handle.as_deref(),
+            &[part(0, &data, etag)],
+            &key,
+        )
         .await;
     assert!(
         matches!(completed, Err(StoreError::NotFound(_))),

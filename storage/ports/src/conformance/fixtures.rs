@@ -19,7 +19,7 @@ pub fn upload(id: &str, owner: &str, total_chunks: u32, created_at_ms: i64) -> U
         chunk_size: 10,
         total_chunks,
         state: UploadState::Uploading,
-        storage_handle: String::new(),
+        storage_handle: None,
         error: None,
         file_id: None,
         created_at_ms,
@@ -34,20 +34,20 @@ pub fn chunk(index: u32, sha: &str) -> ChunkRecord {
         index,
         size: 10,
         sha256: sha.into(),
-        etag: String::new(),
+        etag: None,
     }
 }
 
 /// The File of an upload, 10 bytes, published at `created_at_ms`.
 pub fn file(upload_id: &str, owner: &str, created_at_ms: i64) -> FileRecord {
     FileRecord {
-        file_id: format!("f-{upload_id}"),
+        file_id: format!("f-{upload_id}").into(),
         owner_id: owner.into(),
         upload_id: upload_id.into(),
         name: "a.bin".into(),
         size: 10,
         content_type: "application/octet-stream".into(),
-        sha256: "ab".repeat(32),
+        sha256: Some("ab".repeat(32)),
         blob_key: format!("files/f-{upload_id}"),
         created_at_ms,
     }
@@ -70,10 +70,16 @@ pub fn body(data: &[u8], frame: usize) -> ByteStream {
 }
 
 /// Where chunk `index` of an upload, at `offset`, with the body `data`, goes.
-pub fn target(upload_id: &str, handle: &str, index: u32, offset: u64, data: &[u8]) -> ChunkTarget {
+pub fn target(
+    upload_id: &str,
+    handle: Option<&str>,
+    index: u32,
+    offset: u64,
+    data: &[u8],
+) -> ChunkTarget {
     ChunkTarget {
         upload_id: upload_id.into(),
-        handle: handle.into(),
+        handle: handle.map(str::to_owned),
         index,
         offset,
         len: data.len() as u64,
@@ -82,7 +88,7 @@ pub fn target(upload_id: &str, handle: &str, index: u32, offset: u64, data: &[u8
 }
 
 /// The part an assembler hands back for chunk `index` with the body `data`.
-pub fn part(index: u32, data: &[u8], etag: String) -> PartRef {
+pub fn part(index: u32, data: &[u8], etag: Option<String>) -> PartRef {
     PartRef {
         index,
         size: data.len() as u64,

@@ -9,7 +9,9 @@ use std::time::Duration;
 use lfusys_core::state::UploadState;
 
 use super::fixtures::{chunk, file, upload};
-use crate::{ClaimOutcome, CommitOutcome, MetadataStore, StoreError, UploadRecord};
+use crate::{
+    ClaimId, ClaimOutcome, CommitOutcome, MetadataStore, StoreError, UploadId, UploadRecord, UserId,
+};
 
 /// Opens metadata stores of one backend for the cases.
 pub trait MetadataHarness: Sync {
@@ -36,13 +38,25 @@ async fn fresh<H: MetadataHarness>(h: &H) -> (H::Place, H::Store) {
 async fn store_chunk(s: &impl MetadataStore, id: &str, index: u32, sha: &str) -> CommitOutcome {
     let claim = format!("claim-{index}-{sha}");
     let c = s
-        .claim_chunk(id, index, sha, &claim, LEASE, T0)
+        .claim_chunk(
+            &UploadId::from(&id),
+            index,
+            sha,
+            &ClaimId::from(&claim),
+            LEASE,
+            T0,
+        )
         .await
         .unwrap();
     assert!(matches!(c, ClaimOutcome::Claimed { .. }), "{c:?}");
-    s.commit_chunk(id, &chunk(index, sha), &claim, T0)
-        .await
-        .unwrap()
+    s.commit_chunk(
+        &UploadId::from(&id),
+        &chunk(index, sha),
+        &ClaimId::from(&claim),
+        T0,
+    )
+    .await
+    .unwrap()
 }
 
 pub async fn uploads_round_trip_and_list(h: &impl MetadataHarness) {
@@ -55,8 +69,11 @@ pub async fn uploads_round_trip_and_list(h: &impl MetadataHarness) {
         s.insert_upload(&u).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(s.get_upload("u1").await.unwrap(), Some(u.clone()));
-    assert_eq!(s.get_upload("nope").await.unwrap(), None);
+    assert_eq!(
+        s.get_upload(&UploadId::from("u1")).await.unwrap(),
+        Some(u.clone())
+    );
+    assert_eq!(s.get_upload(&UploadId::from("nope")).await.unwrap(), None);
     s.insert_upload(&upload("u2", "alice", 1, T0 + 1))
         .await
         .unwrap();
@@ -65,7 +82,7 @@ pub async fn uploads_round_trip_and_list(h: &impl MetadataHarness) {
         .unwrap();
     assert!(s
         .transition(
-            "u2",
+            &UploadId::from("u2"),
             &[UploadState::Uploading],
             UploadState::Cancelled,
             None,
@@ -75,18 +92,21 @@ pub async fn uploads_round_trip_and_list(h: &impl MetadataHarness) {
         .unwrap());
     let ids = |v: Vec<UploadRecord>| v.into_iter().map(|u| u.upload_id).collect::<Vec<_>>();
     assert_eq!(
-        ids(s.list_uploads("alice", &[]).await.unwrap()),
+        ids(s.list_uploads(&UserId::from("alice"), &[]).await.unwrap()),
         ["u2", "u1"]
     );
     assert_eq!(
         ids(s
-            .list_uploads("alice", &[UploadState::Uploading, UploadState::Assembling])
+            .list_uploads(
+                &UserId::from("alice"),
+                &[UploadState::Uploading, UploadState::Assembling]
+            )
             .await
             .unwrap()),
         ["u1"]
     );
     assert_eq!(
-        ids(s.list_uploads("carol", &[]).await.unwrap()),
+        ids(s.list_uploads(&UserId::from("carol"), &[]).await.unwrap()),
         Vec::<String>::new()
     );
     s.check().await.unwrap();
@@ -94,7 +114,7 @@ pub async fn uploads_round_trip_and_list(h: &impl MetadataHarness) {
     // process) sees the same data.
     drop(s);
     let s = h.open(&place).await;
-    assert_eq!(s.get_upload("u1").await.unwrap(), Some(u));
+    assert_eq!(s.get_upload(&UploadId::from("u1")).await.unwrap(), Some(u));
 }
 
 pub async fn claims_lease_renew_and_expire(h: &impl MetadataHarness) {
@@ -103,108 +123,207 @@ pub async fn claims_lease_renew_and_expire(h: &impl MetadataHarness) {
     let a = "aa".repeat(32);
     let b = "bb".repeat(32);
     assert!(matches!(
-        s.claim_chunk("missing", 0, &a, "c1", LEASE, T0).await,
+        s.claim_chunk(
+            &UploadId::from("missing"),
+            0,
+            &a,
+            &ClaimId::from("c1"),
+            LEASE,
+            T0
+        )
+        .await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(
-        s.claim_chunk("u", 0, &a, "c1", LEASE, T0).await.unwrap(),
+        s.claim_chunk(&UploadId::from("u"), 0, &a, &ClaimId::from("c1"), LEASE, T0)
+            .await
+            .unwrap(),
         ClaimOutcome::Claimed {
             lease_until_ms: T0 + 30_000
         }
     );
     // Another claimant while the lease lives.
     assert_eq!(
-        s.claim_chunk("u", 0, &a, "c2", LEASE, T0 + 1)
-            .await
-            .unwrap(),
+        s.claim_chunk(
+            &UploadId::from("u"),
+            0,
+            &a,
+            &ClaimId::from("c2"),
+            LEASE,
+            T0 + 1
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::InProgress
     );
     // The holder renews.
     assert_eq!(
-        s.claim_chunk("u", 0, &a, "c1", LEASE, T0 + 10_000)
-            .await
-            .unwrap(),
+        s.claim_chunk(
+            &UploadId::from("u"),
+            0,
+            &a,
+            &ClaimId::from("c1"),
+            LEASE,
+            T0 + 10_000
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::Claimed {
             lease_until_ms: T0 + 40_000
         }
     );
     assert_eq!(
-        s.claim_chunk("u", 0, &a, "c2", LEASE, T0 + 39_999)
-            .await
-            .unwrap(),
+        s.claim_chunk(
+            &UploadId::from("u"),
+            0,
+            &a,
+            &ClaimId::from("c2"),
+            LEASE,
+            T0 + 39_999
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::InProgress
     );
+    expired_and_released_claims(&s, &a, &b).await;
+    stored_chunks_and_closed_uploads(&s, &a, &b).await;
+}
+
+/// A lease that ran out is taken over; a released claim is free; only its holder releases it.
+async fn expired_and_released_claims(s: &impl MetadataStore, a: &str, b: &str) {
     // Expired: taken over; the old holder can no longer commit.
     assert_eq!(
-        s.claim_chunk("u", 0, &b, "c2", LEASE, T0 + 40_000)
-            .await
-            .unwrap(),
+        s.claim_chunk(
+            &UploadId::from("u"),
+            0,
+            b,
+            &ClaimId::from("c2"),
+            LEASE,
+            T0 + 40_000
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::Claimed {
             lease_until_ms: T0 + 70_000
         }
     );
     assert_eq!(
-        s.commit_chunk("u", &chunk(0, &a), "c1", T0 + 41_000)
-            .await
-            .unwrap(),
+        s.commit_chunk(
+            &UploadId::from("u"),
+            &chunk(0, a),
+            &ClaimId::from("c1"),
+            T0 + 41_000
+        )
+        .await
+        .unwrap(),
         CommitOutcome::NotAccepting(UploadState::Uploading)
     );
     // Release only by the holder.
-    s.release_chunk("u", 0, "c1").await.unwrap();
+    s.release_chunk(&UploadId::from("u"), 0, &ClaimId::from("c1"))
+        .await
+        .unwrap();
     assert_eq!(
-        s.claim_chunk("u", 0, &a, "c3", LEASE, T0 + 41_000)
-            .await
-            .unwrap(),
+        s.claim_chunk(
+            &UploadId::from("u"),
+            0,
+            a,
+            &ClaimId::from("c3"),
+            LEASE,
+            T0 + 41_000
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::InProgress
     );
-    s.release_chunk("u", 0, "c2").await.unwrap();
+    s.release_chunk(&UploadId::from("u"), 0, &ClaimId::from("c2"))
+        .await
+        .unwrap();
     // Released: a commit without the claim is refused, a new claim succeeds.
     assert_eq!(
-        s.commit_chunk("u", &chunk(0, &b), "c2", T0 + 41_000)
-            .await
-            .unwrap(),
+        s.commit_chunk(
+            &UploadId::from("u"),
+            &chunk(0, b),
+            &ClaimId::from("c2"),
+            T0 + 41_000
+        )
+        .await
+        .unwrap(),
         CommitOutcome::NotAccepting(UploadState::Uploading)
     );
     assert!(matches!(
-        s.claim_chunk("u", 0, &a, "c3", LEASE, T0 + 41_000)
-            .await
-            .unwrap(),
+        s.claim_chunk(
+            &UploadId::from("u"),
+            0,
+            a,
+            &ClaimId::from("c3"),
+            LEASE,
+            T0 + 41_000
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::Claimed { .. }
     ));
+}
+
+/// An expired claim that nobody took may still commit; a stored chunk answers every later claim
+/// and commit by its digest; a closed upload takes no chunks.
+async fn stored_chunks_and_closed_uploads(s: &impl MetadataStore, a: &str, b: &str) {
     // An expired claim that nobody took may still commit.
     assert_eq!(
-        s.commit_chunk("u", &chunk(0, &a), "c3", T0 + 999_000)
-            .await
-            .unwrap(),
+        s.commit_chunk(
+            &UploadId::from("u"),
+            &chunk(0, a),
+            &ClaimId::from("c3"),
+            T0 + 999_000
+        )
+        .await
+        .unwrap(),
         CommitOutcome::Stored {
             received: 1,
             completed_set: false
         }
     );
     assert_eq!(
-        s.claim_chunk("u", 0, &a, "c4", LEASE, T0).await.unwrap(),
+        s.claim_chunk(&UploadId::from("u"), 0, a, &ClaimId::from("c4"), LEASE, T0)
+            .await
+            .unwrap(),
         ClaimOutcome::AlreadyStored
     );
     assert_eq!(
-        s.claim_chunk("u", 0, &b, "c4", LEASE, T0).await.unwrap(),
+        s.claim_chunk(&UploadId::from("u"), 0, b, &ClaimId::from("c4"), LEASE, T0)
+            .await
+            .unwrap(),
         ClaimOutcome::DigestConflict
     );
     assert_eq!(
-        s.commit_chunk("u", &chunk(0, &a), "whoever", T0)
-            .await
-            .unwrap(),
+        s.commit_chunk(
+            &UploadId::from("u"),
+            &chunk(0, a),
+            &ClaimId::from("whoever"),
+            T0
+        )
+        .await
+        .unwrap(),
         CommitOutcome::AlreadyStored { received: 1 }
     );
     assert_eq!(
-        s.commit_chunk("u", &chunk(0, &b), "c3", T0).await.unwrap(),
+        s.commit_chunk(&UploadId::from("u"), &chunk(0, b), &ClaimId::from("c3"), T0)
+            .await
+            .unwrap(),
         CommitOutcome::DigestConflict
     );
-    assert!(s.claim_chunk("u", 2, &a, "c5", LEASE, T0).await.is_err());
-    assert_eq!(s.list_chunks("u").await.unwrap(), vec![chunk(0, &a)]);
+    assert!(s
+        .claim_chunk(&UploadId::from("u"), 2, a, &ClaimId::from("c5"), LEASE, T0)
+        .await
+        .is_err());
+    assert_eq!(
+        s.list_chunks(&UploadId::from("u")).await.unwrap(),
+        vec![chunk(0, a)]
+    );
     // A cancelled upload takes no chunks.
     assert!(s
         .transition(
-            "u",
+            &UploadId::from("u"),
             &[UploadState::Uploading],
             UploadState::Cancelled,
             None,
@@ -213,11 +332,15 @@ pub async fn claims_lease_renew_and_expire(h: &impl MetadataHarness) {
         .await
         .unwrap());
     assert_eq!(
-        s.claim_chunk("u", 1, &a, "c6", LEASE, T0).await.unwrap(),
+        s.claim_chunk(&UploadId::from("u"), 1, a, &ClaimId::from("c6"), LEASE, T0)
+            .await
+            .unwrap(),
         ClaimOutcome::NotAccepting(UploadState::Cancelled)
     );
     assert_eq!(
-        s.claim_chunk("u", 0, &a, "c6", LEASE, T0).await.unwrap(),
+        s.claim_chunk(&UploadId::from("u"), 0, a, &ClaimId::from("c6"), LEASE, T0)
+            .await
+            .unwrap(),
         ClaimOutcome::NotAccepting(UploadState::Cancelled)
     );
 }
@@ -234,34 +357,62 @@ pub async fn last_commit_completes_and_retries_stay_idempotent(h: &impl Metadata
         }
     );
     let claim = "late";
-    s.claim_chunk("u", 0, &a, claim, LEASE, T0).await.unwrap();
+    s.claim_chunk(
+        &UploadId::from("u"),
+        0,
+        &a,
+        &ClaimId::from(&claim),
+        LEASE,
+        T0,
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        s.commit_chunk("u", &chunk(0, &a), claim, T0 + 7)
-            .await
-            .unwrap(),
+        s.commit_chunk(
+            &UploadId::from("u"),
+            &chunk(0, &a),
+            &ClaimId::from(&claim),
+            T0 + 7
+        )
+        .await
+        .unwrap(),
         CommitOutcome::Stored {
             received: 2,
             completed_set: true
         }
     );
-    let u = s.get_upload("u").await.unwrap().unwrap();
+    let u = s.get_upload(&UploadId::from("u")).await.unwrap().unwrap();
     assert_eq!(
         (u.state, u.updated_at_ms),
         (UploadState::Assembling, T0 + 7)
     );
     // Retries after completion: same digest is a success, another is a conflict.
     assert_eq!(
-        s.claim_chunk("u", 0, &a, "x", LEASE, T0).await.unwrap(),
+        s.claim_chunk(&UploadId::from("u"), 0, &a, &ClaimId::from("x"), LEASE, T0)
+            .await
+            .unwrap(),
         ClaimOutcome::AlreadyStored
     );
     assert_eq!(
-        s.commit_chunk("u", &chunk(0, &a), claim, T0).await.unwrap(),
+        s.commit_chunk(
+            &UploadId::from("u"),
+            &chunk(0, &a),
+            &ClaimId::from(&claim),
+            T0
+        )
+        .await
+        .unwrap(),
         CommitOutcome::AlreadyStored { received: 2 }
     );
     assert_eq!(
-        s.commit_chunk("u", &chunk(1, &"cc".repeat(32)), claim, T0)
-            .await
-            .unwrap(),
+        s.commit_chunk(
+            &UploadId::from("u"),
+            &chunk(1, &"cc".repeat(32)),
+            &ClaimId::from(&claim),
+            T0
+        )
+        .await
+        .unwrap(),
         CommitOutcome::DigestConflict
     );
     assert_eq!(
@@ -274,8 +425,12 @@ pub async fn last_commit_completes_and_retries_stay_idempotent(h: &impl Metadata
         .await
         .unwrap()
         .is_empty());
-    s.delete_chunks("u").await.unwrap();
-    assert!(s.list_chunks("u").await.unwrap().is_empty());
+    s.delete_chunks(&UploadId::from("u")).await.unwrap();
+    assert!(s
+        .list_chunks(&UploadId::from("u"))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Twenty writers, each through its own connection (or client) to the same data, commit the
@@ -303,14 +458,26 @@ pub async fn completion_is_exactly_once_across_connections<H: MetadataHarness>(h
                 let sha = format!("{i:064}");
                 let claim = format!("claim-{i}");
                 let c = s
-                    .claim_chunk(&id, i as u32, &sha, &claim, LEASE, T0)
+                    .claim_chunk(
+                        &UploadId::from(&id),
+                        i as u32,
+                        &sha,
+                        &ClaimId::from(&claim),
+                        LEASE,
+                        T0,
+                    )
                     .await
                     .unwrap();
                 assert!(matches!(c, ClaimOutcome::Claimed { .. }));
                 barrier.wait().await;
-                s.commit_chunk(&id, &chunk(i as u32, &sha), &claim, T0 + 1)
-                    .await
-                    .unwrap()
+                s.commit_chunk(
+                    &UploadId::from(&id),
+                    &chunk(i as u32, &sha),
+                    &ClaimId::from(&claim),
+                    T0 + 1,
+                )
+                .await
+                .unwrap()
             }));
         }
         let mut completed = 0;
@@ -330,9 +497,16 @@ pub async fn completion_is_exactly_once_across_connections<H: MetadataHarness>(h
         }
         assert_eq!(completed, 1);
         assert!(counts.contains(&total), "the last commit sees them all");
-        let u = first.get_upload(&id).await.unwrap().unwrap();
+        let u = first
+            .get_upload(&UploadId::from(&id))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(u.state, UploadState::Assembling);
-        assert_eq!(first.list_chunks(&id).await.unwrap().len(), total as usize);
+        assert_eq!(
+            first.list_chunks(&UploadId::from(&id)).await.unwrap().len(),
+            total as usize
+        );
     }
 }
 
@@ -340,12 +514,12 @@ pub async fn transitions_are_conditional(h: &impl MetadataHarness) {
     let (_place, s) = fresh(h).await;
     s.insert_upload(&upload("u", "o", 1, T0)).await.unwrap();
     assert!(!s
-        .transition("u", &[], UploadState::Failed, None, T0)
+        .transition(&UploadId::from("u"), &[], UploadState::Failed, None, T0)
         .await
         .unwrap());
     assert!(!s
         .transition(
-            "u",
+            &UploadId::from("u"),
             &[UploadState::Assembling],
             UploadState::Failed,
             Some("x"),
@@ -355,7 +529,7 @@ pub async fn transitions_are_conditional(h: &impl MetadataHarness) {
         .unwrap());
     assert!(!s
         .transition(
-            "missing",
+            &UploadId::from("missing"),
             &[UploadState::Uploading],
             UploadState::Failed,
             None,
@@ -365,7 +539,7 @@ pub async fn transitions_are_conditional(h: &impl MetadataHarness) {
         .unwrap());
     assert!(s
         .transition(
-            "u",
+            &UploadId::from("u"),
             &[UploadState::Uploading, UploadState::Assembling],
             UploadState::Failed,
             Some("bad sha"),
@@ -373,7 +547,7 @@ pub async fn transitions_are_conditional(h: &impl MetadataHarness) {
         )
         .await
         .unwrap());
-    let u = s.get_upload("u").await.unwrap().unwrap();
+    let u = s.get_upload(&UploadId::from("u")).await.unwrap().unwrap();
     assert_eq!(
         (u.state, u.error.as_deref(), u.updated_at_ms),
         (UploadState::Failed, Some("bad sha"), T0 + 3)
@@ -388,7 +562,7 @@ pub async fn expired_uploads_are_listed(h: &impl MetadataHarness) {
         s.insert_upload(&u).await.unwrap();
     }
     s.transition(
-        "a",
+        &UploadId::from("a"),
         &[UploadState::Uploading],
         UploadState::Cancelled,
         None,
@@ -426,7 +600,7 @@ pub async fn publish_is_atomic_and_idempotent(h: &impl MetadataHarness) {
         }
     ));
     assert_eq!(s.publish_file(&f, T0 + 6).await.unwrap(), f);
-    let u = s.get_upload("u").await.unwrap().unwrap();
+    let u = s.get_upload(&UploadId::from("u")).await.unwrap().unwrap();
     assert_eq!(u.state, UploadState::Completed);
     assert_eq!(u.file_id.as_deref(), Some(f.file_id.as_str()));
     // A redelivered job publishes the same File, unchanged.
@@ -468,7 +642,10 @@ pub async fn files_paginate_newest_first(h: &impl MetadataHarness) {
     let mut cursor: Option<String> = None;
     let mut pages = 0;
     loop {
-        let page = s.list_files("alice", cursor.as_deref(), 10).await.unwrap();
+        let page = s
+            .list_files(&UserId::from("alice"), cursor.as_deref(), 10)
+            .await
+            .unwrap();
         pages += 1;
         seen.extend(page.items);
         match page.next_cursor {
@@ -479,21 +656,35 @@ pub async fn files_paginate_newest_first(h: &impl MetadataHarness) {
     assert_eq!(pages, 3);
     assert_eq!(seen, expected);
     // Exactly a page's worth: no empty trailing page.
-    let all = s.list_files("alice", None, 25).await.unwrap();
+    let all = s
+        .list_files(&UserId::from("alice"), None, 25)
+        .await
+        .unwrap();
     assert_eq!((all.items.len(), all.next_cursor), (25, None));
-    assert_eq!(s.list_files("alice", None, 0).await.unwrap().items.len(), 1);
     assert_eq!(
-        s.list_files("alice", None, 5000).await.unwrap().items.len(),
+        s.list_files(&UserId::from("alice"), None, 0)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.list_files(&UserId::from("alice"), None, 5000)
+            .await
+            .unwrap()
+            .items
+            .len(),
         25
     );
     assert!(s
-        .list_files("carol", None, 10)
+        .list_files(&UserId::from("carol"), None, 10)
         .await
         .unwrap()
         .items
         .is_empty());
     assert!(s
-        .list_files("alice", Some("!!not-a-cursor"), 10)
+        .list_files(&UserId::from("alice"), Some("!!not-a-cursor"), 10)
         .await
         .is_err());
 }
@@ -502,13 +693,33 @@ pub async fn delete_chunks_drops_claims(h: &impl MetadataHarness) {
     let (_place, s) = fresh(h).await;
     s.insert_upload(&upload("u", "o", 2, T0)).await.unwrap();
     store_chunk(&s, "u", 0, "aa").await;
-    s.claim_chunk("u", 1, "bb", "c", LEASE, T0).await.unwrap();
-    s.delete_chunks("u").await.unwrap();
-    assert!(s.list_chunks("u").await.unwrap().is_empty());
+    s.claim_chunk(
+        &UploadId::from("u"),
+        1,
+        "bb",
+        &ClaimId::from("c"),
+        LEASE,
+        T0,
+    )
+    .await
+    .unwrap();
+    s.delete_chunks(&UploadId::from("u")).await.unwrap();
+    assert!(s
+        .list_chunks(&UploadId::from("u"))
+        .await
+        .unwrap()
+        .is_empty());
     assert!(matches!(
-        s.claim_chunk("u", 1, "bb", "other", LEASE, T0)
-            .await
-            .unwrap(),
+        s.claim_chunk(
+            &UploadId::from("u"),
+            1,
+            "bb",
+            &ClaimId::from("other"),
+            LEASE,
+            T0
+        )
+        .await
+        .unwrap(),
         ClaimOutcome::Claimed { .. }
     ));
 }

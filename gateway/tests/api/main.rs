@@ -1,0 +1,7 @@
+//! The gateway's tests: its HTTP API over a real listener, in front of a real sessions service,
+//! over embedded stores. One test binary, so the suite links once.
+
+mod auth;
+mod common;
+mod uploads_files;
+mod web_ops;
