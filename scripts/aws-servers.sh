@@ -74,7 +74,11 @@ install_s3() {
   if [[ -x "$TOOLS/bin/s3s-fs" ]]; then echo s3s-fs; return; fi
   mkdir -p "$TOOLS/bin" "$CACHE/go"
   log "building MinIO from $MINIO_MODULE (once; takes a few minutes)"
-  if GOBIN="$TOOLS/bin" GOPATH="$CACHE/go" GOFLAGS=-modcacherw go install "$MINIO_MODULE" >"$CACHE/minio-build.log" 2>&1; then
+  # Its own module and build caches, dropped once it is built: over a GB that no later build
+  # uses (the binary is kept).
+  local goenv=(GOBIN="$TOOLS/bin" GOPATH="$CACHE/go" GOCACHE="$CACHE/go/build-cache" GOFLAGS=-modcacherw)
+  if env "${goenv[@]}" go install "$MINIO_MODULE" >"$CACHE/minio-build.log" 2>&1; then
+    env "${goenv[@]}" go clean -modcache -cache >>"$CACHE/minio-build.log" 2>&1 || true
     echo minio
     return
   fi

@@ -4,7 +4,8 @@
 # suite builds it; built if missing). Installs Debian's chromium when /usr/bin/chromium is missing (CI runs as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
+# shellcheck source=scripts/cargo-set.sh
+source scripts/cargo-set.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -34,10 +35,8 @@ if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM_PATH:-}" ]; then
   apt-get install -y -qq chromium >/dev/null
 fi
 
-if [ ! -x "$CARGO_TARGET_DIR/release/lfusys" ]; then
-  step "building the lfusys binary for the end-to-end test"
-  cargo build --release --bin lfusys --locked
-fi
+step "the lfusys binary for the end-to-end test (the system tests' build, scripts/cargo-set.sh)"
+build_release --test commands
 
 step "web app: end to end in headless Chromium (playwright-core)"
 (cd frontend && npm run --silent e2e)

@@ -22,7 +22,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${LFUSYS_CACHE:-$HOME/.cache/lfusys}"
 OUT="$CACHE/images"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+# shellcheck source=scripts/cargo-set.sh
+source "$ROOT/scripts/cargo-set.sh"
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml")
 PAUSE_TAG=3.10
 RUN_AS=65532
@@ -149,9 +150,9 @@ build() {
   work=$(mktemp -d "$OUT/.work.XXXXXX")
   trap 'rm -rf "$work"' EXIT
 
-  log "release binaries (cargo build --release)"
-  # Every binary of the workspace, as the test run (`cargo test --release`) builds them.
-  (cd "$ROOT" && cargo build --release --locked --workspace --bins)
+  log "release binaries (the test run's build, scripts/cargo-set.sh)"
+  # Every binary of the workspace, from the build the system tests ran: the very same files.
+  (cd "$ROOT" && build_release)
   local rel="$CARGO_TARGET_DIR/release"
 
   if bash "$ROOT/scripts/web-app.sh" stale; then

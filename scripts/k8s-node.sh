@@ -236,7 +236,10 @@ resolvConf: $RUN/kubelet-resolv.conf
 podLogsDir: $RUN/pod-logs
 maxPods: 110
 serializeImagePulls: false
-evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
+# The Node's disk is the machine's, shared with the build (tens of GB of it): a percentage of it
+# as the eviction threshold evicts the suite's Pods while gigabytes are still free. Absolute
+# floors: the suite itself needs well under one.
+evictionHard: {memory.available: 200Mi, nodefs.available: 512Mi, imagefs.available: 512Mi, nodefs.inodesFree: 1%}
 imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
 EOF

@@ -315,9 +315,11 @@ install_kubernetes
 install_coredns
 install_traefik
 # The build cache (about 5 GB after the kubernetes builds) only speeds up a rebuild of the same
-# versions, which never happens (the binaries are kept): drop it unless asked to keep it.
-if [[ -d $GOCACHE && ${LFUSYS_K8S_KEEP_GOCACHE:-0} != 1 ]]; then
-  go clean -cache
-  rm -rf "$GOCACHE"
+# versions, which never happens (the binaries are kept), and the module cache (another 5 GB)
+# only a build of a new version, which downloads what it lacks: drop both unless asked to keep
+# them. The disk is shared with the Rust build and the Pod suite's Node.
+if [[ ${LFUSYS_K8S_KEEP_GOCACHE:-0} != 1 ]]; then
+  if [[ -d $GOCACHE ]]; then go clean -cache && rm -rf "$GOCACHE"; fi
+  if [[ -d $GOMODCACHE ]]; then go clean -modcache; fi
 fi
 log "all tools ready in $BIN ($(($(date +%s) - start)) s)"

@@ -5,7 +5,8 @@
 # when only the AWS backends are of interest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
+# shellcheck source=scripts/cargo-set.sh
+source scripts/cargo-set.sh
 step() { printf '\n==> %s\n' "$*"; }
 
 step "AWS backends: moto (S3, DynamoDB, SQS) and MinIO on loopback (scripts/aws-servers.sh)"
@@ -17,10 +18,10 @@ step "AWS backends: moto (S3, DynamoDB, SQS) and MinIO on loopback (scripts/aws-
   eval "$(bash scripts/aws-servers.sh env)"
   # One build of the command's tests (with the AWS-specific ones) serves both runs below.
   step "system tests again, on the AWS backends"
-  LFUSYS_TEST_BACKEND=aws cargo test -p cli --release --locked --features aws-tests --test commands -- system:: --test-threads="${LFUSYS_TEST_THREADS:-2}"
+  LFUSYS_TEST_BACKEND=aws cargo test "${CARGO_SET[@]}" --release --test commands -- system:: --test-threads="${LFUSYS_TEST_THREADS:-2}"
   step "the storage ports' conformance suite and the AWS adapters' own tests"
-  cargo test -p storage-aws --release --locked --features aws-tests -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
+  cargo test "${CARGO_SET[@]}" --release --test aws -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
   step "AWS-specific system tests"
-  cargo test -p cli --release --locked --features aws-tests --test commands -- aws:: --test-threads="${LFUSYS_TEST_THREADS:-2}"
+  cargo test "${CARGO_SET[@]}" --release --test commands -- aws:: --test-threads="${LFUSYS_TEST_THREADS:-2}"
 )
 

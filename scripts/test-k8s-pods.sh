@@ -18,7 +18,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
+# shellcheck source=scripts/cargo-set.sh
+source scripts/cargo-set.sh
 CACHE="${LFUSYS_CACHE:-$HOME/.cache/lfusys}"
 export LFUSYS_CACHE="$CACHE"
 
@@ -63,7 +64,12 @@ cleanup() {
     for f in kubelet containerd traefik; do
       [[ -f $LFUSYS_K8S_DIR/logs/$f.log ]] && { echo "--- last lines of $f.log ---"; tail -15 "$LFUSYS_K8S_DIR/logs/$f.log"; }
     done
+    echo "--- the disk of $CACHE ---"
+    df -h "$CACHE" | tail -1
     if [[ -n ${KUBECONFIG:-} ]]; then
+      # A Node under pressure (disk, memory, PIDs) evicts Pods and admits none: the cause of a
+      # stalled scenario that the Pods' own logs do not show.
+      kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}:{range .status.conditions[*]} {.type}={.status}{end}{"\n"}{end}' 2>&1 || true
       kubectl get pods -A -o wide 2>&1 | tail -30 || true
       kubectl -n lfusys-pods logs -l app.kubernetes.io/instance=files --all-containers --tail 20 --prefix 2>&1 | tail -60 || true
       kubectl -n lfusys-e2e logs -l app.kubernetes.io/name=lfusys-operator --tail 30 2>&1 || true
@@ -89,11 +95,11 @@ trap cleanup EXIT
 
 step "build: the suite (operator, feature k8s-pods-tests) and the lfusys client (release)"
 if [[ $MODE == test ]]; then
-  cargo test -p operator --release --locked --features k8s-pods-tests --test pods --no-run
+  build_release --test pods --test commands
 else
-  cargo bench -p operator --locked --features k8s-pods-tests --bench pods --no-run
+  build_release --test commands
+  cargo bench "${CARGO_SET[@]}" --bench pods --no-run
 fi
-cargo build --release --locked --bin lfusys
 export LFUSYS_CLI_BIN="$CARGO_TARGET_DIR/release/lfusys"
 if [[ ! -d frontend/node_modules/playwright-core ]]; then
   (cd frontend && npm ci --no-audit --no-fund)
@@ -102,6 +108,16 @@ if [[ ! -x /usr/bin/chromium ]]; then
   step "installing Debian's chromium"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+fi
+
+# The Node's kubelet evicts every Pod once the disk has less than 512 MiB free (k8s-node.sh),
+# and the suite stores images, Pod logs and a few GB of uploads on it: refuse to start rather
+# than fail halfway with evicted Pods.
+NEED_MB=$((4 * 1024))
+FREE_MB=$(df -Pm "$CACHE" | awk 'NR == 2 { print $4 }')
+if ((FREE_MB < NEED_MB)); then
+  echo "test-k8s-pods: $FREE_MB MB free on the disk of $CACHE; the suite needs $NEED_MB MB" >&2
+  exit 1
 fi
 
 step "a private cluster with a real Node (state in $LFUSYS_K8S_DIR, ports from $PORT_BASE)"
@@ -126,9 +142,9 @@ ctr --address "$CONTAINERD_ADDRESS" --namespace k8s.io images tag --force \
 
 if [[ $MODE == test ]]; then
   step "the deployed system on real Pods (helm install, kubectl apply, CLI and Chromium through the Ingress)"
-  cargo test -p operator --release --locked --features k8s-pods-tests --test pods -- \
+  cargo test "${CARGO_SET[@]}" --release --test pods -- \
     --test-threads=1 --nocapture "$@"
 else
   step "benchmark: apply → Pods Ready, queue depth → new worker Pod Ready, Ingress vs. one worker"
-  cargo bench -p operator --locked --features k8s-pods-tests --bench pods -- "$@"
+  cargo bench "${CARGO_SET[@]}" --bench pods -- "$@"
 fi

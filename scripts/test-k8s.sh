@@ -19,7 +19,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
+# shellcheck source=scripts/cargo-set.sh
+source scripts/cargo-set.sh
 CACHE="${LFUSYS_CACHE:-$HOME/.cache/lfusys}"
 export LFUSYS_CACHE="$CACHE"
 
@@ -77,10 +78,10 @@ trap cleanup EXIT
 # Built before anything starts, so the servers do not wait for the compiler.
 if [[ $MODE == test ]]; then
   step "build the end-to-end suite (operator, feature k8s-tests)"
-  cargo test -p operator --release --locked --features k8s-tests --test e2e --no-run
+  build_release --test e2e
 else
   step "build the benchmark (release)"
-  cargo bench -p operator --locked --features k8s-tests --bench k8s --no-run
+  cargo bench "${CARGO_SET[@]}" --bench k8s --no-run
 fi
 
 step "a private control plane (state in $LFUSYS_K8S_DIR, ports from $LFUSYS_K8S_PORT_BASE) and moto (ports from $LFUSYS_MOTO_PORT)"
@@ -96,9 +97,9 @@ if [[ $MODE == test ]]; then
   step "end-to-end suite (helm install, kubectl, lfusys-operator as the chart's ServiceAccount)"
   # The tests take turns (their operators share the chart's Lease and watch every namespace),
   # whatever the thread count. --nocapture: each test prints its own timeline.
-  cargo test -p operator --release --locked --features k8s-tests --test e2e -- \
+  cargo test "${CARGO_SET[@]}" --release --test e2e -- \
     --test-threads="${LFUSYS_TEST_THREADS:-2}" --nocapture "$@"
 else
   step "benchmark: apply → children → Available, queue depth → replicas"
-  cargo bench -p operator --locked --features k8s-tests --bench k8s -- "$@"
+  cargo bench "${CARGO_SET[@]}" --bench k8s -- "$@"
 fi

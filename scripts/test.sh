@@ -3,7 +3,8 @@
 # Build outputs go to a persistent CARGO_TARGET_DIR outside the clone so repeated runs are fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
+# shellcheck source=scripts/cargo-set.sh
+source scripts/cargo-set.sh
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -37,13 +38,24 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+# The release profile, as the build below: the build scripts and proc-macros it compiles are
+# then that build's too.
+cargo clippy "${CARGO_SET[@]}" --release --all-targets -- -D warnings
+
+step "cargo build: every test target and binary (release; scripts/cargo-set.sh)"
+# The release profile: the binaries the system tests run are then the very ones the container
+# images are made of (scripts/images.sh). The gated suites are built here too, once, for the
+# steps below that start their servers.
+build_release
 
 step "cargo test (unit, component and system tests)"
-# The release profile: the binaries the system tests run are then the very ones the container
-# images are made of (scripts/images.sh), so the workspace compiles once, not twice.
-# Two test binaries at a time: the system tests start real servers and move real bytes.
-cargo test --workspace --release --locked -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
+# The targets without required-features, and of the CLI's tests not the AWS-specific ones
+# (module aws::, run by scripts/test-aws.sh). Two test binaries at a time: the system tests
+# start real servers and move real bytes.
+mapfile -t UNGATED < <(ungated_tests)
+cargo test "${CARGO_SET[@]}" --release --lib --bins "${UNGATED[@]}" -- \
+  --skip aws:: --test-threads="${LFUSYS_TEST_THREADS:-2}"
+cargo test "${CARGO_SET[@]}" --release --doc
 
 tools_ready
 step "AWS backends: the system tests and AWS-specific tests against moto and MinIO"

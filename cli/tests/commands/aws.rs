@@ -1,7 +1,7 @@
 //! System tests specific to the AWS backends: `lfusys up --backend aws` as a real process
 //! against the servers `scripts/aws-servers.sh` runs (moto for S3, DynamoDB and SQS), with
 //! the CLI or plain HTTP as the client. (The whole system suite also runs on these backends:
-//! `LFUSYS_TEST_BACKEND=aws cargo test -p cli --test commands -- system::`.)
+//! `LFUSYS_TEST_BACKEND=aws cargo test --test commands -- system::`, in scripts/test-aws.sh.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
