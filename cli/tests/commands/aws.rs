@@ -132,13 +132,7 @@ fn an_upload_of_ten_thousand_chunks() {
     assert_eq!(upload["state"], "completed");
     assert_eq!(upload["received_chunks"].as_array().unwrap().len(), 10_000);
     let copy = dir.path().join("copy.bin");
-    client.ok(&[
-        "download",
-        report["file_id"].as_str().unwrap(),
-        "-o",
-        copy.to_str().unwrap(),
-        "--quiet",
-    ]);
+    client.download(report["file_id"].as_str().unwrap(), &copy);
     assert_eq!(sha256_file(&copy), sha);
     assert!(open_multipart_uploads(&aws_names(&data).0).is_empty());
     eprintln!("whole test: {:?}", started.elapsed());
@@ -194,21 +188,9 @@ fn a_real_s3_server_refuses_a_corrupt_chunk() {
     for i in 0..2 {
         assert_eq!(put_chunk(&created, &bytes, i), 201);
     }
-    wait::blocking("the upload to complete", Duration::from_secs(60), || {
-        client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "completed"
-    });
-    let file_id = client.api_get(&format!("/api/v1/uploads/{id}"))["file_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let file_id = client.completed_file(&id);
     let copy = dir.path().join("copy.bin");
-    client.ok(&[
-        "download",
-        &file_id,
-        "-o",
-        copy.to_str().unwrap(),
-        "--quiet",
-    ]);
+    client.download(&file_id, &copy);
     assert_eq!(std::fs::read(&copy).unwrap(), bytes);
 }
 
@@ -387,13 +369,7 @@ fn throttling_and_server_errors_are_retried() {
     assert_eq!(reports[0]["sha256"], sha.as_str());
     assert_eq!(reports[0]["chunks_sent"], 3);
     let copy = dir.path().join("copy.bin");
-    client.ok(&[
-        "download",
-        reports[0]["file_id"].as_str().unwrap(),
-        "-o",
-        copy.to_str().unwrap(),
-        "--quiet",
-    ]);
+    client.download(reports[0]["file_id"].as_str().unwrap(), &copy);
     assert_eq!(sha256_file(&copy), sha);
     let injected: Vec<bool> = kinds.iter().map(|k| k.load(Ordering::SeqCst)).collect();
     assert_eq!(
@@ -474,6 +450,6 @@ fn downloads_can_redirect_to_a_presigned_url() {
     assert_eq!(hex::encode(Sha256::digest(body.bytes().unwrap())), sha);
     // The CLI follows the redirect.
     let copy = dir.path().join("copy.pdf");
-    client.ok(&["download", &id, "-o", copy.to_str().unwrap(), "--quiet"]);
+    client.download(&id, &copy);
     assert_eq!(sha256_file(&copy), sha);
 }

@@ -237,6 +237,20 @@ impl Client {
         v["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// `lfusys download FILE_ID -o TO --quiet`, which must succeed.
+    pub fn download(&self, file_id: &str, to: &Path) {
+        self.ok(&["download", file_id, "-o", to.to_str().unwrap(), "--quiet"]);
+    }
+
+    /// Waits (a minute at most) until upload `upload_id` is completed; returns its File's id.
+    pub fn completed_file(&self, upload_id: &str) -> String {
+        let path = format!("/api/v1/uploads/{upload_id}");
+        wait::blocking("the upload to complete", Duration::from_secs(60), || {
+            self.api_get(&path)["state"] == "completed"
+        });
+        self.api_get(&path)["file_id"].as_str().unwrap().to_owned()
+    }
+
     pub fn api_get(&self, path: &str) -> serde_json::Value {
         let res = reqwest::blocking::Client::new()
             .get(format!("{}{path}", self.server))

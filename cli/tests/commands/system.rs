@@ -56,7 +56,7 @@ fn register_login_upload_list_download_delete() {
     assert!(listing["uploads"].as_array().unwrap().is_empty());
 
     let copy = dir.path().join("copy.iso");
-    client.ok(&["download", &id, "-o", copy.to_str().unwrap(), "--quiet"]);
+    client.download(&id, &copy);
     assert_eq!(sha256_file(&copy), sha);
 
     client.ok(&["rm", &id]);
@@ -132,13 +132,7 @@ fn interrupted_upload_resumes_with_only_the_missing_chunks() {
         total
     );
     let copy = dir.path().join("copy.mkv");
-    client.ok(&[
-        "download",
-        report["file_id"].as_str().unwrap(),
-        "-o",
-        copy.to_str().unwrap(),
-        "--quiet",
-    ]);
+    client.download(report["file_id"].as_str().unwrap(), &copy);
     assert_eq!(sha256_file(&copy), sha);
     assert_eq!(client.json(&["ls"])["files"].as_array().unwrap().len(), 1);
 }
@@ -179,13 +173,7 @@ fn server_killed_mid_upload_restarts_and_the_upload_completes() {
     assert!(report["chunks_skipped"].as_u64().unwrap() as usize >= had);
     assert_eq!(report["sha256"], sha.as_str());
     let copy = dir.path().join("copy.img");
-    client.ok(&[
-        "download",
-        report["file_id"].as_str().unwrap(),
-        "-o",
-        copy.to_str().unwrap(),
-        "--quiet",
-    ]);
+    client.download(report["file_id"].as_str().unwrap(), &copy);
     assert_eq!(sha256_file(&copy), sha);
     drop(server);
 }
@@ -407,9 +395,7 @@ fn racing_last_chunks_store_each_once_and_publish_one_file() {
         }
     }
     let id = created["upload_id"].as_str().unwrap().to_owned();
-    wait::blocking("the upload to complete", Duration::from_secs(60), || {
-        client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "completed"
-    });
+    client.completed_file(&id);
     let files = client.api_get("/api/v1/files")["items"]
         .as_array()
         .unwrap()
@@ -473,21 +459,9 @@ fn bad_chunk_requests_are_refused_and_never_counted() {
     // Stored with one digest, sent again with another: 409.
     let (status, body) = put_raw(&created, "0", &corrupt, None);
     assert_eq!(status, 409, "{body}");
-    wait::blocking("the upload to complete", Duration::from_secs(60), || {
-        client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "completed"
-    });
-    let file_id = client.api_get(&format!("/api/v1/uploads/{id}"))["file_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let file_id = client.completed_file(&id);
     let copy = dir.path().join("copy.bin");
-    client.ok(&[
-        "download",
-        &file_id,
-        "-o",
-        copy.to_str().unwrap(),
-        "--quiet",
-    ]);
+    client.download(&file_id, &copy);
     assert_eq!(std::fs::read(&copy).unwrap(), data);
 }
 
@@ -519,6 +493,6 @@ fn an_upload_without_a_declared_sha256_has_none() {
         sha
     );
     let copy = dir.path().join("copy.bin");
-    client.ok(&["download", &id, "-o", copy.to_str().unwrap(), "--quiet"]);
+    client.download(&id, &copy);
     assert_eq!(sha256_file(&copy), sha);
 }

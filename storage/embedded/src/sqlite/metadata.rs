@@ -635,87 +635,25 @@ mod tests {
     use std::collections::HashSet;
     use std::sync::Arc;
 
-    use storage::conformance::fixtures::{chunk, upload};
+    use storage::conformance::scenarios::last_chunks_at_once;
 
     use super::*;
 
-    const LEASE: Duration = Duration::from_secs(30);
-    const T0: i64 = 1_700_000_000_000;
-
     /// Twenty writers, each through its own connection to the same file, commit the last
-    /// chunks at once: exactly one of them completes the set, and, as SQLite counts inside the
-    /// commit's transaction, each commit sees a distinct count.
+    /// chunks at once (the conformance suite's run): as SQLite counts inside the commit's
+    /// transaction, each commit sees a distinct count.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_commits_each_see_a_distinct_count() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sessions.db");
         let first = SqliteMetadataStore::open(&path).unwrap();
-        let total = 20u32;
         for round in 0..3 {
-            let id = format!("race-{round}");
-            first
-                .insert_upload(&upload(&id, "o", total, T0))
-                .await
-                .unwrap();
-            let stores: Vec<Arc<SqliteMetadataStore>> = (0..total)
+            let stores = (0..20)
                 .map(|_| Arc::new(SqliteMetadataStore::open(&path).unwrap()))
                 .collect();
-            let barrier = Arc::new(tokio::sync::Barrier::new(total as usize));
-            let mut tasks = Vec::new();
-            for (i, s) in stores.into_iter().enumerate() {
-                let (id, barrier) = (id.clone(), Arc::clone(&barrier));
-                tasks.push(tokio::spawn(async move {
-                    let sha = format!("{i:064}");
-                    let claim = format!("claim-{i}");
-                    let c = s
-                        .claim_chunk(
-                            &UploadId::from(&id),
-                            i as u32,
-                            &sha,
-                            &ClaimId::from(&claim),
-                            LEASE,
-                            T0,
-                        )
-                        .await
-                        .unwrap();
-                    assert!(matches!(c, ClaimOutcome::Claimed { .. }));
-                    barrier.wait().await;
-                    s.commit_chunk(
-                        &UploadId::from(&id),
-                        &chunk(i as u32, &sha),
-                        &ClaimId::from(&claim),
-                        T0 + 1,
-                    )
-                    .await
-                    .unwrap()
-                }));
-            }
-            let mut completed = 0;
-            let mut counts = HashSet::new();
-            for t in tasks {
-                match t.await.unwrap() {
-                    CommitOutcome::Stored {
-                        received,
-                        completed_set,
-                    } => {
-                        completed += u32::from(completed_set);
-                        assert!(counts.insert(received), "each commit sees a distinct count");
-                    }
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
-            assert_eq!(completed, 1);
-            assert_eq!(counts.len(), total as usize);
-            let u = first
-                .get_upload(&UploadId::from(&id))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(u.state, UploadState::Assembling);
-            assert_eq!(
-                first.list_chunks(&UploadId::from(&id)).await.unwrap().len(),
-                total as usize
-            );
+            let received = last_chunks_at_once(&first, stores, &format!("race-{round}")).await;
+            let distinct: HashSet<u32> = received.iter().copied().collect();
+            assert_eq!(distinct.len(), received.len(), "{received:?}");
         }
     }
 }

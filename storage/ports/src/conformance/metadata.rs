@@ -1,7 +1,6 @@
 //! Conformance cases of [`MetadataStore`]: upload sessions, chunk claims and commits, state
 //! transitions, files and their pages.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +8,7 @@ use std::time::Duration;
 use lfusys_core::state::UploadState;
 
 use super::fixtures::{chunk, file, upload};
+use super::scenarios::last_chunks_at_once;
 use crate::{
     ClaimId, ClaimOutcome, CommitOutcome, MetadataStore, StoreError, UploadId, UploadRecord, UserId,
 };
@@ -441,72 +441,16 @@ pub async fn completion_is_exactly_once_across_connections<H: MetadataHarness>(h
     let (place, first) = fresh(h).await;
     let total = 20u32;
     for round in 0..3 {
-        let id = format!("race-{round}");
-        first
-            .insert_upload(&upload(&id, "o", total, T0))
-            .await
-            .unwrap();
-        let mut stores: Vec<Arc<H::Store>> = Vec::new();
+        let mut stores = Vec::new();
         for _ in 0..total {
             stores.push(Arc::new(h.open(&place).await));
         }
-        let barrier = Arc::new(tokio::sync::Barrier::new(total as usize));
-        let mut tasks = Vec::new();
-        for (i, s) in stores.into_iter().enumerate() {
-            let (id, barrier) = (id.clone(), Arc::clone(&barrier));
-            tasks.push(tokio::spawn(async move {
-                let sha = format!("{i:064}");
-                let claim = format!("claim-{i}");
-                let c = s
-                    .claim_chunk(
-                        &UploadId::from(&id),
-                        i as u32,
-                        &sha,
-                        &ClaimId::from(&claim),
-                        LEASE,
-                        T0,
-                    )
-                    .await
-                    .unwrap();
-                assert!(matches!(c, ClaimOutcome::Claimed { .. }));
-                barrier.wait().await;
-                s.commit_chunk(
-                    &UploadId::from(&id),
-                    &chunk(i as u32, &sha),
-                    &ClaimId::from(&claim),
-                    T0 + 1,
-                )
-                .await
-                .unwrap()
-            }));
-        }
-        let mut completed = 0;
-        let mut counts = HashSet::new();
-        for t in tasks {
-            match t.await.unwrap() {
-                CommitOutcome::Stored {
-                    received,
-                    completed_set,
-                } => {
-                    completed += u32::from(completed_set);
-                    assert!((1..=total).contains(&received));
-                    counts.insert(received);
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        assert_eq!(completed, 1);
-        assert!(counts.contains(&total), "the last commit sees them all");
-        let u = first
-            .get_upload(&UploadId::from(&id))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(u.state, UploadState::Assembling);
-        assert_eq!(
-            first.list_chunks(&UploadId::from(&id)).await.unwrap().len(),
-            total as usize
+        let received = last_chunks_at_once(&first, stores, &format!("race-{round}")).await;
+        assert!(
+            received.iter().all(|r| (1..=total).contains(r)),
+            "{received:?}"
         );
+        assert!(received.contains(&total), "the last commit sees them all");
     }
 }
 

@@ -39,6 +39,7 @@ pub mod blobs;
 pub mod fixtures;
 pub mod metadata;
 pub mod queue;
+pub mod scenarios;
 
 pub use auth::AuthHarness;
 pub use blobs::BlobHarness;
