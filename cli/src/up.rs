@@ -45,6 +45,13 @@ pub struct UpArgs {
     /// How often expired uploads are swept, in seconds.
     #[arg(long, env = "LFUSYS_SWEEP_INTERVAL_SECS", default_value_t = 30)]
     pub sweep_interval_secs: u64,
+    /// An upload assembling this many seconds although its job was sent gets the job again
+    /// (the queue lost it).
+    #[arg(long, env = "LFUSYS_ASSEMBLY_STALE_SECS", default_value_t = 600)]
+    pub assembly_stale_secs: u64,
+    /// How often, in milliseconds, assembly jobs not sent yet (a crash, a queue error) are sent.
+    #[arg(long, env = "LFUSYS_OUTBOX_INTERVAL_MS", default_value_t = 1000)]
+    pub outbox_interval_ms: u64,
     /// Seconds an assembly job stays invisible to other assemblers without a heartbeat.
     #[arg(long, env = "LFUSYS_ASSEMBLY_VISIBILITY_SECS", default_value_t = 30)]
     pub assembly_visibility_secs: u64,
@@ -178,6 +185,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     sessions_cfg.max_upload_size = args.max_upload_size;
     sessions_cfg.upload_ttl = Duration::from_secs(args.upload_ttl_secs);
     sessions_cfg.sweep_interval = Duration::from_secs(args.sweep_interval_secs.max(1));
+    sessions_cfg.assembly_stale_after = Duration::from_secs(args.assembly_stale_secs.max(1));
+    sessions_cfg.outbox_interval = Duration::from_millis(args.outbox_interval_ms.max(1));
     let sessions_state = sessions::SessionsState::open(&sessions_cfg).await?;
 
     // The gateway creates the signing key pair on first start; the workers read its public half.

@@ -129,6 +129,19 @@ impl<'a> Env<'a> {
         })
     }
 
+    /// A whole number of milliseconds, at least 1.
+    pub fn positive_millis(
+        &self,
+        name: &'static str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        self.parse_with(name, default, |v| match v.parse::<u64>() {
+            Ok(0) => Err("must be at least 1 millisecond".to_owned()),
+            Ok(n) => Ok(Duration::from_millis(n)),
+            Err(_) => Err("expected a whole number of milliseconds".to_owned()),
+        })
+    }
+
     /// A whole number of seconds, at least 1.
     pub fn positive_secs(
         &self,

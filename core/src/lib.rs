@@ -1,10 +1,12 @@
 //! The LFUSYS domain, free of I/O: the upload plan and state machine, ids, digests, byte
-//! ranges, sizes, the clock, assembly jobs, and upload and access tokens. Every other crate
-//! builds on it; it knows nothing of gRPC, HTTP, Kubernetes or any storage backend.
+//! ranges, sizes, the clock, assembly jobs, upload and access tokens, and the failpoints that
+//! tests crash processes at. Every other crate builds on it; it knows nothing of gRPC, HTTP,
+//! Kubernetes or any storage backend.
 
 pub mod clock;
 pub mod digest;
 pub mod env;
+pub mod failpoint;
 pub mod ids;
 pub mod jobs;
 pub mod plan;

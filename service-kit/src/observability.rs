@@ -33,6 +33,13 @@ pub fn init_tracing() {
         } else {
             builder.try_init()
         };
+        let armed = lfusys_core::failpoint::armed();
+        if !armed.is_empty() {
+            tracing::warn!(
+                failpoints = ?armed,
+                "test failpoints are armed (LFUSYS_FAILPOINTS): this process aborts when it reaches one"
+            );
+        }
     });
 }
 

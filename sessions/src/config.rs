@@ -19,6 +19,7 @@ pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(86_400);
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_CHUNK_LEASE: Duration = Duration::from_secs(20);
 pub const DEFAULT_ASSEMBLY_STALE_AFTER: Duration = Duration::from_secs(600);
+pub const DEFAULT_OUTBOX_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Settings of the sessions service.
 ///
@@ -34,6 +35,7 @@ pub const DEFAULT_ASSEMBLY_STALE_AFTER: Duration = Duration::from_secs(600);
 /// | `LFUSYS_SWEEP_INTERVAL_SECS` | `30` | how often expired and stuck uploads are swept |
 /// | `LFUSYS_CHUNK_LEASE_SECS` | `20` | how long a worker's claim on a chunk lasts |
 /// | `LFUSYS_ASSEMBLY_STALE_SECS` | `600` | an upload assembling longer than this gets its job re-enqueued |
+/// | `LFUSYS_OUTBOX_INTERVAL_MS` | `1000` | how often assembly jobs not yet sent (a crash, a queue error) are sent |
 ///
 /// Sizes are plain bytes or a number with a unit: `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`
 /// are powers of 1024; `KB`, `MB`, `GB`, `TB` are powers of 1000 (case-insensitive).
@@ -47,6 +49,7 @@ pub struct Config {
     pub sweep_interval: Duration,
     pub chunk_lease: Duration,
     pub assembly_stale_after: Duration,
+    pub outbox_interval: Duration,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             chunk_lease: DEFAULT_CHUNK_LEASE,
             assembly_stale_after: DEFAULT_ASSEMBLY_STALE_AFTER,
+            outbox_interval: DEFAULT_OUTBOX_INTERVAL,
         }
     }
 
@@ -83,6 +87,7 @@ impl Config {
         c.chunk_lease = env.positive_secs("LFUSYS_CHUNK_LEASE_SECS", c.chunk_lease)?;
         c.assembly_stale_after =
             env.positive_secs("LFUSYS_ASSEMBLY_STALE_SECS", c.assembly_stale_after)?;
+        c.outbox_interval = env.positive_millis("LFUSYS_OUTBOX_INTERVAL_MS", c.outbox_interval)?;
         Ok(c)
     }
 
@@ -132,6 +137,7 @@ mod tests {
             ("LFUSYS_SWEEP_INTERVAL_SECS", "5"),
             ("LFUSYS_CHUNK_LEASE_SECS", "7"),
             ("LFUSYS_ASSEMBLY_STALE_SECS", "120"),
+            ("LFUSYS_OUTBOX_INTERVAL_MS", "250"),
         ])
         .unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
@@ -141,6 +147,7 @@ mod tests {
         assert_eq!(c.sweep_interval, Duration::from_secs(5));
         assert_eq!(c.chunk_lease, Duration::from_secs(7));
         assert_eq!(c.assembly_stale_after, Duration::from_secs(120));
+        assert_eq!(c.outbox_interval, Duration::from_millis(250));
     }
 
     #[test]
@@ -154,6 +161,8 @@ mod tests {
             ("LFUSYS_SWEEP_INTERVAL_SECS", "0"),
             ("LFUSYS_CHUNK_LEASE_SECS", "-1"),
             ("LFUSYS_ASSEMBLY_STALE_SECS", "soon"),
+            ("LFUSYS_OUTBOX_INTERVAL_MS", "0"),
+            ("LFUSYS_OUTBOX_INTERVAL_MS", "1s"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);

@@ -1,8 +1,10 @@
 //! The sessions service: the single authority over users' uploads and files metadata.
 //!
 //! It serves the gRPC contract `sessions-api/proto/sessions.proto` (used by the gateway and the
-//! upload workers) and, on the same port, `/healthz`, `/readyz` and `/metrics`. A background
-//! sweeper expires abandoned uploads and re-enqueues assembly jobs that were lost.
+//! upload workers) and, on the same port, `/healthz`, `/readyz` and `/metrics`. In the
+//! background, the outbox relay sends the assembly jobs a crash or a queue error kept from
+//! being sent (see [`outbox`]), and the sweeper expires abandoned uploads, finishes releases
+//! that were cut short and re-enqueues assembly jobs the queue lost (see [`sweeper`]).
 //!
 //! The rules live in [`domain`] (over the storage ports, with their own error type); [`grpc`]
 //! only decodes requests, calls them and encodes the answers, and maps the domain error to a
@@ -27,6 +29,7 @@ pub mod config;
 pub mod dead_letters;
 pub mod domain;
 pub mod grpc;
+pub mod outbox;
 pub mod sweeper;
 
 use std::future::Future;
@@ -41,6 +44,7 @@ use storage::{BlobStore, JobQueue, MetadataStore, StoreError};
 pub use config::{Config, ConfigError};
 pub use domain::{DomainError, SessionsDomain};
 pub use grpc::SessionsService;
+pub use outbox::{relay_once, RelayReport};
 pub use sweeper::{sweep_once, SweepReport};
 
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +149,8 @@ pub fn app(state: SessionsState) -> Router {
         .layer(axum::middleware::from_fn(track_http))
 }
 
-/// Serves [`app`] on an already-bound listener, with the sweeper running alongside, until
-/// `shutdown` resolves; then stops the sweeper and drains the open connections.
+/// Serves [`app`] on an already-bound listener, with the sweeper and the outbox relay running
+/// alongside, until `shutdown` resolves; then stops them and drains the open connections.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: SessionsState,
@@ -158,6 +162,7 @@ pub async fn serve(
         .queue
         .dead_letters()
         .map(|dlq| tokio::spawn(dead_letters::run(state.clone(), dlq, stop_rx.clone())));
+    let relay = tokio::spawn(outbox::run(state.clone(), stop_rx.clone()));
     let sweeper = tokio::spawn(sweeper::run(state.clone(), stop_rx));
     let stop = stop_tx.clone();
     let result = axum::serve(listener, app(state))
@@ -169,6 +174,9 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     if let Err(e) = sweeper.await {
         tracing::error!(error = %e, "the sweeper task failed");
+    }
+    if let Err(e) = relay.await {
+        tracing::error!(error = %e, "the outbox relay failed");
     }
     if let Some(task) = dead_letter_consumer {
         if let Err(e) = task.await {

@@ -1,12 +1,14 @@
 //! The sweeper: expires abandoned uploads (releasing their storage, so nothing is left
-//! behind) and re-enqueues the assembly job of uploads stuck in assembling (a lost job).
+//! behind), finishes the releases left in the outbox of releases (a crash or an error cut them
+//! short), and re-enqueues the assembly job of uploads stuck in assembling although their job
+//! was sent (the queue lost it). Jobs never sent are the outbox relay's (`crate::outbox`).
 
 use lfusys_core::clock::now_ms;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::domain::assembly::enqueue_assembly;
-use crate::domain::cancel::expire_upload;
+use crate::domain::assembly::send_assembly_job;
+use crate::domain::cancel::{expire_upload, finish_release};
 use crate::SessionsState;
 
 const BATCH: u32 = 100;
@@ -20,6 +22,8 @@ pub struct SweepReport {
     pub expired: usize,
     /// Assembly jobs sent again for uploads stuck in assembling.
     pub requeued: usize,
+    /// Releases finished from the outbox of releases.
+    pub released: usize,
     /// Store failures (logged); the next sweep retries.
     pub errors: usize,
 }
@@ -58,6 +62,27 @@ pub async fn sweep_once(state: &SessionsState) -> SweepReport {
         }
     }
 
+    match state.metadata.list_pending_releases(BATCH).await {
+        Ok(pending) => {
+            for rec in &pending {
+                match finish_release(state, rec).await {
+                    Ok(()) => {
+                        tracing::info!(upload_id = %rec.upload_id, state = %rec.state, "sweeper: released the storage of an upload");
+                        report.released += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(upload_id = %rec.upload_id, error = %e, "sweeper: cannot release the storage of an upload");
+                        report.errors += 1;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sweeper: cannot list the pending releases");
+            report.errors += 1;
+        }
+    }
+
     let stale_ms = i64::try_from(state.config.assembly_stale_after.as_millis()).unwrap_or(i64::MAX);
     match state
         .metadata
@@ -66,7 +91,7 @@ pub async fn sweep_once(state: &SessionsState) -> SweepReport {
     {
         Ok(stuck) => {
             for rec in &stuck {
-                match enqueue_assembly(state, &rec.upload_id).await {
+                match send_assembly_job(state, &rec.upload_id).await {
                     Ok(()) => {
                         tracing::warn!(upload_id = %rec.upload_id, "sweeper: re-enqueued the assembly job of a stuck upload");
                         report.requeued += 1;

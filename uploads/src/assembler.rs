@@ -28,10 +28,9 @@
 //! receives (set when the queue is created), before this rule can apply: the sessions service
 //! consumes the dead-letter queue and fails the upload (see `sessions::dead_letters`).
 //!
-//! **Test-only failpoint.** With `LFUSYS_FAILPOINT=assembler-crash-after-commit` in its
-//! environment, the process aborts (`std::process::abort`) right after committing a blob and
-//! before publishing the File. The system tests use it to kill an assembler mid-job; never
-//! set it in a deployment.
+//! **Test-only failpoint** ([`failpoint::AFTER_BLOB_COMMIT`]): armed in `LFUSYS_FAILPOINTS`,
+//! the process aborts right after committing a blob and before publishing the File. The
+//! system tests use it to kill an assembler mid-job; never set it in a deployment.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,6 +39,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures::StreamExt;
 use lfusys_core::digest::to_hex;
+use lfusys_core::failpoint;
 use lfusys_core::ids::UploadId;
 use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::range::ByteRange;
@@ -54,10 +54,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerState;
 
-/// Environment variable naming a test failpoint.
-pub const FAILPOINT_ENV: &str = "LFUSYS_FAILPOINT";
-/// Failpoint: abort the process right after the blob is committed.
-pub const CRASH_AFTER_COMMIT: &str = "assembler-crash-after-commit";
 /// Long-poll wait of one receive.
 pub const RECEIVE_WAIT: Duration = Duration::from_secs(10);
 /// The whole-file SHA-256 check reads the blob in ranges of this size…
@@ -75,10 +71,6 @@ pub(crate) fn spawn(
     tasks: usize,
     stop: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let crash_after_commit = std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == CRASH_AFTER_COMMIT);
-    if crash_after_commit {
-        tracing::warn!("test failpoint {CRASH_AFTER_COMMIT} is set: this process aborts after committing a blob");
-    }
     let last_errors = LastErrors::default();
     (0..tasks)
         .map(|n| {
@@ -86,7 +78,6 @@ pub(crate) fn spawn(
                 state: state.clone(),
                 stop: stop.clone(),
                 last_errors: Arc::clone(&last_errors),
-                crash_after_commit,
             };
             tokio::spawn(async move {
                 tracing::debug!(assembler = n, "assembler started");
@@ -101,7 +92,6 @@ struct Assembler {
     state: WorkerState,
     stop: CancellationToken,
     last_errors: LastErrors,
-    crash_after_commit: bool,
 }
 
 /// How a job ended; all of these acknowledge the message.
@@ -270,10 +260,7 @@ impl Assembler {
         )
         .await
         .map_err(|e| Retry(format!("committing the blob: {e}")))?;
-        if self.crash_after_commit {
-            tracing::error!(%upload_id, "failpoint {CRASH_AFTER_COMMIT}: aborting");
-            std::process::abort();
-        }
+        failpoint::hit(failpoint::AFTER_BLOB_COMMIT);
 
         let size = blob
             .blob_size(&assembly.blob_key)

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{aws_args, aws_names, free_port, sha256_file, write_file, Client, Server};
+use crate::support::{
+    aws_args, aws_names, block_on, free_port, open_multipart_uploads, s3, sha256_file, write_file,
+    Client, Server,
+};
 use sha2::{Digest, Sha256};
 use test_support::aws as aws_support;
 use test_support::aws::{Fault, FaultProxy};
@@ -21,41 +24,6 @@ fn aws_server(dir: &std::path::Path, port: u16, extra: &[&str], env: &[(&str, &s
     let server = Server::spawn(dir, port, &aws_args(dir, true), extra, env);
     server.wait_ready();
     server
-}
-
-/// A moto S3 client (path-style), for the runtime it is created on.
-async fn s3() -> aws_sdk_s3::Client {
-    storage_aws::s3::client(&aws_support::moto().await)
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// Multipart uploads still open in the bucket.
-fn open_multipart_uploads(bucket: &str) -> Vec<(String, String)> {
-    block_on(async {
-        let out = s3()
-            .await
-            .list_multipart_uploads()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-        out.uploads()
-            .iter()
-            .map(|u| {
-                (
-                    u.key().unwrap_or_default().to_owned(),
-                    u.upload_id().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect()
-    })
 }
 
 /// The text of a log without its ANSI colour codes.

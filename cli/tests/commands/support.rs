@@ -41,6 +41,81 @@ pub fn aws_names(data_dir: &Path) -> (String, String, String) {
     )
 }
 
+/// A moto S3 client (path-style), for the runtime it is created on.
+pub async fn s3() -> aws_sdk_s3::Client {
+    storage_aws::s3::client(&test_support::aws::moto().await)
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Multipart uploads still open in the bucket: (key, upload id).
+pub fn open_multipart_uploads(bucket: &str) -> Vec<(String, String)> {
+    block_on(async {
+        let out = s3()
+            .await
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        out.uploads()
+            .iter()
+            .map(|u| {
+                (
+                    u.key().unwrap_or_default().to_owned(),
+                    u.upload_id().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    })
+}
+
+/// How many blob uploads in progress the test backend of the server on `data_dir` holds: the
+/// local blob store's `.part` files, or the multipart uploads open in its S3 bucket.
+pub fn blob_uploads_in_progress(data_dir: &Path) -> usize {
+    if test_backend() == "aws" {
+        open_multipart_uploads(&aws_names(data_dir).0).len()
+    } else {
+        files_ending(&data_dir.join("blobs"), ".part").len()
+    }
+}
+
+/// Whether the test backend of the server on `data_dir` stores the blob of File `file_id`.
+pub fn file_blob_exists(data_dir: &Path, file_id: &str) -> bool {
+    let key = lfusys_core::ids::blob_key_for_file(file_id);
+    if test_backend() == "aws" {
+        let bucket = aws_names(data_dir).0;
+        block_on(async {
+            match s3()
+                .await
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+            {
+                Ok(_) => true,
+                Err(e)
+                    if e.as_service_error().is_some_and(
+                        aws_sdk_s3::operation::head_object::HeadObjectError::is_not_found,
+                    ) =>
+                {
+                    false
+                }
+                Err(e) => panic!("S3 HeadObject: {e:?}"),
+            }
+        })
+    } else {
+        data_dir.join("blobs").join(key).exists()
+    }
+}
+
 /// The `lfusys up` arguments that select the test backend.
 pub fn backend_args(data_dir: &Path) -> Vec<String> {
     if test_backend() == "aws" {

@@ -6,7 +6,12 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{files_ending, free_port, sha256_file, write_file, Client, Server};
+use lfusys_core::failpoint;
+
+use crate::support::{
+    blob_uploads_in_progress, file_blob_exists, files_ending, free_port, sha256_file, write_file,
+    Client, Server,
+};
 use test_support::wait;
 
 const MIB: usize = 1 << 20;
@@ -187,7 +192,7 @@ fn assembler_killed_mid_job_is_redelivered_and_publishes_once() {
         &data,
         port,
         &["--assembly-visibility-secs", "2"],
-        &[("LFUSYS_FAILPOINT", "assembler-crash-after-commit")],
+        &[("LFUSYS_FAILPOINTS", failpoint::AFTER_BLOB_COMMIT)],
     );
     let client = Client::new(&server.url);
     client.signup("erin@example.com");
@@ -220,6 +225,127 @@ fn assembler_killed_mid_job_is_redelivered_and_publishes_once() {
             .unwrap()
             .is_empty(),
         "nothing left unfinished"
+    );
+    drop(server);
+}
+
+/// A crash of the sessions service between two durable steps of completion — the last chunk
+/// recorded (the upload assembling) and its job not sent, or the job sent and not yet marked
+/// as sent — loses no assembly job: once the service is back, the outbox relay sends what was
+/// not sent, the upload completes and exactly one File has its bytes. (The sweeper's stale
+/// check, the only cure before the outbox, is ten minutes away.)
+#[test]
+fn a_sessions_crash_around_the_completing_commit_loses_no_job() {
+    for point in [
+        failpoint::AFTER_COMPLETING_COMMIT,
+        failpoint::AFTER_JOB_SENT,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let port = free_port();
+        let stale = ["--assembly-stale-secs", "600"];
+        let mut server = Server::start(&data, port, &stale, &[("LFUSYS_FAILPOINTS", point)]);
+        let client = Client::new(&server.url);
+        client.signup("crash@example.com");
+        let bytes = test_support::data::bytes(300_000, 7);
+        let created = create_upload(&client, bytes.len(), None);
+        assert_eq!(created["total_chunks"], 1);
+        let id = created["upload_id"].as_str().unwrap().to_owned();
+        // The only chunk: the process dies at the failpoint before it answers.
+        let answer = chunk_put(&created, "0", &bytes, None).send();
+        assert!(answer.is_err(), "{point}: answered {answer:?}");
+        let status = server.wait_exit(Duration::from_secs(30));
+        assert!(!status.success(), "{point}: {status}");
+
+        let server = Server::start(&data, port, &stale, &[]);
+        let file_id = client.completed_file(&id);
+        let copy = dir.path().join("copy.bin");
+        client.download(&file_id, &copy);
+        assert_eq!(std::fs::read(&copy).unwrap(), bytes, "{point}");
+        let listed = client.json(&["ls"]);
+        assert_eq!(
+            listed["files"].as_array().unwrap().len(),
+            1,
+            "{point}: {listed}"
+        );
+        drop(server);
+    }
+}
+
+/// A crash of the sessions service after an upload is cancelled, or a File deleted, and
+/// before its storage is released leaves nothing behind: the write that cancelled the upload
+/// (or deleted the File) put it in the outbox of releases, and the sweeper releases it once the
+/// service is back.
+#[test]
+fn a_sessions_crash_before_a_release_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let armed = [("LFUSYS_FAILPOINTS", failpoint::BEFORE_STORAGE_RELEASE)];
+    let sweep = ["--sweep-interval-secs", "1"];
+    let mut server = Server::start(&data, port, &sweep, &armed);
+    let client = Client::new(&server.url);
+    client.signup("release@example.com");
+    let source = dir.path().join("kept.bin");
+    write_file(&source, 300_000, 3);
+    let file_id = upload_json(&client, &source, "1")["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(file_blob_exists(&data, &file_id));
+    let bytes = test_support::data::bytes(3 * MIB, 5);
+    let created = create_upload(&client, bytes.len(), None);
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        put_raw(&created, "0", &chunk_of(&bytes, &created, 0), None).0,
+        201
+    );
+    assert_eq!(blob_uploads_in_progress(&data), 1);
+
+    let http = reqwest::blocking::Client::new();
+
+    // Cancelled: the process dies before it releases the stored chunk.
+    let cancel = http
+        .delete(format!("{}/api/v1/uploads/{id}", server.url))
+        .bearer_auth(client.access_token())
+        .send();
+    assert!(cancel.is_err(), "answered {cancel:?}");
+    assert!(!server.wait_exit(Duration::from_secs(30)).success());
+    assert_eq!(
+        blob_uploads_in_progress(&data),
+        1,
+        "not released before the crash"
+    );
+    let server = Server::start(&data, port, &sweep, &[]);
+    assert_eq!(
+        client.api_get(&format!("/api/v1/uploads/{id}"))["state"],
+        "cancelled"
+    );
+    wait::blocking(
+        "the cancelled upload's storage to go",
+        Duration::from_secs(30),
+        || blob_uploads_in_progress(&data) == 0,
+    );
+    drop(server);
+
+    // Deleted: the File is gone at once, its blob once the service is back.
+    let mut server = Server::start(&data, port, &sweep, &armed);
+    let delete = http
+        .delete(format!("{}/api/v1/files/{file_id}", server.url))
+        .bearer_auth(client.access_token())
+        .send();
+    assert!(delete.is_err(), "answered {delete:?}");
+    assert!(!server.wait_exit(Duration::from_secs(30)).success());
+    assert!(
+        file_blob_exists(&data, &file_id),
+        "not released before the crash"
+    );
+    let server = Server::start(&data, port, &sweep, &[]);
+    assert!(client.json(&["ls"])["files"].as_array().unwrap().is_empty());
+    wait::blocking(
+        "the deleted File's blob to go",
+        Duration::from_secs(30),
+        || !file_blob_exists(&data, &file_id),
     );
     drop(server);
 }
@@ -301,14 +427,14 @@ fn create_upload(client: &Client, size: usize, sha256: Option<&str>) -> serde_js
     res.json().unwrap()
 }
 
-/// PUTs `body` as chunk `index` with the given `Content-Digest` (the body's own if `None`);
-/// returns the status and the answer's JSON.
-fn put_raw(
+/// The PUT of `body` as chunk `index` with the given `Content-Digest` (the body's own if
+/// `None`).
+fn chunk_put(
     created: &serde_json::Value,
     index: &str,
     body: &[u8],
     digest: Option<&str>,
-) -> (u16, serde_json::Value) {
+) -> reqwest::blocking::RequestBuilder {
     let own = lfusys_core::digest::format_content_digest(
         &sha2::Digest::finalize(sha2::Digest::chain_update(
             <sha2::Sha256 as sha2::Digest>::new(),
@@ -316,7 +442,7 @@ fn put_raw(
         ))
         .into(),
     );
-    let res = reqwest::blocking::Client::new()
+    reqwest::blocking::Client::new()
         .put(format!(
             "{}/{index}",
             created["upload_url"].as_str().unwrap()
@@ -324,8 +450,16 @@ fn put_raw(
         .bearer_auth(created["upload_token"].as_str().unwrap())
         .header("content-digest", digest.unwrap_or(&own))
         .body(body.to_vec())
-        .send()
-        .unwrap();
+}
+
+/// PUTs `body` as chunk `index` (see [`chunk_put`]); returns the status and the answer's JSON.
+fn put_raw(
+    created: &serde_json::Value,
+    index: &str,
+    body: &[u8],
+    digest: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let res = chunk_put(created, index, body, digest).send().unwrap();
     let status = res.status().as_u16();
     (status, res.json().unwrap_or(serde_json::Value::Null))
 }

@@ -5,6 +5,7 @@
 //! idempotent. The callers are workers: these rules take no owner.
 
 use lfusys_core::clock::now_ms;
+use lfusys_core::failpoint;
 use lfusys_core::ids::{self, FileId, UploadId};
 use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::state::UploadState;
@@ -164,8 +165,10 @@ fn verified_digest(rec: &UploadRecord, sha256: &str, size: u64) -> DomainResult<
     Ok(sha256)
 }
 
-/// Sends the assembly job of an upload (dedup id = upload id, so duplicates are dropped).
-pub(crate) async fn enqueue_assembly(
+/// Sends the assembly job of an assembling upload (dedup id = upload id, so a second send is
+/// dropped), then takes the upload out of the outbox. A crash or an error before the mark
+/// leaves it in the outbox, and the relay (`crate::outbox`) sends it again.
+pub(crate) async fn send_assembly_job(
     state: &SessionsState,
     upload_id: &UploadId,
 ) -> Result<(), StoreError> {
@@ -174,7 +177,8 @@ pub(crate) async fn enqueue_assembly(
     };
     state.queue.send(upload_id, &job.to_body()).await?;
     metrics::counter!("lfusys_assembly_jobs_enqueued_total").increment(1);
-    Ok(())
+    failpoint::hit(failpoint::AFTER_JOB_SENT);
+    state.metadata.mark_job_sent(upload_id).await
 }
 
 /// Fails an upload whose assembly job was dead-lettered (see `crate::dead_letters`), if it is

@@ -5,6 +5,7 @@
 //! release, which heals a release that failed halfway.
 
 use lfusys_core::clock::now_ms;
+use lfusys_core::failpoint;
 use lfusys_core::ids::{self, UploadId, UserId};
 use lfusys_core::state::UploadState;
 use storage::{StoreError, UploadRecord};
@@ -59,13 +60,16 @@ impl SessionsDomain {
     }
 }
 
-/// Releases everything an unfinished upload holds: its blob upload, a blob the assembler may
-/// already have committed, and its chunk records. Every step is idempotent.
+/// Releases everything an upload holds — its blob upload, a blob the assembler may already
+/// have committed, its chunk records — and takes it out of the outbox of releases, where the
+/// write that cancelled, expired or failed it (or deleted its File) put it. Every step is
+/// idempotent, so the sweeper finishes a release that a crash or an error cut short.
 pub(crate) async fn release_storage(
     state: &SessionsState,
     rec: &UploadRecord,
     committed_blob_too: bool,
 ) -> Result<(), StoreError> {
+    failpoint::hit(failpoint::BEFORE_STORAGE_RELEASE);
     state
         .blobs
         .abort_upload(&rec.upload_id, rec.storage_handle.as_deref())
@@ -74,7 +78,24 @@ pub(crate) async fn release_storage(
         let key = ids::blob_key_for_file(&ids::file_id_for_upload(&rec.upload_id));
         state.blobs.delete_blob(&key).await?;
     }
-    state.metadata.delete_chunks(&rec.upload_id).await
+    state.metadata.delete_chunks(&rec.upload_id).await?;
+    state.metadata.mark_released(&rec.upload_id).await
+}
+
+/// Finishes a release the outbox holds. The blob of a File that still exists is never
+/// released: the outbox only takes a published upload when its File is deleted, so that would
+/// be a store's error, and the File's bytes stay.
+pub(crate) async fn finish_release(
+    state: &SessionsState,
+    rec: &UploadRecord,
+) -> Result<(), StoreError> {
+    if let Some(file_id) = &rec.file_id {
+        if state.metadata.get_file(file_id).await?.is_some() {
+            tracing::error!(upload_id = %rec.upload_id, %file_id, "the outbox of releases holds an upload whose File exists; keeping its storage");
+            return state.metadata.mark_released(&rec.upload_id).await;
+        }
+    }
+    release_storage(state, rec, true).await
 }
 
 /// Moves an upload that is past its expiry from uploading to expired and releases its

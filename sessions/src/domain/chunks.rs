@@ -4,18 +4,20 @@
 //!
 //! Completion is exactly-once: the store records the chunk and moves the upload from
 //! uploading to assembling in one conditional write, so exactly one commit completes the set
-//! however many race; that one enqueues the assembly job — after the transition is stored, so
-//! that a crash in between leaves an assembling upload whose lost job the sweeper re-enqueues.
+//! however many race; that write also puts the upload in the store's outbox. The commit then
+//! sends the assembly job and marks it sent; a crash or a queue error in between leaves the
+//! upload in the outbox, and the relay (`crate::outbox`) sends its job within a second.
 //! A retry of a stored chunk is recognised (also after completion); a chunk sent past the
 //! upload's expiry expires the upload on the spot and is answered `Gone`.
 
 use lfusys_core::clock::now_ms;
+use lfusys_core::failpoint;
 use lfusys_core::ids::{self, ClaimId, UploadId, UserId};
 use lfusys_core::plan::UploadPlan;
 use lfusys_core::state::UploadState;
 use storage::{ChunkRecord, ClaimOutcome, CommitOutcome, UploadRecord};
 
-use super::assembly::enqueue_assembly;
+use super::assembly::send_assembly_job;
 use super::cancel::expire_upload;
 use super::{count_transition, validate, DomainError, DomainResult, SessionsDomain};
 
@@ -268,10 +270,8 @@ impl SessionsDomain {
                 if completed_set {
                     count_transition(UploadState::Assembling);
                     tracing::info!(upload_id = %rec.upload_id, "every chunk recorded; assembling");
-                    if let Err(e) = enqueue_assembly(&self.state, &rec.upload_id).await {
-                        // The upload is safely assembling; the sweeper re-enqueues lost jobs.
-                        tracing::error!(upload_id = %rec.upload_id, error = %e, "cannot enqueue the assembly job");
-                    }
+                    failpoint::hit(failpoint::AFTER_COMPLETING_COMMIT);
+                    self.send_job(&rec.upload_id).await;
                 }
             }
             CommitOutcome::AlreadyStored { received } => {
@@ -344,10 +344,16 @@ impl SessionsDomain {
         }
         count_transition(UploadState::Assembling);
         tracing::info!(upload_id = %rec.upload_id, "every chunk recorded (counted late); assembling");
-        if let Err(e) = enqueue_assembly(&self.state, &rec.upload_id).await {
-            tracing::error!(upload_id = %rec.upload_id, error = %e, "cannot enqueue the assembly job");
-        }
+        self.send_job(&rec.upload_id).await;
         Ok(true)
+    }
+
+    /// Sends the job of an upload that just became assembling. A failure is logged, not
+    /// answered: the upload is safely assembling and in the outbox, which the relay drains.
+    async fn send_job(&self, upload_id: &UploadId) {
+        if let Err(e) = send_assembly_job(&self.state, upload_id).await {
+            tracing::warn!(%upload_id, error = %e, "cannot send the assembly job now; the outbox relay will");
+        }
     }
 }
 

@@ -1,10 +1,14 @@
 //! An owner's Files: listed in pages (newest first), read one by one, deleted. Deleting a File
-//! removes its blob and the chunk records its upload kept; the File is gone for its owner as
-//! soon as its record is, so a failure after that only leaks storage and is logged.
+//! removes its record and puts its upload into the outbox of releases in one write, then
+//! releases the blob and the chunk records the upload kept. The File is gone for its owner as
+//! soon as its record is; a release that fails after that is logged and finished by the
+//! sweeper.
 
+use lfusys_core::clock::now_ms;
 use lfusys_core::ids::{FileId, UserId};
 use storage::{FilePage, FileRecord, StoreError};
 
+use super::cancel::release_storage;
 use super::{validate, DomainError, DomainResult, SessionsDomain, Subject};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -45,20 +49,24 @@ impl SessionsDomain {
         let existed = self
             .state
             .metadata
-            .delete_file(&file.file_id)
+            .delete_file(&file.file_id, now_ms())
             .await
             .map_err(DomainError::storage("deleting the file"))?;
         if !existed {
             return Err(DomainError::NotFound(Subject::File));
         }
-        // The file is gone for its owner; what fails below only leaks storage, so log it.
-        if let Err(e) = self.state.blobs.delete_blob(&file.blob_key).await {
-            tracing::error!(file_id = %file.file_id, blob_key = %file.blob_key, error = %e, "cannot delete the blob of a deleted file");
-        }
-        if let Err(e) = self.state.metadata.delete_chunks(&file.upload_id).await {
-            tracing::warn!(upload_id = %file.upload_id, error = %e, "cannot drop the chunk records of a deleted file");
-        }
         tracing::info!(file_id = %file.file_id, "file deleted");
+        // The File is gone for its owner; its upload is in the outbox of releases, which the
+        // sweeper drains if this fails.
+        let released = match self.state.metadata.get_upload(&file.upload_id).await {
+            Ok(Some(upload)) => release_storage(&self.state, &upload, true).await,
+            // Older data: a File without its upload record. Its blob is all there is.
+            Ok(None) => self.state.blobs.delete_blob(&file.blob_key).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = released {
+            tracing::warn!(file_id = %file.file_id, upload_id = %file.upload_id, error = %e, "cannot release the storage of a deleted file now; the sweeper will");
+        }
         Ok(())
     }
 }

@@ -135,6 +135,15 @@ async fn the_last_commit_completes_the_set_and_enqueues_its_job() {
     }
     assert_eq!(completed, [false, true]);
     assert_eq!(state.queue.depth().await.unwrap().visible, 1);
+    assert!(
+        state
+            .metadata
+            .list_unsent_jobs(10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the job is sent and marked: the outbox is empty"
+    );
 
     let retry = d
         .begin_chunk(claim(&rec.upload_id, 1, &data[CHUNK as usize..]))
@@ -169,4 +178,52 @@ async fn the_last_commit_completes_the_set_and_enqueues_its_job() {
     let status = d.get_upload(&"alice".into(), &rec.upload_id).await.unwrap();
     assert_eq!(status.chunks.len(), 2);
     assert_eq!(status.upload.state, UploadState::Assembling);
+}
+
+/// An upload that became assembling but whose job was never sent (the process died between
+/// the two) is in the outbox; the relay sends its job, once, however often it runs.
+#[tokio::test]
+async fn the_relay_sends_the_jobs_left_in_the_outbox() {
+    let (_dir, state, d) = domain().await;
+    let rec = d.create_upload(new_upload("orphan.bin", 10)).await.unwrap();
+    // The store's half of a completion, without the send that follows it.
+    assert!(state
+        .metadata
+        .transition(
+            &rec.upload_id,
+            &[UploadState::Uploading],
+            UploadState::Assembling,
+            None,
+            lfusys_core::clock::now_ms(),
+        )
+        .await
+        .unwrap());
+    assert_eq!(state.queue.depth().await.unwrap().visible, 0);
+
+    let report = sessions::relay_once(&state).await;
+    assert_eq!(report, sessions::RelayReport { sent: 1, errors: 0 });
+    let job = state
+        .queue
+        .receive(Duration::from_secs(2), Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the relayed job");
+    assert_eq!(
+        lfusys_core::jobs::AssemblyJob::from_body(&job.body)
+            .unwrap()
+            .upload_id,
+        rec.upload_id
+    );
+    assert!(state
+        .metadata
+        .list_unsent_jobs(10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        sessions::relay_once(&state).await,
+        sessions::RelayReport::default()
+    );
+    let depth = state.queue.depth().await.unwrap();
+    assert_eq!((depth.visible, depth.in_flight), (0, 1), "{depth:?}");
 }

@@ -364,7 +364,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     /// Atomically records a chunk written under `claim_id` (which must still hold it) and, when
-    /// it is the last missing one, moves the upload from uploading to assembling.
+    /// it is the last missing one, moves the upload from uploading to assembling (and so into
+    /// the outbox, see [`list_unsent_jobs`](Self::list_unsent_jobs)).
     async fn commit_chunk(
         &self,
         upload_id: &UploadId,
@@ -374,7 +375,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> StoreResult<CommitOutcome>;
 
     /// Conditional state change: applies only if the current state is one of `from`.
-    /// Returns whether it applied.
+    /// Returns whether it applied. A move to assembling puts the upload into the outbox of
+    /// jobs; a move to cancelled, expired or failed into the outbox of releases.
     async fn transition(
         &self,
         upload_id: &UploadId,
@@ -386,12 +388,27 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Uploads still uploading whose `expires_at_ms` is before `now_ms`.
     async fn list_expired(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<UploadRecord>>;
-    /// Uploads in assembling state not updated since `before_ms` (a lost job).
+    /// Uploads in assembling state, their job sent, not updated since `before_ms` (a job the
+    /// queue lost), oldest first.
     async fn list_stale_assembling(
         &self,
         before_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<UploadRecord>>;
+    /// The outbox: assembling uploads whose assembly job is not known to be sent, oldest first.
+    /// The write that moves an upload to assembling puts it here, in the same atomic step, so a
+    /// crash before its job is sent leaves it here for a relay to send.
+    async fn list_unsent_jobs(&self, limit: u32) -> StoreResult<Vec<UploadRecord>>;
+    /// Takes an upload out of the outbox once its job is sent; nothing if it is not in it.
+    async fn mark_job_sent(&self, upload_id: &UploadId) -> StoreResult<()>;
+    /// The outbox of releases: uploads whose storage (blob upload, committed blob, chunk
+    /// records) is to be released, oldest first. A move to cancelled, expired or failed, and the
+    /// deletion of the File an upload became, put the upload here in the same atomic write, so
+    /// a crash before the release leaves it here for the sweeper.
+    async fn list_pending_releases(&self, limit: u32) -> StoreResult<Vec<UploadRecord>>;
+    /// Takes an upload out of the outbox of releases once its storage is released; nothing if
+    /// it is not in it.
+    async fn mark_released(&self, upload_id: &UploadId) -> StoreResult<()>;
     /// Drops the chunk records of a finished upload (they are not needed any more).
     async fn delete_chunks(&self, upload_id: &UploadId) -> StoreResult<()>;
 
@@ -405,8 +422,9 @@ pub trait MetadataStore: Send + Sync + 'static {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<FilePage>;
-    /// Deletes a file record; returns whether it existed.
-    async fn delete_file(&self, file_id: &FileId) -> StoreResult<bool>;
+    /// Deletes a file record and puts its upload into the outbox of releases, in one atomic
+    /// write; returns whether it existed.
+    async fn delete_file(&self, file_id: &FileId, now_ms: i64) -> StoreResult<bool>;
 
     async fn check(&self) -> StoreResult<()>;
 }

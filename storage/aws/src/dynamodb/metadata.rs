@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -28,8 +28,8 @@ use super::items::{
 };
 use super::tables::{batch_get, batch_write, check_table};
 use super::{
-    Item, TableNames, FILES_BY_OWNER, FINISHED_RETENTION_SECS, MAX_PAGE, UPLOADS_BY_OWNER,
-    UPLOADS_BY_SWEEP,
+    Item, TableNames, FILES_BY_OWNER, FINISHED_RETENTION_SECS, JOB_UNSENT, MAX_PAGE,
+    RELEASE_PENDING, UPLOADS_BY_OWNER, UPLOADS_BY_SWEEP,
 };
 
 /// [`MetadataStore`] on the uploads, chunks and files tables.
@@ -141,7 +141,8 @@ impl DynamoMetadataStore {
         })
     }
 
-    /// Moves the upload from uploading to assembling; true for exactly one caller.
+    /// Moves the upload from uploading to assembling, into the outbox; true for exactly one
+    /// caller.
     async fn mark_assembling(&self, upload_id: &str, now_ms: i64) -> StoreResult<bool> {
         let result = self
             .client
@@ -149,12 +150,13 @@ impl DynamoMetadataStore {
             .table_name(&self.tables.uploads)
             .set_key(Some(Self::upload_key(upload_id)))
             .update_expression(
-                "SET #st = :assembling, updated_at_ms = :now, sweep_state = :assembling, sweep_at = :now",
+                "SET #st = :assembling, updated_at_ms = :now, sweep_state = :unsent, sweep_at = :now",
             )
             .condition_expression("#st = :uploading")
             .expression_attribute_names("#st", "state")
             .expression_attribute_values(":assembling", s(UploadState::Assembling.as_str()))
             .expression_attribute_values(":uploading", s(UploadState::Uploading.as_str()))
+            .expression_attribute_values(":unsent", s(JOB_UNSENT))
             .expression_attribute_values(":now", n(now_ms))
             .send()
             .await;
@@ -353,15 +355,16 @@ impl DynamoMetadataStore {
             .collect()
     }
 
-    /// Lists uploads of the sparse sweep index in `state` whose `sweep_at` is before `before`.
+    /// Lists uploads of the sparse sweep index whose `sweep_state` is `sweep_state` and whose
+    /// `sweep_at` is before `before`.
     async fn swept(
         &self,
-        state: UploadState,
+        sweep_state: &str,
         before: i64,
         limit: u32,
     ) -> StoreResult<Vec<UploadRecord>> {
         let expr = Expr::new()
-            .value(":st", s(state.as_str()))
+            .value(":st", s(sweep_state))
             .value(":before", n(before));
         let ids = self
             .query_upload_ids(
@@ -704,10 +707,14 @@ impl MetadataStore for DynamoMetadataStore {
         }
         match to {
             UploadState::Uploading => set.extend(["sweep_state = :to", "sweep_at = expires_at_ms"]),
-            UploadState::Assembling => set.extend(["sweep_state = :to", "sweep_at = :now"]),
+            UploadState::Assembling => {
+                expr = expr.value(":unsent", s(JOB_UNSENT));
+                set.extend(["sweep_state = :unsent", "sweep_at = :now"]);
+            }
             UploadState::Completed => remove.extend(["sweep_state", "sweep_at"]),
             UploadState::Cancelled | UploadState::Expired | UploadState::Failed => {
-                remove.extend(["sweep_state", "sweep_at"]);
+                expr = expr.value(":release", s(RELEASE_PENDING));
+                set.extend(["sweep_state = :release", "sweep_at = :now"]);
                 expr = expr
                     .name("#ttl", "ttl")
                     .value(":ttl", n(now_ms / 1000 + FINISHED_RETENTION_SECS));
@@ -760,7 +767,7 @@ impl MetadataStore for DynamoMetadataStore {
 
     async fn list_expired(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<UploadRecord>> {
         let mut uploads: Vec<UploadRecord> = self
-            .swept(UploadState::Uploading, now_ms, limit)
+            .swept(UploadState::Uploading.as_str(), now_ms, limit)
             .await?
             .into_iter()
             .filter(|u| u.state == UploadState::Uploading && u.expires_at_ms < now_ms)
@@ -775,13 +782,70 @@ impl MetadataStore for DynamoMetadataStore {
         limit: u32,
     ) -> StoreResult<Vec<UploadRecord>> {
         let mut uploads: Vec<UploadRecord> = self
-            .swept(UploadState::Assembling, before_ms, limit)
+            .swept(UploadState::Assembling.as_str(), before_ms, limit)
             .await?
             .into_iter()
             .filter(|u| u.state == UploadState::Assembling && u.updated_at_ms < before_ms)
             .collect();
         uploads.sort_by_key(|u| u.updated_at_ms);
         Ok(uploads)
+    }
+
+    async fn list_unsent_jobs(&self, limit: u32) -> StoreResult<Vec<UploadRecord>> {
+        let mut uploads: Vec<UploadRecord> = self
+            .swept(JOB_UNSENT, i64::MAX, limit)
+            .await?
+            .into_iter()
+            .filter(|u| u.state == UploadState::Assembling)
+            .collect();
+        uploads.sort_by_key(|u| u.updated_at_ms);
+        Ok(uploads)
+    }
+
+    async fn mark_job_sent(&self, upload_id: &UploadId) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.uploads)
+            .set_key(Some(Self::upload_key(upload_id)))
+            .update_expression("SET sweep_state = :assembling")
+            .condition_expression("#st = :assembling AND sweep_state = :unsent")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":assembling", s(UploadState::Assembling.as_str()))
+            .expression_attribute_values(":unsent", s(JOB_UNSENT))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Not in the outbox (marked before, moved on, or unknown): nothing to do.
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (job sent)", e)),
+        }
+    }
+
+    async fn list_pending_releases(&self, limit: u32) -> StoreResult<Vec<UploadRecord>> {
+        let mut uploads = self.swept(RELEASE_PENDING, i64::MAX, limit).await?;
+        uploads.sort_by_key(|u| u.updated_at_ms);
+        Ok(uploads)
+    }
+
+    async fn mark_released(&self, upload_id: &UploadId) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.uploads)
+            .set_key(Some(Self::upload_key(upload_id)))
+            .update_expression("REMOVE sweep_state, sweep_at")
+            .condition_expression("sweep_state = :release")
+            .expression_attribute_values(":release", s(RELEASE_PENDING))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Not in the outbox (released before, or unknown): nothing to do.
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (released)", e)),
+        }
     }
 
     async fn delete_chunks(&self, upload_id: &UploadId) -> StoreResult<()> {
@@ -911,13 +975,52 @@ impl MetadataStore for DynamoMetadataStore {
         Ok(FilePage { items, next_cursor })
     }
 
-    async fn delete_file(&self, file_id: &FileId) -> StoreResult<bool> {
+    /// One transaction deletes the File's item and puts its upload into the outbox of releases.
+    /// A File whose upload item is gone (none is, but older data may be) is deleted alone.
+    async fn delete_file(&self, file_id: &FileId, now_ms: i64) -> StoreResult<bool> {
+        let Some(file) = self.get_file(file_id).await? else {
+            return Ok(false);
+        };
+        let delete = built(
+            Delete::builder()
+                .table_name(&self.tables.files)
+                .set_key(Some(HashMap::from([("file_id".to_owned(), s(file_id))])))
+                .condition_expression("attribute_exists(file_id)")
+                .build(),
+        )?;
+        let release = built(
+            Update::builder()
+                .table_name(&self.tables.uploads)
+                .set_key(Some(Self::upload_key(&file.upload_id)))
+                .update_expression("SET sweep_state = :release, sweep_at = :now")
+                .condition_expression("attribute_exists(upload_id)")
+                .expression_attribute_values(":release", s(RELEASE_PENDING))
+                .expression_attribute_values(":now", n(now_ms))
+                .build(),
+        )?;
+        let outcome = transact(
+            &self.client,
+            "DynamoDB TransactWriteItems (delete file)",
+            vec![
+                TransactWriteItem::builder().delete(delete).build(),
+                TransactWriteItem::builder().update(release).build(),
+            ],
+        )
+        .await?;
+        if matches!(outcome, TxOutcome::Done) {
+            return Ok(true);
+        }
+        if self.get_file(file_id).await?.is_none() {
+            // Deleted meanwhile by another caller.
+            return Ok(false);
+        }
+        // The File is there, so its upload item is gone: nothing to release with it.
         let out = self
             .client
             .delete_item()
             .table_name(&self.tables.files)
             .key("file_id", s(file_id))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(|e| sdk_error("DynamoDB DeleteItem files", e))?;

@@ -8,8 +8,12 @@
 //!   set of complete group numbers, at most 313). Index `by_owner` (`owner_id`,
 //!   `created_at_ms`, projects `state`) lists an owner's uploads; the sparse index `by_sweep`
 //!   (`sweep_state`, `sweep_at`, keys only) holds only uploads that are uploading (at their
-//!   expiry) or assembling (at their last change), for the sweeper. Cancelled, expired and
-//!   failed uploads get a `ttl` 30 days on.
+//!   expiry) or assembling (at their last change), for the sweeper. An assembling upload's
+//!   `sweep_state` is `assembling-job-unsent` from the write that made it assembling until its
+//!   job is sent: that part of the index is the outbox of assembly jobs. An upload cancelled,
+//!   expired or failed, or whose File was deleted, is `release-pending` there (at that change)
+//!   until its storage is released: the outbox of releases. Cancelled, expired and failed
+//!   uploads get a `ttl` 30 days on.
 //! - **chunks** — the chunks of an upload by groups of 32, one item per group (key
 //!   `upload_id`, `idx` = group number = chunk index / 32): chunk *i*'s lease `c{i}` (claim
 //!   id) and `u{i}` (its end, ms) while a worker writes it, then its record `r{i}`
@@ -76,6 +80,10 @@ const TX_ATTEMPTS: u32 = 12;
 
 pub const UPLOADS_BY_OWNER: &str = "by_owner";
 pub const UPLOADS_BY_SWEEP: &str = "by_sweep";
+/// The `sweep_state` of an assembling upload whose job is not sent yet (the outbox).
+pub const JOB_UNSENT: &str = "assembling-job-unsent";
+/// The `sweep_state` of an upload whose storage is to be released (the outbox of releases).
+pub const RELEASE_PENDING: &str = "release-pending";
 pub const FILES_BY_OWNER: &str = "by_owner";
 
 /// The table names of one deployment.

@@ -8,7 +8,6 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::{immediate, Db, DbResult, Durability};
 use storage::{AuthStore, RefreshRecord, RotateOutcome, StoreResult, UserId, UserRecord};
 
-const SCHEMA_VERSION: i32 = 1;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
     user_id       TEXT PRIMARY KEY,
@@ -43,7 +42,7 @@ pub struct SqliteAuthStore {
 impl SqliteAuthStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
         Ok(Self {
-            db: Db::open(path, SCHEMA, SCHEMA_VERSION, Durability::Normal)?,
+            db: Db::open(path, &[SCHEMA], Durability::Normal)?,
         })
     }
 }

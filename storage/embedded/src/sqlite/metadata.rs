@@ -13,7 +13,8 @@ use storage::{
     FilePage, FileRecord, MetadataStore, StoreError, StoreResult, UploadId, UploadRecord, UserId,
 };
 
-const SCHEMA_VERSION: i32 = 1;
+/// The schema's steps, oldest first (see `Db::open`).
+const MIGRATIONS: &[&str] = &[SCHEMA, OUTBOX];
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id      TEXT PRIMARY KEY,
@@ -64,6 +65,17 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_by_owner ON files (owner_id, created_at_ms DESC, file_id DESC);
 ";
+/// Version 2: the outboxes. `job_unsent` is 1 from the write that moves an upload to
+/// assembling until its job is sent; `release_pending` from the write that cancels, expires or
+/// fails an upload, or deletes its File, until its storage is released. (Uploads already
+/// assembling when a file is upgraded count as sent: the sweeper's stale check covers them, as
+/// before.)
+const OUTBOX: &str = "
+ALTER TABLE uploads ADD COLUMN job_unsent INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE uploads ADD COLUMN release_pending INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX uploads_with_unsent_jobs ON uploads (updated_at_ms) WHERE job_unsent = 1;
+CREATE INDEX uploads_with_pending_releases ON uploads (updated_at_ms) WHERE release_pending = 1;
+";
 
 const UPLOAD_COLUMNS: &str =
     "upload_id, owner_id, name, size, content_type, sha256, chunk_size, total_chunks, \
@@ -83,7 +95,7 @@ pub struct SqliteMetadataStore {
 impl SqliteMetadataStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
         Ok(Self {
-            db: Db::open(path, SCHEMA, SCHEMA_VERSION, Durability::Full)?,
+            db: Db::open(path, MIGRATIONS, Durability::Full)?,
         })
     }
 }
@@ -434,7 +446,7 @@ impl MetadataStore for SqliteMetadataStore {
                     let count = received(tx, &upload_id)?;
                     let completed_set = count == total
                         && tx.execute(
-                            "UPDATE uploads SET state = 'assembling', updated_at_ms = ?2 \
+                            "UPDATE uploads SET state = 'assembling', updated_at_ms = ?2, job_unsent = 1 \
                              WHERE upload_id = ?1 AND state = 'uploading'",
                             params![upload_id, now_ms],
                         )? == 1;
@@ -465,7 +477,9 @@ impl MetadataStore for SqliteMetadataStore {
         self.db
             .call(move |c| {
                 let sql = format!(
-                    "UPDATE uploads SET state = ?1, error = COALESCE(?2, error), updated_at_ms = ?3 \
+                    "UPDATE uploads SET state = ?1, error = COALESCE(?2, error), updated_at_ms = ?3, \
+                     job_unsent = (?1 = 'assembling'), \
+                     release_pending = (?1 IN ('cancelled', 'expired', 'failed')) \
                      WHERE upload_id = ?4 AND state IN ({})",
                     placeholders(from.len(), 5)
                 );
@@ -502,11 +516,63 @@ impl MetadataStore for SqliteMetadataStore {
         self.db
             .call(move |c| {
                 let mut stmt = c.prepare(&format!(
-                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE state = 'assembling' AND updated_at_ms < ?1 \
-                     ORDER BY updated_at_ms LIMIT ?2"
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE state = 'assembling' AND job_unsent = 0 \
+                     AND updated_at_ms < ?1 ORDER BY updated_at_ms LIMIT ?2"
                 ))?;
                 let rows = stmt.query_map(params![before_ms, limit], upload_from_row)?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn list_unsent_jobs(&self, limit: u32) -> StoreResult<Vec<UploadRecord>> {
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE job_unsent = 1 AND state = 'assembling' \
+                     ORDER BY updated_at_ms LIMIT ?1"
+                ))?;
+                let rows = stmt.query_map([limit], upload_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn mark_job_sent(&self, upload_id: &UploadId) -> StoreResult<()> {
+        let id = upload_id.to_string();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE uploads SET job_unsent = 0 WHERE upload_id = ?1 AND job_unsent = 1",
+                    [id],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_pending_releases(&self, limit: u32) -> StoreResult<Vec<UploadRecord>> {
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE release_pending = 1 \
+                     ORDER BY updated_at_ms LIMIT ?1"
+                ))?;
+                let rows = stmt.query_map([limit], upload_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn mark_released(&self, upload_id: &UploadId) -> StoreResult<()> {
+        let id = upload_id.to_string();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE uploads SET release_pending = 0 WHERE upload_id = ?1 AND release_pending = 1",
+                    [id],
+                )?;
+                Ok(())
             })
             .await
     }
@@ -615,10 +681,28 @@ impl MetadataStore for SqliteMetadataStore {
             .await
     }
 
-    async fn delete_file(&self, file_id: &FileId) -> StoreResult<bool> {
+    async fn delete_file(&self, file_id: &FileId, _now_ms: i64) -> StoreResult<bool> {
         let id = file_id.to_string();
         self.db
-            .call(move |c| Ok(c.execute("DELETE FROM files WHERE file_id = ?1", [id])? > 0))
+            .call(move |c| {
+                immediate(c, |tx| {
+                    let upload: Option<String> = tx
+                        .query_row(
+                            "DELETE FROM files WHERE file_id = ?1 RETURNING upload_id",
+                            [&id],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    let Some(upload) = upload else {
+                        return Ok(false);
+                    };
+                    tx.execute(
+                        "UPDATE uploads SET release_pending = 1 WHERE upload_id = ?1",
+                        [upload],
+                    )?;
+                    Ok(true)
+                })
+            })
             .await
     }
 
@@ -655,5 +739,37 @@ mod tests {
             let distinct: HashSet<u32> = received.iter().copied().collect();
             assert_eq!(distinct.len(), received.len(), "{received:?}");
         }
+    }
+
+    /// A file of schema version 1 (before the outbox) is upgraded in place: its rows stay, and
+    /// an upload assembling then counts as sent, for the sweeper's stale check to find.
+    #[tokio::test]
+    async fn a_version_1_file_is_upgraded_with_its_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.db");
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch("PRAGMA user_version = 1").unwrap();
+            c.execute(
+                &format!(
+                    "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ('old', 'o', 'a.bin', 10, \
+                     'application/octet-stream', NULL, 10, 1, 'assembling', '', NULL, NULL, 1, 1, 2)"
+                ),
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteMetadataStore::open(&path).unwrap();
+        assert!(store.list_unsent_jobs(10).await.unwrap().is_empty());
+        let stale = store.list_stale_assembling(i64::MAX, 10).await.unwrap();
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].upload_id, "old");
+        drop(store);
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let version: i32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i32);
     }
 }

@@ -110,14 +110,12 @@ pub(crate) struct Db {
 }
 
 impl Db {
-    /// Opens `path` (creating its directory), applies the pragmas and brings the schema to
-    /// `version` by running `schema` (idempotent DDL) when the file is older.
-    pub(crate) fn open(
-        path: &Path,
-        schema: &str,
-        version: i32,
-        durability: Durability,
-    ) -> DbResult<Self> {
+    /// Opens `path` (creating its directory), applies the pragmas and brings the schema up to
+    /// date: `migrations[v]` takes a file from schema version `v` to `v + 1` (version 0 is a new
+    /// file), so the current version is `migrations.len()`; a file's version is its
+    /// `PRAGMA user_version`. The steps run in one transaction.
+    pub(crate) fn open(path: &Path, migrations: &[&str], durability: Durability) -> DbResult<Self> {
+        let version = i32::try_from(migrations.len()).unwrap_or(i32::MAX);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -148,7 +146,9 @@ impl Db {
             .into());
         }
         if current < version {
-            tx.execute_batch(schema)?;
+            for step in &migrations[usize::try_from(current).unwrap_or(0)..] {
+                tx.execute_batch(step)?;
+            }
             tx.execute_batch(&format!("PRAGMA user_version = {version}"))?;
         }
         tx.commit()?;

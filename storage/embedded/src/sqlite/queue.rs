@@ -14,7 +14,6 @@ use super::{immediate, Db, Durability};
 use lfusys_core::clock::now_ms;
 use storage::{JobQueue, QueueDepth, ReceivedJob, StoreError, StoreResult};
 
-const SCHEMA_VERSION: i32 = 1;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -69,7 +68,7 @@ impl SqliteJobQueue {
 
     /// As [`open`](Self::open) with another deduplication window (tests).
     pub fn open_with_dedup_window(path: &Path, dedup_window: Duration) -> StoreResult<Self> {
-        let db = Db::open(path, SCHEMA, SCHEMA_VERSION, Durability::Normal)?;
+        let db = Db::open(path, &[SCHEMA], Durability::Normal)?;
         Ok(Self {
             db,
             sent: notifier(path),

@@ -35,6 +35,11 @@ async fn fresh<H: MetadataHarness>(h: &H) -> (H::Place, H::Store) {
     (place, store)
 }
 
+/// The ids of `uploads`, in order.
+fn ids(uploads: &[UploadRecord]) -> Vec<&str> {
+    uploads.iter().map(|u| u.upload_id.as_str()).collect()
+}
+
 async fn store_chunk(s: &impl MetadataStore, id: &str, index: u32, sha: &str) -> CommitOutcome {
     let claim = format!("claim-{index}-{sha}");
     let c = s
@@ -415,6 +420,14 @@ pub async fn last_commit_completes_and_retries_stay_idempotent(h: &impl Metadata
         .unwrap(),
         CommitOutcome::DigestConflict
     );
+    // Its job is in the outbox, not yet stale: the stale check is for sent jobs.
+    assert_eq!(ids(&s.list_unsent_jobs(10).await.unwrap()), ["u"]);
+    assert!(s
+        .list_stale_assembling(T0 + 8, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    s.mark_job_sent(&UploadId::from("u")).await.unwrap();
     assert_eq!(
         s.list_stale_assembling(T0 + 8, 10).await.unwrap().len(),
         1,
@@ -452,6 +465,148 @@ pub async fn completion_is_exactly_once_across_connections<H: MetadataHarness>(h
         );
         assert!(received.contains(&total), "the last commit sees them all");
     }
+}
+
+/// The outbox of assembly jobs: every way into assembling (the completing commit, a
+/// transition) puts the upload in it in the same write; it stays there, oldest first, until
+/// its job is marked sent (idempotently), or until the upload leaves assembling.
+pub async fn the_outbox_holds_assembling_uploads_until_their_job_is_sent(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    assert!(s.list_unsent_jobs(10).await.unwrap().is_empty());
+    s.insert_upload(&upload("by-commit", "o", 1, T0))
+        .await
+        .unwrap();
+    s.insert_upload(&upload("by-transition", "o", 3, T0))
+        .await
+        .unwrap();
+    s.insert_upload(&upload("still-uploading", "o", 2, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        store_chunk(&s, "by-commit", 0, &"aa".repeat(32)).await,
+        CommitOutcome::Stored {
+            received: 1,
+            completed_set: true
+        }
+    );
+    store_chunk(&s, "still-uploading", 0, &"bb".repeat(32)).await;
+    assert!(s
+        .transition(
+            &UploadId::from("by-transition"),
+            &[UploadState::Uploading],
+            UploadState::Assembling,
+            None,
+            T0 + 1
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        ids(&s.list_unsent_jobs(10).await.unwrap()),
+        ["by-commit", "by-transition"]
+    );
+    assert_eq!(ids(&s.list_unsent_jobs(1).await.unwrap()), ["by-commit"]);
+    assert!(s
+        .list_stale_assembling(i64::MAX, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    for _ in 0..2 {
+        s.mark_job_sent(&UploadId::from("by-commit")).await.unwrap();
+    }
+    s.mark_job_sent(&UploadId::from("still-uploading"))
+        .await
+        .unwrap();
+    s.mark_job_sent(&UploadId::from("unknown")).await.unwrap();
+    assert_eq!(
+        ids(&s.list_unsent_jobs(10).await.unwrap()),
+        ["by-transition"]
+    );
+    assert_eq!(
+        ids(&s.list_stale_assembling(i64::MAX, 10).await.unwrap()),
+        ["by-commit"]
+    );
+
+    // Leaving assembling leaves the outbox; coming back (a transition) enters it again.
+    assert!(s
+        .transition(
+            &UploadId::from("by-transition"),
+            &[UploadState::Assembling],
+            UploadState::Failed,
+            Some("gave up"),
+            T0 + 2
+        )
+        .await
+        .unwrap());
+    assert!(s.list_unsent_jobs(10).await.unwrap().is_empty());
+    let marked = s
+        .get_upload(&UploadId::from("by-commit"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        marked.state,
+        UploadState::Assembling,
+        "marking leaves the state"
+    );
+}
+
+/// The outbox of releases: a move to cancelled, expired or failed, and the deletion of the File
+/// an upload became, put the upload in it in the same write; it stays there, oldest first,
+/// until it is marked released (idempotently).
+pub async fn the_outbox_of_releases_holds_what_is_to_be_released(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    for id in ["cancelled", "expired", "failed", "published", "uploading"] {
+        s.insert_upload(&upload(id, "o", 1, T0)).await.unwrap();
+    }
+    let moves = [
+        ("cancelled", UploadState::Uploading, UploadState::Cancelled),
+        ("expired", UploadState::Uploading, UploadState::Expired),
+        ("failed", UploadState::Uploading, UploadState::Assembling),
+        ("failed", UploadState::Assembling, UploadState::Failed),
+    ];
+    for (at, (id, from, to)) in (1..).zip(moves) {
+        assert!(s
+            .transition(&UploadId::from(id), &[from], to, None, T0 + at)
+            .await
+            .unwrap());
+    }
+    store_chunk(&s, "published", 0, "aa").await;
+    let f = file("published", "o", T0 + 10);
+    s.publish_file(&f, T0 + 10).await.unwrap();
+    assert_eq!(
+        ids(&s.list_pending_releases(10).await.unwrap()),
+        ["cancelled", "expired", "failed"],
+        "a published upload keeps its storage"
+    );
+
+    assert!(s.delete_file(&f.file_id, T0 + 20).await.unwrap());
+    assert!(!s.delete_file(&f.file_id, T0 + 21).await.unwrap());
+    assert_eq!(
+        ids(&s.list_pending_releases(10).await.unwrap()),
+        ["cancelled", "expired", "failed", "published"]
+    );
+
+    for _ in 0..2 {
+        s.mark_released(&UploadId::from("cancelled")).await.unwrap();
+    }
+    s.mark_released(&UploadId::from("uploading")).await.unwrap();
+    s.mark_released(&UploadId::from("unknown")).await.unwrap();
+    assert_eq!(
+        ids(&s.list_pending_releases(10).await.unwrap()),
+        ["expired", "failed", "published"]
+    );
+    let released = s
+        .get_upload(&UploadId::from("cancelled"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        released.state,
+        UploadState::Cancelled,
+        "marking leaves the state"
+    );
+    assert!(s.list_unsent_jobs(10).await.unwrap().is_empty());
 }
 
 pub async fn transitions_are_conditional(h: &impl MetadataHarness) {
@@ -557,8 +712,8 @@ pub async fn publish_is_atomic_and_idempotent(h: &impl MetadataHarness) {
         Err(StoreError::NotFound(_))
     ));
     // Deleted by its owner: a late job does not bring it back.
-    assert!(s.delete_file(&f.file_id).await.unwrap());
-    assert!(!s.delete_file(&f.file_id).await.unwrap());
+    assert!(s.delete_file(&f.file_id, T0 + 150).await.unwrap());
+    assert!(!s.delete_file(&f.file_id, T0 + 150).await.unwrap());
     assert!(s.publish_file(&f, T0 + 200).await.is_err());
     assert!(s.get_file(&f.file_id).await.unwrap().is_none());
 }

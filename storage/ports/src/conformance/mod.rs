@@ -78,6 +78,8 @@ macro_rules! __metadata_cases {
             claims_lease_renew_and_expire,
             last_commit_completes_and_retries_stay_idempotent,
             completion_is_exactly_once_across_connections(flavor = "multi_thread", worker_threads = 4),
+            the_outbox_holds_assembling_uploads_until_their_job_is_sent,
+            the_outbox_of_releases_holds_what_is_to_be_released,
             transitions_are_conditional,
             expired_uploads_are_listed,
             publish_is_atomic_and_idempotent,
