@@ -138,6 +138,88 @@ async fn unauthenticated_and_bad_tokens_are_401() {
     problem(res, StatusCode::UNAUTHORIZED).await;
 }
 
+/// Tokens an attacker crafts from a real one are all refused with the same 401 problem: no
+/// signature (`alg: none`), HS256 keyed with the gateway's public key (algorithm confusion),
+/// the gateway's own key with another issuer or audience, without an expiry or past it, and an
+/// upload token in place of an access token. The real token itself is accepted (200).
+#[tokio::test]
+async fn crafted_tokens_are_401() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+
+    let h = start().await;
+    let token = h.user("mallory@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let own_key =
+        EncodingKey::from_ed_pem(&std::fs::read(&h.state.config().signing_key_file).unwrap())
+            .unwrap();
+    let signed = |changes: &[(&str, Option<Value>)]| {
+        let mut c = claims.clone();
+        for (name, value) in changes {
+            match value {
+                Some(v) => c[*name] = v.clone(),
+                None => {
+                    c.as_object_mut().unwrap().remove(*name);
+                }
+            }
+        }
+        encode(&Header::new(Algorithm::EdDSA), &c, &own_key).unwrap()
+    };
+    let now = lfusys_core::clock::now_ms() / 1000;
+    let unsigned = format!(
+        "{}.{payload}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#)
+    );
+    let confused = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(h.state.signer().public_pem().as_bytes()),
+    )
+    .unwrap();
+    let upload = h
+        .create_upload(&token, json!({"name": "a.bin", "size": 10}))
+        .await["upload_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let crafted = [
+        ("alg none", unsigned),
+        ("HS256 with the public key", confused),
+        (
+            "another issuer",
+            signed(&[("iss", Some(json!("someone-else")))]),
+        ),
+        (
+            "the upload audience",
+            signed(&[("aud", Some(json!("lfusys-upload")))]),
+        ),
+        ("no expiry", signed(&[("exp", None)])),
+        (
+            "expired an hour ago",
+            signed(&[("exp", Some(json!(now - 3600)))]),
+        ),
+        ("an upload token", upload),
+    ];
+
+    let c = client();
+    let files = |t: String| c.get(h.url("/api/v1/files")).bearer_auth(t).send();
+    assert_eq!(files(token.clone()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        files(signed(&[])).await.unwrap().status(),
+        StatusCode::OK,
+        "the harness signs as the gateway does"
+    );
+    for (what, t) in crafted {
+        let body = problem(files(t).await.unwrap(), StatusCode::UNAUTHORIZED).await;
+        assert!(body["detail"].is_string(), "{what}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn duplicate_email_is_409() {
     let h = start().await;
