@@ -52,6 +52,14 @@ pub struct UpArgs {
     /// How often, in milliseconds, assembly jobs not sent yet (a crash, a queue error) are sent.
     #[arg(long, env = "LFUSYS_OUTBOX_INTERVAL_MS", default_value_t = 1000)]
     pub outbox_interval_ms: u64,
+    /// Seconds after which blob storage that no upload owns (a crash during a create) is
+    /// released.
+    #[arg(long, env = "LFUSYS_ORPHAN_GRACE_SECS", default_value_t = 600)]
+    pub orphan_grace_secs: u64,
+    /// Seconds a worker's claim on a chunk lasts (renewed while the chunk streams); a crashed
+    /// worker's claim runs out after this.
+    #[arg(long, env = "LFUSYS_CHUNK_LEASE_SECS", default_value_t = 20)]
+    pub chunk_lease_secs: u64,
     /// Seconds an assembly job stays invisible to other assemblers without a heartbeat.
     #[arg(long, env = "LFUSYS_ASSEMBLY_VISIBILITY_SECS", default_value_t = 30)]
     pub assembly_visibility_secs: u64,
@@ -187,6 +195,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     sessions_cfg.sweep_interval = Duration::from_secs(args.sweep_interval_secs.max(1));
     sessions_cfg.assembly_stale_after = Duration::from_secs(args.assembly_stale_secs.max(1));
     sessions_cfg.outbox_interval = Duration::from_millis(args.outbox_interval_ms.max(1));
+    sessions_cfg.chunk_lease = Duration::from_secs(args.chunk_lease_secs.max(1));
+    sessions_cfg.orphan_grace = Duration::from_secs(args.orphan_grace_secs.max(1));
     let sessions_state = sessions::SessionsState::open(&sessions_cfg).await?;
 
     // The gateway creates the signing key pair on first start; the workers read its public half.

@@ -10,24 +10,38 @@ use std::sync::OnceLock;
 
 use crate::env::Env;
 
+/// Sessions: a new upload's blob storage is prepared (an S3 multipart upload, a part file) and
+/// the upload is not recorded yet.
+pub const AFTER_STORAGE_PREPARED: &str = "sessions.after-storage-prepared";
+/// Upload workers: a chunk's bytes are stored and the chunk is not yet recorded.
+pub const AFTER_CHUNK_STORED: &str = "uploads.after-chunk-stored";
 /// Sessions: the chunk commit that completed the set is stored (the upload is assembling, its
 /// job in the outbox) and the job is not yet sent.
 pub const AFTER_COMPLETING_COMMIT: &str = "sessions.after-completing-commit";
 /// Sessions: the assembly job is sent and the upload is not yet marked as sent in the outbox.
 pub const AFTER_JOB_SENT: &str = "sessions.after-job-sent";
-
+/// Upload workers: an assembler committed the blob and has not yet asked to publish the File.
+pub const AFTER_BLOB_COMMIT: &str = "uploads.after-blob-commit";
+/// Upload workers: the File is published and the assembly job not yet acknowledged.
+pub const AFTER_FILE_PUBLISHED: &str = "uploads.after-file-published";
 /// Sessions: an upload is cancelled, expired or failed, or its File deleted (it is in the
 /// outbox of releases), and its storage is not released yet.
 pub const BEFORE_STORAGE_RELEASE: &str = "sessions.before-storage-release";
-/// Upload workers: an assembler committed the blob and has not yet asked to publish the File.
-pub const AFTER_BLOB_COMMIT: &str = "uploads.after-blob-commit";
+/// Sessions: an upload's storage is released and the upload is still in the outbox of
+/// releases.
+pub const AFTER_STORAGE_RELEASE: &str = "sessions.after-storage-release";
 
-/// Every failpoint, for the tests that go through them all.
+/// Every failpoint, in the order an upload reaches them, for the tests that go through them
+/// all.
 pub const ALL: &[&str] = &[
+    AFTER_STORAGE_PREPARED,
+    AFTER_CHUNK_STORED,
     AFTER_COMPLETING_COMMIT,
     AFTER_JOB_SENT,
-    BEFORE_STORAGE_RELEASE,
     AFTER_BLOB_COMMIT,
+    AFTER_FILE_PUBLISHED,
+    BEFORE_STORAGE_RELEASE,
+    AFTER_STORAGE_RELEASE,
 ];
 
 static ARMED: OnceLock<Vec<String>> = OnceLock::new();

@@ -86,7 +86,27 @@ pub fn app(state: GatewayState) -> Router {
             let web = web.clone();
             async move { web.handle(req).await }
         })
+        .layer(middleware::from_fn(refuse_chunked_bodies))
         .layer(middleware::from_fn(track_http))
+}
+
+/// Request bodies come with `Content-Length`. A `Transfer-Encoding` is refused with `400`:
+/// together with a `Content-Length` it is how requests are smuggled past a proxy that frames
+/// the message differently (hyper reads such a message by `Transfer-Encoding`, drops the
+/// `Content-Length` and closes the connection after the answer, as RFC 9112 §6.3 asks; the
+/// refusal makes sure nothing of it is acted on either).
+async fn refuse_chunked_bodies(req: Request, next: middleware::Next) -> Response {
+    if req
+        .headers()
+        .contains_key(axum::http::header::TRANSFER_ENCODING)
+    {
+        return Problem::bad_request(
+            "transfer-encoding-refused",
+            "send the request body with Content-Length; Transfer-Encoding is not accepted",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn method_not_allowed() -> Response {

@@ -62,11 +62,25 @@ impl Problem {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
     }
 
+    /// `507 Insufficient Storage`: the disk is full; retry once space is freed.
+    pub fn storage_full(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient-storage",
+            detail,
+        )
+        .with_retry_after(STORAGE_FULL_RETRY_AFTER_SECS)
+    }
+
     /// Maps an error from the sessions service onto the HTTP problem a client should see.
     /// Internal details of unexpected failures are logged, not shown.
     pub fn from_status(status: &tonic::Status) -> Self {
         use tonic::Code;
         let msg = status.message().to_owned();
+        if is_storage_full(status) {
+            tracing::warn!(%status, "the metadata store is full");
+            return Self::storage_full(msg);
+        }
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange => Self::bad_request("invalid-request", msg),
             Code::NotFound => Self::not_found(msg),
@@ -87,6 +101,29 @@ impl Problem {
             }
         }
     }
+}
+
+/// Seconds a client waits before retrying a `507`.
+pub const STORAGE_FULL_RETRY_AFTER_SECS: u64 = 30;
+
+/// The gRPC metadata key that marks a `RESOURCE_EXHAUSTED` status as a full disk (rather than
+/// an upload larger than allowed, the code's other use).
+const STORAGE_FULL_KEY: &str = "lfusys-storage-full";
+
+/// The status a service answers when its store is full (see [`Problem::storage_full`]).
+pub fn storage_full_status(message: impl Into<String>) -> tonic::Status {
+    let mut status = tonic::Status::resource_exhausted(message);
+    status.metadata_mut().insert(
+        STORAGE_FULL_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
+}
+
+/// Whether `status` is [`storage_full_status`]'s.
+pub fn is_storage_full(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::ResourceExhausted
+        && status.metadata().get(STORAGE_FULL_KEY).is_some()
 }
 
 impl std::fmt::Display for Problem {

@@ -20,6 +20,7 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_CHUNK_LEASE: Duration = Duration::from_secs(20);
 pub const DEFAULT_ASSEMBLY_STALE_AFTER: Duration = Duration::from_secs(600);
 pub const DEFAULT_OUTBOX_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(600);
 
 /// Settings of the sessions service.
 ///
@@ -36,6 +37,7 @@ pub const DEFAULT_OUTBOX_INTERVAL: Duration = Duration::from_secs(1);
 /// | `LFUSYS_CHUNK_LEASE_SECS` | `20` | how long a worker's claim on a chunk lasts |
 /// | `LFUSYS_ASSEMBLY_STALE_SECS` | `600` | an upload assembling longer than this gets its job re-enqueued |
 /// | `LFUSYS_OUTBOX_INTERVAL_MS` | `1000` | how often assembly jobs not yet sent (a crash, a queue error) are sent |
+/// | `LFUSYS_ORPHAN_GRACE_SECS` | `600` | a blob upload in progress that no upload owns, untouched this long, is released |
 ///
 /// Sizes are plain bytes or a number with a unit: `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`
 /// are powers of 1024; `KB`, `MB`, `GB`, `TB` are powers of 1000 (case-insensitive).
@@ -50,6 +52,9 @@ pub struct Config {
     pub chunk_lease: Duration,
     pub assembly_stale_after: Duration,
     pub outbox_interval: Duration,
+    /// Blob storage prepared for an upload that was never recorded (a crash in between) is
+    /// released once it is this old; longer than any create takes.
+    pub orphan_grace: Duration,
 }
 
 impl Config {
@@ -65,6 +70,7 @@ impl Config {
             chunk_lease: DEFAULT_CHUNK_LEASE,
             assembly_stale_after: DEFAULT_ASSEMBLY_STALE_AFTER,
             outbox_interval: DEFAULT_OUTBOX_INTERVAL,
+            orphan_grace: DEFAULT_ORPHAN_GRACE,
         }
     }
 
@@ -88,6 +94,7 @@ impl Config {
         c.assembly_stale_after =
             env.positive_secs("LFUSYS_ASSEMBLY_STALE_SECS", c.assembly_stale_after)?;
         c.outbox_interval = env.positive_millis("LFUSYS_OUTBOX_INTERVAL_MS", c.outbox_interval)?;
+        c.orphan_grace = env.positive_secs("LFUSYS_ORPHAN_GRACE_SECS", c.orphan_grace)?;
         Ok(c)
     }
 

@@ -1,14 +1,16 @@
 //! The sweeper: expires abandoned uploads (releasing their storage, so nothing is left
 //! behind), finishes the releases left in the outbox of releases (a crash or an error cut them
-//! short), and re-enqueues the assembly job of uploads stuck in assembling although their job
-//! was sent (the queue lost it). Jobs never sent are the outbox relay's (`crate::outbox`).
+//! short), releases blob uploads in progress that no upload owns (a crash between preparing an
+//! upload's storage and recording the upload), and re-enqueues the assembly job of uploads
+//! stuck in assembling although their job was sent (the queue lost it). Jobs never sent are the
+//! outbox relay's (`crate::outbox`).
 
 use lfusys_core::clock::now_ms;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::domain::assembly::send_assembly_job;
-use crate::domain::cancel::{expire_upload, finish_release};
+use crate::domain::cancel::{expire_upload, finish_release, release_orphan};
 use crate::SessionsState;
 
 const BATCH: u32 = 100;
@@ -24,6 +26,8 @@ pub struct SweepReport {
     pub requeued: usize,
     /// Releases finished from the outbox of releases.
     pub released: usize,
+    /// Blob uploads in progress that no upload owned, released.
+    pub orphans: usize,
     /// Store failures (logged); the next sweep retries.
     pub errors: usize,
 }
@@ -83,6 +87,8 @@ pub async fn sweep_once(state: &SessionsState) -> SweepReport {
         }
     }
 
+    release_orphans(state, now, &mut report).await;
+
     let stale_ms = i64::try_from(state.config.assembly_stale_after.as_millis()).unwrap_or(i64::MAX);
     match state
         .metadata
@@ -112,6 +118,36 @@ pub async fn sweep_once(state: &SessionsState) -> SweepReport {
         tracing::info!(?report, "sweep done");
     }
     report
+}
+
+/// Releases the blob uploads in progress, idle past `orphan_grace`, that no upload owns.
+async fn release_orphans(state: &SessionsState, now: i64, report: &mut SweepReport) {
+    let grace_ms = i64::try_from(state.config.orphan_grace.as_millis()).unwrap_or(i64::MAX);
+    match state
+        .blobs
+        .idle_blob_uploads(now.saturating_sub(grace_ms), BATCH as usize)
+        .await
+    {
+        Ok(idle) => {
+            for upload_id in &idle {
+                match release_orphan(state, upload_id).await {
+                    Ok(true) => {
+                        tracing::warn!(%upload_id, "sweeper: released blob storage that no upload owned");
+                        report.orphans += 1;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(%upload_id, error = %e, "sweeper: cannot release blob storage that no upload owns");
+                        report.errors += 1;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sweeper: cannot list the idle blob uploads");
+            report.errors += 1;
+        }
+    }
 }
 
 /// Sweeps every `sweep_interval` (the first one interval after start) until `stop` turns true or is dropped.

@@ -28,9 +28,10 @@
 //! receives (set when the queue is created), before this rule can apply: the sessions service
 //! consumes the dead-letter queue and fails the upload (see `sessions::dead_letters`).
 //!
-//! **Test-only failpoint** ([`failpoint::AFTER_BLOB_COMMIT`]): armed in `LFUSYS_FAILPOINTS`,
-//! the process aborts right after committing a blob and before publishing the File. The
-//! system tests use it to kill an assembler mid-job; never set it in a deployment.
+//! **Test-only failpoints** ([`failpoint::AFTER_BLOB_COMMIT`], [`failpoint::AFTER_FILE_PUBLISHED`]):
+//! armed in `LFUSYS_FAILPOINTS`, the process aborts right after committing a blob and before
+//! publishing the File, or after publishing it and before acknowledging the job. The system
+//! tests use them to kill an assembler mid-job; never set them in a deployment.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -198,6 +199,9 @@ impl Assembler {
             }
         };
         metrics::counter!("lfusys_assemblies_total", "outcome" => label).increment(1);
+        if label == "completed" {
+            failpoint::hit(failpoint::AFTER_FILE_PUBLISHED);
+        }
         if let Err(e) = queue.delete(&job.receipt).await {
             // The message was redelivered meanwhile; its next run finds the work done.
             tracing::warn!(%upload_id, error = %e, "acknowledging the assembly job failed");

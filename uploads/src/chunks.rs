@@ -17,6 +17,7 @@
 //! | 200 | the same chunk with the same digest is already stored (nothing is written) |
 //! | 409 | stored with another digest, the upload takes no new chunks, or another request is writing this chunk now |
 //! | 201 | stored |
+//! | 507 | the blob store's or the metadata store's disk is full (`Retry-After`; nothing of the chunk is recorded) |
 //!
 //! This module is the native protocol's adapter: it parses the path and headers in that
 //! order into a [`ChunkRequest`], hands it with the body to the protocol-neutral core

@@ -5,5 +5,8 @@
 
 #[cfg(feature = "aws-tests")]
 mod aws;
+mod chaos;
+mod crash_points;
+mod full_disk;
 mod support;
 mod system;

@@ -86,6 +86,52 @@ pub fn blob_uploads_in_progress(data_dir: &Path) -> usize {
     }
 }
 
+/// The parts stored in blob uploads in progress on the server on `data_dir`: each local part
+/// file counts one (pre-sized, it holds the upload's place), each part of an S3 multipart
+/// upload one (an S3 multipart upload without a part stores nothing).
+pub fn parts_in_progress(data_dir: &Path) -> usize {
+    if test_backend() != "aws" {
+        return blob_uploads_in_progress(data_dir);
+    }
+    let bucket = aws_names(data_dir).0;
+    let open = open_multipart_uploads(&bucket);
+    block_on(async {
+        let s3 = s3().await;
+        let mut parts = 0;
+        for (key, upload_id) in open {
+            let out = s3
+                .list_parts()
+                .bucket(&bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await
+                .unwrap();
+            parts += out.parts().len();
+        }
+        parts
+    })
+}
+
+/// How many committed blobs (Files' bytes) the server on `data_dir` stores.
+pub fn committed_blobs(data_dir: &Path) -> usize {
+    if test_backend() != "aws" {
+        return files_ending(&data_dir.join("blobs").join("files"), "").len();
+    }
+    let bucket = aws_names(data_dir).0;
+    block_on(async {
+        let out = s3()
+            .await
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix("files/")
+            .send()
+            .await
+            .unwrap();
+        out.contents().len()
+    })
+}
+
 /// Whether the test backend of the server on `data_dir` stores the blob of File `file_id`.
 pub fn file_blob_exists(data_dir: &Path, file_id: &str) -> bool {
     let key = lfusys_core::ids::blob_key_for_file(file_id);
@@ -352,4 +398,68 @@ pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Creates an upload over plain HTTP (no whole-file SHA-256 unless given).
+pub fn create_upload(client: &Client, size: usize, sha256: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::json!({"name": "raw.bin", "size": size});
+    if let Some(sha) = sha256 {
+        body["sha256"] = sha.into();
+    }
+    let res = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/uploads", client.server))
+        .bearer_auth(client.access_token())
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    res.json().unwrap()
+}
+
+/// The PUT of `body` as chunk `index` with the given `Content-Digest` (the body's own if
+/// `None`).
+pub fn chunk_put(
+    created: &serde_json::Value,
+    index: &str,
+    body: &[u8],
+    digest: Option<&str>,
+) -> reqwest::blocking::RequestBuilder {
+    let own = lfusys_core::digest::format_content_digest(
+        &sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            body,
+        ))
+        .into(),
+    );
+    reqwest::blocking::Client::new()
+        .put(format!(
+            "{}/{index}",
+            created["upload_url"].as_str().unwrap()
+        ))
+        .bearer_auth(created["upload_token"].as_str().unwrap())
+        .header("content-digest", digest.unwrap_or(&own))
+        .body(body.to_vec())
+}
+
+/// PUTs `body` as chunk `index` (see [`chunk_put`]); returns the status and the answer's JSON.
+pub fn put_raw(
+    created: &serde_json::Value,
+    index: &str,
+    body: &[u8],
+    digest: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let res = chunk_put(created, index, body, digest).send().unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or(serde_json::Value::Null))
+}
+
+pub fn chunk_of(data: &[u8], created: &serde_json::Value, index: usize) -> Vec<u8> {
+    let size = created["chunk_size"].as_u64().unwrap() as usize;
+    data[index * size..((index + 1) * size).min(data.len())].to_vec()
+}
+
+/// `lfusys upload PATH -j PARALLEL --json`: the report of the one file.
+pub fn upload_json(client: &Client, path: &std::path::Path, parallel: &str) -> serde_json::Value {
+    let reports = client.json(&["upload", path.to_str().unwrap(), "-j", parallel]);
+    reports[0].clone()
 }

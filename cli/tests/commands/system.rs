@@ -6,20 +6,13 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use lfusys_core::failpoint;
-
 use crate::support::{
-    blob_uploads_in_progress, file_blob_exists, files_ending, free_port, sha256_file, write_file,
-    Client, Server,
+    chunk_of, create_upload, files_ending, free_port, put_raw, sha256_file, upload_json,
+    write_file, Client, Server,
 };
 use test_support::wait;
 
 const MIB: usize = 1 << 20;
-
-fn upload_json(client: &Client, path: &std::path::Path, parallel: &str) -> serde_json::Value {
-    let reports = client.json(&["upload", path.to_str().unwrap(), "-j", parallel]);
-    reports[0].clone()
-}
 
 /// Number of chunks the server has for the user's only unfinished upload (0 when none).
 fn received_chunks(client: &Client) -> (usize, usize) {
@@ -184,173 +177,6 @@ fn server_killed_mid_upload_restarts_and_the_upload_completes() {
 }
 
 #[test]
-fn assembler_killed_mid_job_is_redelivered_and_publishes_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let port = free_port();
-    let mut server = Server::start(
-        &data,
-        port,
-        &["--assembly-visibility-secs", "2"],
-        &[("LFUSYS_FAILPOINTS", failpoint::AFTER_BLOB_COMMIT)],
-    );
-    let client = Client::new(&server.url);
-    client.signup("erin@example.com");
-    let source = dir.path().join("archive.tar");
-    let sha = write_file(&source, 3 * MIB + 5, 17);
-    let mut upload = client
-        .command(&["upload", source.to_str().unwrap(), "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The assembler commits the blob, then the failpoint aborts the whole server process.
-    let status = server.wait_exit(Duration::from_secs(60));
-    assert!(!status.success());
-    upload.kill().unwrap();
-    upload.wait().unwrap();
-
-    let server = Server::start(&data, port, &["--assembly-visibility-secs", "2"], &[]);
-    wait::blocking("the file to be listed", Duration::from_secs(60), || {
-        client.json(&["ls"])["files"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty())
-    });
-    let files = client.json(&["ls"])["files"].as_array().unwrap().clone();
-    assert_eq!(files.len(), 1, "exactly one File: {files:?}");
-    assert_eq!(files[0]["sha256"], sha.as_str());
-    assert!(
-        client.json(&["ls"])["uploads"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "nothing left unfinished"
-    );
-    drop(server);
-}
-
-/// A crash of the sessions service between two durable steps of completion — the last chunk
-/// recorded (the upload assembling) and its job not sent, or the job sent and not yet marked
-/// as sent — loses no assembly job: once the service is back, the outbox relay sends what was
-/// not sent, the upload completes and exactly one File has its bytes. (The sweeper's stale
-/// check, the only cure before the outbox, is ten minutes away.)
-#[test]
-fn a_sessions_crash_around_the_completing_commit_loses_no_job() {
-    for point in [
-        failpoint::AFTER_COMPLETING_COMMIT,
-        failpoint::AFTER_JOB_SENT,
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let port = free_port();
-        let stale = ["--assembly-stale-secs", "600"];
-        let mut server = Server::start(&data, port, &stale, &[("LFUSYS_FAILPOINTS", point)]);
-        let client = Client::new(&server.url);
-        client.signup("crash@example.com");
-        let bytes = test_support::data::bytes(300_000, 7);
-        let created = create_upload(&client, bytes.len(), None);
-        assert_eq!(created["total_chunks"], 1);
-        let id = created["upload_id"].as_str().unwrap().to_owned();
-        // The only chunk: the process dies at the failpoint before it answers.
-        let answer = chunk_put(&created, "0", &bytes, None).send();
-        assert!(answer.is_err(), "{point}: answered {answer:?}");
-        let status = server.wait_exit(Duration::from_secs(30));
-        assert!(!status.success(), "{point}: {status}");
-
-        let server = Server::start(&data, port, &stale, &[]);
-        let file_id = client.completed_file(&id);
-        let copy = dir.path().join("copy.bin");
-        client.download(&file_id, &copy);
-        assert_eq!(std::fs::read(&copy).unwrap(), bytes, "{point}");
-        let listed = client.json(&["ls"]);
-        assert_eq!(
-            listed["files"].as_array().unwrap().len(),
-            1,
-            "{point}: {listed}"
-        );
-        drop(server);
-    }
-}
-
-/// A crash of the sessions service after an upload is cancelled, or a File deleted, and
-/// before its storage is released leaves nothing behind: the write that cancelled the upload
-/// (or deleted the File) put it in the outbox of releases, and the sweeper releases it once the
-/// service is back.
-#[test]
-fn a_sessions_crash_before_a_release_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let port = free_port();
-    let armed = [("LFUSYS_FAILPOINTS", failpoint::BEFORE_STORAGE_RELEASE)];
-    let sweep = ["--sweep-interval-secs", "1"];
-    let mut server = Server::start(&data, port, &sweep, &armed);
-    let client = Client::new(&server.url);
-    client.signup("release@example.com");
-    let source = dir.path().join("kept.bin");
-    write_file(&source, 300_000, 3);
-    let file_id = upload_json(&client, &source, "1")["file_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(file_blob_exists(&data, &file_id));
-    let bytes = test_support::data::bytes(3 * MIB, 5);
-    let created = create_upload(&client, bytes.len(), None);
-    let id = created["upload_id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        put_raw(&created, "0", &chunk_of(&bytes, &created, 0), None).0,
-        201
-    );
-    assert_eq!(blob_uploads_in_progress(&data), 1);
-
-    let http = reqwest::blocking::Client::new();
-
-    // Cancelled: the process dies before it releases the stored chunk.
-    let cancel = http
-        .delete(format!("{}/api/v1/uploads/{id}", server.url))
-        .bearer_auth(client.access_token())
-        .send();
-    assert!(cancel.is_err(), "answered {cancel:?}");
-    assert!(!server.wait_exit(Duration::from_secs(30)).success());
-    assert_eq!(
-        blob_uploads_in_progress(&data),
-        1,
-        "not released before the crash"
-    );
-    let server = Server::start(&data, port, &sweep, &[]);
-    assert_eq!(
-        client.api_get(&format!("/api/v1/uploads/{id}"))["state"],
-        "cancelled"
-    );
-    wait::blocking(
-        "the cancelled upload's storage to go",
-        Duration::from_secs(30),
-        || blob_uploads_in_progress(&data) == 0,
-    );
-    drop(server);
-
-    // Deleted: the File is gone at once, its blob once the service is back.
-    let mut server = Server::start(&data, port, &sweep, &armed);
-    let delete = http
-        .delete(format!("{}/api/v1/files/{file_id}", server.url))
-        .bearer_auth(client.access_token())
-        .send();
-    assert!(delete.is_err(), "answered {delete:?}");
-    assert!(!server.wait_exit(Duration::from_secs(30)).success());
-    assert!(
-        file_blob_exists(&data, &file_id),
-        "not released before the crash"
-    );
-    let server = Server::start(&data, port, &sweep, &[]);
-    assert!(client.json(&["ls"])["files"].as_array().unwrap().is_empty());
-    wait::blocking(
-        "the deleted File's blob to go",
-        Duration::from_secs(30),
-        || !file_blob_exists(&data, &file_id),
-    );
-    drop(server);
-}
-
-#[test]
 fn expired_upload_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
@@ -396,9 +222,11 @@ fn expired_upload_leaves_nothing_behind() {
     wait::blocking("the upload to expire", Duration::from_secs(30), || {
         client.api_get(&format!("/api/v1/uploads/{id}"))["state"] == "expired"
     });
-    assert!(
-        files_ending(&server.data_dir.join("blobs"), ".part").is_empty(),
-        "storage released"
+    // The release follows the move to expired.
+    wait::blocking(
+        "the expired upload's storage to be released",
+        Duration::from_secs(30),
+        || files_ending(&server.data_dir.join("blobs"), ".part").is_empty(),
     );
     assert_eq!(put(1), 410);
     assert!(client.api_get("/api/v1/uploads")["items"]
@@ -409,64 +237,6 @@ fn expired_upload_leaves_nothing_behind() {
         .as_array()
         .unwrap()
         .is_empty());
-}
-
-/// Creates an upload over plain HTTP (no whole-file SHA-256 unless given).
-fn create_upload(client: &Client, size: usize, sha256: Option<&str>) -> serde_json::Value {
-    let mut body = serde_json::json!({"name": "raw.bin", "size": size});
-    if let Some(sha) = sha256 {
-        body["sha256"] = sha.into();
-    }
-    let res = reqwest::blocking::Client::new()
-        .post(format!("{}/api/v1/uploads", client.server))
-        .bearer_auth(client.access_token())
-        .json(&body)
-        .send()
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    res.json().unwrap()
-}
-
-/// The PUT of `body` as chunk `index` with the given `Content-Digest` (the body's own if
-/// `None`).
-fn chunk_put(
-    created: &serde_json::Value,
-    index: &str,
-    body: &[u8],
-    digest: Option<&str>,
-) -> reqwest::blocking::RequestBuilder {
-    let own = lfusys_core::digest::format_content_digest(
-        &sha2::Digest::finalize(sha2::Digest::chain_update(
-            <sha2::Sha256 as sha2::Digest>::new(),
-            body,
-        ))
-        .into(),
-    );
-    reqwest::blocking::Client::new()
-        .put(format!(
-            "{}/{index}",
-            created["upload_url"].as_str().unwrap()
-        ))
-        .bearer_auth(created["upload_token"].as_str().unwrap())
-        .header("content-digest", digest.unwrap_or(&own))
-        .body(body.to_vec())
-}
-
-/// PUTs `body` as chunk `index` (see [`chunk_put`]); returns the status and the answer's JSON.
-fn put_raw(
-    created: &serde_json::Value,
-    index: &str,
-    body: &[u8],
-    digest: Option<&str>,
-) -> (u16, serde_json::Value) {
-    let res = chunk_put(created, index, body, digest).send().unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().unwrap_or(serde_json::Value::Null))
-}
-
-fn chunk_of(data: &[u8], created: &serde_json::Value, index: usize) -> Vec<u8> {
-    let size = created["chunk_size"].as_u64().unwrap() as usize;
-    data[index * size..((index + 1) * size).min(data.len())].to_vec()
 }
 
 /// Many requests race for the last chunks of an upload, each chunk sent several times at

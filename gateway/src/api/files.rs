@@ -369,6 +369,40 @@ mod tests {
         assert!(HeaderValue::from_str(&content_disposition("ü\r\nX-Evil: 1")).is_ok());
     }
 
+    /// The name back from a `filename*=UTF-8''…` value (RFC 8187 percent-decoding).
+    fn percent_decoded(value: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut bytes = value.bytes();
+        while let Some(b) = bytes.next() {
+            if b == b'%' {
+                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                out.push(u8::from_str_radix(&hex, 16).unwrap());
+            } else {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// Whatever the name — quotes, backslashes, CR/LF, non-ASCII — the header is one
+        /// valid field value: the quoted fallback holds no quote, backslash or control
+        /// character, and `filename*` decodes to exactly the name.
+        #[test]
+        fn any_name_is_one_safe_disposition(name in proptest::prelude::any::<String>()) {
+            let value = content_disposition(&name);
+            proptest::prop_assert!(HeaderValue::from_str(&value).is_ok(), "{value:?}");
+            proptest::prop_assert!(!value.contains('\r') && !value.contains('\n'));
+            let rest = value.strip_prefix("attachment; filename=\"").unwrap();
+            let (fallback, encoded) = rest.split_once("\"; filename*=UTF-8''").unwrap();
+            proptest::prop_assert!(!fallback.is_empty());
+            proptest::prop_assert!(fallback.chars().all(|c| c == ' ' || (c.is_ascii_graphic() && c != '"' && c != '\\')));
+            proptest::prop_assert_eq!(percent_decoded(encoded), name.as_bytes());
+        }
+    }
+
     #[test]
     fn if_none_match() {
         let tag = "\"abc\"";

@@ -72,6 +72,9 @@ pub(crate) fn store_problem(e: &StoreError) -> Problem {
     if let StoreError::Unavailable { .. } = e {
         tracing::warn!(error = %e, "store unavailable");
         Problem::unavailable("storage is unavailable; try again shortly").with_retry_after(1)
+    } else if let StoreError::Full { .. } = e {
+        tracing::warn!(error = %e, "store full");
+        Problem::storage_full("the storage is full; retry once space is freed")
     } else {
         tracing::error!(error = %e, "store error");
         Problem::internal("an internal error occurred")

@@ -288,7 +288,62 @@ pub async fn renew_token(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// Any JSON value, nested a few levels.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            "[0-9a-fA-F]{64}".prop_map(Value::from),
+            "[a-z]{1,8}/[a-z.+-]{1,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("name".to_owned()),
+                        Just("size".to_owned()),
+                        Just("content_type".to_owned()),
+                        Just("sha256".to_owned()),
+                        any::<String>(),
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Whatever the body of a create, the answer is an upload within the rules or a 400
+        /// `invalid-upload`, never a panic.
+        #[test]
+        fn any_create_body_is_an_upload_within_the_rules_or_a_400(body in json_value()) {
+            match parse_new_upload(&body) {
+                Ok(u) => {
+                    prop_assert!(!u.name.is_empty() && !u.name.chars().any(char::is_control));
+                    prop_assert!(u.name.chars().count() <= MAX_NAME_CHARS);
+                    prop_assert!(u.size > 0);
+                    prop_assert!(HeaderValue::from_str(&u.content_type).is_ok());
+                    prop_assert!(u.sha256.is_empty() || lfusys_core::digest::parse_hex(&u.sha256).is_ok());
+                }
+                Err(p) => {
+                    prop_assert_eq!(p.status, 400);
+                    prop_assert!(p.kind.ends_with("invalid-upload"), "{}", p.kind);
+                }
+            }
+        }
+    }
 
     #[test]
     fn sizes_must_be_positive_integers() {

@@ -3,5 +3,6 @@
 
 mod auth;
 mod common;
+mod hostile;
 mod uploads_files;
 mod web_ops;

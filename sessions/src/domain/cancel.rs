@@ -79,7 +79,21 @@ pub(crate) async fn release_storage(
         state.blobs.delete_blob(&key).await?;
     }
     state.metadata.delete_chunks(&rec.upload_id).await?;
+    failpoint::hit(failpoint::AFTER_STORAGE_RELEASE);
     state.metadata.mark_released(&rec.upload_id).await
+}
+
+/// Releases a blob upload in progress that no upload record owns: storage prepared by a
+/// create that crashed before it recorded the upload. Returns whether it was such a one.
+pub(crate) async fn release_orphan(
+    state: &SessionsState,
+    upload_id: &UploadId,
+) -> Result<bool, StoreError> {
+    if state.metadata.get_upload(upload_id).await?.is_some() {
+        return Ok(false);
+    }
+    state.blobs.abort_upload(upload_id, None).await?;
+    Ok(true)
 }
 
 /// Finishes a release the outbox holds. The blob of a File that still exists is never

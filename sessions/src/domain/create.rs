@@ -1,8 +1,11 @@
 //! Creating an upload session (DESIGN §3.1): the server plans the chunks, prepares the blob
 //! storage, then records the upload; storage prepared for an upload that could not be
-//! recorded is given back.
+//! recorded is given back. A crash between the two leaves storage that no upload owns and no
+//! client knows of: the sweeper releases it once it is `orphan_grace` old (local part files;
+//! on S3 it is an empty multipart upload, for the bucket's lifecycle rule).
 
 use lfusys_core::clock::now_ms;
+use lfusys_core::failpoint;
 use lfusys_core::ids::{UploadId, UserId};
 use lfusys_core::state::UploadState;
 use storage::UploadRecord;
@@ -37,6 +40,7 @@ impl SessionsDomain {
             .begin_upload(&upload_id, plan.size)
             .await
             .map_err(DomainError::storage("preparing the blob storage"))?;
+        failpoint::hit(failpoint::AFTER_STORAGE_PREPARED);
         let now = now_ms();
         let ttl_ms = i64::try_from(self.state.config.upload_ttl.as_millis()).unwrap_or(i64::MAX);
         let rec = UploadRecord {

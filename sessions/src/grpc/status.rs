@@ -41,6 +41,12 @@ fn store_status(context: &str, err: StoreError) -> Status {
         e @ (StoreError::DigestMismatch | StoreError::LengthMismatch { .. }) => {
             Status::invalid_argument(e.to_string())
         }
+        StoreError::Full { message: what, .. } => {
+            tracing::warn!(context, error = %what, "storage full");
+            service_kit::problem::storage_full_status(format!(
+                "{context} failed: the storage is full; retry once space is freed"
+            ))
+        }
         e @ (StoreError::Body { .. } | StoreError::Other { .. }) => {
             tracing::error!(context, error = %e, "storage error");
             Status::internal(format!("{context} failed: internal storage error"))
@@ -75,6 +81,13 @@ mod tests {
             Code::FailedPrecondition
         );
         assert_eq!(code(StoreError::unavailable("x")), Code::Unavailable);
+        let full = Status::from(DomainError::storage("recording the upload")(
+            StoreError::full_from("disk", std::io::Error::from_raw_os_error(28)),
+        ));
+        assert!(service_kit::problem::is_storage_full(&full), "{full:?}");
+        assert!(!service_kit::problem::is_storage_full(&Status::from(
+            DomainError::TooLarge { size: 2, max: 1 }
+        )));
         assert_eq!(code(StoreError::other("x")), Code::Internal);
         assert_eq!(code(StoreError::body("x")), Code::Internal);
         assert_eq!(code(StoreError::DigestMismatch), Code::InvalidArgument);

@@ -763,6 +763,38 @@ async fn expired_uploads_are_swept_and_leave_nothing_behind() {
     );
 }
 
+/// What a create leaves when it dies between preparing the storage and recording the upload:
+/// a part file that no upload owns. The sweeper releases it once it is `orphan_grace` old, and
+/// leaves the part files of recorded uploads alone however old they are.
+#[tokio::test]
+async fn blob_storage_that_no_upload_owns_is_released_after_its_grace() {
+    let h = start_with(|c| c.orphan_grace = Duration::from_secs(1)).await;
+    let owned = h.create(ALICE, "owned.bin", 10).await;
+    let orphan = lfusys_core::ids::UploadId::generate();
+    h.state.blobs.begin_upload(&orphan, 10).await.unwrap();
+    assert_eq!(h.part_files(orphan.as_str()).len(), 1);
+
+    let report = sessions::sweep_once(&h.state).await;
+    assert_eq!(report.orphans, 0, "not within its grace: {report:?}");
+    eventually(
+        "the orphan to be released",
+        Duration::from_secs(10),
+        || async {
+            let report = sessions::sweep_once(&h.state).await;
+            assert_eq!(report.errors, 0, "{report:?}");
+            report.orphans == 1
+        },
+    )
+    .await;
+    assert!(h.part_files(orphan.as_str()).is_empty());
+    assert_eq!(
+        h.part_files(&owned.upload_id).len(),
+        1,
+        "an owned part file stays"
+    );
+    assert_eq!(sessions::sweep_once(&h.state).await.orphans, 0);
+}
+
 #[tokio::test]
 async fn uploads_stuck_in_assembling_get_their_job_again() {
     let h = start().await;

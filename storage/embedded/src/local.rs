@@ -357,6 +357,37 @@ impl BlobStore for LocalBlobStore {
         .await
     }
 
+    async fn idle_blob_uploads(&self, before_ms: i64, limit: usize) -> StoreResult<Vec<UploadId>> {
+        let dir = self.root.join(UPLOADS_DIR);
+        let before = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(before_ms).unwrap_or_default());
+        blocking(move || {
+            let mut idle = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                if idle.len() >= limit {
+                    break;
+                }
+                let entry = entry?;
+                let name = entry.file_name();
+                let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".part")) else {
+                    continue;
+                };
+                if validate_upload_id(id).is_err() {
+                    continue;
+                }
+                match entry.metadata().and_then(|m| m.modified()) {
+                    Ok(modified) if modified < before => idle.push(UploadId::from(id)),
+                    Ok(_) => {}
+                    // Released meanwhile.
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(idle)
+        })
+        .await
+    }
+
     async fn blob_size(&self, blob_key: &str) -> StoreResult<u64> {
         let path = self.blob_path(blob_key)?;
         let meta = tokio::fs::metadata(&path)
@@ -436,6 +467,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalBlobStore::open(&dir.path().join("blobs")).unwrap();
         (dir, s)
+    }
+
+    #[tokio::test]
+    async fn idle_blob_uploads_are_those_not_written_since() {
+        let (_dir, s) = store();
+        let now = lfusys_core::clock::now_ms();
+        for id in ["u-a", "u-b"] {
+            s.begin_upload(&UploadId::from(id), 10).await.unwrap();
+        }
+        // A stray file is not an upload.
+        std::fs::write(s.root().join(UPLOADS_DIR).join("notes.txt"), b"x").unwrap();
+        let mut idle = s.idle_blob_uploads(now + 60_000, 10).await.unwrap();
+        idle.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        assert_eq!(idle, [UploadId::from("u-a"), UploadId::from("u-b")]);
+        assert_eq!(s.idle_blob_uploads(now + 60_000, 1).await.unwrap().len(), 1);
+        assert!(s
+            .idle_blob_uploads(now - 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        s.abort_upload(&UploadId::from("u-a"), None).await.unwrap();
+        assert_eq!(
+            s.idle_blob_uploads(now + 60_000, 10).await.unwrap(),
+            [UploadId::from("u-b")]
+        );
     }
 
     fn target(upload_id: &str, index: u32, offset: u64, len: u64) -> ChunkTarget {

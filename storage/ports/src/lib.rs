@@ -51,6 +51,14 @@ pub enum StoreError {
         #[source]
         source: Option<Cause>,
     },
+    /// The disk (or a quota) is full: nothing more is stored until space is freed. What was
+    /// stored stays as it was.
+    #[error("storage is full: {message}")]
+    Full {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
     #[error("storage error: {message}")]
     Other {
         message: String,
@@ -109,9 +117,27 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// [`StoreError::Full`], keeping the error that caused it.
+    pub fn full_from(message: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Self::Full {
+            message: message.into(),
+            source: Some(cause.into()),
+        }
+    }
+}
+
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        Self::other_from(e.to_string(), e)
+        use std::io::ErrorKind;
+        // ENOSPC and EDQUOT, also where std does not name them.
+        let full = matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+            || matches!(e.raw_os_error(), Some(28 | 122));
+        if full {
+            Self::full_from(e.to_string(), e)
+        } else {
+            Self::other_from(e.to_string(), e)
+        }
     }
 }
 
@@ -180,8 +206,23 @@ pub trait BlobStore: Send + Sync + 'static {
         blob_key: &str,
     ) -> StoreResult<()>;
 
-    /// Releases the storage of an unfinished upload. Idempotent.
+    /// Releases the storage of an unfinished upload. Idempotent; without the handle (a crash
+    /// before it was recorded), whatever was begun for `upload_id` is released.
     async fn abort_upload(&self, upload_id: &UploadId, handle: Option<&str>) -> StoreResult<()>;
+
+    /// Upload ids of blob uploads in progress not written since `before_ms` (at most
+    /// `limit`), for the sweeper to release those that no upload record owns: what a crash
+    /// between `begin_upload` and recording the upload leaves. A store that cannot trace an
+    /// upload in progress back to its upload id lists none (the default; S3 names a multipart
+    /// upload by the File's key, and what an interrupted create leaves there is an empty
+    /// multipart upload, without a byte, for the bucket's lifecycle rule to abort).
+    async fn idle_blob_uploads(
+        &self,
+        _before_ms: i64,
+        _limit: usize,
+    ) -> StoreResult<Vec<UploadId>> {
+        Ok(Vec::new())
+    }
 
     /// Size of a committed blob.
     async fn blob_size(&self, blob_key: &str) -> StoreResult<u64>;
@@ -538,7 +579,57 @@ pub trait JobQueue: Send + Sync + 'static {
 mod tests {
     use std::error::Error as _;
 
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn file_at(created_at_ms: i64, file_id: &str) -> FileRecord {
+        FileRecord {
+            file_id: file_id.into(),
+            owner_id: "o".into(),
+            upload_id: "u".into(),
+            name: "n".into(),
+            size: 1,
+            content_type: "application/octet-stream".into(),
+            sha256: None,
+            blob_key: "files/x".into(),
+            created_at_ms,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// A page cursor a client sends back is parsed or refused (`Conflict`, a 400), never
+        /// a panic; the cursors a store writes read back to where they point.
+        #[test]
+        fn page_cursors_round_trip_and_anything_else_is_refused(
+            ms in any::<i64>(),
+            id in "[0-9a-f-]{1,40}",
+            text in any::<String>(),
+        ) {
+            let cursor = encode_cursor(&file_at(ms, &id));
+            prop_assert_eq!(decode_cursor(&cursor).unwrap(), (ms, id));
+            match decode_cursor(&text) {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => prop_assert!(false, "{text:?}: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_its_own_error() {
+        for e in [
+            std::io::Error::from_raw_os_error(28),
+            std::io::Error::from_raw_os_error(122),
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        ] {
+            let e = StoreError::from(e);
+            assert!(matches!(e, StoreError::Full { .. }), "{e:?}");
+        }
+        let other = StoreError::from(std::io::Error::from_raw_os_error(5));
+        assert!(matches!(other, StoreError::Other { .. }), "{other:?}");
+    }
 
     #[test]
     fn store_errors_keep_their_cause() {

@@ -173,6 +173,7 @@ fn store_error(req: &ChunkRequest, e: StoreError) -> IngestError {
             message: reason, ..
         } => IngestError::BodyFailed { index, reason },
         e @ StoreError::Unavailable { .. } => IngestError::StorageUnavailable(e),
+        e @ StoreError::Full { .. } => IngestError::StorageFull(e),
         e => IngestError::Storage(e),
     }
 }

@@ -116,6 +116,9 @@ pub enum IngestError {
     // --- The services behind.
     #[error("storage is unavailable; try again shortly")]
     StorageUnavailable(#[source] StoreError),
+    /// The blob store's disk is full; nothing of the chunk is recorded.
+    #[error("the storage is full; retry once space is freed")]
+    StorageFull(#[source] StoreError),
     #[error("an internal error occurred")]
     Storage(#[source] StoreError),
     #[error("the metadata service is unavailable; try again shortly")]
@@ -182,6 +185,7 @@ impl IngestError {
         match self {
             Self::StorageUnavailable(e) => tracing::warn!(error = %e, "blob store unavailable"),
             Self::Storage(e) => tracing::error!(error = %e, "writing a chunk failed"),
+            Self::StorageFull(e) => tracing::warn!(error = %e, "the blob store is full"),
             Self::SessionsUnavailable(status) => {
                 tracing::warn!(%status, "sessions service unavailable");
             }
@@ -237,6 +241,11 @@ impl From<IngestError> for Problem {
             E::StorageUnavailable(_) | E::SessionsUnavailable(_) => {
                 (S::SERVICE_UNAVAILABLE, "unavailable", RETRY_AFTER_SECS)
             }
+            E::StorageFull(_) => (
+                S::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                Some(service_kit::problem::STORAGE_FULL_RETRY_AFTER_SECS),
+            ),
             E::Storage(_) | E::UnexpectedOutcome { .. } | E::Crashed(_) => {
                 (S::INTERNAL_SERVER_ERROR, "internal", None)
             }
@@ -312,6 +321,7 @@ mod tests {
             (IngestError::NotRecorded { index: 5 }, 409, "not-accepting", "chunk 5 was not recorded: its lease was lost or the upload stopped accepting chunks".into(), None),
             (IngestError::StorageUnavailable(StoreError::unavailable("s3 down")), 503, "unavailable", "storage is unavailable; try again shortly".into(), Some(1)),
             (IngestError::Storage(StoreError::other("disk on fire")), 500, "internal", "an internal error occurred".into(), None),
+            (IngestError::StorageFull(StoreError::full_from("no space", std::io::Error::from_raw_os_error(28))), 507, "insufficient-storage", "the storage is full; retry once space is freed".into(), Some(30)),
             (IngestError::SessionsUnavailable(tonic::Status::unavailable("x")), 503, "unavailable", "the metadata service is unavailable; try again shortly".into(), Some(1)),
             (IngestError::SessionsRefused(tonic::Status::invalid_argument("bad size")), 400, "invalid-request", "bad size".into(), None),
             (IngestError::SessionsRefused(tonic::Status::failed_precondition("no")), 409, "conflict", "no".into(), None),

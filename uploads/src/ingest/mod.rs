@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lfusys_core::digest::{to_hex, Sha256};
+use lfusys_core::failpoint;
 use lfusys_core::ids::UploadId;
 use lfusys_core::plan::UploadPlan;
 use lfusys_core::tokens::UploadClaims;
@@ -220,6 +221,7 @@ async fn store_and_commit(
     body: ByteStream,
 ) -> Result<Outcome, IngestError> {
     let etag = store(state, req, calls, begin, body).await?;
+    failpoint::hit(failpoint::AFTER_CHUNK_STORED);
     let committed = calls.commit(&begin.claim_id, etag).await?;
     if committed.completed_set {
         tracing::info!(upload_id = %req.upload_id, "last chunk recorded; the upload is queued for assembly");

@@ -80,6 +80,14 @@ async fn refuses_who_may_not_send(h: &Harness, up: &TestUpload, other: &TestUplo
     h.put(&url("0"), Some(&foreign), Some(&d0), c0.clone())
         .await
         .assert_problem(401, "unauthorized");
+    // An access token is no upload token, even the upload owner's own.
+    let access = h
+        .signer
+        .sign_access(OWNER, "family-1", now_s(), 600)
+        .unwrap();
+    h.put(&url("0"), Some(&access), Some(&d0), c0.clone())
+        .await
+        .assert_problem(401, "unauthorized");
     // Authentication comes before everything else.
     h.put(&url("x"), None, None, vec![1])
         .await

@@ -62,14 +62,15 @@ impl From<DbError> for StoreError {
             _ => None,
         };
         match code {
-            // Transient: another connection holds the lock, or the disk is full or failing.
+            // Transient: another connection holds the lock, or the disk is failing.
             Some(
                 ErrorCode::DatabaseBusy
                 | ErrorCode::DatabaseLocked
                 | ErrorCode::CannotOpen
-                | ErrorCode::DiskFull
                 | ErrorCode::SystemIoFailure,
             ) => Self::unavailable_from(e.to_string(), e),
+            // Full until space is freed (the transaction rolled back: nothing half written).
+            Some(ErrorCode::DiskFull) => Self::full_from(e.to_string(), e),
             Some(ErrorCode::ConstraintViolation) => Self::Conflict(e.to_string()),
             _ => Self::other_from(e.to_string(), e),
         }
@@ -192,4 +193,36 @@ pub(crate) fn immediate<T>(
     let out = f(&tx)?;
     tx.commit()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(code: std::os::raw::c_int) -> StoreError {
+        StoreError::from(DbError::Sql(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        )))
+    }
+
+    #[test]
+    fn sqlite_errors_map_to_the_port_s() {
+        assert!(matches!(
+            mapped(rusqlite::ffi::SQLITE_FULL),
+            StoreError::Full { .. }
+        ));
+        assert!(matches!(
+            mapped(rusqlite::ffi::SQLITE_BUSY),
+            StoreError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            mapped(rusqlite::ffi::SQLITE_CONSTRAINT),
+            StoreError::Conflict(_)
+        ));
+        assert!(matches!(
+            mapped(rusqlite::ffi::SQLITE_CORRUPT),
+            StoreError::Other { .. }
+        ));
+    }
 }

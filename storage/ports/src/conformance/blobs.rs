@@ -311,3 +311,25 @@ pub async fn abort_releases_storage<H: BlobHarness>(h: &H) {
     ));
     s.check().await.unwrap();
 }
+
+/// What `begin_upload` prepared is released by an abort that does not know its handle: a
+/// crash between preparing an upload's storage and recording the handle leaves only the
+/// upload's id to release it by.
+pub async fn an_abort_without_the_handle_releases_what_was_begun<H: BlobHarness>(h: &H) {
+    let (_place, s) = fresh(h).await;
+    let id = ids::new_upload_id();
+    let data = pattern(10, 7);
+    let handle = s.begin_upload(&UploadId::from(&id), 10).await.unwrap();
+    s.write_chunk(&target(&id, handle.as_deref(), 0, 0, &data), body(&data, 3))
+        .await
+        .unwrap();
+    s.abort_upload(&UploadId::from(&id), None).await.unwrap();
+    let after = s
+        .write_chunk(&target(&id, handle.as_deref(), 0, 0, &data), body(&data, 3))
+        .await;
+    assert!(matches!(after, Err(StoreError::NotFound(_))), "{after:?}");
+    // Nothing begun: nothing to release, and no error.
+    s.abort_upload(&UploadId::from(&ids::new_upload_id()), None)
+        .await
+        .unwrap();
+}

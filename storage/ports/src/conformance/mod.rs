@@ -128,6 +128,7 @@ macro_rules! __blob_cases {
             wrong_lengths_and_body_errors_are_refused,
             ranges_reads_and_deletes,
             abort_releases_storage,
+            an_abort_without_the_handle_releases_what_was_begun,
         }
     };
 }
