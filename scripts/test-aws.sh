@@ -18,7 +18,7 @@ step "AWS backends: moto (S3, DynamoDB, SQS) and MinIO on loopback (scripts/aws-
   eval "$(bash scripts/aws-servers.sh env)"
   # One build of the command's tests (with the AWS-specific ones) serves both runs below.
   step "system tests again, on the AWS backends"
-  LFUSYS_TEST_BACKEND=aws cargo test "${CARGO_SET[@]}" --release --test commands -- system:: --test-threads="${LFUSYS_TEST_THREADS:-2}"
+  LFUSYS_TEST_BACKEND=aws cargo test "${CARGO_SET[@]}" --release --test commands -- system:: crash_points:: chaos:: --test-threads="${LFUSYS_TEST_THREADS:-2}"
   step "the storage ports' conformance suite and the AWS adapters' own tests"
   cargo test "${CARGO_SET[@]}" --release --test aws -- --test-threads="${LFUSYS_TEST_THREADS:-2}"
   step "AWS-specific system tests"
