@@ -237,12 +237,7 @@ impl AuthStore for SqliteAuthStore {
 }
 
 /// Marks the family revoked (recording it even when unknown, so a later insert cannot revive it).
-fn revoke(
-    tx: &rusqlite::Transaction<'_>,
-    family_id: &str,
-    user_id: &str,
-    now_ms: i64,
-) -> DbResult<()> {
+fn revoke(tx: &rusqlite::Connection, family_id: &str, user_id: &str, now_ms: i64) -> DbResult<()> {
     tx.execute(
         "INSERT INTO families (family_id, user_id, revoked_at_ms) VALUES (?1, ?2, ?3) \
          ON CONFLICT (family_id) DO UPDATE SET revoked_at_ms = COALESCE(revoked_at_ms, excluded.revoked_at_ms)",

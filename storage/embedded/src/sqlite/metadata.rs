@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, params_from_iter, OptionalExtension, Row, Transaction};
+use rusqlite::{params, params_from_iter, OptionalExtension, Row};
 
 use super::{immediate, Db, DbResult, Durability};
 use lfusys_core::state::UploadState;
@@ -163,7 +163,7 @@ fn empty_if_none(value: Option<&str>) -> &str {
     value.unwrap_or_default()
 }
 
-fn upload_state(tx: &Transaction<'_>, upload_id: &str) -> DbResult<(UploadState, u32)> {
+fn upload_state(tx: &rusqlite::Connection, upload_id: &str) -> DbResult<(UploadState, u32)> {
     let row: Option<(String, u32)> = tx
         .query_row(
             "SELECT state, total_chunks FROM uploads WHERE upload_id = ?1",
@@ -175,7 +175,11 @@ fn upload_state(tx: &Transaction<'_>, upload_id: &str) -> DbResult<(UploadState,
     Ok((state_of(&state)?, total))
 }
 
-fn recorded_digest(tx: &Transaction<'_>, upload_id: &str, index: u32) -> DbResult<Option<String>> {
+fn recorded_digest(
+    tx: &rusqlite::Connection,
+    upload_id: &str,
+    index: u32,
+) -> DbResult<Option<String>> {
     Ok(tx
         .query_row(
             "SELECT sha256 FROM chunks WHERE upload_id = ?1 AND idx = ?2",
@@ -185,7 +189,7 @@ fn recorded_digest(tx: &Transaction<'_>, upload_id: &str, index: u32) -> DbResul
         .optional()?)
 }
 
-fn received(tx: &Transaction<'_>, upload_id: &str) -> DbResult<u32> {
+fn received(tx: &rusqlite::Connection, upload_id: &str) -> DbResult<u32> {
     Ok(tx.query_row(
         "SELECT COUNT(*) FROM chunks WHERE upload_id = ?1",
         [upload_id],
@@ -193,7 +197,7 @@ fn received(tx: &Transaction<'_>, upload_id: &str) -> DbResult<u32> {
     )?)
 }
 
-fn file_by_upload(tx: &Transaction<'_>, upload_id: &str) -> DbResult<Option<FileRecord>> {
+fn file_by_upload(tx: &rusqlite::Connection, upload_id: &str) -> DbResult<Option<FileRecord>> {
     Ok(tx
         .query_row(
             &format!("SELECT {FILE_COLUMNS} FROM files WHERE upload_id = ?1"),
