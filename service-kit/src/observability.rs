@@ -43,7 +43,14 @@ pub fn init_tracing() {
     });
 }
 
+/// How often recorded histogram samples are folded into their buckets.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (installed on first use).
+///
+/// The recorder keeps every histogram sample until upkeep folds it into the buckets; upkeep
+/// otherwise runs only when `/metrics` is scraped, so a process nobody scrapes grew by every
+/// request it served. A thread of the recorder's own runs it every [`METRICS_UPKEEP`].
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -53,11 +60,22 @@ pub fn metrics_handle() -> PrometheusHandle {
                     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
                 ])
                 .unwrap_or_else(|_| PrometheusBuilder::new());
-            match builder.install_recorder() {
+            let handle = match builder.install_recorder() {
                 Ok(h) => h,
                 // Another recorder is installed (tests): render through a private one.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkeep.run_upkeep();
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no metrics upkeep thread: histograms are folded on scrapes only");
             }
+            handle
         })
         .clone()
 }
