@@ -363,7 +363,13 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + jitter)
 }
 
-/// Polls the upload until it is completed, failed, cancelled or expired.
+/// How long one status request waits for the upload to change (the long poll,
+/// `GET /api/v1/uploads/{id}?wait=N`).
+const STATUS_WAIT_SECS: u64 = 30;
+
+/// Waits until the upload is completed, failed, cancelled or expired, by long polls: each
+/// status request is answered as soon as the upload's state changes. A server that answers at
+/// once (no long poll) is asked again after a short pause.
 pub async fn wait_until_done(
     api: &Api,
     upload_id: &str,
@@ -372,10 +378,16 @@ pub async fn wait_until_done(
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(50);
     loop {
-        let status = match api.upload_status(upload_id).await {
+        let asked = Instant::now();
+        let left = deadline.saturating_duration_since(asked).as_secs();
+        let status = match api
+            .upload_status_wait(upload_id, left.clamp(1, STATUS_WAIT_SECS))
+            .await
+        {
             Ok(s) => s,
             Err(e) if e.is_transient() => {
                 tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -391,9 +403,10 @@ pub async fn wait_until_done(
         if Instant::now() > deadline {
             bail!("the server has not finished assembling the upload after {timeout:?}");
         }
-        tokio::time::sleep(delay).await;
-        // Capped low: the wait for the assembly is part of the upload time the user sees.
-        delay = (delay * 2).min(Duration::from_millis(200));
+        if asked.elapsed() < Duration::from_millis(100) {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(200));
+        }
     }
 }
 

@@ -37,6 +37,9 @@ impl FromStr for CookieSecure {
     }
 }
 
+/// Long polls one user may have open at once (each is a parked task and a gRPC stream).
+pub const DEFAULT_MAX_WAITS_PER_USER: u32 = 64;
+
 /// Settings of the gateway. Built in code (tests, `lfusys up`) with [`Config::new`] or from
 /// the environment with [`Config::from_environment`]:
 ///
@@ -56,6 +59,7 @@ impl FromStr for CookieSecure {
 /// | `LFUSYS_COOKIE_SECURE` | `auto` (`auto`, `always`, `never`) | `cookie_secure` |
 /// | `LFUSYS_WEB_DIR` | `frontend/dist` | `web_dir` |
 /// | `LFUSYS_DOWNLOAD_REDIRECT_SECS` | `0` (stream) | `download_redirect` |
+/// | `LFUSYS_MAX_WAITS_PER_USER` | `64` | `max_waits_per_user` |
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -87,6 +91,8 @@ pub struct Config {
     /// When set and the blob store can presign (S3), downloads answer `302` to a presigned
     /// URL valid this long instead of streaming through the gateway.
     pub download_redirect: Option<Duration>,
+    /// Status requests with `?wait` (long polls) one user may have open at once.
+    pub max_waits_per_user: u32,
 }
 
 impl Config {
@@ -109,6 +115,7 @@ impl Config {
             cookie_secure: CookieSecure::Auto,
             web_dir: PathBuf::from(DEFAULT_WEB_DIR),
             download_redirect: None,
+            max_waits_per_user: DEFAULT_MAX_WAITS_PER_USER,
         }
     }
 
@@ -145,6 +152,7 @@ impl Config {
         }
         let redirect_secs: u64 = env.parse("LFUSYS_DOWNLOAD_REDIRECT_SECS", 0)?;
         c.download_redirect = (redirect_secs > 0).then(|| Duration::from_secs(redirect_secs));
+        c.max_waits_per_user = env.parse("LFUSYS_MAX_WAITS_PER_USER", c.max_waits_per_user)?;
         Ok(c)
     }
 

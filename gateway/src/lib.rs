@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod password;
 pub mod ratelimit;
 pub mod state;
+pub mod waits;
 pub mod web;
 
 use std::future::Future;
@@ -139,9 +140,13 @@ pub async fn serve(
     state: GatewayState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Long polls answer now with the status as it is, so that connections drain.
+            state.waits().stop();
+        })
         .await
         .map_err(Error::Io)
 }

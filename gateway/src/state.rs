@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 use crate::config::Config;
 use crate::password;
 use crate::ratelimit::RateLimiter;
+use crate::waits::Waits;
 use crate::Error;
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -29,6 +30,7 @@ struct Inner {
     verifier: TokenVerifier,
     client_limiter: RateLimiter,
     account_limiter: RateLimiter,
+    waits: Waits,
     /// Hash verified when a login names an unknown email, so that it costs the same time as
     /// a wrong password.
     dummy_hash: OnceCell<String>,
@@ -56,6 +58,7 @@ impl GatewayState {
             inner: Arc::new(Inner {
                 client_limiter: RateLimiter::new(config.auth_limit_per_client, window),
                 account_limiter: RateLimiter::new(config.login_limit_per_account, window),
+                waits: Waits::new(config.max_waits_per_user),
                 verifier: signer.verifier(),
                 config,
                 auth,
@@ -105,6 +108,10 @@ impl GatewayState {
     }
     pub(crate) fn account_limiter(&self) -> &RateLimiter {
         &self.inner.account_limiter
+    }
+    /// The long polls in progress.
+    pub fn waits(&self) -> &Waits {
+        &self.inner.waits
     }
 
     pub(crate) async fn dummy_hash(&self) -> Result<String, password::PasswordError> {

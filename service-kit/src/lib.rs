@@ -4,3 +4,4 @@
 
 pub mod observability;
 pub mod problem;
+pub mod server;

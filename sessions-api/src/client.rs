@@ -28,6 +28,7 @@ pub async fn probe(client: &SessionsClient<Channel>) -> Result<(), String> {
     let req = crate::proto::GetUploadRequest {
         owner_id: "readiness-probe".to_owned(),
         upload_id: "00000000-0000-0000-0000-000000000000".to_owned(),
+        ..Default::default()
     };
     match tokio::time::timeout(Duration::from_secs(3), client.get_upload(req)).await {
         Err(_) => Err("sessions service: no answer within 3 s".to_owned()),

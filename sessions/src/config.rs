@@ -21,6 +21,7 @@ pub const DEFAULT_CHUNK_LEASE: Duration = Duration::from_secs(20);
 pub const DEFAULT_ASSEMBLY_STALE_AFTER: Duration = Duration::from_secs(600);
 pub const DEFAULT_OUTBOX_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(600);
+pub const DEFAULT_WAIT_RECHECK: Duration = Duration::from_secs(1);
 
 /// Settings of the sessions service.
 ///
@@ -38,6 +39,7 @@ pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(600);
 /// | `LFUSYS_ASSEMBLY_STALE_SECS` | `600` | an upload assembling longer than this gets its job re-enqueued |
 /// | `LFUSYS_OUTBOX_INTERVAL_MS` | `1000` | how often assembly jobs not yet sent (a crash, a queue error) are sent |
 /// | `LFUSYS_ORPHAN_GRACE_SECS` | `600` | a blob upload in progress that no upload owns, untouched this long, is released |
+/// | `LFUSYS_WAIT_RECHECK_MS` | `1000` | a long poll of an upload's status reads it again this often (changes made by other replicas) |
 ///
 /// Sizes are plain bytes or a number with a unit: `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`
 /// are powers of 1024; `KB`, `MB`, `GB`, `TB` are powers of 1000 (case-insensitive).
@@ -55,6 +57,9 @@ pub struct Config {
     /// Blob storage prepared for an upload that was never recorded (a crash in between) is
     /// released once it is this old; longer than any create takes.
     pub orphan_grace: Duration,
+    /// A waiting status read (long poll) reads the upload again this often: this process
+    /// wakes it at once for its own changes, not for those of other replicas.
+    pub wait_recheck: Duration,
 }
 
 impl Config {
@@ -71,6 +76,7 @@ impl Config {
             assembly_stale_after: DEFAULT_ASSEMBLY_STALE_AFTER,
             outbox_interval: DEFAULT_OUTBOX_INTERVAL,
             orphan_grace: DEFAULT_ORPHAN_GRACE,
+            wait_recheck: DEFAULT_WAIT_RECHECK,
         }
     }
 
@@ -95,6 +101,7 @@ impl Config {
             env.positive_secs("LFUSYS_ASSEMBLY_STALE_SECS", c.assembly_stale_after)?;
         c.outbox_interval = env.positive_millis("LFUSYS_OUTBOX_INTERVAL_MS", c.outbox_interval)?;
         c.orphan_grace = env.positive_secs("LFUSYS_ORPHAN_GRACE_SECS", c.orphan_grace)?;
+        c.wait_recheck = env.positive_millis("LFUSYS_WAIT_RECHECK_MS", c.wait_recheck)?;
         Ok(c)
     }
 
@@ -145,8 +152,10 @@ mod tests {
             ("LFUSYS_CHUNK_LEASE_SECS", "7"),
             ("LFUSYS_ASSEMBLY_STALE_SECS", "120"),
             ("LFUSYS_OUTBOX_INTERVAL_MS", "250"),
+            ("LFUSYS_WAIT_RECHECK_MS", "300"),
         ])
         .unwrap();
+        assert_eq!(c.wait_recheck, Duration::from_millis(300));
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.preferred_chunk_size, 8 * MIB);
         assert_eq!(c.max_upload_size, 1024 * MIB);

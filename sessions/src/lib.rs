@@ -69,6 +69,8 @@ pub struct SessionsState {
     pub queue: Arc<dyn JobQueue>,
     pub policy: PlanPolicy,
     pub config: Arc<Config>,
+    /// Waiters of the long poll, woken by this process's state changes.
+    pub changes: Arc<domain::changes::UploadChanges>,
 }
 
 impl std::fmt::Debug for SessionsState {
@@ -115,6 +117,7 @@ impl SessionsState {
             queue,
             policy: config.plan_policy(),
             config: Arc::new(config),
+            changes: Arc::default(),
         }
     }
 
@@ -165,12 +168,14 @@ pub async fn serve(
     let relay = tokio::spawn(outbox::run(state.clone(), stop_rx.clone()));
     let sweeper = tokio::spawn(sweeper::run(state.clone(), stop_rx));
     let stop = stop_tx.clone();
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await;
+    let changes = Arc::clone(&state.changes);
+    let result = service_kit::server::serve(listener, app(state), async move {
+        shutdown.await;
+        let _ = stop.send(true);
+        // Waiting status reads answer now, so that the open connections can drain.
+        changes.close();
+    })
+    .await;
     let _ = stop_tx.send(true);
     if let Err(e) = sweeper.await {
         tracing::error!(error = %e, "the sweeper task failed");

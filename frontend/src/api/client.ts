@@ -217,6 +217,12 @@ export class ApiClient {
     return this.json('GET', `/api/v1/uploads/${encodeURIComponent(id)}`, { signal });
   }
 
+  /** The long poll: the upload once its state changes, or after `seconds` (at most 60) unchanged. */
+  uploadChange(id: string, seconds: number, signal?: AbortSignal): Promise<UploadStatus> {
+    const wait = Math.max(0, Math.min(60, Math.floor(seconds)));
+    return this.json('GET', `/api/v1/uploads/${encodeURIComponent(id)}?wait=${wait}`, { signal });
+  }
+
   async cancelUpload(id: string): Promise<void> {
     await this.request('DELETE', `/api/v1/uploads/${encodeURIComponent(id)}`);
   }

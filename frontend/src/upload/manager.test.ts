@@ -13,6 +13,10 @@ class FakeServer implements UploadApi {
   uploads = new Map<string, UploadStatus>();
   renewals = 0;
   cancels: string[] = [];
+  /** The `wait` of each long poll. */
+  waits: number[] = [];
+  /** When set, the last chunk leaves the upload assembling; the next long poll sees it completed. */
+  assembleWhileWaiting = false;
   private n = 0;
   constructor(readonly chunkSize: number) {}
 
@@ -54,6 +58,16 @@ class FakeServer implements UploadApi {
     if (!u) throw new ApiError(404, 'Not Found', 'no such upload');
     return { ...u, received_chunks: [...u.received_chunks] };
   }
+  /** The assembly here is instant: a long poll answers at once. */
+  async uploadChange(id: string, seconds: number) {
+    this.waits.push(seconds);
+    const u = this.uploads.get(id);
+    if (u?.state === 'assembling') {
+      u.state = 'completed';
+      u.file_id = `file-${id}`;
+    }
+    return this.upload(id);
+  }
   async cancelUpload(id: string) {
     const u = this.uploads.get(id);
     if (!u) throw new ApiError(404, 'Not Found', 'no such upload');
@@ -74,7 +88,9 @@ class FakeServer implements UploadApi {
       u.bytes_received += len;
     }
     const complete = u.received_chunks.length === u.total_chunks;
-    if (complete) {
+    if (complete && this.assembleWhileWaiting) {
+      u.state = 'assembling';
+    } else if (complete) {
       u.state = 'completed';
       u.file_id = `file-${id}`;
     }
@@ -335,6 +351,16 @@ describe('the upload engine', () => {
     // After a digest mismatch the chunk is digested afresh.
     expect(digestOf(1)).toEqual(['sha-256=:pre1:', 'sha-256=:late:']);
     expect(chunkCalls).toBe(1);
+    t.manager.dispose();
+  });
+
+  it('follows an assembling upload to its outcome by long polls, not by polling', async () => {
+    const server = new FakeServer(4);
+    server.assembleWhileWaiting = true;
+    const t = setup({ server });
+    t.manager.addFiles([file('a.bin', 8)]);
+    await t.until(() => t.view('a.bin')?.phase === 'completed');
+    expect(server.waits).toEqual([30]);
     t.manager.dispose();
   });
 

@@ -59,11 +59,16 @@ import {
 } from './state';
 import type { ChunkTransport, PutResult } from './transport';
 
+/** How long one status request of an assembling upload waits for its outcome, in seconds. */
+const STATUS_WAIT_SECONDS = 30;
+
 /** What the engine needs from the API (ApiClient has it). */
 export interface UploadApi {
   createUpload(body: { name: string; size: number; content_type?: string; sha256?: string }): Promise<CreatedUpload>;
   unfinishedUploads(): Promise<UploadStatus[]>;
   upload(id: string): Promise<UploadStatus>;
+  /** The long poll of `GET /api/v1/uploads/{id}?wait=N`. */
+  uploadChange(id: string, seconds: number): Promise<UploadStatus>;
   cancelUpload(id: string): Promise<void>;
   renewUploadToken(id: string): Promise<UploadToken>;
 }
@@ -870,6 +875,7 @@ export class UploadManager {
 
   // ---- assembly ----
 
+  /** Follows an assembling upload to its outcome by long polls (each answered when the state changes). */
   private async poll(t: Task): Promise<void> {
     const epoch = t.epoch;
     let delay = 200;
@@ -877,8 +883,9 @@ export class UploadManager {
     for (;;) {
       const s = t.state;
       if (this.disposed || t.epoch !== epoch || s.phase !== 'assembling') return;
+      const asked = Date.now();
       try {
-        const status = await this.api.upload(s.work.upload.id);
+        const status = await this.api.uploadChange(s.work.upload.id, STATUS_WAIT_SECONDS);
         failures = 0;
         if (t.epoch !== epoch || t.state.phase !== 'assembling') return;
         if (status.state !== 'assembling') {
@@ -886,6 +893,8 @@ export class UploadManager {
           // Still assembling when the server reports it uploading yet has every chunk: keep asking.
           if (t.state.phase !== 'assembling') return;
         }
+        // A long poll that waited needs no pause before the next.
+        if (Date.now() - asked >= 1000) continue;
       } catch (e) {
         if (t.epoch !== epoch) return;
         failures += 1;

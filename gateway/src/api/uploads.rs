@@ -1,7 +1,7 @@
 //! `/api/v1/uploads`: create, status, resume listing, cancel, token renewal (DESIGN §3).
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -156,14 +156,22 @@ pub async fn create_upload(
     Ok(res)
 }
 
-/// Status of an upload, with the chunks received so far (for resume).
+/// Status of an upload, with the chunks received so far (for resume). With `?wait=N` it is a
+/// long poll: the answer comes once the upload has left the state it was in when the request
+/// arrived (e.g. `assembling` → `completed`), or after N seconds with the state unchanged.
 #[utoipa::path(
     get, path = "/api/v1/uploads/{id}", tag = "uploads",
-    params(("id" = String, Path, description = "Upload id")),
+    params(
+        ("id" = String, Path, description = "Upload id"),
+        ("wait" = Option<u32>, Query, minimum = 0, maximum = 60,
+         description = "Long poll: answer once the upload's state changes or after this many seconds (0 to 60; larger values are cut to 60). Without it, the answer is immediate."),
+    ),
     responses(
-        (status = 200, description = "The upload", body = UploadStatus),
+        (status = 200, description = "The upload (with `wait`: once its state changed, or when the wait ran out)", body = UploadStatus),
+        (status = 400, description = "`wait` is not a whole number of seconds", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such upload of the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Too many long polls of this account are open (`Retry-After` says when to ask again)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -171,10 +179,49 @@ pub async fn get_upload(
     State(state): State<GatewayState>,
     user: AuthUser,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<UploadStatus>, Problem> {
+    let wait = crate::waits::parse_wait(query.as_deref())?;
     let id = path_id(path, "upload")?;
     let upload = fetch(&state, &user, id).await?;
-    Ok(Json(upload.into()))
+    if wait.is_zero() {
+        return Ok(Json(upload.into()));
+    }
+    let _slot = state.waits().open(&user.user_id)?;
+    Ok(Json(wait_out(&state, &user, upload, wait).await?.into()))
+}
+
+/// The long poll: asks the sessions service to wait (up to its 20 s a call, chained) while
+/// the upload stays in the state it had at first, unfinished.
+async fn wait_out(
+    state: &GatewayState,
+    user: &AuthUser,
+    first: proto::Upload,
+    wait: std::time::Duration,
+) -> Result<proto::Upload, Problem> {
+    const PER_CALL: std::time::Duration = std::time::Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + wait;
+    let while_state = first.state;
+    let mut upload = first;
+    loop {
+        let unfinished =
+            sessions_api::upload_state(upload.state).is_some_and(UploadState::is_unfinished);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if upload.state != while_state || !unfinished || left.is_zero() {
+            return Ok(upload);
+        }
+        let mut sessions = state.sessions();
+        let call = sessions.get_upload(proto::GetUploadRequest {
+            owner_id: user.user_id.to_string(),
+            upload_id: upload.upload_id.clone(),
+            wait_ms: u32::try_from(left.min(PER_CALL).as_millis()).unwrap_or(u32::MAX),
+            while_state,
+        });
+        upload = tokio::select! {
+            answer = call => answer?.into_inner(),
+            () = state.waits().stopped() => return Ok(upload),
+        };
+    }
 }
 
 async fn fetch(
@@ -187,6 +234,7 @@ async fn fetch(
         .get_upload(proto::GetUploadRequest {
             owner_id: user.user_id.to_string(),
             upload_id,
+            ..Default::default()
         })
         .await?
         .into_inner())

@@ -176,6 +176,7 @@ impl Harness {
             .get_upload(proto::GetUploadRequest {
                 owner_id: owner_id.to_owned(),
                 upload_id: upload_id.to_owned(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -460,3 +460,76 @@ async fn other_users_see_nothing() {
     let files: Value = get(&h, &ta, "/api/v1/files").await.json().await.unwrap();
     assert_eq!(files["items"].as_array().unwrap().len(), 1);
 }
+
+/// `GET /api/v1/uploads/{id}?wait=N`: a bad wait is a 400; with nothing changing the answer
+/// comes after the wait; a change answers a waiting request at once (here the last chunk:
+/// uploading → assembling, with the sessions service's re-read interval far above the test's
+/// time, so only its wake-up can answer); one more wait than a user may have open is a 429.
+#[tokio::test]
+async fn a_status_request_with_wait_answers_when_the_upload_changes() {
+    let h = crate::common::start_with(|g, s| {
+        g.max_waits_per_user = 1;
+        s.wait_recheck = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let a = h.user("ada@example.com").await;
+    let data = test_bytes(150, 9);
+    let created = h
+        .create_upload(&token(&a), json!({"name": "w.bin", "size": 150}))
+        .await;
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    let status_url = h.url(&format!("/api/v1/uploads/{id}"));
+    let get = |query: &str| {
+        client()
+            .get(format!("{status_url}?{query}"))
+            .bearer_auth(token(&a))
+            .send()
+    };
+
+    for bad in ["wait=abc", "wait=-1", "wait=1.5", "wait="] {
+        let body = problem(get(bad).await.unwrap(), StatusCode::BAD_REQUEST).await;
+        assert!(
+            body["type"].as_str().unwrap().ends_with("/invalid-wait"),
+            "{bad}: {body}"
+        );
+    }
+
+    let started = std::time::Instant::now();
+    let res = get("wait=1").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let same: Value = res.json().await.unwrap();
+    assert_eq!(same["state"], "uploading");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+
+    let waiting = tokio::spawn(get("wait=30"));
+    let waits = h.state.clone();
+    test_support::wait::eventually(
+        "the first wait to open",
+        std::time::Duration::from_secs(10),
+        || std::future::ready(waits.waits().open_now() == 1),
+    )
+    .await;
+    let res = get("wait=30").await.unwrap();
+    let retry_after = res.headers().get("retry-after").cloned();
+    let body = problem(res, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(
+        body["type"].as_str().unwrap().ends_with("/too-many-waits"),
+        "{body}"
+    );
+    assert!(retry_after.is_some());
+
+    let started = std::time::Instant::now();
+    h.complete_upload(&user_id(&a), &id, &data).await;
+    let res = waiting.await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let changed: Value = res.json().await.unwrap();
+    assert_ne!(changed["state"], "uploading", "{changed}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(h.state.waits().open_now(), 0);
+
+    // A finished upload answers at once, whatever the wait.
+    let started = std::time::Instant::now();
+    let done: Value = get("wait=60").await.unwrap().json().await.unwrap();
+    assert_eq!(done["state"], "completed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -12,7 +12,7 @@ use lfusys_core::state::UploadState;
 use storage::{ChunkRecord, FileRecord, StoreError, UploadRecord};
 
 use super::cancel::release_storage;
-use super::{count_transition, validate, Conflict, DomainError, DomainResult, SessionsDomain};
+use super::{transitioned, validate, Conflict, DomainError, DomainResult, SessionsDomain};
 use crate::SessionsState;
 
 /// Longer failure reasons are cut: they are shown to the owner, not a log.
@@ -88,7 +88,7 @@ impl SessionsDomain {
             .publish_file(&file, now)
             .await
             .map_err(DomainError::storage("publishing the file"))?;
-        count_transition(UploadState::Completed);
+        transitioned(&self.state, &rec.upload_id, UploadState::Completed);
         tracing::info!(upload_id = %rec.upload_id, file_id = %published.file_id, size = published.size, "file published");
         // The chunk records stay until the file is deleted: a client retrying a chunk after
         // completion still gets "already stored", and the upload's status stays complete.
@@ -122,7 +122,7 @@ impl SessionsDomain {
                 .await
                 .map_err(DomainError::storage("failing the upload"))?;
             if applied {
-                count_transition(UploadState::Failed);
+                transitioned(&self.state, &rec.upload_id, UploadState::Failed);
                 tracing::warn!(upload_id = %rec.upload_id, reason, "upload failed");
             }
         }
@@ -205,7 +205,7 @@ pub(crate) async fn fail_dead_lettered(
             )
             .await?
     {
-        count_transition(UploadState::Failed);
+        transitioned(state, upload_id, UploadState::Failed);
         tracing::warn!(%upload_id, %reason, "upload failed: its assembly job was dead-lettered");
     }
     let Some(rec) = state.metadata.get_upload(upload_id).await? else {

@@ -10,7 +10,7 @@ use lfusys_core::ids::{self, UploadId, UserId};
 use lfusys_core::state::UploadState;
 use storage::{StoreError, UploadRecord};
 
-use super::{count_transition, Conflict, DomainError, DomainResult, SessionsDomain};
+use super::{transitioned, Conflict, DomainError, DomainResult, SessionsDomain};
 use crate::SessionsState;
 
 impl SessionsDomain {
@@ -49,7 +49,7 @@ impl SessionsDomain {
                         .await
                         .map_err(DomainError::storage("cancelling the upload"))?;
                     if applied {
-                        count_transition(UploadState::Cancelled);
+                        transitioned(&self.state, &rec.upload_id, UploadState::Cancelled);
                         tracing::info!(upload_id = %rec.upload_id, "upload cancelled");
                     }
                     rec = self.any_upload(&rec.upload_id).await?;
@@ -130,7 +130,7 @@ pub(crate) async fn expire_upload(
         )
         .await?;
     if applied {
-        count_transition(UploadState::Expired);
+        transitioned(state, &rec.upload_id, UploadState::Expired);
         tracing::info!(upload_id = %rec.upload_id, "upload expired");
         release_storage(state, rec, false).await?;
     }

@@ -19,7 +19,7 @@ use storage::{ChunkRecord, ClaimOutcome, CommitOutcome, UploadRecord};
 
 use super::assembly::send_assembly_job;
 use super::cancel::expire_upload;
-use super::{count_transition, validate, DomainError, DomainResult, SessionsDomain};
+use super::{transitioned, validate, DomainError, DomainResult, SessionsDomain};
 
 /// A worker's request for the right to write one chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,7 +268,7 @@ impl SessionsDomain {
                 answer.complete = completed_set || received >= total;
                 answer.completed_set = completed_set;
                 if completed_set {
-                    count_transition(UploadState::Assembling);
+                    transitioned(&self.state, &rec.upload_id, UploadState::Assembling);
                     tracing::info!(upload_id = %rec.upload_id, "every chunk recorded; assembling");
                     failpoint::hit(failpoint::AFTER_COMPLETING_COMMIT);
                     self.send_job(&rec.upload_id).await;
@@ -342,7 +342,7 @@ impl SessionsDomain {
         {
             return Ok(false);
         }
-        count_transition(UploadState::Assembling);
+        transitioned(&self.state, &rec.upload_id, UploadState::Assembling);
         tracing::info!(upload_id = %rec.upload_id, "every chunk recorded (counted late); assembling");
         self.send_job(&rec.upload_id).await;
         Ok(true)

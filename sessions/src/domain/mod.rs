@@ -18,6 +18,7 @@
 
 pub mod assembly;
 pub mod cancel;
+pub mod changes;
 pub mod chunks;
 pub mod create;
 pub mod error;
@@ -152,6 +153,12 @@ impl SessionsDomain {
             _ => Err(DomainError::NotFound(Subject::File)),
         }
     }
+}
+
+/// Counts a state change and wakes whoever waits on the upload ([`changes`]).
+pub(crate) fn transitioned(state: &SessionsState, upload_id: &UploadId, to: UploadState) {
+    count_transition(to);
+    state.changes.changed(upload_id);
 }
 
 pub(crate) fn count_transition(state: UploadState) {

@@ -70,10 +70,16 @@ impl Sessions for SessionsService {
         request: Request<GetUploadRequest>,
     ) -> Result<Response<proto::Upload>, Status> {
         let req = request.into_inner();
-        let status = self
-            .domain
-            .get_upload(&req.owner_id.into(), &req.upload_id.into())
-            .await?;
+        let (owner_id, upload_id) = (req.owner_id.into(), req.upload_id.into());
+        let status = if req.wait_ms == 0 {
+            self.domain.get_upload(&owner_id, &upload_id).await?
+        } else {
+            let while_state = sessions_api::upload_state(req.while_state);
+            let wait = std::time::Duration::from_millis(u64::from(req.wait_ms));
+            self.domain
+                .wait_for_upload(&owner_id, &upload_id, while_state, wait)
+                .await?
+        };
         Ok(Response::new(encode::upload(
             &status.upload,
             &Received::Chunks(&status.chunks),

@@ -27,6 +27,7 @@ fn get(owner: &str, upload_id: &str) -> GetUploadRequest {
     GetUploadRequest {
         owner_id: owner.into(),
         upload_id: upload_id.into(),
+        ..Default::default()
     }
 }
 
@@ -1109,4 +1110,143 @@ async fn ops_endpoints_answer_on_the_grpc_port_and_shutdown_is_clean() {
     h.shutdown().await.unwrap();
     let refused = tokio::net::TcpStream::connect(h.addr).await;
     assert!(refused.is_err(), "the port is closed after shutdown");
+}
+
+fn wait_for(owner: &str, upload_id: &str, wait_ms: u32) -> GetUploadRequest {
+    GetUploadRequest {
+        wait_ms,
+        ..get(owner, upload_id)
+    }
+}
+
+/// The long poll: a waiting status read answers as soon as the upload leaves the state it was
+/// in (here: assembling → completed, woken by this process's commit, not by the re-read
+/// interval, which is set far above the time it took), and after its wait when nothing
+/// changes; someone else's upload is not found at once.
+#[tokio::test]
+async fn a_waiting_status_read_answers_when_the_upload_changes() {
+    let h = start_with(|c| c.wait_recheck = Duration::from_secs(60)).await;
+    let bytes = data(CHUNK as usize, 3);
+    let (upload, _) = h.upload_all(ALICE, "wait.bin", &bytes).await;
+    let id = upload.upload_id.clone();
+
+    // Nothing changes: the answer comes after the wait, still assembling.
+    let started = std::time::Instant::now();
+    let same = h
+        .client()
+        .get_upload(wait_for(ALICE, &id, 300))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(same.state(), UploadState::Assembling);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Not the owner: not found, without waiting.
+    let started = std::time::Instant::now();
+    let err = h
+        .client()
+        .get_upload(wait_for(BOB, &id, 10_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // The assembly completes while a read waits: it answers then, completed.
+    let waiting = {
+        let mut client = h.client();
+        let req = wait_for(ALICE, &id, 15_000);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let answer = client.get_upload(req).await.unwrap().into_inner();
+            (answer, started.elapsed())
+        })
+    };
+    waiting_on_the_server(&h).await;
+    assert!(!waiting.is_finished(), "the read waits while assembling");
+    let file = h.assemble(&id, &bytes).await;
+    let (answer, took) = waiting.await.unwrap();
+    assert_eq!(answer.state(), UploadState::Completed);
+    assert_eq!(answer.file_id, file.file_id);
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+
+    // A finished upload answers at once whatever the wait.
+    let started = std::time::Instant::now();
+    let done = h
+        .client()
+        .get_upload(wait_for(ALICE, &id, 15_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.state(), UploadState::Completed);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Until a status read waits in the service (it holds the upload's change notification).
+async fn waiting_on_the_server(h: &common::Harness) {
+    let changes = std::sync::Arc::clone(&h.state.changes);
+    eventually("a status read to wait", Duration::from_secs(10), || {
+        std::future::ready(changes.waiting() >= 1)
+    })
+    .await;
+}
+
+/// Waits in progress answer when the service shuts down, so that its connections drain.
+#[tokio::test]
+async fn waiting_reads_answer_when_the_service_stops() {
+    let mut h = start_with(|c| c.wait_recheck = Duration::from_secs(60)).await;
+    let bytes = data(CHUNK as usize, 4);
+    let (upload, _) = h.upload_all(ALICE, "stop.bin", &bytes).await;
+    let waiting = {
+        let mut client = h.client();
+        let req = wait_for(ALICE, &upload.upload_id, 15_000);
+        tokio::spawn(async move { client.get_upload(req).await })
+    };
+    waiting_on_the_server(&h).await;
+    let started = std::time::Instant::now();
+    h.shutdown().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let answer = waiting.await.unwrap().unwrap().into_inner();
+    assert_eq!(answer.state(), UploadState::Assembling);
+}
+
+/// Across replicas (on AWS several sessions services share the stores): a read waiting on one
+/// replica learns of a change made through another by reading again every `wait_recheck`.
+#[tokio::test]
+async fn a_waiting_read_sees_the_change_of_another_replica() {
+    let h = start_with(|c| c.wait_recheck = Duration::from_millis(200)).await;
+    let other = sessions::SessionsState::open(&h.state.config)
+        .await
+        .unwrap();
+    let others_waits = std::sync::Arc::clone(&other.changes);
+    let other = test_support::sessions::SessionsServer::start(other).await;
+    let mut other_client = sessions_api::client::connect_lazy(&other.url).unwrap();
+    let bytes = data(CHUNK as usize, 5);
+    let (upload, _) = h.upload_all(ALICE, "replicas.bin", &bytes).await;
+    let waiting = {
+        let req = wait_for(ALICE, &upload.upload_id, 15_000);
+        tokio::spawn(async move { other_client.get_upload(req).await })
+    };
+    eventually(
+        "the read to wait on the other replica",
+        Duration::from_secs(10),
+        || std::future::ready(others_waits.waiting() >= 1),
+    )
+    .await;
+    let file = h.assemble(&upload.upload_id, &bytes).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the other replica's wait answered")
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.state(), UploadState::Completed);
+    assert_eq!(answer.file_id, file.file_id);
 }

@@ -160,6 +160,7 @@ pub async fn upload_gone(
     let req = GetUploadRequest {
         owner_id: owner_id.to_owned(),
         upload_id: upload_id.to_owned(),
+        ..Default::default()
     };
     match state.sessions().get_upload(req).await {
         Ok(res) => {

@@ -400,6 +400,7 @@ impl Harness {
             .get_upload(GetUploadRequest {
                 owner_id: OWNER.to_owned(),
                 upload_id: upload_id.to_owned(),
+                ..Default::default()
             })
             .await
             .unwrap()
