@@ -89,9 +89,23 @@ pub struct UpArgs {
     /// queue's receive count, set when the queue is created).
     #[arg(long, env = "LFUSYS_ASSEMBLY_MAX_ATTEMPTS", default_value_t = storage_config::DEFAULT_MAX_RECEIVES)]
     pub assembly_max_attempts: u32,
-    /// Assembler tasks in the upload workers (0: chunk ingest only, jobs wait in the queue).
-    #[arg(long, env = "LFUSYS_ASSEMBLERS", default_value_t = 1)]
+    /// Assembler tasks in the upload workers (default 16 per core, from 16 to 256; 0: chunk
+    /// ingest only, jobs wait in the queue).
+    #[arg(long, env = "LFUSYS_ASSEMBLERS", default_value_t = uploads::default_assemblers())]
     pub assemblers: usize,
+    /// Register, login and refresh requests per client address per minute (0: no limit).
+    #[arg(long, env = "LFUSYS_AUTH_LIMIT_PER_CLIENT", default_value_t = 30)]
+    pub auth_limit_per_client: u32,
+    /// Login attempts per account per minute (0: no limit).
+    #[arg(long, env = "LFUSYS_LOGIN_LIMIT_PER_ACCOUNT", default_value_t = 10)]
+    pub login_limit_per_account: u32,
+    /// Status requests with `?wait` (long polls) one user may have open at once.
+    #[arg(long, env = "LFUSYS_MAX_WAITS_PER_USER", default_value_t = gateway::config::DEFAULT_MAX_WAITS_PER_USER)]
+    pub max_waits_per_user: u32,
+    /// How often, in milliseconds, a long poll reads the upload again (changes of other
+    /// replicas; this process's own wake it at once).
+    #[arg(long, env = "LFUSYS_WAIT_RECHECK_MS", default_value_t = 1000)]
+    pub wait_recheck_ms: u64,
     /// Answer downloads with a 302 to a presigned S3 URL valid this many seconds (0: stream
     /// through the gateway). AWS only.
     #[arg(long, env = "LFUSYS_DOWNLOAD_REDIRECT_SECS", default_value_t = 0)]
@@ -167,6 +181,22 @@ fn print_banner(
     let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 
+/// The sessions service's configuration of `lfusys up`.
+fn sessions_config(args: &UpArgs, storage: &StorageConfig, listen: SocketAddr) -> sessions::Config {
+    let mut sessions_cfg = sessions::Config::new(storage.clone());
+    sessions_cfg.listen = listen;
+    sessions_cfg.preferred_chunk_size = args.chunk_size;
+    sessions_cfg.max_upload_size = args.max_upload_size;
+    sessions_cfg.upload_ttl = Duration::from_secs(args.upload_ttl_secs);
+    sessions_cfg.sweep_interval = Duration::from_secs(args.sweep_interval_secs.max(1));
+    sessions_cfg.assembly_stale_after = Duration::from_secs(args.assembly_stale_secs.max(1));
+    sessions_cfg.outbox_interval = Duration::from_millis(args.outbox_interval_ms.max(1));
+    sessions_cfg.chunk_lease = Duration::from_secs(args.chunk_lease_secs.max(1));
+    sessions_cfg.orphan_grace = Duration::from_secs(args.orphan_grace_secs.max(1));
+    sessions_cfg.wait_recheck = Duration::from_millis(args.wait_recheck_ms.max(1));
+    sessions_cfg
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     service_kit::observability::init_tracing();
     std::fs::create_dir_all(&args.data_dir)
@@ -187,16 +217,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let sessions_url = format!("http://{}", sessions_listener.local_addr()?);
     let uploads_url = format!("http://{}", uploads_listener.local_addr()?);
 
-    let mut sessions_cfg = sessions::Config::new(storage.clone());
-    sessions_cfg.listen = sessions_listener.local_addr()?;
-    sessions_cfg.preferred_chunk_size = args.chunk_size;
-    sessions_cfg.max_upload_size = args.max_upload_size;
-    sessions_cfg.upload_ttl = Duration::from_secs(args.upload_ttl_secs);
-    sessions_cfg.sweep_interval = Duration::from_secs(args.sweep_interval_secs.max(1));
-    sessions_cfg.assembly_stale_after = Duration::from_secs(args.assembly_stale_secs.max(1));
-    sessions_cfg.outbox_interval = Duration::from_millis(args.outbox_interval_ms.max(1));
-    sessions_cfg.chunk_lease = Duration::from_secs(args.chunk_lease_secs.max(1));
-    sessions_cfg.orphan_grace = Duration::from_secs(args.orphan_grace_secs.max(1));
+    let sessions_cfg = sessions_config(&args, &storage, sessions_listener.local_addr()?);
     let sessions_state = sessions::SessionsState::open(&sessions_cfg).await?;
 
     // The gateway creates the signing key pair on first start; the workers read its public half.
@@ -208,6 +229,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| uploads_url.clone());
     gateway_cfg.web_dir.clone_from(&args.web_dir);
+    gateway_cfg.auth_limit_per_client = args.auth_limit_per_client;
+    gateway_cfg.login_limit_per_account = args.login_limit_per_account;
+    gateway_cfg.max_waits_per_user = args.max_waits_per_user;
     gateway_cfg.download_redirect =
         (args.download_redirect_secs > 0).then(|| Duration::from_secs(args.download_redirect_secs));
     let gateway_state = gateway::GatewayState::open(&gateway_cfg).await?;

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-pub use config::{Config, DEFAULT_LISTEN, DEFAULT_SESSIONS_URL};
+pub use config::{default_assemblers, Config, DEFAULT_LISTEN, DEFAULT_SESSIONS_URL};
 
 /// Errors of starting or running a worker.
 #[derive(Debug, thiserror::Error)]

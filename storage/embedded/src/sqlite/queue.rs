@@ -151,7 +151,9 @@ impl JobQueue for SqliteJobQueue {
             })
             .await?;
         if sent {
-            self.sent.notify_waiters();
+            // One message, one receiver woken: waking them all sent every idle assembler to
+            // the database for it.
+            self.sent.notify_one();
         }
         Ok(())
     }
