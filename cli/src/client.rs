@@ -123,24 +123,42 @@ pub struct Api {
     http: reqwest::Client,
     server: String,
     creds: Mutex<Option<Credentials>>,
+    /// Whether the login is kept on disk (`lfusys login`) or only in memory (the load harness's
+    /// many users).
+    persist: bool,
 }
 
 impl Api {
     /// A client of `server`, with the saved login if it belongs to that server.
     pub fn new(server: &str) -> Result<Self, ApiError> {
+        let mut api = Self::in_memory(server)?;
+        let creds = credentials::load().filter(|c| c.server == api.server);
+        api.creds = Mutex::new(creds);
+        api.persist = true;
+        Ok(api)
+    }
+
+    /// A client of `server` whose login (by [`Api::login`]) lives in memory only.
+    pub fn in_memory(server: &str) -> Result<Self, ApiError> {
+        Self::in_memory_with(server, 64)
+    }
+
+    /// [`Api::in_memory`] keeping at most `idle` connections open between requests (0: a new
+    /// connection for every request).
+    pub fn in_memory_with(server: &str, idle: usize) -> Result<Self, ApiError> {
         let server = server.trim_end_matches('/').to_owned();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(idle)
             .user_agent(concat!("lfusys-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ApiError::Unexpected(e.to_string()))?;
-        let creds = credentials::load().filter(|c| c.server == server);
         Ok(Self {
             http,
             server,
-            creds: Mutex::new(creds),
+            creds: Mutex::new(None),
+            persist: false,
         })
     }
 
@@ -220,14 +238,18 @@ impl Api {
             )
             .await?;
         if res.status() == StatusCode::UNAUTHORIZED {
-            let _ = credentials::clear();
+            if self.persist {
+                let _ = credentials::clear();
+            }
             *guard = None;
             return Err(ApiError::NotLoggedIn(self.server.clone()));
         }
         let pair: TokenPair = json_of(check(res).await?).await?;
         creds.access_token.clone_from(&pair.access_token);
         creds.refresh_token = pair.refresh_token;
-        let _ = credentials::save(creds);
+        if self.persist {
+            let _ = credentials::save(creds);
+        }
         Ok(pair.access_token)
     }
 
@@ -253,7 +275,7 @@ impl Api {
         json_of(check(res).await?).await
     }
 
-    /// Logs in and saves the credentials.
+    /// Logs in and keeps the credentials (on disk unless [`Api::in_memory`]).
     pub async fn login(&self, email: &str, password: &str) -> Result<User, ApiError> {
         let body = json!({"email": email, "password": password});
         let res = self
@@ -266,8 +288,10 @@ impl Api {
             access_token: pair.access_token,
             refresh_token: pair.refresh_token,
         };
-        credentials::save(&creds)
-            .map_err(|e| ApiError::Unexpected(format!("saving the login: {e}")))?;
+        if self.persist {
+            credentials::save(&creds)
+                .map_err(|e| ApiError::Unexpected(format!("saving the login: {e}")))?;
+        }
         *self.creds.lock().await = Some(creds);
         Ok(pair.user)
     }
@@ -313,6 +337,21 @@ impl Api {
     pub async fn upload_status(&self, upload_id: &str) -> Result<UploadStatus, ApiError> {
         self.authed_json(Method::GET, &format!("/api/v1/uploads/{upload_id}"), None)
             .await
+    }
+
+    /// The status once the upload has left `uploading`/`assembling` or `wait_secs` have passed
+    /// (the long poll of DESIGN §3.4: `GET /api/v1/uploads/{id}?wait=N`).
+    pub async fn upload_status_wait(
+        &self,
+        upload_id: &str,
+        wait_secs: u64,
+    ) -> Result<UploadStatus, ApiError> {
+        self.authed_json(
+            Method::GET,
+            &format!("/api/v1/uploads/{upload_id}?wait={wait_secs}"),
+            None,
+        )
+        .await
     }
 
     pub async fn unfinished_uploads(&self) -> Result<Vec<UploadStatus>, ApiError> {

@@ -10,6 +10,7 @@ mod bench_s3;
 mod client;
 mod credentials;
 mod files;
+mod load;
 mod up;
 mod upload;
 
@@ -126,6 +127,8 @@ enum Command {
     },
     /// Measure upload throughput against a running server.
     Bench(bench::BenchArgs),
+    /// Load harness: many concurrent clients against a running server (a benchmark).
+    Load(load::LoadArgs),
 }
 
 fn read_password(from_stdin: bool, confirm: bool) -> anyhow::Result<String> {
@@ -191,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Load(args) => load::run(args).await,
         Command::Register {
             email,
             name,

@@ -8,5 +8,6 @@ mod aws;
 mod chaos;
 mod crash_points;
 mod full_disk;
+mod load;
 mod support;
 mod system;
