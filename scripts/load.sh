@@ -21,7 +21,10 @@ source scripts/cargo-set.sh
 mode="${1:-up}"
 shift || true
 dir="${LOAD_DIR:-$PWD/target-load}"
-build_release --test commands >/dev/null
+if ! built=$(build_release --test commands 2>&1); then
+  echo "$built" >&2
+  exit 1
+fi
 bin="$CARGO_TARGET_DIR/release"
 mkdir -p "$dir"
 rm -rf "$dir/data"
