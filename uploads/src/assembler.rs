@@ -1,10 +1,11 @@
 //! The assembler: consumes the assembly queue and turns complete uploads into Files
 //! (DESIGN §3 step 4).
 //!
-//! Each of `Config::assemblers` tasks long-polls the [`JobQueue`] (10 s wait), hiding the
-//! message it receives for `Config::assembly_visibility`, and renews that every third of it
+//! One receiver per process long-polls the [`JobQueue`] (10 s wait) whenever one of
+//! `Config::assemblers` assembly slots is free, hiding the message it receives for
+//! `Config::assembly_visibility`; the assembly that takes it renews that every third of it
 //! while it works (heartbeat), so a long job keeps its message while a crashed assembler's
-//! job reappears once its visibility runs out. For an [`AssemblyJob`] it:
+//! job reappears once its visibility runs out. For an [`AssemblyJob`] an assembly:
 //!
 //! 1. asks the sessions service for the assembly (`GetAssembly`); an upload that is no longer
 //!    assembling (completed, failed, cancelled, expired or unknown) is acknowledged and left alone;
@@ -66,27 +67,33 @@ const HASH_READS: usize = 4;
 /// reason given when a job is dead-lettered.
 type LastErrors = Arc<Mutex<HashMap<UploadId, String>>>;
 
-/// Starts `tasks` assembler loops that run until `stop` is cancelled.
+/// Starts the assemblers: one receiver that long-polls the queue and hands each job to one of
+/// up to `tasks` concurrent assemblies, until `stop` is cancelled; the returned task ends once
+/// the assemblies in progress have ended too.
+///
+/// One receiver, not one per assembly: a receive in progress when the process dies may still
+/// be handed a job by the queue (SQS, and moto, deliver to a long poll whose caller is gone),
+/// which then counts as a delivery and stays invisible for the visibility timeout. With a long
+/// poll per assembler, 32 of them dead after a crash could use up a job's five deliveries
+/// before any live assembler saw it (seen on moto: jobs dead-lettered 11 s after the restart).
 pub(crate) fn spawn(
     state: &WorkerState,
     tasks: usize,
     stop: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let last_errors = LastErrors::default();
-    (0..tasks)
-        .map(|n| {
-            let a = Assembler {
-                state: state.clone(),
-                stop: stop.clone(),
-                last_errors: Arc::clone(&last_errors),
-            };
-            tokio::spawn(async move {
-                tracing::debug!(assembler = n, "assembler started");
-                a.run().await;
-                tracing::debug!(assembler = n, "assembler stopped");
-            })
-        })
-        .collect()
+    if tasks == 0 {
+        return Vec::new();
+    }
+    let a = Arc::new(Assembler {
+        state: state.clone(),
+        stop: stop.clone(),
+        last_errors: LastErrors::default(),
+    });
+    vec![tokio::spawn(async move {
+        tracing::debug!(assemblers = tasks, "assemblers started");
+        a.run(tasks).await;
+        tracing::debug!("assemblers stopped");
+    })]
 }
 
 struct Assembler {
@@ -110,9 +117,19 @@ impl Assembler {
         self.state.config().assembly_visibility
     }
 
-    async fn run(&self) {
+    /// The receiver: takes a job only when one of the `tasks` assemblies is free, runs it on a
+    /// task of its own, and at the end waits for those in progress.
+    async fn run(self: &Arc<Self>, tasks: usize) {
         let queue = Arc::clone(self.state.queue());
+        let free = Arc::new(tokio::sync::Semaphore::new(tasks));
         loop {
+            let slot = tokio::select! {
+                slot = Arc::clone(&free).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+                () = self.stop.cancelled() => break,
+            };
             let receive = queue.receive(RECEIVE_WAIT, self.visibility());
             tokio::pin!(receive);
             let received = tokio::select! {
@@ -130,21 +147,30 @@ impl Assembler {
                             }
                         }
                     }
-                    return;
+                    break;
                 }
             };
             match received {
-                Ok(Some(job)) => self.handle(job).await,
+                Ok(Some(job)) => {
+                    let a = Arc::clone(self);
+                    tokio::spawn(async move {
+                        a.handle(job).await;
+                        drop(slot);
+                    });
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "receiving from the assembly queue failed");
                     tokio::select! {
-                        () = self.stop.cancelled() => return,
+                        () = self.stop.cancelled() => break,
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
             }
         }
+        // The assemblies in progress hand their jobs back (they see `stop` too): wait for them.
+        let all = u32::try_from(tasks).unwrap_or(u32::MAX);
+        let _ = free.acquire_many(all).await;
     }
 
     async fn handle(&self, job: ReceivedJob) {
