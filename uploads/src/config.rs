@@ -24,12 +24,12 @@ pub const DEFAULT_SESSIONS_URL: &str = "http://127.0.0.1:50051";
 /// | `LFUSYS_ASSEMBLY_VISIBILITY_SECS` | `30` | how long a received assembly job stays invisible; renewed every third of it while the job runs |
 /// | `LFUSYS_ASSEMBLY_MAX_ATTEMPTS` | `5` | deliveries of one job before the upload is failed (dead letter) |
 /// | `LFUSYS_CORS_ORIGINS` | `*` | comma-separated origins allowed to `PUT` chunks from a browser; `*` = any |
-/// Assembler tasks per worker by default: sixteen per core, from 16 to 256. A small upload's
-/// assembly mostly waits (the blob commit's syncs, the sessions service's writes, the queue),
-/// so many run side by side on one core: on the 2-core benchmark machine 4 assemblers
-/// completed ~126 small uploads/s, 16 ~203/s and 32 ~219/s (BENCHMARKS.md, "Under load"). A
-/// large upload's read-back holds one of them, so small uploads are not queued behind it.
-/// An idle assembler is a task in a long poll of the queue.
+/// Assemblies per worker by default: sixteen per core, from 16 to 256. A small upload's
+/// assembly mostly waits (the blob commit's syncs, the sessions service's writes), so many run
+/// side by side on one core: on the 2-core benchmark machine 4 completed ~126 small uploads/s,
+/// 16 ~203/s and 32 ~219/s (BENCHMARKS.md, "Under load"). A large upload's read-back holds
+/// one of them, so small uploads are not queued behind it. One receiver per process takes jobs
+/// from the queue as slots free up (see `assembler`); a free slot costs nothing.
 pub fn default_assemblers() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     (16 * cores).clamp(16, 256)
