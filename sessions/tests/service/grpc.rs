@@ -1165,7 +1165,7 @@ async fn a_waiting_status_read_answers_when_the_upload_changes() {
             (answer, started.elapsed())
         })
     };
-    waiting_on_the_server(&h).await;
+    waiting_in(&h.state.changes).await;
     assert!(!waiting.is_finished(), "the read waits while assembling");
     let file = h.assemble(&id, &bytes).await;
     let (answer, took) = waiting.await.unwrap();
@@ -1185,9 +1185,9 @@ async fn a_waiting_status_read_answers_when_the_upload_changes() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-/// Until a status read waits in the service (it holds the upload's change notification).
-async fn waiting_on_the_server(h: &common::Harness) {
-    let changes = std::sync::Arc::clone(&h.state.changes);
+/// Until a status read waits in the service whose `changes` these are (it holds the upload's
+/// change notification).
+async fn waiting_in(changes: &sessions::domain::changes::UploadChanges) {
     eventually("a status read to wait", Duration::from_secs(10), || {
         std::future::ready(changes.waiting() >= 1)
     })
@@ -1205,7 +1205,7 @@ async fn waiting_reads_answer_when_the_service_stops() {
         let req = wait_for(ALICE, &upload.upload_id, 15_000);
         tokio::spawn(async move { client.get_upload(req).await })
     };
-    waiting_on_the_server(&h).await;
+    waiting_in(&h.state.changes).await;
     let started = std::time::Instant::now();
     h.shutdown().await.unwrap();
     assert!(
@@ -1234,12 +1234,7 @@ async fn a_waiting_read_sees_the_change_of_another_replica() {
         let req = wait_for(ALICE, &upload.upload_id, 15_000);
         tokio::spawn(async move { other_client.get_upload(req).await })
     };
-    eventually(
-        "the read to wait on the other replica",
-        Duration::from_secs(10),
-        || std::future::ready(others_waits.waiting() >= 1),
-    )
-    .await;
+    waiting_in(&others_waits).await;
     let file = h.assemble(&upload.upload_id, &bytes).await;
     let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
