@@ -188,8 +188,12 @@ impl Api {
         path: &str,
         body: Option<&Value>,
         token: Option<&str>,
+        headers: &[(reqwest::header::HeaderName, String)],
     ) -> Result<reqwest::Response, ApiError> {
         let mut req = self.http.request(method, self.resolve(path));
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -206,6 +210,17 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> Result<reqwest::Response, ApiError> {
+        self.authed_with(method, path, body, &[]).await
+    }
+
+    /// [`Self::authed`] with extra request headers.
+    async fn authed_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<reqwest::Response, ApiError> {
         let token = self
             .creds
             .lock()
@@ -214,13 +229,15 @@ impl Api {
             .map(|c| c.access_token.clone())
             .ok_or_else(|| ApiError::NotLoggedIn(self.server.clone()))?;
         let res = self
-            .request_raw(method.clone(), path, body, Some(&token))
+            .request_raw(method.clone(), path, body, Some(&token), headers)
             .await?;
         if res.status() != StatusCode::UNAUTHORIZED {
             return check(res).await;
         }
         let token = self.refresh().await?;
-        let res = self.request_raw(method, path, body, Some(&token)).await?;
+        let res = self
+            .request_raw(method, path, body, Some(&token), headers)
+            .await?;
         check(res).await
     }
 
@@ -235,6 +252,7 @@ impl Api {
                 "/api/v1/auth/refresh",
                 Some(&json!({"refresh_token": creds.refresh_token})),
                 None,
+                &[],
             )
             .await?;
         if res.status() == StatusCode::UNAUTHORIZED {
@@ -270,7 +288,13 @@ impl Api {
     ) -> Result<User, ApiError> {
         let body = json!({"email": email, "password": password, "name": name});
         let res = self
-            .request_raw(Method::POST, "/api/v1/auth/register", Some(&body), None)
+            .request_raw(
+                Method::POST,
+                "/api/v1/auth/register",
+                Some(&body),
+                None,
+                &[],
+            )
             .await?;
         json_of(check(res).await?).await
     }
@@ -279,7 +303,7 @@ impl Api {
     pub async fn login(&self, email: &str, password: &str) -> Result<User, ApiError> {
         let body = json!({"email": email, "password": password});
         let res = self
-            .request_raw(Method::POST, "/api/v1/auth/login", Some(&body), None)
+            .request_raw(Method::POST, "/api/v1/auth/login", Some(&body), None, &[])
             .await?;
         let pair: TokenPair = json_of(check(res).await?).await?;
         let creds = Credentials {
@@ -427,12 +451,27 @@ impl Api {
             .await
     }
 
-    /// The streamed content of a file.
-    pub async fn file_content(&self, file_id: &str) -> Result<reqwest::Response, ApiError> {
-        self.authed(
+    /// The streamed content of a file from byte `from` on: a `Range` request past byte 0, made
+    /// conditional on `etag` (`If-Range`), so that a file that changed is sent whole (`200`)
+    /// rather than spliced onto bytes of another (`206`).
+    pub async fn file_content(
+        &self,
+        file_id: &str,
+        from: u64,
+        etag: Option<&str>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let mut headers = Vec::new();
+        if from > 0 {
+            headers.push((reqwest::header::RANGE, format!("bytes={from}-")));
+            if let Some(tag) = etag {
+                headers.push((reqwest::header::IF_RANGE, tag.to_owned()));
+            }
+        }
+        self.authed_with(
             Method::GET,
             &format!("/api/v1/files/{file_id}/content"),
             None,
+            &headers,
         )
         .await
     }

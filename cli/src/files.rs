@@ -1,6 +1,6 @@
 //! `lfusys ls`, `lfusys download`, `lfusys rm`.
 
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -8,7 +8,8 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::client::Api;
+use crate::client::{Api, ApiError};
+use crate::upload::backoff;
 use lfusys_core::units::format_size;
 
 pub async fn list(api: &Api, json: bool) -> anyhow::Result<()> {
@@ -69,7 +70,7 @@ pub async fn download(
     progress: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let info = api.file(id).await?;
+    let info = with_retries(|| api.file(id)).await?;
     let target = output.unwrap_or_else(|| PathBuf::from(&info.name));
     if target.is_dir() {
         bail!(
@@ -84,7 +85,6 @@ pub async fn download(
             .and_then(|n| n.to_str())
             .unwrap_or("download")
     ));
-    let res = api.file_content(id).await?;
     let pb = if progress {
         let pb = ProgressBar::new(info.size);
         pb.set_style(
@@ -97,27 +97,12 @@ pub async fn download(
     } else {
         ProgressBar::hidden()
     };
-    let mut out = std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(&partial)
-            .with_context(|| format!("creating {}", partial.display()))?,
-    );
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut hasher = Sha256::new();
     let mut received = 0u64;
-    let mut body = res.bytes_stream();
-    let result: anyhow::Result<()> = async {
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.context("the download was interrupted")?;
-            hasher.update(&chunk);
-            out.write_all(&chunk)?;
-            received += chunk.len() as u64;
-            pb.inc(chunk.len() as u64);
-        }
-        out.flush()?;
-        out.get_ref().sync_all()?;
-        Ok(())
-    }
-    .await;
+    let result = fetch_into(api, id, &mut out, &mut hasher, &mut received, &pb).await;
     pb.finish_and_clear();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&partial);
@@ -153,6 +138,86 @@ pub async fn download(
         );
     }
     Ok(())
+}
+
+/// Attempts of a download request (and of resuming a cut-off body) on transient failures.
+const DOWNLOAD_ATTEMPTS: u32 = 6;
+
+async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && attempt < DOWNLOAD_ATTEMPTS => {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Streams the file's bytes into `out` and `hasher`. A transient failure (the server busy or
+/// restarting, the connection cut) is retried with backoff, resuming from the bytes already
+/// written with a `Range` request conditional on the file's ETag; a server that answers the
+/// whole file instead (`200`) has it written again from the start.
+async fn fetch_into(
+    api: &Api,
+    id: &str,
+    out: &mut std::io::BufWriter<std::fs::File>,
+    hasher: &mut Sha256,
+    received: &mut u64,
+    pb: &ProgressBar,
+) -> anyhow::Result<()> {
+    let mut etag: Option<String> = None;
+    let mut attempt = 1;
+    loop {
+        let res = with_retries(|| api.file_content(id, *received, etag.as_deref())).await?;
+        if *received > 0 && res.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+            out.flush()?;
+            out.get_mut().set_len(0)?;
+            out.get_mut().seek(SeekFrom::Start(0))?;
+            *hasher = Sha256::new();
+            *received = 0;
+            pb.set_position(0);
+        }
+        if let Some(tag) = res.headers().get(reqwest::header::ETAG) {
+            etag = tag.to_str().ok().map(str::to_owned);
+        }
+        let before = *received;
+        let mut body = res.bytes_stream();
+        let cut = loop {
+            match body.next().await {
+                None => break None,
+                Some(Ok(chunk)) => {
+                    hasher.update(&chunk);
+                    out.write_all(&chunk)?;
+                    *received += chunk.len() as u64;
+                    pb.inc(chunk.len() as u64);
+                }
+                Some(Err(e)) => break Some(e),
+            }
+        };
+        let Some(error) = cut else {
+            out.flush()?;
+            out.get_ref().sync_all()?;
+            return Ok(());
+        };
+        // Progress resets the count: only a connection that keeps failing gives up.
+        if *received > before {
+            attempt = 1;
+        }
+        if attempt >= DOWNLOAD_ATTEMPTS {
+            return Err(anyhow::Error::new(error).context(format!(
+                "the download was interrupted {DOWNLOAD_ATTEMPTS} times in a row"
+            )));
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
+    }
 }
 
 /// Deletes files; an id that names an unfinished upload cancels it instead.

@@ -637,7 +637,7 @@ async fn upload_one(shared: &Shared, api: &Api, job: &Job) -> anyhow::Result<()>
             rec.error("file", "SHA-256 differs from what was sent");
         }
         let started = Instant::now();
-        let body = match api.file_content(&file_id).await {
+        let body = match api.file_content(&file_id, 0, None).await {
             Ok(res) => res.bytes().await.map_err(|e| e.to_string()),
             Err(e) => Err(status_of(&e)),
         };

@@ -114,6 +114,8 @@ pub struct Seen<'a> {
     pub method: &'a str,
     pub path_and_query: &'a str,
     pub target: &'a str,
+    /// The request's `Range` header ("" when none).
+    pub range: &'a str,
     /// How many requests the proxy had seen before this one.
     pub n: u64,
 }
@@ -125,6 +127,9 @@ pub enum Fault {
     Answer(u16, Vec<(&'static str, String)>, String),
     /// Forwards, then replaces a successful answer's body (and keeps its status 200).
     ReplaceBody(String),
+    /// Forwards, then sends the answer's status, headers and declared length but only its
+    /// first bytes, and drops the connection: a download cut off midway.
+    Truncate(usize),
 }
 
 type Rule = dyn Fn(&Seen<'_>) -> Fault + Send + Sync;
@@ -229,10 +234,17 @@ async fn proxy_one(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let range = parts
+        .headers
+        .get(hyper::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let fault = rule(&Seen {
         method: parts.method.as_str(),
         path_and_query: &path_and_query,
         target: &target,
+        range: &range,
         n,
     });
     let respond = |status: u16, headers: Vec<(String, String)>, body: bytes::Bytes| {
@@ -275,8 +287,9 @@ async fn proxy_one(
         Err(e) => return respond(502, Vec::new(), bytes::Bytes::from(e.to_string())),
     };
     let status = answer.status().as_u16();
-    // A HEAD answer has no body but the object's length: keep its Content-Length.
-    let head = parts.method == hyper::Method::HEAD;
+    // A HEAD answer has no body but the object's length: keep its Content-Length (and a
+    // truncated answer declares the whole length, to be cut short).
+    let head = parts.method == hyper::Method::HEAD || matches!(fault, Fault::Truncate(_));
     let headers: Vec<(String, String)> = answer
         .headers()
         .iter()
@@ -288,11 +301,17 @@ async fn proxy_one(
         .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
         .collect();
     let bytes = answer.bytes().await.unwrap_or_default();
-    if let Fault::ReplaceBody(text) = fault {
-        if status == 200 {
+    match fault {
+        Fault::ReplaceBody(text) if status == 200 => {
             faults.fetch_add(1, Ordering::SeqCst);
             return respond(200, headers, bytes::Bytes::from(text));
         }
+        // hyper ends the connection when a body is shorter than its Content-Length.
+        Fault::Truncate(keep) if bytes.len() > keep => {
+            faults.fetch_add(1, Ordering::SeqCst);
+            return respond(status, headers, bytes.slice(..keep));
+        }
+        _ => {}
     }
     respond(status, headers, bytes)
 }

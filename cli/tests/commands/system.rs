@@ -400,3 +400,49 @@ fn an_upload_without_a_declared_sha256_has_none() {
     client.download(&id, &copy);
     assert_eq!(sha256_file(&copy), sha);
 }
+
+/// A download cut off midway resumes where it stopped (a `Range` request for the rest, made
+/// conditional on the ETag) and the file is whole and verified.
+#[test]
+fn a_cut_off_download_resumes_with_a_range_request() {
+    use std::sync::{Arc, Mutex};
+    use test_support::aws::{Fault, FaultProxy};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), free_port(), &[], &[]);
+    let ranges = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&ranges);
+    let proxy = FaultProxy::start(&server.url, move |req| {
+        if req.method != "GET" || !req.path_and_query.ends_with("/content") {
+            return Fault::Forward;
+        }
+        let mut seen = seen.lock().unwrap();
+        seen.push(req.range.to_owned());
+        if seen.len() == 1 {
+            Fault::Truncate(3 * MIB)
+        } else {
+            Fault::Forward
+        }
+    });
+    let client = Client::new(&proxy.url);
+    client.signup("resume@example.com");
+    let source = dir.path().join("video.mp4");
+    let sha = write_file(&source, 10 * MIB + 7, 11);
+    let report = upload_json(&client, &source, "4");
+    let copy = dir.path().join("copy.mp4");
+    client.download(report["file_id"].as_str().unwrap(), &copy);
+    assert_eq!(sha256_file(&copy), sha);
+    assert_eq!(proxy.faults(), 1, "the first answer was cut off");
+    let ranges = ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert_eq!(ranges[0], "", "the first request asks for the whole file");
+    let from: u64 = ranges[1]
+        .strip_prefix("bytes=")
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the second asks for the rest: {ranges:?}"));
+    assert!(
+        from > 0 && from <= 3 * MIB as u64,
+        "resumed from byte {from}, not from the start"
+    );
+}

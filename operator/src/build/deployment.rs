@@ -6,9 +6,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    EnvFromSource, EnvVar, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretEnvSource, SecretVolumeSource, SecurityContext, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -19,6 +19,16 @@ use super::{child_meta, labels, selector_labels, Component, Inputs, CONFIG_HASH_
 
 /// The images run as this non-root user (distroless `nonroot`).
 const RUN_AS: i64 = 65_532;
+
+/// Seconds a stopping Pod goes on serving before it is sent SIGTERM. A Pod leaves its
+/// Services' endpoints when it starts terminating, but the Ingress controller and kube-proxy
+/// learn it a moment later: a process that stopped accepting at once would have the requests
+/// routed to it meanwhile refused (a 502 from the Ingress during every rolling update).
+pub const DRAIN_SECONDS: i64 = 5;
+
+/// Seconds from the start of termination to SIGKILL: the drain, then time for a worker to
+/// finish the chunks it is streaming.
+pub const TERMINATION_GRACE_SECONDS: i64 = 60;
 
 /// `{name}-{component}`: the component's pods. The workers' replica count comes from the
 /// autoscaler, the others' from the spec.
@@ -86,8 +96,7 @@ fn pod_spec(
         service_account_name: Some(cluster.name_any()),
         automount_service_account_token: Some(false),
         security_context: Some(pod_security_context()),
-        // Lets a worker finish the chunks it is streaming before it stops.
-        termination_grace_period_seconds: Some(60),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         containers: vec![Container {
             name: component.as_str().into(),
             image: Some(image.reference()),
@@ -105,6 +114,16 @@ fn pod_spec(
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             }]),
+            // The kubelet's own sleep: the distroless images have no shell to run one.
+            lifecycle: Some(Lifecycle {
+                pre_stop: Some(LifecycleHandler {
+                    sleep: Some(SleepAction {
+                        seconds: DRAIN_SECONDS,
+                    }),
+                    ..LifecycleHandler::default()
+                }),
+                ..Lifecycle::default()
+            }),
             readiness_probe: Some(probe(component, "/readyz", 5)),
             liveness_probe: Some(probe(component, "/healthz", 10)),
             resources,
@@ -301,6 +320,33 @@ mod tests {
             template.labels.as_ref().unwrap()["app.kubernetes.io/component"],
             "uploads"
         );
+    }
+
+    #[test]
+    fn pods_drain_before_they_stop() {
+        let c = minimal();
+        for component in [Component::Gateway, Component::Sessions, Component::Uploads] {
+            let d = deployment(&c, component, &inputs());
+            let pre_stop = container(&d)
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|h| h.sleep.as_ref())
+                .map(|s| s.seconds);
+            assert_eq!(pre_stop, Some(DRAIN_SECONDS), "{component:?}");
+            let grace = d
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .termination_grace_period_seconds
+                .unwrap();
+            assert!(
+                grace > DRAIN_SECONDS,
+                "{component:?}: the drain fits the grace period"
+            );
+        }
     }
 
     #[test]
