@@ -212,6 +212,41 @@ impl Drop for FaultProxy {
     }
 }
 
+/// The proxy's answer bodies: whole, or cut off by an error (which makes hyper drop the
+/// connection mid-body).
+type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
+
+fn whole(bytes: bytes::Bytes) -> ProxyBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// `bytes`, then a failure: the client gets them and then a connection that breaks.
+fn cut_off(bytes: bytes::Bytes) -> ProxyBody {
+    use http_body_util::BodyExt;
+    CutOff(Some(bytes)).boxed()
+}
+
+/// A body of some bytes that then fails.
+struct CutOff(Option<bytes::Bytes>);
+
+impl hyper::body::Body for CutOff {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(Some(match self.0.take() {
+            Some(bytes) => Ok(hyper::body::Frame::data(bytes)),
+            None => Err(std::io::Error::other("cut off by the fault proxy")),
+        }))
+    }
+}
+
 async fn proxy_one(
     req: hyper::Request<hyper::body::Incoming>,
     client: reqwest::Client,
@@ -219,7 +254,7 @@ async fn proxy_one(
     rule: Arc<Rule>,
     faults: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
-) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+) -> Result<hyper::Response<ProxyBody>, std::convert::Infallible> {
     use http_body_util::BodyExt;
     let n = requests.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
@@ -248,7 +283,7 @@ async fn proxy_one(
         n,
     });
     let respond = |status: u16, headers: Vec<(String, String)>, body: bytes::Bytes| {
-        let mut res = hyper::Response::new(http_body_util::Full::new(body));
+        let mut res = hyper::Response::new(whole(body));
         *res.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
         for (k, v) in headers {
             if let (Ok(k), Ok(v)) = (
@@ -306,10 +341,11 @@ async fn proxy_one(
             faults.fetch_add(1, Ordering::SeqCst);
             return respond(200, headers, bytes::Bytes::from(text));
         }
-        // hyper ends the connection when a body is shorter than its Content-Length.
         Fault::Truncate(keep) if bytes.len() > keep => {
             faults.fetch_add(1, Ordering::SeqCst);
-            return respond(status, headers, bytes.slice(..keep));
+            let mut res = respond(status, headers, bytes::Bytes::new())?;
+            *res.body_mut() = cut_off(bytes.slice(..keep));
+            return Ok::<_, std::convert::Infallible>(res);
         }
         _ => {}
     }
