@@ -31,8 +31,13 @@ pub const BEFORE_STORAGE_RELEASE: &str = "sessions.before-storage-release";
 /// releases.
 pub const AFTER_STORAGE_RELEASE: &str = "sessions.after-storage-release";
 
-/// Every failpoint, in the order an upload reaches them, for the tests that go through them
-/// all.
+/// Upload workers: not a crash but a fault — chunks 0 and 1 of an upload (of more than two
+/// chunks) are each stored at the other's place, as a store or assembly bug would misplace
+/// them, for the tests that show that the whole-file check catches it before publishing.
+pub const SWAP_FIRST_CHUNKS: &str = "uploads.swap-first-chunks";
+
+/// Every crash failpoint, in the order an upload reaches them, for the tests that go through
+/// them all.
 pub const ALL: &[&str] = &[
     AFTER_STORAGE_PREPARED,
     AFTER_CHUNK_STORED,
@@ -62,6 +67,12 @@ pub fn armed_in(env: &Env<'_>) -> Vec<String> {
 /// The failpoints armed in this process (a service warns at start when there are any).
 pub fn armed() -> &'static [String] {
     ARMED.get_or_init(|| armed_in(&Env::process()))
+}
+
+/// Whether `name` is armed (for the fault failpoints, which change behaviour instead of
+/// aborting).
+pub fn is_armed(name: &str) -> bool {
+    armed().iter().any(|n| n == name)
 }
 
 /// Aborts the process if `name` is armed.

@@ -1,6 +1,7 @@
 //! The JSON documents of the HTTP API (also the OpenAPI schemas).
 
 use lfusys_core::clock::rfc3339;
+use lfusys_core::digest::crc64_hex;
 use serde::{Deserialize, Serialize};
 use sessions_api::proto;
 use utoipa::ToSchema;
@@ -114,14 +115,22 @@ pub struct UploadStatus {
     pub name: String,
     pub size: u64,
     pub content_type: String,
+    /// The whole file's SHA-256 the client declared (at creation, or with `crc64nvme`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The whole file's CRC-64/NVME (16 hex digits) the client declared with
+    /// `PATCH /api/v1/uploads/{id}`, once it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
     pub chunk_size: u64,
     pub total_chunks: u32,
     /// `uploading | assembling | completed | failed | cancelled | expired`.
     pub state: String,
     /// Indices of the stored chunks, ascending.
     pub received_chunks: Vec<u32>,
+    /// CRC-64/NVME (16 hex digits) of each stored chunk, in the order of `received_chunks`: a
+    /// client resuming proves with them that its file is the one uploaded.
+    pub received_crc64nvme: Vec<String>,
     pub bytes_received: u64,
     /// Set once the upload is completed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,11 +153,32 @@ pub struct FileInfo {
     pub name: String,
     pub size: u64,
     pub content_type: String,
-    /// Whole-file SHA-256 (hex) the client declared when creating the upload, verified when
-    /// the file was assembled; also the download's ETag. `null` when the client declared none
-    /// (every chunk was still verified against its own SHA-256; the file is not hashed whole).
+    /// Whole-file SHA-256 (hex), `null` when none is known; `sha256_source` says who vouches
+    /// for it.
     pub sha256: Option<String>,
+    /// `client`: the uploading client computed it in the same pass over the file as the
+    /// CRC-64/NVME it declared, which the server verified; `declared`: declared at creation,
+    /// checked by no one; `server`: the server hashed the stored file (earlier versions).
+    /// `null` with no SHA-256.
+    pub sha256_source: Option<String>,
+    /// Whole-file CRC-64/NVME (16 hex digits), computed by the server from the bytes it
+    /// received and verified against the stored file before the File was published; also
+    /// the download's ETag. `null` for files of earlier versions.
+    pub crc64nvme: Option<String>,
     pub created_at: String,
+}
+
+/// The body of `PATCH /api/v1/uploads/{id}`: the whole-file checksums a client computed while
+/// it read the file, declared before its last chunk.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DeclareChecksums {
+    /// The whole file's CRC-64/NVME, 16 hex digits. The server verifies the stored file
+    /// against it.
+    pub crc64nvme: String,
+    /// The whole file's SHA-256, 64 hex digits, computed in the same pass. When the upload was
+    /// created with a `sha256`, a different one fails the upload.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -175,9 +205,11 @@ impl From<proto::Upload> for UploadStatus {
             size: u.size,
             content_type: u.content_type,
             sha256: non_empty(u.sha256),
+            crc64nvme: u.crc64nvme.map(crc64_hex),
             chunk_size: u.chunk_size,
             total_chunks: u.total_chunks,
             received_chunks: u.received_chunks,
+            received_crc64nvme: u.received_crc64nvme.into_iter().map(crc64_hex).collect(),
             bytes_received: u.bytes_received,
             file_id: non_empty(u.file_id),
             error: non_empty(u.error),
@@ -195,6 +227,8 @@ impl From<proto::File> for FileInfo {
             size: f.size,
             content_type: f.content_type,
             sha256: non_empty(f.sha256),
+            sha256_source: non_empty(f.sha256_source),
+            crc64nvme: f.crc64nvme.map(crc64_hex),
             created_at: rfc3339(f.created_at_ms),
         }
     }

@@ -68,7 +68,9 @@ pub fn app(state: GatewayState) -> Router {
         )
         .route(
             "/api/v1/uploads/{id}",
-            get(uploads::get_upload).delete(uploads::cancel_upload),
+            get(uploads::get_upload)
+                .delete(uploads::cancel_upload)
+                .patch(uploads::declare_checksums),
         )
         .route("/api/v1/uploads/{id}/token", post(uploads::renew_token))
         .route("/api/v1/files", get(files::list_files))

@@ -27,7 +27,7 @@ impl From<&proto::Part> for storage::PartRef {
         Self {
             index: p.index,
             size: p.size,
-            sha256: p.sha256.clone(),
+            crc64nvme: p.crc64nvme,
             etag: optional(&p.etag).map(str::to_owned),
         }
     }
@@ -37,6 +37,11 @@ impl From<&proto::Part> for storage::PartRef {
 /// no absent scalar; the wire says "none" with "").
 pub fn optional(wire: &str) -> Option<&str> {
     (!wire.is_empty()).then_some(wire)
+}
+
+/// The domain source of a File's `sha256_source`; `None` for empty (no SHA-256) or unknown.
+pub fn sha256_source(wire: &str) -> Option<storage::Sha256Source> {
+    storage::Sha256Source::parse(wire)
 }
 
 /// The domain state of a proto enum value; `None` for `UNSPECIFIED`.
@@ -74,5 +79,25 @@ mod tests {
         }
         assert_eq!(upload_state(0), None);
         assert_eq!(upload_state(99), None);
+    }
+
+    #[test]
+    fn parts_keep_their_crc() {
+        let p = proto::Part {
+            index: 3,
+            size: 10,
+            etag: String::new(),
+            crc64nvme: u64::MAX,
+        };
+        let part = storage::PartRef::from(&p);
+        assert_eq!((part.index, part.crc64nvme, part.etag), (3, u64::MAX, None));
+        for source in [
+            storage::Sha256Source::Client,
+            storage::Sha256Source::Declared,
+            storage::Sha256Source::Server,
+        ] {
+            assert_eq!(sha256_source(source.as_str()), Some(source));
+        }
+        assert_eq!(sha256_source(""), None);
     }
 }

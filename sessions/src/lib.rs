@@ -15,8 +15,8 @@
 //!
 //! Choices the contract leaves open:
 //! - Chunk records of a completed upload are kept until its File is deleted, so a chunk
-//!   retried after completion is still recognised (`ALREADY_STORED` / `DIGEST_CONFLICT`) and
-//!   the upload's status keeps listing every chunk. Cancelled, expired and failed uploads drop
+//!   retried after completion is still answered `ALREADY_STORED` with its CRC-64/NVME (the
+//!   worker tells a retry from other bytes) and the upload's status keeps listing every chunk. Cancelled, expired and failed uploads drop
 //!   their chunk records together with their storage.
 //! - An upload is refused past its `expires_at` even before the sweeper runs: `BeginChunk`
 //!   expires it on the spot and answers `GONE`.

@@ -9,15 +9,19 @@
 //!
 //! 1. asks the sessions service for the assembly (`GetAssembly`); an upload that is no longer
 //!    assembling (completed, failed, cancelled, expired or unknown) is acknowledged and left alone;
-//! 2. commits the blob (`BlobStore::complete_upload`, idempotent);
-//! 3. checks the blob's size and, when the client declared a whole-file SHA-256, the blob's
-//!    against it (read back in ranges, several at a time, hashed in order; without a declared
-//!    one the File has no SHA-256 and nothing is read again: every chunk was verified against
-//!    its own as it arrived); a mismatch fails the upload with the reason stated
-//!    (`whole-file SHA-256 mismatch: declared X, received Y`), deletes the blob and publishes
-//!    nothing;
-//! 4. publishes the File (`CompleteAssembly`, idempotent: the File id derives from the
-//!    upload id) and acknowledges (deletes) the message.
+//! 2. combines the recorded chunks' CRC-64/NVME (each computed by the worker that stored it)
+//!    into the whole file's, and checks it against the one the client declared, if it did;
+//! 3. commits the blob (`BlobStore::complete_upload`, idempotent), which first verifies that
+//!    what the store holds at each place makes a file with that CRC — S3 from its parts'
+//!    checksums (a `FULL_OBJECT` checksum), local disk from its record of positioned writes —
+//!    so that a chunk stored at the wrong place is caught without reading the file back;
+//! 4. checks the blob's size;
+//! 5. publishes the File with that CRC (`CompleteAssembly`, idempotent: the File id derives
+//!    from the upload id) and acknowledges (deletes) the message.
+//!
+//! A mismatch at 2–4 fails the upload with the reason stated, deletes the blob and publishes
+//! nothing. The file's SHA-256 is never computed here: the client computes it as it reads
+//! the file and declares it with the CRC (docs/protocol.md, "Checksums").
 //!
 //! A transient error (storage or sessions service unreachable) is logged and the message is
 //! not acknowledged: it is redelivered after the visibility timeout.
@@ -38,18 +42,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use futures::StreamExt;
-use lfusys_core::digest::to_hex;
+use lfusys_core::digest::{crc64_hex, crc64nvme_of_pieces};
 use lfusys_core::failpoint;
 use lfusys_core::ids::UploadId;
 use lfusys_core::jobs::AssemblyJob;
-use lfusys_core::range::ByteRange;
 use lfusys_core::state::UploadState;
 use sessions_api::proto::{
     Assembly, CompleteAssemblyRequest, FailUploadRequest, GetAssemblyRequest,
 };
-use sha2::Digest;
 use storage::{PartRef, ReceivedJob, StoreError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -58,10 +58,6 @@ use crate::WorkerState;
 
 /// Long-poll wait of one receive.
 pub const RECEIVE_WAIT: Duration = Duration::from_secs(10);
-/// The whole-file SHA-256 check reads the blob in ranges of this size…
-const HASH_RANGE: u64 = 8 * 1024 * 1024;
-/// …this many at a time.
-const HASH_READS: usize = 4;
 
 /// The last transient error per upload, shared by the assemblers of this process, for the
 /// reason given when a job is dead-lettered.
@@ -281,15 +277,10 @@ impl Assembler {
         }
 
         let blob = self.state.blob();
-        let parts: Vec<PartRef> = assembly.parts.iter().map(PartRef::from).collect();
-        blob.complete_upload(
-            &upload_id,
-            sessions_api::optional(&upload.storage_handle),
-            &parts,
-            &assembly.blob_key,
-        )
-        .await
-        .map_err(|e| Retry(format!("committing the blob: {e}")))?;
+        let whole = match self.commit(&upload_id, &assembly).await? {
+            Ok(whole) => whole,
+            Err(reason) => return self.fail(&upload_id, &assembly.blob_key, reason).await,
+        };
         failpoint::hit(failpoint::AFTER_BLOB_COMMIT);
 
         let size = blob
@@ -303,27 +294,10 @@ impl Assembler {
             );
             return self.fail(&upload_id, &assembly.blob_key, reason).await;
         }
-        // Every chunk was verified against its own SHA-256 as it arrived; the whole file is
-        // read back only to verify the SHA-256 the client declared. Without one the File has
-        // none: the bytes are not read again.
-        let sha256 = if upload.sha256.is_empty() {
-            String::new()
-        } else {
-            let sha256 = self.hash_blob(&assembly.blob_key, size).await?;
-            if !upload.sha256.eq_ignore_ascii_case(&sha256) {
-                let reason = format!(
-                    "whole-file SHA-256 mismatch: declared {}, received {sha256}",
-                    upload.sha256.to_ascii_lowercase()
-                );
-                return self.fail(&upload_id, &assembly.blob_key, reason).await;
-            }
-            sha256
-        };
-
         let req = CompleteAssemblyRequest {
             upload_id: upload_id.to_string(),
-            sha256,
             size,
+            crc64nvme: whole,
         };
         match self.state.sessions().complete_assembly(req).await {
             Ok(file) => Ok(Done::Completed {
@@ -334,6 +308,45 @@ impl Assembler {
                 why: format!("the file was not published: {}", s.message()),
             }),
             Err(s) => Err(Retry(format!("publishing the file: {}", s.message()))),
+        }
+    }
+
+    /// Steps 2 and 3: the file's CRC from its chunks', checked against the client's, then the
+    /// commit, which the store makes only once it has verified the file against it. Answers
+    /// that CRC, or why the upload fails.
+    async fn commit(
+        &self,
+        upload_id: &UploadId,
+        assembly: &Assembly,
+    ) -> Result<Result<u64, String>, Retry> {
+        let upload = assembly.upload.clone().unwrap_or_default();
+        let parts: Vec<PartRef> = assembly.parts.iter().map(PartRef::from).collect();
+        let whole = crc64nvme_of_pieces(parts.iter().map(|p| (p.crc64nvme, p.size)));
+        if let Some(declared) = upload.crc64nvme.filter(|&d| d != whole) {
+            return Ok(Err(format!(
+                "whole-file CRC-64/NVME mismatch: the client declared {}, the chunks received make {}",
+                crc64_hex(declared),
+                crc64_hex(whole)
+            )));
+        }
+        let committed = self
+            .state
+            .blob()
+            .complete_upload(
+                upload_id,
+                sessions_api::optional(&upload.storage_handle),
+                &parts,
+                &assembly.blob_key,
+                whole,
+            )
+            .await;
+        match committed {
+            Ok(()) => Ok(Ok(whole)),
+            Err(StoreError::ChecksumMismatch(detail)) => Ok(Err(format!(
+                "the stored file is not the file received (CRC-64/NVME {}): {detail}",
+                crc64_hex(whole)
+            ))),
+            Err(e) => Err(Retry(format!("committing the blob: {e}"))),
         }
     }
 
@@ -393,46 +406,6 @@ impl Assembler {
         if let Err(e) = self.state.blob().delete_blob(blob_key).await {
             tracing::warn!(%blob_key, error = %e, "deleting the blob of a failed upload failed");
         }
-    }
-
-    /// SHA-256 of a committed blob of `size` bytes: ranges of [`HASH_RANGE`] bytes are read
-    /// [`HASH_READS`] at a time (so the store's latency overlaps) and hashed in order, with at
-    /// most `HASH_READS` ranges in memory.
-    async fn hash_blob(&self, blob_key: &str, size: u64) -> Result<String, Retry> {
-        let blob = Arc::clone(self.state.blob());
-        let ranges = (0..size.div_ceil(HASH_RANGE)).map(|i| {
-            let start = i * HASH_RANGE;
-            ByteRange {
-                start,
-                end: (start + HASH_RANGE).min(size) - 1,
-            }
-        });
-        let mut parts = futures::stream::iter(ranges)
-            .map(|range| {
-                let blob = Arc::clone(&blob);
-                async move {
-                    let mut stream = blob.read_blob(blob_key, Some(range)).await?;
-                    let mut buf = BytesMut::with_capacity(range.len() as usize);
-                    while let Some(bytes) = stream.next().await {
-                        buf.extend_from_slice(&bytes?);
-                    }
-                    Ok::<_, StoreError>(buf.freeze())
-                }
-            })
-            .buffered(HASH_READS);
-        let mut hasher = sha2::Sha256::new();
-        let mut read = 0u64;
-        while let Some(part) = parts.next().await {
-            let part = part.map_err(|e| Retry(format!("reading the blob: {e}")))?;
-            read += part.len() as u64;
-            hasher.update(&part);
-        }
-        if read != size {
-            return Err(Retry(format!(
-                "reading the blob: {read} bytes read, {size} expected"
-            )));
-        }
-        Ok(to_hex(&hasher.finalize().into()))
     }
 }
 

@@ -1,7 +1,9 @@
 //! Chunk ingest: `PUT /api/v1/chunks/{upload_id}/{index}` (DESIGN §3 step 2).
 //!
 //! The request carries `Authorization: Bearer <upload token>`, `Content-Length` (the chunk's
-//! exact length) and `Content-Digest: sha-256=:<base64>:`. Answers, checked in this order:
+//! exact length) and `Content-Digest` with a `crc64nvme=:<base64>:` member (the chunk's
+//! CRC-64/NVME, 8 bytes big-endian), a `sha-256=:<base64>:` member, or both; each one given is
+//! verified. Answers, checked in this order:
 //!
 //! | status | when |
 //! |---|---|
@@ -13,9 +15,9 @@
 //! | 400 | `Content-Digest` missing or malformed |
 //! | 413 | declared length longer than the chunk (answered before reading the body) |
 //! | 400 | declared length, or the body, shorter than the chunk |
-//! | 422 | the body's SHA-256 differs from `Content-Digest` (nothing is recorded) |
-//! | 200 | the same chunk with the same digest is already stored (nothing is written) |
-//! | 409 | stored with another digest, the upload takes no new chunks, or another request is writing this chunk now |
+//! | 422 | the body's CRC-64/NVME or SHA-256 differs from `Content-Digest` (nothing is recorded) |
+//! | 200 | the same chunk (the same CRC-64/NVME) is already stored (nothing is written) |
+//! | 409 | stored with other bytes, the upload takes no new chunks, or another request is writing this chunk now |
 //! | 201 | stored |
 //! | 507 | the blob store's or the metadata store's disk is full (`Retry-After`; nothing of the chunk is recorded) |
 //!
@@ -44,7 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
 use futures::TryStreamExt;
-use lfusys_core::digest::{parse_content_digest, Sha256};
+use lfusys_core::digest::{parse_content_digest, ChunkDigests};
 use lfusys_core::plan::UploadPlan;
 use lfusys_core::tokens::{TokenError, UploadClaims};
 use service_kit::problem::Problem;
@@ -147,7 +149,7 @@ async fn handle(
             return refuse(gone.unwrap_or(e), headers, body, drain_limit).await;
         }
     };
-    let req = ChunkRequest::from_claims(&claims, checked.index, checked.len, checked.digest);
+    let req = ChunkRequest::from_claims(&claims, checked.index, checked.len, checked.digests);
     match ingest::ingest_chunk(state, &req, body_stream(body)).await {
         Ok(Outcome::Stored(receipt)) => (StatusCode::CREATED, Json(receipt)).into_response(),
         Ok(Outcome::AlreadyStored(receipt)) => (StatusCode::OK, Json(receipt)).into_response(),
@@ -191,7 +193,7 @@ fn authenticate(state: &WorkerState, headers: &HeaderMap) -> Result<UploadClaims
 struct Checked {
     index: u32,
     len: u64,
-    digest: Sha256,
+    digests: ChunkDigests,
 }
 
 /// The checks that need nothing but the request and the token's plan, in the contract's order.
@@ -212,13 +214,17 @@ fn check_request(
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .ok_or(IngestError::InvalidContentLength)?;
-    let digest = declared_digest(headers)?;
+    let digests = declared_digests(headers)?;
     ingest::check_declared_len(index, len, declared)?;
-    Ok(Checked { index, len, digest })
+    Ok(Checked {
+        index,
+        len,
+        digests,
+    })
 }
 
-/// The SHA-256 of `Content-Digest` (RFC 9530).
-fn declared_digest(headers: &HeaderMap) -> Result<Sha256, IngestError> {
+/// The checksums of `Content-Digest` (RFC 9530).
+fn declared_digests(headers: &HeaderMap) -> Result<ChunkDigests, IngestError> {
     let value = headers
         .get("content-digest")
         .ok_or(IngestError::MissingDigest)?;
@@ -314,6 +320,18 @@ mod tests {
         .ok()
         .unwrap();
         assert_eq!((ok.index, ok.len), (0, 100));
+        let crc = check_request(
+            &plan,
+            "0",
+            &headers(&[
+                ("content-length", "100"),
+                ("content-digest", "crc64nvme=:AAAAAAAAAP8=:"),
+            ]),
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(crc.digests.crc64nvme, Some(0xff));
+        assert_eq!(crc.digests.sha256, None);
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub async fn get_file(
     params(
         ("id" = String, Path, description = "File id"),
         ("Range" = Option<String>, Header, description = "One byte range, e.g. `bytes=0-1023` or `bytes=-500`"),
-        ("If-None-Match" = Option<String>, Header, description = "ETag of a cached copy (`\"<sha256>\"`)"),
+        ("If-None-Match" = Option<String>, Header, description = "ETag of a cached copy (`\"crc64nvme-<hex>\"`, or `\"<sha256>\"` for files of earlier versions)"),
         ("If-Range" = Option<String>, Header, description = "Apply Range only if the ETag still matches"),
     ),
     responses(
@@ -137,7 +137,7 @@ pub async fn download(
     let id = path_id(path, "file")?;
     let file = fetch(&state, &user, id).await?;
     // The File's SHA-256 is its strong validator; a File without one has none.
-    let etag = (!file.sha256.is_empty()).then(|| format!("\"{}\"", file.sha256));
+    let etag = file_etag(&file);
 
     if let (Some(tag), Some(inm)) = (&etag, headers.get(header::IF_NONE_MATCH)) {
         if etag_matches(inm.to_str().unwrap_or_default(), tag) {
@@ -168,6 +168,19 @@ pub async fn download(
         Body::from_stream(stream)
     };
     Ok(content_response(body, &file, range, etag.as_deref()))
+}
+
+/// A File's strong ETag: its CRC-64/NVME, which every File has since the server verifies
+/// files by it (a file of an earlier version: its SHA-256, if it has one).
+fn file_etag(file: &proto::File) -> Option<String> {
+    match (file.crc64nvme, file.sha256.as_str()) {
+        (Some(crc), _) => Some(format!(
+            "\"crc64nvme-{}\"",
+            lfusys_core::digest::crc64_hex(crc)
+        )),
+        (None, "") => None,
+        (None, sha) => Some(format!("\"{sha}\"")),
+    }
 }
 
 fn insert_etag(h: &mut HeaderMap, etag: Option<&str>) {

@@ -16,7 +16,8 @@ use sessions_api::proto;
 use super::{internal, now_s, parse_json, path_id};
 use crate::authn::AuthUser;
 use crate::dto::{
-    CreateUploadRequest, CreatedUpload, ProblemDoc, UploadList, UploadStatus, UploadToken,
+    CreateUploadRequest, CreatedUpload, DeclareChecksums, ProblemDoc, UploadList, UploadStatus,
+    UploadToken,
 };
 use crate::state::GatewayState;
 
@@ -293,6 +294,71 @@ pub async fn cancel_upload(
         .await?;
     tracing::info!(upload_id = %id, "upload cancelled");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Declares the whole-file checksums the client computed while it read the file: its
+/// CRC-64/NVME, which the server verifies the stored file against, and its SHA-256, which the
+/// File then carries as computed by the client. Sent before the last chunk; repeating the same
+/// declaration is harmless.
+#[utoipa::path(
+    patch, path = "/api/v1/uploads/{id}", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id")),
+    request_body = DeclareChecksums,
+    responses(
+        (status = 200, description = "Declared; the upload's status", body = UploadStatus),
+        (status = 400, description = "A checksum is not hex of the right length", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such upload of the caller", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Other checksums were declared (`checksums-declared`), or the upload takes no more chunks (`upload-not-uploading`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "The SHA-256 is not the one declared at creation: the upload has failed (`sha256-mismatch`)", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn declare_checksums(
+    State(state): State<GatewayState>,
+    user: AuthUser,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<UploadStatus>, Problem> {
+    let id = path_id(path, "upload")?;
+    let req: DeclareChecksums = parse_json(&headers, body)?;
+    let bad = |m: &str| Problem::bad_request("invalid-checksums", m);
+    let crc64nvme = lfusys_core::digest::parse_crc64_hex(req.crc64nvme.trim())
+        .map_err(|_| bad("crc64nvme must be 16 hexadecimal characters"))?;
+    let sha256 = match req.sha256.as_deref().map(str::trim) {
+        None | Some("") => String::new(),
+        Some(s) => lfusys_core::digest::parse_hex(s)
+            .map(|d| lfusys_core::digest::to_hex(&d))
+            .map_err(|_| bad("sha256 must be 64 hexadecimal characters"))?,
+    };
+    let answer = state
+        .sessions()
+        .declare_checksums(proto::DeclareChecksumsRequest {
+            owner_id: user.user_id.into(),
+            upload_id: id,
+            sha256,
+            crc64nvme,
+        })
+        .await;
+    let upload = match answer {
+        Ok(res) => res.into_inner(),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {
+            return Err(Problem::conflict("checksums-declared", s.message()))
+        }
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            return Err(Problem::conflict("upload-not-uploading", s.message()))
+        }
+        Err(s) => return Err(Problem::from_status(&s)),
+    };
+    if sessions_api::upload_state(upload.state) == Some(UploadState::Failed) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "sha256-mismatch",
+            upload.error,
+        ));
+    }
+    Ok(Json(UploadStatus::from(upload)))
 }
 
 /// A fresh upload token for an upload that is still uploading.

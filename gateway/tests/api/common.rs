@@ -9,16 +9,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use lfusys_core::digest::crc64nvme;
 use lfusys_core::plan::UploadPlan;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 use sessions_api::proto;
 use sessions_api::proto::sessions_client::SessionsClient;
-use sha2::{Digest, Sha256};
 use storage::{ByteStream, ChunkTarget, PartRef};
 use stores::StorageConfig;
-use test_support::data::sha256_hex;
 use test_support::sessions::SessionsServer;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -182,19 +181,26 @@ impl Harness {
             .unwrap()
             .into_inner();
         assert_eq!(upload.size, data.len() as u64);
+        // As the clients do: the whole file's checksums, from their one pass, before the chunks
+        // are all there.
+        grpc.declare_checksums(proto::DeclareChecksumsRequest {
+            owner_id: owner_id.to_owned(),
+            upload_id: upload_id.to_owned(),
+            sha256: test_support::data::sha256_hex(data),
+            crc64nvme: crc64nvme(data),
+        })
+        .await
+        .unwrap();
         let plan = UploadPlan::new(upload.size, upload.chunk_size);
         for index in 0..plan.total_chunks {
             let offset = plan.offset(index);
             let len = plan.chunk_len(index).unwrap();
             let chunk = &data[offset as usize..(offset + len) as usize];
-            let digest: [u8; 32] = Sha256::digest(chunk).into();
-            let sha = sha256_hex(chunk);
             let begin = grpc
                 .begin_chunk(proto::BeginChunkRequest {
                     owner_id: owner_id.to_owned(),
                     upload_id: upload_id.to_owned(),
                     index,
-                    sha256: sha.clone(),
                     size: len,
                     claim_id: String::new(),
                 })
@@ -208,21 +214,21 @@ impl Harness {
                 index,
                 offset,
                 len,
-                sha256: digest,
+                crc64nvme: Some(crc64nvme(chunk)),
             };
             let body: ByteStream = Box::pin(futures::stream::iter([Ok::<_, std::io::Error>(
                 Bytes::copy_from_slice(chunk),
             )]));
-            let etag = blobs.write_chunk(&target, body).await.unwrap();
+            let written = blobs.write_chunk(&target, body).await.unwrap();
             let commit = grpc
                 .commit_chunk(proto::CommitChunkRequest {
                     owner_id: owner_id.to_owned(),
                     upload_id: upload_id.to_owned(),
                     index,
                     claim_id: begin.claim_id,
-                    sha256: sha,
                     size: len,
-                    etag: etag.unwrap_or_default(),
+                    etag: written.etag.unwrap_or_default(),
+                    crc64nvme: written.crc64nvme,
                 })
                 .await
                 .unwrap()
@@ -244,13 +250,14 @@ impl Harness {
                 sessions_api::optional(&handle),
                 &parts,
                 &assembly.blob_key,
+                crc64nvme(data),
             )
             .await
             .unwrap();
         grpc.complete_assembly(proto::CompleteAssemblyRequest {
             upload_id: upload_id.to_owned(),
-            sha256: sha256_hex(data),
             size: data.len() as u64,
+            crc64nvme: crc64nvme(data),
         })
         .await
         .unwrap()

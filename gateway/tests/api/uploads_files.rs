@@ -195,7 +195,7 @@ async fn get_with(
 
 /// Ranges (one, suffix, open-ended, unsatisfiable), `If-Range` and `If-None-Match` on a File's
 /// content.
-async fn ranges_and_validators(h: &Harness, t: &str, content: &str, data: &[u8], sha: &str) {
+async fn ranges_and_validators(h: &Harness, t: &str, content: &str, data: &[u8], etag: &str) {
     // One range across chunk boundaries.
     let res = get_with(h, t, content, &[(RANGE, "bytes=10-99")]).await;
     assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
@@ -224,9 +224,9 @@ async fn ranges_and_validators(h: &Harness, t: &str, content: &str, data: &[u8],
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.bytes().await.unwrap().len(), 150);
     // Conditional GET.
-    let res = get_with(h, t, content, &[(IF_NONE_MATCH, &format!("\"{sha}\""))]).await;
+    let res = get_with(h, t, content, &[(IF_NONE_MATCH, etag)]).await;
     assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
-    assert_eq!(res.headers()[ETAG], format!("\"{sha}\""));
+    assert_eq!(res.headers()[ETAG], etag);
     let res = get_with(h, t, content, &[(IF_NONE_MATCH, "\"other\"")]).await;
     assert_eq!(res.status(), StatusCode::OK);
 }
@@ -271,6 +271,9 @@ async fn downloads_stream_ranges_and_etags() {
     assert_eq!(info["size"], 150);
     assert_eq!(info["content_type"], "application/pdf");
     assert_eq!(info["sha256"], sha);
+    assert_eq!(info["sha256_source"], "client");
+    let crc = lfusys_core::digest::crc64_hex(lfusys_core::digest::crc64nvme(&data));
+    assert_eq!(info["crc64nvme"], crc.as_str());
     assert!(info["created_at"].as_str().unwrap().ends_with('Z'));
 
     let content = format!("/api/v1/files/{}/content", file.file_id);
@@ -278,7 +281,9 @@ async fn downloads_stream_ranges_and_etags() {
     assert_eq!(res.status(), StatusCode::OK);
     let headers = res.headers().clone();
     assert_eq!(headers[ACCEPT_RANGES], "bytes");
-    assert_eq!(headers[ETAG], format!("\"{sha}\""));
+    // The File's CRC-64/NVME, which every File has, is its ETag.
+    let etag = format!("\"crc64nvme-{crc}\"");
+    assert_eq!(headers[ETAG], etag.as_str());
     assert_eq!(headers[CONTENT_TYPE], "application/pdf");
     assert_eq!(headers[CONTENT_LENGTH], "150");
     assert_eq!(
@@ -287,7 +292,7 @@ async fn downloads_stream_ranges_and_etags() {
     );
     assert_eq!(res.bytes().await.unwrap().as_ref(), &data[..]);
 
-    ranges_and_validators(&h, &t, &content, &data, &sha).await;
+    ranges_and_validators(&h, &t, &content, &data, &etag).await;
 
     // A completed upload can neither be cancelled nor get a new token.
     let res = client()
@@ -532,4 +537,93 @@ async fn a_status_request_with_wait_answers_when_the_upload_changes() {
     let done: Value = get("wait=60").await.unwrap().json().await.unwrap();
     assert_eq!(done["state"], "completed");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+/// `PATCH /api/v1/uploads/{id}`: the whole-file checksums declared once (the same again is
+/// harmless), other ones refused, malformed ones a 400, and a SHA-256 other than the one the
+/// upload was created with fails the upload (422, with the reason on the upload).
+#[tokio::test]
+async fn whole_file_checksums_are_declared_once() {
+    let h = start().await;
+    let a = h.user("ada@example.com").await;
+    let t = token(&a);
+    let patch = |id: String, body: Value| {
+        let (url, t) = (h.url(&format!("/api/v1/uploads/{id}")), t.clone());
+        async move {
+            client()
+                .patch(url)
+                .bearer_auth(t)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let data = test_bytes(150, 2);
+    let (sha, crc) = (
+        sha256_hex(&data),
+        lfusys_core::digest::crc64_hex(lfusys_core::digest::crc64nvme(&data)),
+    );
+    let created = h
+        .create_upload(&t, json!({"name": "a.bin", "size": 150}))
+        .await;
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    for bad in [
+        json!({"crc64nvme": "xyz"}),
+        json!({"crc64nvme": crc, "sha256": "abc"}),
+        json!({"sha256": sha}),
+    ] {
+        let res = patch(id.clone(), bad).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+    let declared = json!({"crc64nvme": crc, "sha256": sha});
+    for _ in 0..2 {
+        let res = patch(id.clone(), declared.clone()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let status: Value = res.json().await.unwrap();
+        assert_eq!(status["crc64nvme"], crc.as_str());
+        assert_eq!(status["sha256"], sha.as_str());
+    }
+    let other = patch(id.clone(), json!({"crc64nvme": "0000000000000001"})).await;
+    let body = problem(other, StatusCode::CONFLICT).await;
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("/checksums-declared"),
+        "{body}"
+    );
+    let res = patch(lfusys_core::ids::new_upload_id(), declared.clone()).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    // Created to hold a file of another SHA-256.
+    let expected = "ab".repeat(32);
+    let created = h
+        .create_upload(
+            &t,
+            json!({"name": "b.bin", "size": 150, "sha256": expected}),
+        )
+        .await;
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    let body = problem(
+        patch(id.clone(), declared).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(
+        body["type"].as_str().unwrap().ends_with("/sha256-mismatch"),
+        "{body}"
+    );
+    let status: Value = client()
+        .get(h.url(&format!("/api/v1/uploads/{id}")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "failed");
+    let error = status["error"].as_str().unwrap();
+    assert!(error.contains(&expected) && error.contains(&sha), "{error}");
 }

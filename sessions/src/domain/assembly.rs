@@ -1,18 +1,21 @@
 //! Assembly (DESIGN §3.4): an assembler takes the job of a completed set, reads the upload's
-//! parts, commits the blob, verifies size and (when the client declared one) the whole-file
-//! SHA-256, and publishes the File — or fails the upload with the reason stated. Redelivered
-//! or duplicated jobs are harmless: the File id derives from the upload id and every step is
-//! idempotent. The callers are workers: these rules take no owner.
+//! parts (each with its CRC-64/NVME), commits the blob once the blob store has verified it
+//! against the whole file's CRC (the parts' CRCs combined, and the one the client declared,
+//! if it did), and publishes the File with that CRC — or fails the upload with the reason
+//! stated. The File's SHA-256 is the one the client declared; who vouches for it is its
+//! `sha256_source`. Redelivered or duplicated jobs are harmless: the File id derives from the
+//! upload id and every step is idempotent. The callers are workers: these rules take no owner.
 
 use lfusys_core::clock::now_ms;
+use lfusys_core::digest::Crc64;
 use lfusys_core::failpoint;
 use lfusys_core::ids::{self, FileId, UploadId};
 use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::state::UploadState;
-use storage::{ChunkRecord, FileRecord, StoreError, UploadRecord};
+use storage::{ChunkRecord, FileRecord, Sha256Source, StoreError, UploadRecord};
 
 use super::cancel::release_storage;
-use super::{transitioned, validate, Conflict, DomainError, DomainResult, SessionsDomain};
+use super::{transitioned, Conflict, DomainError, DomainResult, SessionsDomain};
 use crate::SessionsState;
 
 /// Longer failure reasons are cut: they are shown to the owner, not a log.
@@ -45,12 +48,13 @@ impl SessionsDomain {
     }
 
     /// Publishes the File of an assembled upload (moving it to completed), once: a
-    /// redelivered job gets the same File again. The assembled `size` and `sha256` must be
-    /// the upload's.
+    /// redelivered job gets the same File again. The assembled `size` must be the upload's,
+    /// and `crc64nvme` (the whole file's, which the blob store verified the blob against) the
+    /// one the client declared, if it did.
     pub async fn complete_assembly(
         &self,
         upload_id: &UploadId,
-        sha256: &str,
+        crc64nvme: Crc64,
         size: u64,
     ) -> DomainResult<FileRecord> {
         let rec = self.any_upload(upload_id).await?;
@@ -69,7 +73,7 @@ impl SessionsDomain {
             }
             other => return Err(Conflict::NotAssembling(other).into()),
         }
-        let sha256 = verified_digest(&rec, sha256, size)?;
+        check_assembled(&rec, crc64nvme, size)?;
         let now = now_ms();
         let file = FileRecord {
             blob_key: ids::blob_key_for_file(&file_id),
@@ -79,7 +83,9 @@ impl SessionsDomain {
             name: rec.name.clone(),
             size: rec.size,
             content_type: rec.content_type.clone(),
-            sha256,
+            sha256: rec.sha256.clone(),
+            sha256_source: sha256_source(&rec),
+            crc64nvme: Some(crc64nvme),
             created_at_ms: now,
         };
         let published = self
@@ -138,16 +144,10 @@ impl SessionsDomain {
     }
 }
 
-/// The whole-file SHA-256 to publish: the assembler computes it only to verify the one the
-/// client declared; without a declared one the File has none.
-fn verified_digest(rec: &UploadRecord, sha256: &str, size: u64) -> DomainResult<Option<String>> {
-    let sha256 = validate::optional_sha256_hex("sha256", sha256)?;
-    if rec.sha256.is_some() && sha256.is_none() {
-        return Err(DomainError::invalid(
-            "sha256",
-            "sha256 is required: the client declared the file's SHA-256",
-        ));
-    }
+/// The assembled file must be the upload's: its size, and the whole-file CRC the client
+/// declared, if it did (the assembler compares them first and fails the upload; this guards
+/// against publishing what it did not).
+fn check_assembled(rec: &UploadRecord, crc64nvme: Crc64, size: u64) -> DomainResult<()> {
     if size != rec.size {
         return Err(Conflict::AssembledSizeDiffers {
             assembled: size,
@@ -155,14 +155,21 @@ fn verified_digest(rec: &UploadRecord, sha256: &str, size: u64) -> DomainResult<
         }
         .into());
     }
-    if rec
-        .sha256
-        .as_ref()
-        .is_some_and(|declared| Some(declared) != sha256.as_ref())
-    {
-        return Err(Conflict::AssembledDigestDiffers.into());
+    if rec.crc64nvme.is_some_and(|declared| declared != crc64nvme) {
+        return Err(Conflict::AssembledChecksumDiffers.into());
     }
-    Ok(sha256)
+    Ok(())
+}
+
+/// Who vouches for the SHA-256 a File gets from its upload: the client, when it declared the
+/// whole-file CRC-64/NVME too (computed in the same pass, and the server verified that CRC);
+/// no one, when only the SHA-256 declared at creation is known; none without a SHA-256.
+fn sha256_source(rec: &UploadRecord) -> Option<Sha256Source> {
+    match (&rec.sha256, rec.crc64nvme) {
+        (Some(_), Some(_)) => Some(Sha256Source::Client),
+        (Some(_), None) => Some(Sha256Source::Declared),
+        (None, _) => None,
+    }
 }
 
 /// Sends the assembly job of an assembling upload (dedup id = upload id, so a second send is
@@ -232,6 +239,39 @@ fn cut(reason: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rec(sha256: Option<&str>, crc64nvme: Option<Crc64>) -> UploadRecord {
+        super::super::test_upload(UploadState::Assembling, sha256, crc64nvme)
+    }
+
+    #[test]
+    fn the_sha256_source_says_who_vouches() {
+        let sha = "ab".repeat(32);
+        assert_eq!(
+            sha256_source(&rec(Some(&sha), Some(7))),
+            Some(Sha256Source::Client)
+        );
+        assert_eq!(
+            sha256_source(&rec(Some(&sha), None)),
+            Some(Sha256Source::Declared)
+        );
+        assert_eq!(sha256_source(&rec(None, Some(7))), None);
+        assert_eq!(sha256_source(&rec(None, None)), None);
+    }
+
+    #[test]
+    fn the_assembled_file_is_the_upload_s() {
+        assert!(check_assembled(&rec(None, None), 1, 10).is_ok());
+        assert!(check_assembled(&rec(None, Some(7)), 7, 10).is_ok());
+        assert!(matches!(
+            check_assembled(&rec(None, Some(7)), 8, 10),
+            Err(DomainError::Conflict(Conflict::AssembledChecksumDiffers))
+        ));
+        assert!(matches!(
+            check_assembled(&rec(None, None), 1, 11),
+            Err(DomainError::Conflict(Conflict::AssembledSizeDiffers { .. }))
+        ));
+    }
 
     #[test]
     fn reasons_are_cut_on_char_boundaries() {

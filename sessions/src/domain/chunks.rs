@@ -7,10 +7,14 @@
 //! however many race; that write also puts the upload in the store's outbox. The commit then
 //! sends the assembly job and marks it sent; a crash or a queue error in between leaves the
 //! upload in the outbox, and the relay (`crate::outbox`) sends its job within a second.
-//! A retry of a stored chunk is recognised (also after completion); a chunk sent past the
-//! upload's expiry expires the upload on the spot and is answered `Gone`.
+//! A chunk is recorded with the CRC-64/NVME its worker computed of the bytes it stored. A claim
+//! of a stored chunk (also after completion) answers that CRC, for the worker to tell a retry
+//! of the same chunk from another one by the body's CRC; a commit of a stored chunk compares
+//! the CRCs itself. A chunk sent past the upload's expiry expires the upload on the spot and is
+//! answered `Gone`.
 
 use lfusys_core::clock::now_ms;
+use lfusys_core::digest::Crc64;
 use lfusys_core::failpoint;
 use lfusys_core::ids::{self, ClaimId, UploadId, UserId};
 use lfusys_core::plan::UploadPlan;
@@ -19,7 +23,7 @@ use storage::{ChunkRecord, ClaimOutcome, CommitOutcome, UploadRecord};
 
 use super::assembly::send_assembly_job;
 use super::cancel::expire_upload;
-use super::{transitioned, validate, DomainError, DomainResult, SessionsDomain};
+use super::{transitioned, DomainError, DomainResult, SessionsDomain};
 
 /// A worker's request for the right to write one chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +31,6 @@ pub struct ClaimRequest {
     pub owner_id: UserId,
     pub upload_id: UploadId,
     pub index: u32,
-    /// The chunk's SHA-256 in hex.
-    pub sha256: String,
     pub size: u64,
     /// Renews this claim; `None` for a new one.
     pub claim_id: Option<ClaimId>,
@@ -39,10 +41,9 @@ pub struct ClaimRequest {
 pub enum ClaimVerdict {
     /// The caller holds the lease: write the chunk, then commit it.
     Claimed,
-    /// Recorded already with the same digest (an idempotent retry).
+    /// Recorded already, with the CRC in [`ClaimAnswer::stored_crc64nvme`]: the same chunk
+    /// (an idempotent retry) if the body's CRC is that, another one otherwise.
     AlreadyStored,
-    /// Recorded already with another digest.
-    DigestConflict,
     /// Another live claim holds the chunk.
     InProgress,
     /// The upload takes no new chunks (assembling, completed, failed).
@@ -66,6 +67,8 @@ pub struct ClaimAnswer {
     pub total_chunks: u32,
     /// The blob store's handle of the upload, for the worker's write.
     pub storage_handle: Option<String>,
+    /// The stored chunk's CRC-64/NVME; `Some` exactly when [`ClaimVerdict::AlreadyStored`].
+    pub stored_crc64nvme: Option<Crc64>,
 }
 
 /// A worker's record of a chunk it wrote under a claim.
@@ -75,8 +78,8 @@ pub struct CommitRequest {
     pub upload_id: UploadId,
     pub index: u32,
     pub size: u64,
-    /// The chunk's SHA-256 in hex.
-    pub sha256: String,
+    /// CRC-64/NVME of the bytes the worker stored (as the blob store computed it).
+    pub crc64nvme: Crc64,
     /// The claim the chunk was written under (required).
     pub claim_id: Option<ClaimId>,
     /// The blob store's receipt of the part, if it gave one.
@@ -87,7 +90,9 @@ pub struct CommitRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitVerdict {
     Stored,
+    /// Recorded already with the same CRC (an idempotent retry).
     AlreadyStored,
+    /// Recorded already with another CRC: another writer's bytes are the chunk.
     DigestConflict,
     /// The claim was lost, or the upload takes no new chunks.
     NotAccepting,
@@ -112,11 +117,10 @@ impl SessionsDomain {
     pub async fn begin_chunk(&self, req: ClaimRequest) -> DomainResult<ClaimAnswer> {
         let known = self.known_upload(&req.owner_id, &req.upload_id).await?;
         check_chunk(&known, req.index, Some(req.size))?;
-        let sha256 = validate::sha256_hex("sha256", &req.sha256)?;
         let now = now_ms();
 
         if now >= known.expires_at_ms {
-            if let Some(answer) = self.refuse_past_expiry(&known, &req, &sha256, now).await? {
+            if let Some(answer) = self.refuse_past_expiry(&known, &req, now).await? {
                 return Ok(answer);
             }
         }
@@ -132,38 +136,35 @@ impl SessionsDomain {
             .claim_chunk(
                 &known.upload_id,
                 req.index,
-                &sha256,
                 &claim_id,
                 self.state.config.chunk_lease,
                 now,
             )
             .await
             .map_err(DomainError::storage("claiming the chunk"))?;
-        let (verdict, state) = match outcome {
+        let ((verdict, stored), state) = match outcome {
             // The received count is only needed by requests that end here; a claimed chunk
             // learns it from its commit (counting on every claim would cost O(chunks)).
             ClaimOutcome::Claimed { lease_until_ms } => {
                 return Ok(answer(
                     &known,
-                    ClaimVerdict::Claimed,
+                    (ClaimVerdict::Claimed, None),
                     UploadState::Uploading,
                     (Some(claim_id), lease_until_ms),
                     0,
                 ));
             }
-            ClaimOutcome::NotAccepting(state) => (
-                self.settled_verdict(&known, state, req.index, &sha256)
-                    .await?,
-                state,
-            ),
-            other => {
-                let verdict = match other {
-                    ClaimOutcome::AlreadyStored => ClaimVerdict::AlreadyStored,
-                    ClaimOutcome::DigestConflict => ClaimVerdict::DigestConflict,
-                    _ => ClaimVerdict::InProgress,
-                };
-                (verdict, self.any_upload(&known.upload_id).await?.state)
+            ClaimOutcome::NotAccepting(state) => {
+                (self.settled_verdict(&known, state, req.index).await?, state)
             }
+            ClaimOutcome::AlreadyStored { crc64nvme } => (
+                (ClaimVerdict::AlreadyStored, Some(crc64nvme)),
+                self.any_upload(&known.upload_id).await?.state,
+            ),
+            ClaimOutcome::InProgress => (
+                (ClaimVerdict::InProgress, None),
+                self.any_upload(&known.upload_id).await?.state,
+            ),
         };
         let received = self.received_count(&known.upload_id).await?;
         let mut state = state;
@@ -176,7 +177,13 @@ impl SessionsDomain {
             self.complete_if_counted(&known, received).await?;
             state = UploadState::Assembling;
         }
-        Ok(answer(&known, verdict, state, (None, 0), received))
+        Ok(answer(
+            &known,
+            (verdict, stored),
+            state,
+            (None, 0),
+            received,
+        ))
     }
 
     /// A claim on an upload past its expiry: expires it now rather than wait for the sweeper
@@ -185,7 +192,6 @@ impl SessionsDomain {
         &self,
         known: &UploadRecord,
         req: &ClaimRequest,
-        sha256: &str,
         now: i64,
     ) -> DomainResult<Option<ClaimAnswer>> {
         let mut rec = self.owned_upload(&req.owner_id, &req.upload_id).await?;
@@ -198,30 +204,26 @@ impl SessionsDomain {
         if rec.state == UploadState::Uploading {
             return Ok(None);
         }
-        let verdict = self
-            .settled_verdict(&rec, rec.state, req.index, sha256)
-            .await?;
+        let settled = self.settled_verdict(&rec, rec.state, req.index).await?;
         let received = self.received_count(&rec.upload_id).await?;
-        Ok(Some(answer(known, verdict, rec.state, (None, 0), received)))
+        Ok(Some(answer(known, settled, rec.state, (None, 0), received)))
     }
 
-    /// How a chunk request ends on an upload that takes no new chunks: a retry of a stored
-    /// chunk is still recognised (also after completion), the rest is refused.
+    /// How a chunk request ends on an upload that takes no new chunks: a stored chunk still
+    /// answers its CRC (also after completion), the rest is refused.
     async fn settled_verdict(
         &self,
         rec: &UploadRecord,
         state: UploadState,
         index: u32,
-        sha256: &str,
-    ) -> DomainResult<ClaimVerdict> {
+    ) -> DomainResult<(ClaimVerdict, Option<Crc64>)> {
         if state.is_gone() {
-            return Ok(ClaimVerdict::Gone);
+            return Ok((ClaimVerdict::Gone, None));
         }
         let chunks = self.chunks(&rec.upload_id).await?;
         Ok(match chunks.iter().find(|c| c.index == index) {
-            Some(c) if c.sha256.eq_ignore_ascii_case(sha256) => ClaimVerdict::AlreadyStored,
-            Some(_) => ClaimVerdict::DigestConflict,
-            None => ClaimVerdict::NotAccepting,
+            Some(c) => (ClaimVerdict::AlreadyStored, Some(c.crc64nvme)),
+            None => (ClaimVerdict::NotAccepting, None),
         })
     }
 
@@ -230,7 +232,6 @@ impl SessionsDomain {
     pub async fn commit_chunk(&self, req: CommitRequest) -> DomainResult<CommitAnswer> {
         let rec = self.known_upload(&req.owner_id, &req.upload_id).await?;
         check_chunk(&rec, req.index, Some(req.size))?;
-        let sha256 = validate::sha256_hex("sha256", &req.sha256)?;
         let Some(claim_id) = &req.claim_id else {
             return Err(DomainError::invalid(
                 "claim_id",
@@ -240,7 +241,7 @@ impl SessionsDomain {
         let chunk = ChunkRecord {
             index: req.index,
             size: req.size,
-            sha256,
+            crc64nvme: req.crc64nvme,
             etag: req.etag,
         };
         let outcome = self
@@ -357,14 +358,16 @@ impl SessionsDomain {
     }
 }
 
-/// A claim's answer about `known`; `claim` is the claim id and its lease's end.
+/// A claim's answer about `known`; `settled` is the verdict and the stored chunk's CRC, `claim`
+/// the claim id and its lease's end.
 fn answer(
     known: &UploadRecord,
-    verdict: ClaimVerdict,
+    settled: (ClaimVerdict, Option<Crc64>),
     state: UploadState,
     claim: (Option<ClaimId>, i64),
     received_count: u32,
 ) -> ClaimAnswer {
+    let (verdict, stored_crc64nvme) = settled;
     let (claim_id, lease_expires_at_ms) = claim;
     ClaimAnswer {
         verdict,
@@ -374,6 +377,7 @@ fn answer(
         received_count,
         total_chunks: known.total_chunks,
         storage_handle: known.storage_handle.clone(),
+        stored_crc64nvme,
     }
 }
 
@@ -416,6 +420,7 @@ mod tests {
             size,
             content_type: String::new(),
             sha256: None,
+            crc64nvme: None,
             chunk_size,
             total_chunks: plan.total_chunks,
             state: UploadState::Uploading,

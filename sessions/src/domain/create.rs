@@ -50,6 +50,7 @@ impl SessionsDomain {
             size: plan.size,
             content_type,
             sha256,
+            crc64nvme: None,
             chunk_size: plan.chunk_size,
             total_chunks: plan.total_chunks,
             state: UploadState::Uploading,

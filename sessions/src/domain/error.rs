@@ -37,9 +37,11 @@ pub enum Conflict {
     )]
     AssembledSizeDiffers { assembled: u64, expected: u64 },
     #[error(
-        "the assembled file's SHA-256 differs from the one the client declared; fail the upload instead"
+        "the assembled file's CRC-64/NVME differs from the one the client declared; fail the upload instead"
     )]
-    AssembledDigestDiffers,
+    AssembledChecksumDiffers,
+    #[error("the upload is {0}: whole-file checksums are declared while it is uploading")]
+    NotUploading(UploadState),
 }
 
 /// The failure of a sessions rule.
@@ -61,6 +63,10 @@ pub enum DomainError {
     /// The request does not fit the upload's (or file's) current state.
     #[error(transparent)]
     Conflict(#[from] Conflict),
+    /// Other whole-file checksums than the request's are declared for the upload already
+    /// (they are declared once).
+    #[error("other whole-file checksums are declared for this upload already")]
+    ChecksumsDeclared,
     /// The upload kept changing state under the request; retrying may succeed.
     #[error("the upload changed state concurrently; try again")]
     ChangedConcurrently,

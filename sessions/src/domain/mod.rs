@@ -5,10 +5,13 @@
 //!
 //! By use case:
 //! - [`create`]: a new upload session (DESIGN §3.1).
-//! - [`chunks`]: claim, commit and release of one chunk; the commit that completes the set
-//!   moves the upload to assembling and enqueues its job, exactly once (DESIGN §3.2–§3.3).
-//! - [`assembly`]: what an assembler reads, the File it publishes, an upload it fails
-//!   (DESIGN §3.4).
+//! - [`chunks`]: claim, commit and release of one chunk, known by its CRC-64/NVME; the commit
+//!   that completes the set moves the upload to assembling and enqueues its job, exactly once
+//!   (DESIGN §3.2–§3.3).
+//! - [`checksums`]: the whole-file CRC-64/NVME and SHA-256 a client declares before its last
+//!   chunk; a SHA-256 other than the creation's fails the upload.
+//! - [`assembly`]: what an assembler reads, the File it publishes (with its verified CRC and
+//!   who vouches for its SHA-256), an upload it fails (DESIGN §3.4).
 //! - [`listing`]: an upload's status and the owner's unfinished uploads (DESIGN §3.5).
 //! - [`cancel`]: cancel and expiry, each releasing the upload's storage (DESIGN §3.6).
 //! - [`files`]: the owner's files: pages, one file, deletion.
@@ -19,6 +22,7 @@
 pub mod assembly;
 pub mod cancel;
 pub mod changes;
+pub mod checksums;
 pub mod chunks;
 pub mod create;
 pub mod error;
@@ -163,4 +167,31 @@ pub(crate) fn transitioned(state: &SessionsState, upload_id: &UploadId, to: Uplo
 
 pub(crate) fn count_transition(state: UploadState) {
     metrics::counter!("lfusys_upload_transitions_total", "state" => state.as_str()).increment(1);
+}
+
+/// An upload record for the domain's unit tests: one 10-byte chunk, in `state`.
+#[cfg(test)]
+pub(crate) fn test_upload(
+    state: UploadState,
+    sha256: Option<&str>,
+    crc64nvme: Option<lfusys_core::digest::Crc64>,
+) -> storage::UploadRecord {
+    storage::UploadRecord {
+        upload_id: "u".into(),
+        owner_id: "o".into(),
+        name: "n".into(),
+        size: 10,
+        content_type: String::new(),
+        sha256: sha256.map(str::to_owned),
+        crc64nvme,
+        chunk_size: 10,
+        total_chunks: 1,
+        state,
+        storage_handle: None,
+        error: None,
+        file_id: None,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        expires_at_ms: 0,
+    }
 }

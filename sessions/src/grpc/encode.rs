@@ -2,7 +2,7 @@
 
 use lfusys_core::state::UploadState;
 use sessions_api::proto;
-use storage::{ChunkRecord, FileRecord, UploadRecord};
+use storage::{ChunkRecord, FileRecord, Sha256Source, UploadRecord};
 
 use crate::domain::chunks::{ClaimVerdict, CommitVerdict};
 
@@ -14,13 +14,15 @@ pub enum Received<'a> {
     BytesOnly(u64),
 }
 
+/// An upload; `received_crc64nvme` is parallel to `received_chunks` (both empty in listings).
 pub fn upload(rec: &UploadRecord, received: &Received<'_>) -> proto::Upload {
-    let (received_chunks, bytes_received) = match received {
+    let (received_chunks, received_crc64nvme, bytes_received) = match received {
         Received::Chunks(chunks) => (
             chunks.iter().map(|c| c.index).collect(),
+            chunks.iter().map(|c| c.crc64nvme).collect(),
             chunks.iter().map(|c| c.size).sum(),
         ),
-        Received::BytesOnly(bytes) => (Vec::new(), *bytes),
+        Received::BytesOnly(bytes) => (Vec::new(), Vec::new(), *bytes),
     };
     proto::Upload {
         upload_id: rec.upload_id.to_string(),
@@ -39,6 +41,8 @@ pub fn upload(rec: &UploadRecord, received: &Received<'_>) -> proto::Upload {
         created_at_ms: rec.created_at_ms,
         expires_at_ms: rec.expires_at_ms,
         storage_handle: rec.storage_handle.clone().unwrap_or_default(),
+        crc64nvme: rec.crc64nvme,
+        received_crc64nvme,
     }
 }
 
@@ -57,6 +61,12 @@ pub fn file(rec: &FileRecord) -> proto::File {
         created_at_ms: rec.created_at_ms,
         upload_id: rec.upload_id.to_string(),
         blob_key: rec.blob_key.clone(),
+        crc64nvme: rec.crc64nvme,
+        sha256_source: rec
+            .sha256_source
+            .map(Sha256Source::as_str)
+            .unwrap_or_default()
+            .to_owned(),
     }
 }
 
@@ -64,7 +74,7 @@ pub fn part(chunk: &ChunkRecord) -> proto::Part {
     proto::Part {
         index: chunk.index,
         size: chunk.size,
-        sha256: chunk.sha256.clone(),
+        crc64nvme: chunk.crc64nvme,
         etag: chunk.etag.clone().unwrap_or_default(),
     }
 }
@@ -73,7 +83,6 @@ pub fn claim_verdict(v: ClaimVerdict) -> proto::BeginChunkOutcome {
     match v {
         ClaimVerdict::Claimed => proto::BeginChunkOutcome::Claimed,
         ClaimVerdict::AlreadyStored => proto::BeginChunkOutcome::AlreadyStored,
-        ClaimVerdict::DigestConflict => proto::BeginChunkOutcome::DigestConflict,
         ClaimVerdict::InProgress => proto::BeginChunkOutcome::InProgress,
         ClaimVerdict::NotAccepting => proto::BeginChunkOutcome::NotAccepting,
         ClaimVerdict::Gone => proto::BeginChunkOutcome::Gone,
@@ -104,6 +113,7 @@ mod tests {
             size: 10,
             content_type: "c".into(),
             sha256: None,
+            crc64nvme: Some(u64::MAX),
             chunk_size: 4,
             total_chunks: 3,
             state: UploadState::Uploading,
@@ -117,14 +127,46 @@ mod tests {
         let chunk = |index, size| ChunkRecord {
             index,
             size,
-            sha256: String::new(),
+            crc64nvme: 100 + u64::from(index),
             etag: None,
         };
         let chunks = [chunk(0, 4), chunk(2, 2)];
         let p = upload(&rec, &Received::Chunks(&chunks));
         assert_eq!(p.received_chunks, vec![0, 2]);
+        assert_eq!(p.received_crc64nvme, vec![100, 102]);
         assert_eq!(p.bytes_received, 6);
         assert_eq!(p.state(), proto::UploadState::Uploading);
         assert_eq!(p.sha256, "");
+        assert_eq!(p.crc64nvme, Some(u64::MAX));
+        let listed = upload(&rec, &Received::BytesOnly(6));
+        assert!(listed.received_chunks.is_empty() && listed.received_crc64nvme.is_empty());
+        assert_eq!(part(&chunks[1]).crc64nvme, 102);
+    }
+
+    #[test]
+    fn files_say_who_vouches_for_their_sha256() {
+        let mut rec = FileRecord {
+            file_id: "f".into(),
+            owner_id: "o".into(),
+            upload_id: "u".into(),
+            name: "n".into(),
+            size: 1,
+            content_type: "c".into(),
+            sha256: Some("ab".repeat(32)),
+            sha256_source: Some(Sha256Source::Client),
+            crc64nvme: Some(7),
+            blob_key: "files/f".into(),
+            created_at_ms: 1,
+        };
+        let f = file(&rec);
+        assert_eq!((f.sha256_source.as_str(), f.crc64nvme), ("client", Some(7)));
+        rec.sha256 = None;
+        rec.sha256_source = None;
+        rec.crc64nvme = None;
+        let f = file(&rec);
+        assert_eq!(
+            (f.sha256.as_str(), f.sha256_source.as_str(), f.crc64nvme),
+            ("", "", None)
+        );
     }
 }

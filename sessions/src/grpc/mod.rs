@@ -9,13 +9,14 @@ use lfusys_core::ids::ClaimId;
 use sessions_api::proto::sessions_server::Sessions;
 use sessions_api::proto::{
     self, Assembly, BeginChunkRequest, BeginChunkResponse, CancelUploadRequest, CommitChunkRequest,
-    CommitChunkResponse, CompleteAssemblyRequest, CreateUploadRequest, DeleteFileRequest,
-    DeleteFileResponse, FailUploadRequest, GetAssemblyRequest, GetFileRequest, GetUploadRequest,
-    ListFilesRequest, ListFilesResponse, ListUploadsRequest, ListUploadsResponse,
+    CommitChunkResponse, CompleteAssemblyRequest, CreateUploadRequest, DeclareChecksumsRequest,
+    DeleteFileRequest, DeleteFileResponse, FailUploadRequest, GetAssemblyRequest, GetFileRequest,
+    GetUploadRequest, ListFilesRequest, ListFilesResponse, ListUploadsRequest, ListUploadsResponse,
     ReleaseChunkRequest, ReleaseChunkResponse,
 };
 use tonic::{Request, Response, Status};
 
+use crate::domain::checksums::DeclaredChecksums;
 use crate::domain::chunks::{ClaimRequest, CommitRequest};
 use crate::domain::create::NewUpload;
 use crate::domain::SessionsDomain;
@@ -122,7 +123,6 @@ impl Sessions for SessionsService {
                 owner_id: req.owner_id.into(),
                 upload_id: req.upload_id.into(),
                 index: req.index,
-                sha256: req.sha256,
                 size: req.size,
                 claim_id: claim(&req.claim_id),
             })
@@ -134,6 +134,7 @@ impl Sessions for SessionsService {
             total_chunks: answer.total_chunks,
             storage_handle: answer.storage_handle.unwrap_or_default(),
             state: encode::state(answer.state),
+            stored_crc64nvme: answer.stored_crc64nvme.unwrap_or_default(),
             ..Default::default()
         };
         resp.set_outcome(encode::claim_verdict(answer.verdict));
@@ -152,7 +153,7 @@ impl Sessions for SessionsService {
                 upload_id: req.upload_id.into(),
                 index: req.index,
                 size: req.size,
-                sha256: req.sha256,
+                crc64nvme: req.crc64nvme,
                 claim_id: claim(&req.claim_id),
                 etag: sessions_api::optional(&req.etag).map(str::to_owned),
             })
@@ -208,7 +209,7 @@ impl Sessions for SessionsService {
         let req = request.into_inner();
         let file = self
             .domain
-            .complete_assembly(&req.upload_id.into(), &req.sha256, req.size)
+            .complete_assembly(&req.upload_id.into(), req.crc64nvme, req.size)
             .await?;
         Ok(Response::new(encode::file(&file)))
     }
@@ -221,6 +222,23 @@ impl Sessions for SessionsService {
         let rec = self
             .domain
             .fail_upload(&req.upload_id.into(), &req.reason)
+            .await?;
+        Ok(upload_without_chunks(&rec))
+    }
+
+    async fn declare_checksums(
+        &self,
+        request: Request<DeclareChecksumsRequest>,
+    ) -> Result<Response<proto::Upload>, Status> {
+        let req = request.into_inner();
+        let rec = self
+            .domain
+            .declare_checksums(DeclaredChecksums {
+                owner_id: req.owner_id.into(),
+                upload_id: req.upload_id.into(),
+                sha256: req.sha256,
+                crc64nvme: req.crc64nvme,
+            })
             .await?;
         Ok(upload_without_chunks(&rec))
     }

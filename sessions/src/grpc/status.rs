@@ -7,6 +7,7 @@
 //! | `InvalidArgument` | `INVALID_ARGUMENT` | its message |
 //! | `TooLarge` | `RESOURCE_EXHAUSTED` | the plan's message |
 //! | `Conflict(_)` | `FAILED_PRECONDITION` | the conflict's message |
+//! | `ChecksumsDeclared` | `ALREADY_EXISTS` | `other whole-file checksums are declared for this upload already` |
 //! | `ChangedConcurrently` | `ABORTED` | `the upload changed state concurrently; try again` |
 //! | `Storage` | by the store error, see [`store_status`] | |
 
@@ -23,6 +24,7 @@ impl From<DomainError> for Status {
             e @ DomainError::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
             e @ DomainError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
             DomainError::Conflict(c) => Status::failed_precondition(c.to_string()),
+            e @ DomainError::ChecksumsDeclared => Status::already_exists(e.to_string()),
             e @ DomainError::ChangedConcurrently => Status::aborted(e.to_string()),
         }
     }
@@ -41,6 +43,8 @@ fn store_status(context: &str, err: StoreError) -> Status {
         e @ (StoreError::DigestMismatch | StoreError::LengthMismatch { .. }) => {
             Status::invalid_argument(e.to_string())
         }
+        // A blob store's refusal to commit parts that do not make the expected file.
+        e @ StoreError::ChecksumMismatch(_) => Status::failed_precondition(e.to_string()),
         StoreError::Full { message: what, .. } => {
             tracing::warn!(context, error = %what, "storage full");
             service_kit::problem::storage_full_status(format!(
@@ -91,6 +95,10 @@ mod tests {
         assert_eq!(code(StoreError::other("x")), Code::Internal);
         assert_eq!(code(StoreError::body("x")), Code::Internal);
         assert_eq!(code(StoreError::DigestMismatch), Code::InvalidArgument);
+        assert_eq!(
+            code(StoreError::ChecksumMismatch("part 3".into())),
+            Code::FailedPrecondition
+        );
         assert_eq!(
             code(StoreError::LengthMismatch {
                 expected: 1,
@@ -167,9 +175,19 @@ mod tests {
                 "the assembled file is 3 bytes but the upload is 4 bytes; fail the upload instead",
             ),
             (
-                Conflict::AssembledDigestDiffers.into(),
+                Conflict::AssembledChecksumDiffers.into(),
                 Code::FailedPrecondition,
-                "the assembled file's SHA-256 differs from the one the client declared; fail the upload instead",
+                "the assembled file's CRC-64/NVME differs from the one the client declared; fail the upload instead",
+            ),
+            (
+                Conflict::NotUploading(Assembling).into(),
+                Code::FailedPrecondition,
+                "the upload is assembling: whole-file checksums are declared while it is uploading",
+            ),
+            (
+                DomainError::ChecksumsDeclared,
+                Code::AlreadyExists,
+                "other whole-file checksums are declared for this upload already",
             ),
             (
                 DomainError::ChangedConcurrently,

@@ -7,17 +7,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use lfusys_core::digest::crc64nvme;
 use sessions::{Config, SessionsState};
 use sessions_api::proto::sessions_client::SessionsClient;
 use sessions_api::proto::{
     self, BeginChunkOutcome, BeginChunkRequest, BeginChunkResponse, CommitChunkOutcome,
     CommitChunkRequest, CommitChunkResponse, CompleteAssemblyRequest, CreateUploadRequest,
-    GetAssemblyRequest,
+    DeclareChecksumsRequest, GetAssemblyRequest,
 };
-use sha2::{Digest, Sha256};
 use storage::{ChunkTarget, PartRef};
 use stores::StorageConfig;
-use test_support::data::sha256_hex;
 use test_support::sessions::SessionsServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
@@ -94,16 +93,9 @@ impl Harness {
         data: &[u8],
         claim_id: &str,
     ) -> BeginChunkResponse {
-        self.try_begin(
-            owner,
-            upload_id,
-            index,
-            &sha256_hex(data),
-            data.len() as u64,
-            claim_id,
-        )
-        .await
-        .unwrap()
+        self.try_begin(owner, upload_id, index, data.len() as u64, claim_id)
+            .await
+            .unwrap()
     }
 
     pub async fn try_begin(
@@ -111,7 +103,6 @@ impl Harness {
         owner: &str,
         upload_id: &str,
         index: u32,
-        sha256: &str,
         size: u64,
         claim_id: &str,
     ) -> Result<BeginChunkResponse, tonic::Status> {
@@ -120,7 +111,6 @@ impl Harness {
                 owner_id: owner.into(),
                 upload_id: upload_id.into(),
                 index,
-                sha256: sha256.into(),
                 size,
                 claim_id: claim_id.into(),
             })
@@ -151,15 +141,40 @@ impl Harness {
             index,
             offset: u64::from(index) * upload.chunk_size,
             len: data.len() as u64,
-            sha256: Sha256::digest(data).into(),
+            crc64nvme: Some(crc64nvme(data)),
         };
         let body = Bytes::copy_from_slice(data);
         let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
-        self.state
+        let written = self
+            .state
             .blobs
             .write_chunk(&target, Box::pin(stream))
             .await
             .unwrap();
+        assert_eq!(
+            written.crc64nvme,
+            crc64nvme(data),
+            "the store's CRC of chunk {index}"
+        );
+    }
+
+    /// `DeclareChecksums` of `sha256` (hex or empty) and `crc`.
+    pub async fn declare(
+        &self,
+        owner: &str,
+        upload_id: &str,
+        sha256: &str,
+        crc: u64,
+    ) -> Result<proto::Upload, tonic::Status> {
+        self.client()
+            .declare_checksums(DeclareChecksumsRequest {
+                owner_id: owner.into(),
+                upload_id: upload_id.into(),
+                sha256: sha256.into(),
+                crc64nvme: crc,
+            })
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     /// Uploads every chunk of `data` (claim, write, commit) in order; returns the upload and
@@ -185,7 +200,8 @@ impl Harness {
         (upload, last.unwrap())
     }
 
-    /// Does what an assembler does after the last chunk: commit the blob and publish the File.
+    /// Does what an assembler does after the last chunk: commit the blob (verified against the
+    /// CRC of `data`) and publish the File.
     pub async fn assemble(&self, upload_id: &str, data: &[u8]) -> proto::File {
         let assembly = self
             .client()
@@ -204,14 +220,15 @@ impl Harness {
                 sessions_api::optional(&upload.storage_handle),
                 &parts,
                 &assembly.blob_key,
+                crc64nvme(data),
             )
             .await
             .unwrap();
         self.client()
             .complete_assembly(CompleteAssemblyRequest {
                 upload_id: upload_id.into(),
-                sha256: sha256_hex(data),
                 size: data.len() as u64,
+                crc64nvme: crc64nvme(data),
             })
             .await
             .unwrap()
@@ -278,9 +295,9 @@ pub fn commit_request(
         upload_id: upload_id.into(),
         index,
         claim_id: claim_id.into(),
-        sha256: sha256_hex(data),
         size: data.len() as u64,
         etag: String::new(),
+        crc64nvme: crc64nvme(data),
     }
 }
 

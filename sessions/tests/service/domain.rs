@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use lfusys_core::digest::crc64nvme;
 use lfusys_core::ids::ClaimId;
 use lfusys_core::state::UploadState;
+use sessions::domain::checksums::DeclaredChecksums;
 use sessions::domain::chunks::{ClaimRequest, ClaimVerdict, CommitRequest, CommitVerdict};
 use sessions::domain::create::NewUpload;
 use sessions::domain::{Conflict, DomainError, Subject};
@@ -40,7 +42,6 @@ fn claim(upload_id: &str, index: u32, data: &[u8]) -> ClaimRequest {
         owner_id: "alice".into(),
         upload_id: upload_id.into(),
         index,
-        sha256: sha256_hex(data),
         size: data.len() as u64,
         claim_id: None,
     }
@@ -52,7 +53,7 @@ fn commit(upload_id: &str, index: u32, data: &[u8], claim_id: Option<ClaimId>) -
         upload_id: upload_id.into(),
         index,
         size: data.len() as u64,
-        sha256: sha256_hex(data),
+        crc64nvme: crc64nvme(data),
         claim_id,
         etag: None,
     }
@@ -153,6 +154,10 @@ async fn the_last_commit_completes_the_set_and_enqueues_its_job() {
         (retry.verdict, retry.state, retry.received_count),
         (ClaimVerdict::AlreadyStored, UploadState::Assembling, 2)
     );
+    assert_eq!(
+        retry.stored_crc64nvme,
+        Some(crc64nvme(&data[CHUNK as usize..]))
+    );
     let err = d
         .cancel_upload(&"alice".into(), &rec.upload_id)
         .await
@@ -165,7 +170,7 @@ async fn the_last_commit_completes_the_set_and_enqueues_its_job() {
         "{err:?}"
     );
     let err = d
-        .complete_assembly(&rec.upload_id, "", rec.size + 1)
+        .complete_assembly(&rec.upload_id, crc64nvme(&data), rec.size + 1)
         .await
         .unwrap_err();
     assert!(
@@ -226,4 +231,86 @@ async fn the_relay_sends_the_jobs_left_in_the_outbox() {
     );
     let depth = state.queue.depth().await.unwrap();
     assert_eq!((depth.visible, depth.in_flight), (0, 1), "{depth:?}");
+}
+
+fn declaration(upload_id: &str, sha256: &str, crc: u64) -> DeclaredChecksums {
+    DeclaredChecksums {
+        owner_id: "alice".into(),
+        upload_id: upload_id.into(),
+        sha256: sha256.into(),
+        crc64nvme: crc,
+    }
+}
+
+/// DeclareChecksums in domain terms: others than those declared are `ChecksumsDeclared`, a
+/// declaration after uploading is a conflict naming the state, a malformed SHA-256 names its
+/// field, and a SHA-256 other than the creation's fails the upload.
+#[tokio::test]
+async fn declared_checksums_in_domain_terms() {
+    let (_dir, _state, d) = domain().await;
+    let data: Vec<u8> = (0..100u8).collect();
+    let (sha, crc) = (sha256_hex(&data), crc64nvme(&data));
+    let rec = d.create_upload(new_upload("a.bin", 100)).await.unwrap();
+    let err = d
+        .declare_checksums(declaration(&rec.upload_id, "xyz", crc))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::InvalidArgument {
+                field: "sha256",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let declared = d
+        .declare_checksums(declaration(&rec.upload_id, &sha, crc))
+        .await
+        .unwrap();
+    assert_eq!(
+        (declared.sha256, declared.crc64nvme),
+        (Some(sha.clone()), Some(crc))
+    );
+    let err = d
+        .declare_checksums(declaration(&rec.upload_id, &sha, crc ^ 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::ChecksumsDeclared), "{err:?}");
+
+    let later = d.create_upload(new_upload("b.bin", 100)).await.unwrap();
+    d.cancel_upload(&"alice".into(), &later.upload_id)
+        .await
+        .unwrap();
+    let err = d
+        .declare_checksums(declaration(&later.upload_id, "", crc))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::Conflict(Conflict::NotUploading(UploadState::Cancelled))
+        ),
+        "{err:?}"
+    );
+
+    let mut announced = new_upload("c.bin", 100);
+    announced.sha256 = "AA".repeat(32);
+    let announced = d.create_upload(announced).await.unwrap();
+    let failed = d
+        .declare_checksums(declaration(&announced.upload_id, &sha, crc))
+        .await
+        .unwrap();
+    assert_eq!(failed.state, UploadState::Failed);
+    assert_eq!(
+        failed.error.as_deref(),
+        Some(
+            format!(
+                "whole-file SHA-256 mismatch: declared {} at creation, the client computed {sha} while reading the file",
+                "aa".repeat(32)
+            )
+            .as_str()
+        )
+    );
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::common::{chunks_of, commit_request, start, start_with, CHUNK};
 use lfusys_core::clock::now_ms;
+use lfusys_core::digest::crc64nvme;
 use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::state::UploadState as State;
 use sessions_api::proto::{
@@ -80,22 +81,18 @@ async fn a_full_upload_completes_once_and_enqueues_one_job() {
     h.state.queue.delete(&job.receipt).await.unwrap();
     listed_as_completed(&h, &upload, &file, &bytes).await;
 
-    // A client retrying a chunk after completion learns it is stored; other bytes conflict.
-    let retry = h
-        .begin(
-            ALICE,
-            &upload.upload_id,
-            1,
-            &bytes[CHUNK as usize..2 * CHUNK as usize],
-            "",
-        )
-        .await;
+    // A client retrying a chunk after completion learns it is stored, with its CRC, which
+    // the worker compares with the body's: the same bytes, or other ones.
+    let chunk_1 = &bytes[CHUNK as usize..2 * CHUNK as usize];
+    let retry = h.begin(ALICE, &upload.upload_id, 1, chunk_1, "").await;
     assert_eq!(retry.outcome(), BeginChunkOutcome::AlreadyStored);
     assert_eq!(retry.state(), UploadState::Completed);
     assert_eq!(retry.received_count, 4);
+    assert_eq!(retry.stored_crc64nvme, crc64nvme(chunk_1));
     let other = data(CHUNK as usize, 99);
-    let conflict = h.begin(ALICE, &upload.upload_id, 1, &other, "").await;
-    assert_eq!(conflict.outcome(), BeginChunkOutcome::DigestConflict);
+    let other_bytes = h.begin(ALICE, &upload.upload_id, 1, &other, "").await;
+    assert_eq!(other_bytes.outcome(), BeginChunkOutcome::AlreadyStored);
+    assert_ne!(other_bytes.stored_crc64nvme, crc64nvme(&other));
 }
 
 /// Claims, writes and commits every chunk: exactly one commit completes the set.
@@ -131,6 +128,14 @@ async fn commit_every_chunk_once(h: &common::Harness, upload: &Upload, bytes: &[
         .into_inner();
     assert_eq!(status.state(), UploadState::Assembling);
     assert_eq!(status.received_chunks, vec![0, 1, 2, 3]);
+    assert_eq!(
+        status.received_crc64nvme,
+        chunks_of(upload, bytes)
+            .iter()
+            .map(|(_, c)| crc64nvme(c))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(status.crc64nvme, None, "no whole-file CRC declared");
     assert_eq!(status.bytes_received, bytes.len() as u64);
 }
 
@@ -181,8 +186,8 @@ async fn assemble_twice_publishing_once(
     );
     assert_eq!(assembly.parts[3].size, 100);
     assert_eq!(
-        assembly.parts[0].sha256,
-        sha256_hex(&bytes[..CHUNK as usize])
+        assembly.parts[0].crc64nvme,
+        crc64nvme(&bytes[..CHUNK as usize])
     );
     assert_eq!(assembly.blob_key, format!("files/{}", assembly.file_id));
 
@@ -192,7 +197,12 @@ async fn assemble_twice_publishing_once(
     assert_eq!(file.owner_id, ALICE);
     assert_eq!(file.name, "movie.mkv");
     assert_eq!(file.size, bytes.len() as u64);
-    assert_eq!(file.sha256, sha256_hex(bytes));
+    assert_eq!(file.crc64nvme, Some(crc64nvme(bytes)));
+    // No SHA-256 declared: none is known.
+    assert_eq!(
+        (file.sha256.as_str(), file.sha256_source.as_str()),
+        ("", "")
+    );
     assert_eq!(file.upload_id, upload.upload_id);
     let again = h.assemble(&upload.upload_id, bytes).await;
     assert_eq!(again, file);
@@ -333,14 +343,18 @@ async fn idempotent_commits_leases_and_digest_conflicts() {
     assert_eq!(again.outcome(), CommitChunkOutcome::AlreadyStored);
     assert_eq!(again.received_count, 1);
     assert!(!again.completed_set);
+    // Another CRC for the stored chunk: a conflict.
     let conflict = h.commit(ALICE, id, 0, &other, &a.claim_id).await;
     assert_eq!(conflict.outcome(), CommitChunkOutcome::DigestConflict);
 
-    let retry = h.begin(ALICE, id, 0, c0, "").await;
-    assert_eq!(retry.outcome(), BeginChunkOutcome::AlreadyStored);
-    assert_eq!(retry.received_count, 1);
-    let retry = h.begin(ALICE, id, 0, &other, "").await;
-    assert_eq!(retry.outcome(), BeginChunkOutcome::DigestConflict);
+    // A claim of the stored chunk answers its CRC, whatever bytes the worker has.
+    for body in [c0, other.as_slice()] {
+        let retry = h.begin(ALICE, id, 0, body, "").await;
+        assert_eq!(retry.outcome(), BeginChunkOutcome::AlreadyStored);
+        assert_eq!(retry.received_count, 1);
+        assert_eq!(retry.stored_crc64nvme, crc64nvme(c0));
+        assert!(retry.claim_id.is_empty());
+    }
 
     // Leases: exclusive, renewable by their holder, released on request.
     let b = h.begin(ALICE, id, 1, c1, "").await;
@@ -447,10 +461,7 @@ async fn probes_of_others_see_nothing(h: &common::Harness, id: &str, chunk: &[u8
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "cancel {probe}");
-        let err = h
-            .try_begin(owner, probe, 0, &sha256_hex(chunk), CHUNK, "")
-            .await
-            .unwrap_err();
+        let err = h.try_begin(owner, probe, 0, CHUNK, "").await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "begin {probe}");
         let err = client
             .commit_chunk(commit_request(owner, probe, 0, chunk, claim_id))
@@ -495,8 +506,8 @@ async fn unknown_uploads_are_not_found(h: &common::Harness) {
             _ => client
                 .complete_assembly(CompleteAssemblyRequest {
                     upload_id: missing.clone(),
-                    sha256: sha256_hex(b""),
                     size: 1,
+                    crc64nvme: 0,
                 })
                 .await
                 .map(|_| ()),
@@ -606,21 +617,15 @@ async fn invalid_requests_are_refused() {
 
     let id = upload.upload_id.as_str();
     let chunk = data(CHUNK as usize, 1);
-    let sha = sha256_hex(&chunk);
     let total = upload.total_chunks;
-    for (index, size, digest) in [
-        (total, CHUNK, sha.as_str()),
-        (u32::MAX, CHUNK, sha.as_str()),
-        (0, CHUNK - 1, sha.as_str()),
-        (0, CHUNK + 1, sha.as_str()),
-        (0, CHUNK, "not-hex"),
-        (0, CHUNK, ""),
+    for (index, size) in [
+        (total, CHUNK),
+        (u32::MAX, CHUNK),
+        (0, CHUNK - 1),
+        (0, CHUNK + 1),
     ] {
-        let err = h
-            .try_begin(ALICE, id, index, digest, size, "")
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "{index} {size} {digest}");
+        let err = h.try_begin(ALICE, id, index, size, "").await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{index} {size}");
     }
     let mut bad = commit_request(ALICE, id, total, &chunk, "claim");
     assert_eq!(
@@ -807,6 +812,7 @@ async fn uploads_stuck_in_assembling_get_their_job_again() {
         size: 10,
         content_type: "application/octet-stream".into(),
         sha256: None,
+        crc64nvme: None,
         chunk_size: 10,
         total_chunks: 1,
         state: State::Assembling,
@@ -855,16 +861,17 @@ async fn uploads_stuck_in_assembling_get_their_job_again() {
 }
 
 #[tokio::test]
-async fn complete_assembly_checks_state_size_and_digest() {
+async fn complete_assembly_checks_state_size_and_checksum() {
     let h = start().await;
     let bytes = data(CHUNK as usize * 2, 10);
+    let crc = crc64nvme(&bytes);
     let mut client = h.client();
     let uploading = h.create(ALICE, "early", 10).await;
     let err = client
         .complete_assembly(CompleteAssemblyRequest {
             upload_id: uploading.upload_id.clone(),
-            sha256: sha256_hex(&bytes),
             size: 10,
+            crc64nvme: crc,
         })
         .await
         .unwrap_err();
@@ -879,21 +886,21 @@ async fn complete_assembly_checks_state_size_and_digest() {
         .await
         .unwrap()
         .into_inner();
-    for (index, chunk) in chunks_of(&declared, &bytes) {
-        let b = h.begin(ALICE, &declared.upload_id, index, chunk, "").await;
-        h.write(&declared, index, chunk).await;
-        h.commit(ALICE, &declared.upload_id, index, chunk, &b.claim_id)
-            .await;
-    }
-    for (sha, size) in [
-        (sha256_hex(&bytes), bytes.len() as u64 - 1),
-        (sha256_hex(b"other"), bytes.len() as u64),
+    h.declare(ALICE, &declared.upload_id, &sha256_hex(&bytes), crc)
+        .await
+        .unwrap();
+    store_every_chunk(&h, &declared, &bytes).await;
+    // Another size, or another CRC than the client declared: the assembler fails the upload
+    // instead, it does not publish it.
+    for (crc, size) in [
+        (crc, bytes.len() as u64 - 1),
+        (crc64nvme(b"other"), bytes.len() as u64),
     ] {
         let err = client
             .complete_assembly(CompleteAssemblyRequest {
                 upload_id: declared.upload_id.clone(),
-                sha256: sha,
                 size,
+                crc64nvme: crc,
             })
             .await
             .unwrap_err();
@@ -901,6 +908,250 @@ async fn complete_assembly_checks_state_size_and_digest() {
     }
     let file = h.assemble(&declared.upload_id, &bytes).await;
     assert_eq!(file.sha256, sha256_hex(&bytes));
+    assert_eq!(file.sha256_source, "client");
+    assert_eq!(file.crc64nvme, Some(crc));
+}
+
+/// Claims, writes and commits every chunk of `upload` (the last one completes the set).
+async fn store_every_chunk(h: &common::Harness, upload: &Upload, bytes: &[u8]) {
+    for (index, chunk) in chunks_of(upload, bytes) {
+        let b = h.begin(ALICE, &upload.upload_id, index, chunk, "").await;
+        assert_eq!(b.outcome(), BeginChunkOutcome::Claimed);
+        h.write(upload, index, chunk).await;
+        let c = h
+            .commit(ALICE, &upload.upload_id, index, chunk, &b.claim_id)
+            .await;
+        assert_eq!(c.outcome(), CommitChunkOutcome::Stored);
+    }
+}
+
+/// A File's SHA-256 is the client's (`client`) when it declared the whole-file CRC with it,
+/// which the server verified; a SHA-256 declared only at creation is `declared`; without one
+/// the File has none. Its CRC is the verified one either way.
+#[tokio::test]
+async fn files_say_who_vouches_for_their_sha256() {
+    let h = start().await;
+    let bytes = data(CHUNK as usize + 3, 14);
+    let (sha, crc) = (sha256_hex(&bytes), crc64nvme(&bytes));
+    let size = bytes.len() as u64;
+    let mut client = h.client();
+    // (SHA-256 at creation, checksums declared later, expected SHA-256 and source)
+    let cases = [
+        (sha.as_str(), None, sha.as_str(), "declared"),
+        ("", Some(sha.as_str()), sha.as_str(), "client"),
+        (sha.as_str(), Some(sha.as_str()), sha.as_str(), "client"),
+        ("", Some(""), "", ""),
+    ];
+    for (at_creation, declared, expected_sha, expected_source) in cases {
+        let upload = client
+            .create_upload(create_req("vouched.bin", size, at_creation))
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(declared) = declared {
+            let answer = h
+                .declare(ALICE, &upload.upload_id, declared, crc)
+                .await
+                .unwrap();
+            assert_eq!(answer.crc64nvme, Some(crc));
+            assert_eq!(answer.sha256, expected_sha);
+        }
+        store_every_chunk(&h, &upload, &bytes).await;
+        let file = h.assemble(&upload.upload_id, &bytes).await;
+        let case = format!("{at_creation:?} {declared:?}");
+        assert_eq!(file.sha256, expected_sha, "{case}");
+        assert_eq!(file.sha256_source, expected_source, "{case}");
+        assert_eq!(file.crc64nvme, Some(crc), "{case}");
+        let read = client
+            .get_file(GetFileRequest {
+                owner_id: ALICE.into(),
+                file_id: file.file_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(read, file, "{case}");
+    }
+}
+
+/// The whole-file checksums are recorded once (the SHA-256 lower-cased) and shown with the
+/// upload; the same ones again answer the upload whatever its state, others are
+/// `ALREADY_EXISTS`; someone else's upload is not found; a malformed SHA-256 is refused.
+#[tokio::test]
+async fn declared_checksums_are_recorded_once() {
+    let h = start().await;
+    let bytes = data(CHUNK as usize, 15);
+    let (sha, crc) = (sha256_hex(&bytes), crc64nvme(&bytes));
+    let upload = h.create(ALICE, "declared.bin", bytes.len() as u64).await;
+    let id = upload.upload_id.as_str();
+
+    let err = h.declare(ALICE, id, "xyz", crc).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = h.declare(BOB, id, &sha, crc).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = h
+        .declare(ALICE, &lfusys_core::ids::new_upload_id(), &sha, crc)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let declared = h
+        .declare(ALICE, id, &sha.to_ascii_uppercase(), crc)
+        .await
+        .unwrap();
+    assert_eq!(declared.state(), UploadState::Uploading);
+    assert_eq!(
+        (declared.sha256.as_str(), declared.crc64nvme),
+        (sha.as_str(), Some(crc))
+    );
+    let status = h
+        .client()
+        .get_upload(get(ALICE, id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (status.sha256.as_str(), status.crc64nvme),
+        (sha.as_str(), Some(crc))
+    );
+    let listed = h
+        .client()
+        .list_uploads(ListUploadsRequest {
+            owner_id: ALICE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.items[0].crc64nvme, Some(crc));
+
+    // The same again (a retried request, also without the SHA-256): the upload.
+    for again in [sha.as_str(), ""] {
+        let answer = h.declare(ALICE, id, again, crc).await.unwrap();
+        assert_eq!(
+            (answer.sha256.as_str(), answer.crc64nvme),
+            (sha.as_str(), Some(crc))
+        );
+    }
+    // Others: refused, and nothing changes.
+    let another_sha = sha256_hex(b"other");
+    for (other_sha, other_crc) in [(sha.as_str(), crc ^ 1), (another_sha.as_str(), crc)] {
+        let err = h
+            .declare(ALICE, id, other_sha, other_crc)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists, "{}", err.message());
+    }
+
+    // Once the upload is assembling: the same still answer it, others are still refused.
+    store_every_chunk(&h, &upload, &bytes).await;
+    let answer = h.declare(ALICE, id, &sha, crc).await.unwrap();
+    assert_eq!(answer.state(), UploadState::Assembling);
+    assert_eq!(answer.crc64nvme, Some(crc));
+    let err = h.declare(ALICE, id, &sha, crc ^ 1).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let file = h.assemble(id, &bytes).await;
+    assert_eq!(file.sha256_source, "client");
+}
+
+/// Checksums are declared while the upload is uploading: afterwards (assembling, completed,
+/// cancelled), a first declaration is `FAILED_PRECONDITION`.
+#[tokio::test]
+async fn checksums_are_declared_while_uploading() {
+    let h = start().await;
+    let bytes = data(10, 16);
+    let crc = crc64nvme(&bytes);
+    let (assembling, _) = h.upload_all(ALICE, "late.bin", &bytes).await;
+    let err = h
+        .declare(ALICE, &assembling.upload_id, "", crc)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("assembling"), "{}", err.message());
+    h.assemble(&assembling.upload_id, &bytes).await;
+    let err = h
+        .declare(ALICE, &assembling.upload_id, "", crc)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    let cancelled = h.create(ALICE, "cancelled.bin", 10).await;
+    h.client()
+        .cancel_upload(cancel(ALICE, &cancelled.upload_id))
+        .await
+        .unwrap();
+    let err = h
+        .declare(ALICE, &cancelled.upload_id, &sha256_hex(&bytes), crc)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let status = h
+        .client()
+        .get_upload(get(ALICE, &cancelled.upload_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.crc64nvme, None);
+}
+
+/// A SHA-256 other than the one declared at creation: the client read another file than it
+/// announced. The upload fails with both stated, its storage is released, and the answer is
+/// the failed upload (a retry of the declaration gets it again); it takes no more chunks.
+#[tokio::test]
+async fn a_sha256_other_than_the_creation_s_fails_the_upload() {
+    let h = start().await;
+    let bytes = data(2 * CHUNK as usize, 17);
+    let announced = sha256_hex(b"the file the client meant");
+    let computed = sha256_hex(&bytes);
+    let upload = h
+        .client()
+        .create_upload(create_req("swapped.bin", bytes.len() as u64, &announced))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = upload.upload_id.as_str();
+    let c0 = &bytes[..CHUNK as usize];
+    let first = h.begin(ALICE, id, 0, c0, "").await;
+    h.write(&upload, 0, c0).await;
+    h.commit(ALICE, id, 0, c0, &first.claim_id).await;
+    assert_eq!(h.part_files(id).len(), 1);
+
+    let reason = format!(
+        "whole-file SHA-256 mismatch: declared {announced} at creation, the client computed {computed} while reading the file"
+    );
+    let failed = h
+        .declare(ALICE, id, &computed, crc64nvme(&bytes))
+        .await
+        .unwrap();
+    assert_eq!(failed.state(), UploadState::Failed);
+    assert_eq!(failed.error, reason);
+    assert_eq!(failed.crc64nvme, None, "nothing is declared");
+    assert!(h.part_files(id).is_empty(), "its storage is released");
+    let status = h
+        .client()
+        .get_upload(get(ALICE, id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (status.state(), status.error.as_str()),
+        (UploadState::Failed, reason.as_str())
+    );
+
+    let again = h
+        .declare(ALICE, id, &computed.to_ascii_uppercase(), crc64nvme(&bytes))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.state(), again.error.as_str()),
+        (UploadState::Failed, reason.as_str())
+    );
+    let err = h
+        .declare(ALICE, id, &announced, crc64nvme(&bytes))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let refused = h.begin(ALICE, id, 1, &bytes[CHUNK as usize..], "").await;
+    assert_eq!(refused.outcome(), BeginChunkOutcome::NotAccepting);
 }
 
 #[tokio::test]
@@ -945,8 +1196,8 @@ async fn failed_uploads_state_the_reason_and_release_storage() {
     let err = client
         .complete_assembly(CompleteAssemblyRequest {
             upload_id: id.clone(),
-            sha256: sha256_hex(&bytes),
             size: bytes.len() as u64,
+            crc64nvme: crc64nvme(&bytes),
         })
         .await
         .unwrap_err();

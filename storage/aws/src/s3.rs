@@ -1,78 +1,77 @@
-//! S3 blob store: one multipart upload per upload session.
+//! S3 blob store: one multipart upload per upload session, verified as a whole by its
+//! CRC-64/NVME without a byte read back.
 //!
-//! - `begin_upload` creates a multipart upload (checksum algorithm SHA-256) at the object key
-//!   the upload's File will have (`files/{file id}`, derived from the upload id), so assembly
-//!   copies nothing: `CompleteMultipartUpload` makes the parts the object.
-//! - Chunk *i* is part *i+1*, streamed to `UploadPart` with its `Content-Length` and its
-//!   SHA-256 as `x-amz-checksum-sha256` (given, so the SDK computes no checksum of its own):
-//!   S3 verifies the part itself and refuses a mismatch (`BadDigest` →
-//!   [`StoreError::DigestMismatch`]). Re-sending a part replaces it. Whether the server really
-//!   verifies (moto does not) is probed once, with a part sent under a wrong checksum, before
-//!   `verifies_digest` says so and the upload workers stop hashing the chunks themselves.
-//! - `complete_upload` sends the recorded parts (ETag and checksum each; listed with
-//!   `ListParts` when none are given). An upload that was already completed (`NoSuchUpload`
-//!   while the object exists) is success. A `200` whose body is an error is an error (the SDK
-//!   turns it into a retryable `InternalError`; a response without an ETag is refused too).
+//! - `begin_upload` creates a multipart upload (checksum algorithm CRC-64/NVME, checksum type
+//!   `FULL_OBJECT`) at the object key the upload's File will have (`files/{file id}`, derived
+//!   from the upload id), so assembly copies nothing: `CompleteMultipartUpload` makes the parts
+//!   the object.
+//! - Chunk *i* is part *i+1*, streamed to `UploadPart` with its `Content-Length` through a body
+//!   that computes the bytes' CRC-64/NVME as they go (what `write_chunk` answers). With the
+//!   chunk's CRC the client declared, that is sent as `x-amz-checksum-crc64nvme` and S3
+//!   refuses a body that does not match (`BadDigest` → [`StoreError::DigestMismatch`]);
+//!   without, the SDK computes the CRC itself and sends it as a trailer (aws-chunked), so S3
+//!   still records every part's checksum. Re-sending a part replaces it.
+//! - `complete_upload` lists the parts (`ListParts`) and checks, before completing, that the
+//!   parts' checksums as S3 recorded them are the chunks' and combine, in part order, to the
+//!   expected whole CRC (not every S3-compatible server verifies a `FULL_OBJECT` checksum;
+//!   where the listing shows no part checksums, or cannot be read, as moto's, the chunks'
+//!   recorded CRCs are checked instead); then completes with each part's ETag and checksum
+//!   and the whole CRC, which S3 verifies too. A mismatch, or S3 refusing the parts, is
+//!   [`StoreError::ChecksumMismatch`] and nothing is completed. An upload that was already
+//!   completed (`NoSuchUpload` while the object exists) is success. A `200` whose body is an
+//!   error is an error (the SDK turns it into a retryable `InternalError`; a response without
+//!   an ETag is refused too).
 //! - `abort_upload` aborts the handle and every other multipart upload still open on the
 //!   upload's key (an orphan of a retried `CreateMultipartUpload`), so nothing is left behind.
 //! - Reads are `GetObject`, with `Range` for partial reads; `presigned_url` signs a `GetObject`.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::{
     RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
 };
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::list_parts::ListPartsError;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Part as S3Part,
+    ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, Part as S3Part,
 };
 use aws_sdk_s3::Client;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{error_code, sdk_error};
+use lfusys_core::digest::{
+    crc64_base64, crc64_hex, crc64nvme, crc64nvme_of_pieces, parse_crc64_base64, Crc64, Crc64Nvme,
+};
 use lfusys_core::ids;
 use lfusys_core::range::ByteRange;
-use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult, UploadId};
+use storage::{
+    BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult, UploadId, WrittenChunk,
+};
 
 /// S3's limit on the parts of one multipart upload.
 pub const MAX_PARTS: u32 = 10_000;
 /// S3's smallest part (all but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
-/// Whether the server verifies part checksums: yes, no (0: not probed yet).
-const VERIFIES: u8 = 1;
-const DOES_NOT_VERIFY: u8 = 2;
-/// A probe that could not tell (the server was unreachable, say) is tried again after this.
-const PROBE_RETRY: Duration = Duration::from_secs(30);
-
-/// What the probe found out about the server's checksum verification.
-#[derive(Debug, Default)]
-struct ChecksumProbe {
-    found: AtomicU8,
-    /// When a probe last failed to tell; one probe at a time.
-    last_failure: tokio::sync::Mutex<Option<Instant>>,
-}
-
 /// [`BlobStore`] on one S3 bucket.
 #[derive(Debug, Clone)]
 pub struct S3BlobStore {
     client: Client,
     bucket: String,
-    checksums: Arc<ChecksumProbe>,
 }
 
 /// The S3 client for `sdk`: path-style addressing when an endpoint is configured (S3-compatible
-/// servers), checksums only where we send them, and a long grace for slow chunk bodies.
+/// servers), checksums only where we ask for them (a part without a declared CRC asks for the
+/// SDK's, see `write_chunk`), and a long grace for slow chunk bodies.
 pub fn client(sdk: &SdkConfig) -> Client {
     let custom_endpoint = sdk.endpoint_url().is_some()
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some_and(|v| !v.is_empty());
@@ -103,57 +102,6 @@ impl S3BlobStore {
         Self {
             client,
             bucket: bucket.into(),
-            checksums: Arc::default(),
-        }
-    }
-
-    /// Sends a part under a wrong SHA-256 checksum to a scratch multipart upload (aborted
-    /// right after): true when the server refuses it. An error means it could not tell.
-    async fn probe_checksum_verification(&self) -> StoreResult<bool> {
-        let key = format!("files/.lfusys-checksum-probe-{}", ids::new_id());
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&key)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .send()
-            .await
-            .map_err(|e| sdk_error("S3 CreateMultipartUpload (checksum probe)", e))?;
-        let handle = created.upload_id().unwrap_or_default().to_owned();
-        let body: &'static [u8] = b"lfusys checksum probe";
-        let wrong = {
-            use sha2::Digest;
-            STANDARD.encode(sha2::Sha256::digest(b"not the body"))
-        };
-        let result = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(&key)
-            .upload_id(&handle)
-            .part_number(1)
-            .content_length(body.len() as i64)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .checksum_sha256(wrong)
-            .body(SdkByteStream::from_static(body))
-            .send()
-            .await;
-        if let Err(e) = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&key)
-            .upload_id(&handle)
-            .send()
-            .await
-        {
-            tracing::warn!(%key, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "cannot abort the checksum probe's multipart upload (the bucket's lifecycle rule will)");
-        }
-        match result {
-            Ok(_) => Ok(false),
-            Err(e) if is_digest_mismatch(error_code(&e)) => Ok(true),
-            Err(e) => Err(sdk_error("S3 UploadPart (checksum probe)", e)),
         }
     }
 
@@ -172,6 +120,19 @@ impl S3BlobStore {
 
     /// Every part S3 holds for a multipart upload (paginated, 1,000 a page).
     pub async fn list_parts(&self, key: &str, handle: &str) -> StoreResult<Vec<S3Part>> {
+        self.list_all_parts(key, handle)
+            .await
+            .map_err(|e| match error_code(&e) {
+                Some("NoSuchUpload") => StoreError::NotFound("multipart upload".into()),
+                _ => sdk_error("S3 ListParts", e),
+            })
+    }
+
+    async fn list_all_parts(
+        &self,
+        key: &str,
+        handle: &str,
+    ) -> Result<Vec<S3Part>, SdkError<ListPartsError>> {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -183,11 +144,7 @@ impl S3BlobStore {
                 .upload_id(handle)
                 .set_part_number_marker(marker.clone())
                 .send()
-                .await
-                .map_err(|e| match error_code(&e) {
-                    Some("NoSuchUpload") => StoreError::NotFound("multipart upload".into()),
-                    _ => sdk_error("S3 ListParts", e),
-                })?;
+                .await?;
             parts.extend(out.parts().iter().cloned());
             match (out.is_truncated(), out.next_part_number_marker()) {
                 (Some(true), Some(next)) if marker.as_deref() != Some(next) => {
@@ -255,12 +212,6 @@ fn check_key(upload_id: &str, blob_key: &str) -> StoreResult<String> {
     }
 }
 
-/// Base64 of the SHA-256 given in hex (S3's checksum encoding).
-fn checksum_b64(hex_sha: &str) -> Option<String> {
-    let raw = hex::decode(hex_sha).ok().filter(|r| r.len() == 32)?;
-    Some(STANDARD.encode(raw))
-}
-
 /// What went wrong with the body while S3 read it.
 #[derive(Debug, Clone)]
 enum BodyFault {
@@ -271,7 +222,8 @@ enum BodyFault {
 /// A chunk body for the SDK: the request's stream, counted so that it never yields more or
 /// fewer bytes than the part's declared length (an error aborts the request instead). The
 /// frame that completes the length is held back until the stream has ended, so a body that
-/// goes on is refused rather than cut.
+/// goes on is refused rather than cut. It computes the CRC-64/NVME of the bytes it hands over,
+/// and publishes it in `sent` once the whole body has gone.
 struct PartBody {
     inner: Mutex<ByteStream>,
     expected: u64,
@@ -281,13 +233,20 @@ struct PartBody {
     emitted: u64,
     held: Option<Bytes>,
     done: bool,
+    crc: Crc64Nvme,
+    sent: Arc<OnceLock<Crc64>>,
     fault: Arc<Mutex<Option<BodyFault>>>,
 }
 
 type FrameResult = Result<http_body::Frame<Bytes>, std::io::Error>;
 
 impl PartBody {
-    fn new(body: ByteStream, expected: u64, fault: Arc<Mutex<Option<BodyFault>>>) -> Self {
+    fn new(
+        body: ByteStream,
+        expected: u64,
+        sent: Arc<OnceLock<Crc64>>,
+        fault: Arc<Mutex<Option<BodyFault>>>,
+    ) -> Self {
         Self {
             inner: Mutex::new(body),
             expected,
@@ -295,6 +254,8 @@ impl PartBody {
             emitted: 0,
             held: None,
             done: false,
+            crc: Crc64Nvme::new(),
+            sent,
             fault,
         }
     }
@@ -348,6 +309,7 @@ impl http_body::Body for PartBody {
                         });
                     }
                     self.received = received;
+                    self.crc.update(&bytes);
                     if received < self.expected {
                         return self.emit(bytes);
                     }
@@ -361,6 +323,7 @@ impl http_body::Body for PartBody {
                         return self.fail(BodyFault::Length { expected, actual });
                     }
                     self.done = true;
+                    let _ = self.sent.set(self.crc.finish());
                     return match self.held.take() {
                         Some(last) => self.emit(last),
                         None => Poll::Ready(None),
@@ -392,6 +355,110 @@ fn is_digest_mismatch(code: Option<&str>) -> bool {
     )
 }
 
+/// S3's refusals of a completion whose parts are not the ones, or do not make the object, it
+/// was told: permanent, unlike the transient errors `sdk_error` maps.
+fn is_refused_checksum(code: Option<&str>, message: Option<&str>) -> bool {
+    let about_checksums = message.is_some_and(|m| m.to_ascii_lowercase().contains("checksum"));
+    match code {
+        Some("InvalidPart") => true,
+        Some("InvalidRequest" | "InvalidArgument") => about_checksums,
+        code => is_digest_mismatch(code),
+    }
+}
+
+fn mismatch(detail: String) -> StoreError {
+    StoreError::ChecksumMismatch(detail)
+}
+
+/// Checks, before completing, the parts S3 lists for the upload against the file whose
+/// CRC-64/NVME is `whole`: each part to complete (`parts`, or without them every listed part)
+/// must be listed, with the checksum S3 recorded for it when it took the part equal to the
+/// chunk's, and those checksums must combine, in part order, to `whole`. A server that lists
+/// no part checksums (moto) cannot be checked this way; then the recorded chunks' CRCs must at
+/// least combine to `whole`, and the rest is the server's own check at completion.
+fn check_listed_parts(parts: &[PartRef], listed: &[S3Part], whole: Crc64) -> StoreResult<()> {
+    let by_number: HashMap<i32, &S3Part> = listed
+        .iter()
+        .filter_map(|p| Some((p.part_number()?, p)))
+        .collect();
+    let mut completing: Vec<(i32, Option<&PartRef>)> = if parts.is_empty() {
+        by_number.keys().map(|&n| (n, None)).collect()
+    } else {
+        parts
+            .iter()
+            .map(|p| (p.index as i32 + 1, Some(p)))
+            .collect()
+    };
+    completing.sort_by_key(|&(n, _)| n);
+    let mut pieces = Vec::with_capacity(completing.len());
+    let mut listed_all = true;
+    for (number, part) in completing {
+        let chunk = number - 1;
+        let Some(stored) = by_number.get(&number) else {
+            return Err(mismatch(format!("part {chunk}: S3 holds no part {number}")));
+        };
+        let Some(text) = stored.checksum_crc64_nvme() else {
+            listed_all = false;
+            continue;
+        };
+        let crc = parse_crc64_base64(text).ok_or_else(|| {
+            StoreError::other(format!(
+                "S3 listed {text:?} as the CRC-64/NVME of part {number}"
+            ))
+        })?;
+        let size = match part {
+            Some(p) if p.crc64nvme != crc => {
+                return Err(mismatch(format!(
+                    "part {chunk}: the bytes S3 holds as part {number} have CRC-64/NVME {}, the chunk {}",
+                    crc64_hex(crc),
+                    crc64_hex(p.crc64nvme)
+                )));
+            }
+            Some(p) => p.size,
+            None => stored.size().unwrap_or_default().max(0) as u64,
+        };
+        pieces.push((crc, size));
+    }
+    if listed_all {
+        let stored = crc64nvme_of_pieces(pieces);
+        if stored != whole {
+            return Err(mismatch(format!(
+                "the parts S3 holds make CRC-64/NVME {}, expected {}",
+                crc64_hex(stored),
+                crc64_hex(whole)
+            )));
+        }
+    } else if !parts.is_empty() {
+        check_recorded_parts(parts, whole)?;
+    }
+    Ok(())
+}
+
+/// Checks that the chunks' CRCs as they were recorded combine, in index order, to `whole`:
+/// what is left to check before completing when the server's listing tells nothing.
+fn check_recorded_parts(parts: &[PartRef], whole: Crc64) -> StoreResult<()> {
+    let mut sorted: Vec<&PartRef> = parts.iter().collect();
+    sorted.sort_by_key(|p| p.index);
+    let recorded = crc64nvme_of_pieces(sorted.iter().map(|p| (p.crc64nvme, p.size)));
+    if recorded != whole {
+        return Err(mismatch(format!(
+            "the parts' CRC-64/NVME combine to {}, expected {}",
+            crc64_hex(recorded),
+            crc64_hex(whole)
+        )));
+    }
+    Ok(())
+}
+
+/// A listing the SDK could not decode: a success status whose body is no `ListPartsResult`.
+fn is_unreadable_listing(err: &SdkError<ListPartsError>) -> bool {
+    match err {
+        SdkError::ServiceError(e) => e.raw().status().is_success() && e.err().code().is_none(),
+        SdkError::ResponseError(_) => true,
+        _ => false,
+    }
+}
+
 fn io_error(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
@@ -405,7 +472,8 @@ impl BlobStore for S3BlobStore {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&key)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_type(ChecksumType::FullObject)
             .send()
             .await
             .map_err(|e| sdk_error("S3 CreateMultipartUpload", e))?;
@@ -419,7 +487,7 @@ impl BlobStore for S3BlobStore {
         &self,
         target: &ChunkTarget,
         body: ByteStream,
-    ) -> StoreResult<Option<String>> {
+    ) -> StoreResult<WrittenChunk> {
         if target.index >= MAX_PARTS {
             return Err(StoreError::Conflict(format!(
                 "chunk {} is past S3's {MAX_PARTS} parts",
@@ -431,8 +499,9 @@ impl BlobStore for S3BlobStore {
         };
         let key = Self::key_for_upload(&target.upload_id);
         let fault = Arc::new(Mutex::new(None));
-        let part_body = PartBody::new(body, target.len, Arc::clone(&fault));
-        let result = self
+        let sent = Arc::new(OnceLock::new());
+        let part_body = PartBody::new(body, target.len, Arc::clone(&sent), Arc::clone(&fault));
+        let request = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -440,11 +509,23 @@ impl BlobStore for S3BlobStore {
             .upload_id(handle)
             .part_number(target.index as i32 + 1)
             .content_length(target.len as i64)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .checksum_sha256(STANDARD.encode(target.sha256))
-            .body(SdkByteStream::from_body_1_x(part_body))
-            .send()
-            .await;
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .body(SdkByteStream::from_body_1_x(part_body));
+        // With a declared CRC, S3 checks the body against it and refuses a mismatch. Without
+        // one: the client computes checksums only for operations that require one
+        // (`WhenRequired`); for this request it computes the CRC-64/NVME of the body as the body
+        // streams and sends it as a trailer (aws-chunked, `STREAMING-UNSIGNED-PAYLOAD-TRAILER`),
+        // which S3 checks and records for the part.
+        let result = if let Some(declared) = target.crc64nvme {
+            request
+                .checksum_crc64_nvme(crc64_base64(declared))
+                .send()
+                .await
+        } else {
+            let calculate = aws_sdk_s3::config::Builder::default()
+                .request_checksum_calculation(RequestChecksumCalculation::WhenSupported);
+            request.customize().config_override(calculate).send().await
+        };
         let recorded = fault.lock().ok().and_then(|f| f.clone());
         if let Some(fault) = recorded {
             return Err(match fault {
@@ -459,38 +540,25 @@ impl BlobStore for S3BlobStore {
             Some("NoSuchUpload") => StoreError::NotFound("multipart upload".into()),
             _ => sdk_error("S3 UploadPart", e),
         })?;
-        Ok(out.e_tag().filter(|t| !t.is_empty()).map(str::to_owned))
-    }
-
-    /// Probed once (see the module's notes); until the probe could tell, false.
-    async fn verifies_digest(&self) -> bool {
-        match self.checksums.found.load(Ordering::Acquire) {
-            VERIFIES => return true,
-            DOES_NOT_VERIFY => return false,
-            _ => {}
-        }
-        let mut last_failure = self.checksums.last_failure.lock().await;
-        match self.checksums.found.load(Ordering::Acquire) {
-            VERIFIES => return true,
-            DOES_NOT_VERIFY => return false,
-            _ => {}
-        }
-        if last_failure.is_some_and(|t| t.elapsed() < PROBE_RETRY) {
-            return false;
-        }
-        match self.probe_checksum_verification().await {
-            Ok(verifies) => {
-                tracing::info!(bucket = %self.bucket, verifies, "probed whether the S3 server verifies part checksums");
-                let found = if verifies { VERIFIES } else { DOES_NOT_VERIFY };
-                self.checksums.found.store(found, Ordering::Release);
-                verifies
+        let crc = match sent.get() {
+            Some(&crc) => crc,
+            // An empty body the SDK had no need to read.
+            None if target.len == 0 => crc64nvme(&[]),
+            None => {
+                return Err(StoreError::unavailable(
+                    "S3 UploadPart answered before the whole body was sent",
+                ))
             }
-            Err(e) => {
-                tracing::warn!(bucket = %self.bucket, error = %e, "cannot tell whether the S3 server verifies part checksums; chunks are hashed by the worker meanwhile");
-                *last_failure = Some(Instant::now());
-                false
-            }
+        };
+        // A server that takes a part without checking its declared checksum (moto) keeps it
+        // under a checksum that is not its body's.
+        if target.crc64nvme.is_some_and(|declared| declared != crc) {
+            return Err(StoreError::DigestMismatch);
         }
+        Ok(WrittenChunk {
+            crc64nvme: crc,
+            etag: out.e_tag().filter(|t| !t.is_empty()).map(str::to_owned),
+        })
     }
 
     async fn complete_upload(
@@ -499,6 +567,7 @@ impl BlobStore for S3BlobStore {
         handle: Option<&str>,
         parts: &[PartRef],
         blob_key: &str,
+        whole_crc64nvme: Crc64,
     ) -> StoreResult<()> {
         let key = check_key(upload_id, blob_key)?;
         let Some(handle) = handle else {
@@ -511,21 +580,40 @@ impl BlobStore for S3BlobStore {
                 )))
             };
         };
-        let mut completed: Vec<CompletedPart> = if parts.is_empty() {
-            match self.list_parts(&key, handle).await {
-                Ok(listed) => listed
-                    .iter()
-                    .map(|p| {
-                        CompletedPart::builder()
-                            .set_part_number(p.part_number())
-                            .set_e_tag(p.e_tag().map(str::to_owned))
-                            .set_checksum_sha256(p.checksum_sha256().map(str::to_owned))
-                            .build()
-                    })
-                    .collect(),
-                Err(StoreError::NotFound(_)) if self.object_exists(&key).await? => return Ok(()),
-                Err(e) => return Err(e),
+        let listed = match self.list_all_parts(&key, handle).await {
+            Ok(listed) => Some(listed),
+            // Completed before (a redelivered job), or aborted: the object tells which.
+            Err(e) if error_code(&e) == Some("NoSuchUpload") => {
+                return if self.object_exists(&key).await? {
+                    Ok(())
+                } else {
+                    Err(StoreError::NotFound(format!(
+                        "multipart upload of {upload_id}"
+                    )))
+                };
             }
+            // moto answers with a document the SDK cannot read (rooted at `ListPartsResponse`,
+            // not S3's `ListPartsResult`): then the recorded parts are all there is to check.
+            Err(e) if !parts.is_empty() && is_unreadable_listing(&e) => None,
+            Err(e) => return Err(sdk_error("S3 ListParts", e)),
+        };
+        match &listed {
+            Some(listed) => check_listed_parts(parts, listed, whole_crc64nvme)?,
+            None => check_recorded_parts(parts, whole_crc64nvme)?,
+        }
+        let mut completed: Vec<CompletedPart> = if parts.is_empty() {
+            listed
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|p| {
+                    CompletedPart::builder()
+                        .set_part_number(p.part_number())
+                        .set_e_tag(p.e_tag().map(str::to_owned))
+                        .set_checksum_crc64_nvme(p.checksum_crc64_nvme().map(str::to_owned))
+                        .build()
+                })
+                .collect()
         } else {
             parts
                 .iter()
@@ -533,7 +621,7 @@ impl BlobStore for S3BlobStore {
                     CompletedPart::builder()
                         .part_number(p.index as i32 + 1)
                         .set_e_tag(p.etag.clone())
-                        .set_checksum_sha256(checksum_b64(&p.sha256))
+                        .checksum_crc64_nvme(crc64_base64(p.crc64nvme))
                         .build()
                 })
                 .collect()
@@ -550,6 +638,8 @@ impl BlobStore for S3BlobStore {
                     .set_parts(Some(completed))
                     .build(),
             )
+            .checksum_crc64_nvme(crc64_base64(whole_crc64nvme))
+            .checksum_type(ChecksumType::FullObject)
             .send()
             .await;
         match result {
@@ -569,7 +659,11 @@ impl BlobStore for S3BlobStore {
                         )))
                     }
                 }
-                Some("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "InvalidRequest") => {
+                code if is_refused_checksum(code, e.message()) => Err(mismatch(format!(
+                    "S3 refused the parts: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                ))),
+                Some("InvalidPartOrder" | "EntityTooSmall" | "InvalidRequest") => {
                     Err(StoreError::Conflict(format!(
                         "S3 refused the parts: {}",
                         aws_smithy_types::error::display::DisplayErrorContext(&e)
@@ -784,4 +878,75 @@ pub async fn create_bucket(sdk: &SdkConfig, bucket: &str) -> StoreResult<()> {
         tracing::warn!(%bucket, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "could not set the bucket's lifecycle rule");
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn listed(number: i32, data: &[u8], with_checksum: bool) -> S3Part {
+        S3Part::builder()
+            .part_number(number)
+            .e_tag(format!("\"etag-{number}\""))
+            .size(data.len() as i64)
+            .set_checksum_crc64_nvme(with_checksum.then(|| crc64_base64(crc64nvme(data))))
+            .build()
+    }
+
+    fn recorded(index: u32, data: &[u8]) -> PartRef {
+        PartRef {
+            index,
+            size: data.len() as u64,
+            crc64nvme: crc64nvme(data),
+            etag: Some(format!("\"etag-{}\"", index + 1)),
+        }
+    }
+
+    fn detail(result: StoreResult<()>) -> String {
+        match result {
+            Err(StoreError::ChecksumMismatch(detail)) => detail,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The parts S3 lists are checked one by one against the chunks, then together against
+    /// the whole file, before anything is completed.
+    #[test]
+    fn listed_parts_must_be_the_chunks_and_make_the_file() {
+        let (a, b) = (b"first chunk".as_slice(), b"second chunk".as_slice());
+        let whole = crc64nvme(&[a, b].concat());
+        let parts = [recorded(0, a), recorded(1, b)];
+        let stored = [listed(1, a, true), listed(2, b, true)];
+        check_listed_parts(&parts, &stored, whole).unwrap();
+        check_listed_parts(&[], &stored, whole).unwrap();
+        // Each chunk at the other's place.
+        let swapped = [listed(1, b, true), listed(2, a, true)];
+        let d = detail(check_listed_parts(&parts, &swapped, whole));
+        assert!(d.starts_with("part 0: "), "{d}");
+        assert!(detail(check_listed_parts(&[], &swapped, whole)).contains("expected"));
+        assert!(detail(check_listed_parts(&parts, &stored, whole ^ 1)).contains("expected"));
+        assert!(detail(check_listed_parts(&parts, &stored[..1], whole)).contains("no part 2"));
+        // A listing without part checksums: the recorded CRCs must still make the file.
+        let bare = [listed(1, a, false), listed(2, b, false)];
+        check_listed_parts(&parts, &bare, whole).unwrap();
+        assert!(detail(check_listed_parts(&parts, &bare, whole ^ 1)).contains("combine"));
+        check_recorded_parts(&parts, whole).unwrap();
+    }
+
+    #[test]
+    fn refusals_of_the_parts_are_told_from_other_errors() {
+        assert!(is_refused_checksum(Some("InvalidPart"), None));
+        assert!(is_refused_checksum(Some("BadDigest"), None));
+        assert!(is_refused_checksum(
+            Some("InvalidRequest"),
+            Some("The full-object Checksum you specified did not match")
+        ));
+        assert!(!is_refused_checksum(
+            Some("InvalidRequest"),
+            Some("something else")
+        ));
+        assert!(!is_refused_checksum(Some("InternalError"), None));
+        assert!(!is_refused_checksum(None, None));
+    }
 }

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-use lfusys_core::digest::Sha256;
+use lfusys_core::digest::Crc64;
 pub use lfusys_core::ids::{ClaimId, FileId, UploadId, UserId};
 use lfusys_core::range::ByteRange;
 use lfusys_core::state::UploadState;
@@ -41,8 +41,12 @@ pub enum StoreError {
         #[source]
         source: Option<Cause>,
     },
-    #[error("chunk body does not match its declared SHA-256")]
+    #[error("chunk body does not match its declared checksum")]
     DigestMismatch,
+    /// What the store holds, part by part at its place, is not the file whose CRC-64/NVME the
+    /// commit expected: nothing was committed.
+    #[error("the stored parts do not make the expected file: {0}")]
+    ChecksumMismatch(String),
     #[error("chunk body has the wrong length: expected {expected}, got {actual}")]
     LengthMismatch { expected: u64, actual: u64 },
     #[error("the request body failed: {message}")]
@@ -158,7 +162,18 @@ pub struct ChunkTarget {
     pub index: u32,
     pub offset: u64,
     pub len: u64,
-    pub sha256: Sha256,
+    /// The chunk's CRC-64/NVME as the client declared it, when it did: S3 is sent it with the
+    /// part and refuses a body that does not match it (`DigestMismatch`).
+    pub crc64nvme: Option<Crc64>,
+}
+
+/// What `write_chunk` stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenChunk {
+    /// CRC-64/NVME of the bytes the store wrote, computed as they streamed through it.
+    pub crc64nvme: Crc64,
+    /// The part's receipt, if the backend gives one (S3's ETag).
+    pub etag: Option<String>,
 }
 
 /// A recorded chunk, as the assembler hands it back to the blob store.
@@ -166,8 +181,8 @@ pub struct ChunkTarget {
 pub struct PartRef {
     pub index: u32,
     pub size: u64,
-    /// Hex SHA-256 of the part (S3 completes a SHA-256 multipart upload with each part's checksum).
-    pub sha256: String,
+    /// CRC-64/NVME of the part, as `write_chunk` computed it.
+    pub crc64nvme: Crc64,
     /// The receipt `write_chunk` returned (S3's ETag; local disk has none).
     pub etag: Option<String>,
 }
@@ -179,24 +194,21 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn begin_upload(&self, upload_id: &UploadId, size: u64) -> StoreResult<Option<String>>;
 
     /// Streams exactly `target.len` bytes to the chunk's final place, without buffering the
-    /// whole chunk. The caller verifies length and digest of what it streamed; a store that
-    /// can verify the digest itself (S3 checksums) also fails with `DigestMismatch`.
-    /// Returns the part's receipt, if the backend gives one (S3's ETag).
+    /// whole chunk, computing their CRC-64/NVME on the way. The caller verifies length and
+    /// the client's checksums of what it streamed; S3 also refuses a body that does not match
+    /// `target.crc64nvme` (`DigestMismatch`). The store keeps, with the bytes, the checksum of
+    /// what is at each place, for [`BlobStore::complete_upload`] to verify the file by.
     async fn write_chunk(
         &self,
         target: &ChunkTarget,
         body: ByteStream,
-    ) -> StoreResult<Option<String>>;
+    ) -> StoreResult<WrittenChunk>;
 
-    /// Whether `write_chunk` itself refuses a body whose SHA-256 is not `target.sha256`
-    /// (`DigestMismatch`, and nothing of it is kept), so that the caller need not hash what it
-    /// streams. False unless the store has made sure of it (S3 checks the part checksum it is
-    /// sent; not every S3-compatible server does).
-    async fn verifies_digest(&self) -> bool {
-        false
-    }
-
-    /// Makes the upload's bytes the immutable blob `blob_key`. Idempotent: committing an
+    /// Makes the upload's bytes the immutable blob `blob_key`, once it has verified, without
+    /// reading them back, that what it holds at each place makes a file whose CRC-64/NVME is
+    /// `whole_crc64nvme`: S3 checks its parts' checksums against it (a `FULL_OBJECT`
+    /// checksum), local disk the checksums it recorded of its positioned writes. Otherwise
+    /// nothing is committed and the answer is `ChecksumMismatch`. Idempotent: committing an
     /// upload that was already committed to `blob_key` succeeds.
     async fn complete_upload(
         &self,
@@ -204,6 +216,7 @@ pub trait BlobStore: Send + Sync + 'static {
         handle: Option<&str>,
         parts: &[PartRef],
         blob_key: &str,
+        whole_crc64nvme: Crc64,
     ) -> StoreResult<()>;
 
     /// Releases the storage of an unfinished upload. Idempotent; without the handle (a crash
@@ -260,8 +273,12 @@ pub struct UploadRecord {
     pub name: String,
     pub size: u64,
     pub content_type: String,
-    /// Client-declared whole-file SHA-256 (hex), if any.
+    /// Client-declared whole-file SHA-256 (lowercase hex), if any: at creation (the file's
+    /// expected SHA-256) or with the whole-file checksums (see `crc64nvme`).
     pub sha256: Option<String>,
+    /// The whole file's CRC-64/NVME as the client computed it in the same pass as its SHA-256,
+    /// declared before the last chunk (`PATCH /api/v1/uploads/{id}`); `None` until then.
+    pub crc64nvme: Option<Crc64>,
     pub chunk_size: u64,
     pub total_chunks: u32,
     pub state: UploadState,
@@ -278,8 +295,9 @@ pub struct UploadRecord {
 pub struct ChunkRecord {
     pub index: u32,
     pub size: u64,
-    /// Hex SHA-256 of the chunk.
-    pub sha256: String,
+    /// CRC-64/NVME of the stored chunk, as the worker that wrote it computed it. Two writes
+    /// of a chunk are the same chunk when their CRCs are equal.
+    pub crc64nvme: Crc64,
     /// The blob store's receipt of the chunk (see [`BlobStore::write_chunk`]).
     pub etag: Option<String>,
 }
@@ -292,11 +310,50 @@ pub struct FileRecord {
     pub name: String,
     pub size: u64,
     pub content_type: String,
-    /// Hex SHA-256 of the whole file, as the client declared it and the assembler verified;
-    /// `None` when the client declared none.
+    /// Hex SHA-256 of the whole file, when one is known; `sha256_source` says who vouches for
+    /// it. `None` when the client declared none.
     pub sha256: Option<String>,
+    pub sha256_source: Option<Sha256Source>,
+    /// CRC-64/NVME of the whole file, which the server verified the stored file against
+    /// before publishing it; `None` for files published before LFUSYS kept one.
+    pub crc64nvme: Option<Crc64>,
     pub blob_key: String,
     pub created_at_ms: i64,
+}
+
+/// Who vouches for a File's SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sha256Source {
+    /// The uploading client computed it in the same pass over the file as the whole-file
+    /// CRC-64/NVME it declared, which the server verified: it names the bytes the server
+    /// stored, as far as the client is to be trusted.
+    Client,
+    /// Declared at creation only: no one checked it against the bytes.
+    Declared,
+    /// The server read the stored file back and hashed it (files published before LFUSYS
+    /// verified files by their CRC-64/NVME).
+    Server,
+}
+
+impl Sha256Source {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Declared => "declared",
+            Self::Server => "server",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "client" => Some(Self::Client),
+            "declared" => Some(Self::Declared),
+            "server" => Some(Self::Server),
+            _ => None,
+        }
+    }
 }
 
 /// The page cursor of a file listing: where the next page starts (newest first, ties by id).
@@ -324,10 +381,9 @@ pub fn decode_cursor(cursor: &str) -> StoreResult<(i64, String)> {
 pub enum ClaimOutcome {
     /// The caller holds the lease until `lease_until_ms`.
     Claimed { lease_until_ms: i64 },
-    /// Already recorded with the same digest.
-    AlreadyStored,
-    /// Already recorded with another digest.
-    DigestConflict,
+    /// Already recorded, with this CRC-64/NVME: the caller compares it with the body's to
+    /// tell an idempotent retry from another chunk.
+    AlreadyStored { crc64nvme: Crc64 },
     /// Another live claim holds the chunk.
     InProgress,
     /// The upload is not in a state that takes chunks.
@@ -346,6 +402,7 @@ pub enum CommitOutcome {
     AlreadyStored {
         received: u32,
     },
+    /// Recorded already with another CRC-64/NVME.
     DigestConflict,
     /// The claim was lost or the upload no longer takes chunks.
     NotAccepting(UploadState),
@@ -390,7 +447,6 @@ pub trait MetadataStore: Send + Sync + 'static {
         &self,
         upload_id: &UploadId,
         index: u32,
-        sha256: &str,
         claim_id: &ClaimId,
         lease: Duration,
         now_ms: i64,
@@ -414,6 +470,17 @@ pub trait MetadataStore: Send + Sync + 'static {
         claim_id: &ClaimId,
         now_ms: i64,
     ) -> StoreResult<CommitOutcome>;
+
+    /// Records the whole-file checksums the client declared (`sha256` replaces one declared at
+    /// creation only if that was `None`), only while the upload is uploading and has no
+    /// `crc64nvme` yet. Returns whether it applied.
+    async fn declare_checksums(
+        &self,
+        upload_id: &UploadId,
+        sha256: Option<&str>,
+        crc64nvme: Crc64,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
 
     /// Conditional state change: applies only if the current state is one of `from`.
     /// Returns whether it applied. A move to assembling puts the upload into the outbox of
@@ -592,6 +659,8 @@ mod tests {
             size: 1,
             content_type: "application/octet-stream".into(),
             sha256: None,
+            sha256_source: None,
+            crc64nvme: None,
             blob_key: "files/x".into(),
             created_at_ms,
         }

@@ -1,16 +1,17 @@
-//! The chunk's body on its way to the blob store: counted, hashed when the store does not
-//! verify the digest itself, cut off when it runs long, breaks or stalls — and afterwards
-//! compared with what was declared (DESIGN §3 step 2: `413` longer, `400` shorter, `422`
-//! digest mismatch). The body is never buffered whole: it streams through.
+//! The chunk's body on its way to the blob store: counted, hashed with SHA-256 when the client
+//! declared one, cut off when it runs long, breaks or stalls — and afterwards compared with
+//! what was declared (DESIGN §3 step 2: `413` longer, `400` shorter, `422` digest mismatch).
+//! The store computes the CRC-64/NVME of what it writes; a body that is not stored gets it
+//! computed here. The body is never buffered whole: it streams through.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use lfusys_core::digest::Sha256;
+use lfusys_core::digest::{crc64_hex, to_hex, Crc64Nvme, Sha256};
 use sha2::Digest;
-use storage::{ByteStream, StoreError};
+use storage::{ByteStream, StoreError, WrittenChunk};
 use tokio_util::sync::CancellationToken;
 
 use super::{ChunkRequest, IngestError};
@@ -23,16 +24,20 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// What passed through a [`metered`] stream.
 #[derive(Default)]
 pub(crate) struct Tally {
-    /// None when the store verifies the digest itself.
-    hasher: Option<sha2::Sha256>,
+    /// Only when the client declared a SHA-256: the one costly pass, paid for by those who ask.
+    sha256: Option<sha2::Sha256>,
+    /// Only for a body that is not stored (the store computes the CRC of what it writes).
+    crc64nvme: Option<Crc64Nvme>,
     pub(crate) count: u64,
     failure: Option<BodyFailure>,
 }
 
 impl Tally {
-    pub(crate) fn new(hash: bool) -> Self {
+    /// A tally of `req`'s body; `stored`: the body goes to the blob store.
+    pub(crate) fn new(req: &ChunkRequest, stored: bool) -> Self {
         Self {
-            hasher: hash.then(sha2::Sha256::new),
+            sha256: req.digests.sha256.map(|_| sha2::Sha256::new()),
+            crc64nvme: (!stored).then(Crc64Nvme::new),
             ..Self::default()
         }
     }
@@ -77,8 +82,11 @@ pub(crate) fn metered(
             let mut t = tally.lock().unwrap_or_else(PoisonError::into_inner);
             let failure = match item {
                 Ok(bytes) if t.count + bytes.len() as u64 <= limit => {
-                    if let Some(h) = t.hasher.as_mut() {
+                    if let Some(h) = t.sha256.as_mut() {
                         h.update(&bytes);
+                    }
+                    if let Some(c) = t.crc64nvme.as_mut() {
+                        c.update(&bytes);
                     }
                     t.count += bytes.len() as u64;
                     drop(t);
@@ -95,9 +103,13 @@ pub(crate) fn metered(
     }))
 }
 
-/// Reads a body that is not going to be stored and checks its length and digest.
-pub(crate) async fn read_unstored(req: &ChunkRequest, body: ByteStream) -> Result<(), IngestError> {
-    let tally = Arc::new(Mutex::new(Tally::new(true)));
+/// Reads a body that is not going to be stored and checks its length and digests; returns its
+/// CRC-64/NVME (to compare with a stored chunk's).
+pub(crate) async fn read_unstored(
+    req: &ChunkRequest,
+    body: ByteStream,
+) -> Result<u64, IngestError> {
+    let tally = Arc::new(Mutex::new(Tally::new(req, false)));
     let mut stream = metered(body, req.len, Arc::clone(&tally), CancellationToken::new());
     while let Some(item) = stream.next().await {
         if item.is_err() {
@@ -107,16 +119,17 @@ pub(crate) async fn read_unstored(req: &ChunkRequest, body: ByteStream) -> Resul
     drop(stream);
     let tally = Tally::take(&tally);
     metrics::counter!("lfusys_bytes_received_total").increment(tally.count);
-    verify(req, tally, Ok(None)).map(|_| ())
+    verify(req, tally, Ok(None)).map(|w| w.crc64nvme)
 }
 
-/// Compares what was streamed with what was declared; returns the part's receipt (S3 ETag).
-/// A broken body wins over the store's answer, which wins over the length, then the digest.
+/// Compares what was streamed with what was declared; returns what the store wrote (or, for
+/// a body not stored, its CRC-64/NVME). A broken body wins over the store's answer, which
+/// wins over the length, then the digests.
 pub(crate) fn verify(
     req: &ChunkRequest,
     tally: Tally,
-    written: Result<Option<String>, StoreError>,
-) -> Result<Option<String>, IngestError> {
+    written: Result<Option<WrittenChunk>, StoreError>,
+) -> Result<WrittenChunk, IngestError> {
     let (index, len) = (req.index, req.len);
     if let Some(failure) = tally.failure {
         return Err(match failure {
@@ -134,7 +147,7 @@ pub(crate) fn verify(
             },
         });
     }
-    let etag = written.map_err(|e| store_error(req, e))?;
+    let written = written.map_err(|e| store_error(req, e))?;
     if tally.count != len {
         return Err(IngestError::BodyShort {
             index,
@@ -142,26 +155,47 @@ pub(crate) fn verify(
             received: tally.count,
         });
     }
-    if let Some(hasher) = tally.hasher {
-        let actual: Sha256 = hasher.finalize().into();
-        if actual != req.digest {
+    let written = match (written, tally.crc64nvme) {
+        (Some(w), _) => w,
+        (None, Some(crc)) => WrittenChunk {
+            crc64nvme: crc.finish(),
+            etag: None,
+        },
+        (None, None) => unreachable!("a body not stored is tallied with its CRC"),
+    };
+    if let Some(declared) = req.digests.crc64nvme {
+        if declared != written.crc64nvme {
             return Err(IngestError::DigestMismatch {
                 index,
-                declared: req.digest,
-                actual: Some(actual),
+                algorithm: "CRC-64/NVME",
+                declared: crc64_hex(declared),
+                actual: Some(crc64_hex(written.crc64nvme)),
             });
         }
     }
-    Ok(etag)
+    if let (Some(declared), Some(hasher)) = (req.digests.sha256, tally.sha256) {
+        let actual: Sha256 = hasher.finalize().into();
+        if actual != declared {
+            return Err(IngestError::DigestMismatch {
+                index,
+                algorithm: "SHA-256",
+                declared: to_hex(&declared),
+                actual: Some(to_hex(&actual)),
+            });
+        }
+    }
+    Ok(written)
 }
 
 /// Why the blob store did not take the chunk.
 fn store_error(req: &ChunkRequest, e: StoreError) -> IngestError {
     let (index, len) = (req.index, req.len);
     match e {
+        // Only S3 refuses a part, for the CRC-64/NVME it was sent with.
         StoreError::DigestMismatch => IngestError::DigestMismatch {
             index,
-            declared: req.digest,
+            algorithm: "CRC-64/NVME",
+            declared: req.digests.crc64nvme.map(crc64_hex).unwrap_or_default(),
             actual: None,
         },
         StoreError::LengthMismatch { actual, .. } => IngestError::BodyShort {
@@ -197,7 +231,7 @@ pub async fn drain(mut body: ByteStream, limit: u64) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use lfusys_core::digest::to_hex;
+    use lfusys_core::digest::{crc64nvme, ChunkDigests};
     use lfusys_core::plan::UploadPlan;
 
     use super::*;
@@ -213,13 +247,26 @@ mod tests {
             plan: UploadPlan::new(len, len),
             index: 0,
             len,
-            digest,
+            digests: ChunkDigests {
+                sha256: Some(digest),
+                crc64nvme: None,
+            },
+        }
+    }
+
+    fn crc_request(len: u64, crc: u64) -> ChunkRequest {
+        ChunkRequest {
+            digests: ChunkDigests {
+                sha256: None,
+                crc64nvme: Some(crc),
+            },
+            ..request(len, [0; 32])
         }
     }
 
     #[tokio::test]
     async fn metered_stream_hashes_counts_and_stops_past_the_limit() {
-        let tally = Arc::new(Mutex::new(Tally::new(true)));
+        let tally = Arc::new(Mutex::new(Tally::new(&request(5, [0; 32]), false)));
         let out: Vec<_> = metered(
             once(b"hello"),
             5,
@@ -231,7 +278,8 @@ mod tests {
         assert_eq!(out.len(), 1);
         let t = Tally::take(&tally);
         assert_eq!(t.count, 5);
-        let d: Sha256 = t.hasher.unwrap().finalize().into();
+        assert_eq!(t.crc64nvme.as_ref().unwrap().finish(), crc64nvme(b"hello"));
+        let d: Sha256 = t.sha256.unwrap().finalize().into();
         assert_eq!(
             to_hex(&d),
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
@@ -284,9 +332,24 @@ mod tests {
     #[tokio::test]
     async fn unstored_bodies_are_verified() {
         let digest: Sha256 = sha2::Sha256::digest(b"hello").into();
-        assert!(read_unstored(&request(5, digest), once(b"hello"))
+        assert_eq!(
+            read_unstored(&request(5, digest), once(b"hello"))
+                .await
+                .unwrap(),
+            crc64nvme(b"hello")
+        );
+        let crc = crc64nvme(b"hello");
+        assert!(read_unstored(&crc_request(5, crc), once(b"hello"))
             .await
             .is_ok());
+        assert!(matches!(
+            read_unstored(&crc_request(5, crc), once(b"hellO")).await,
+            Err(IngestError::DigestMismatch {
+                algorithm: "CRC-64/NVME",
+                actual: Some(_),
+                ..
+            })
+        ));
         assert!(matches!(
             read_unstored(&request(5, digest), once(b"hellO")).await,
             Err(IngestError::DigestMismatch {
@@ -306,10 +369,16 @@ mod tests {
 
     #[test]
     fn store_errors_become_answers() {
-        let req = request(5, [0; 32]);
+        let req = crc_request(5, 42);
         let ok = || Tally {
             count: 5,
             ..Tally::default()
+        };
+        let written = |crc| {
+            Ok(Some(WrittenChunk {
+                crc64nvme: crc,
+                etag: Some("etag".into()),
+            }))
         };
         assert!(matches!(
             verify(&req, ok(), Err(StoreError::DigestMismatch)),
@@ -337,11 +406,16 @@ mod tests {
             Err(IngestError::Storage(_))
         ));
         assert_eq!(
-            verify(&req, ok(), Ok(Some("etag".into())))
-                .unwrap()
-                .as_deref(),
+            verify(&req, ok(), written(42)).unwrap().etag.as_deref(),
             Some("etag")
         );
-        assert_eq!(verify(&req, ok(), Ok(None)).unwrap(), None);
+        // The store's CRC of what it wrote is checked against the declared one.
+        assert!(matches!(
+            verify(&req, ok(), written(41)),
+            Err(IngestError::DigestMismatch {
+                algorithm: "CRC-64/NVME",
+                ..
+            })
+        ));
     }
 }

@@ -9,7 +9,7 @@
 //! statuses' canonical reasons, `type` is `https://lfusys.io/problems/{kind}`.
 
 use axum::http::StatusCode;
-use lfusys_core::digest::{to_hex, DigestError, Sha256};
+use lfusys_core::digest::DigestError;
 use lfusys_core::state::UploadState;
 use service_kit::problem::Problem;
 use storage::StoreError;
@@ -44,7 +44,7 @@ pub enum IngestError {
     LengthRequired { index: u32, len: u64 },
     #[error("Content-Length is not a number")]
     InvalidContentLength,
-    #[error("Content-Digest is required: `sha-256=:<base64 of the chunk's SHA-256>:`")]
+    #[error("Content-Digest is required: `crc64nvme=:<base64 of the chunk's CRC-64/NVME>:` or `sha-256=:<base64 of its SHA-256>:`")]
     MissingDigest,
     #[error("Content-Digest is not valid text")]
     DigestNotText,
@@ -73,16 +73,18 @@ pub enum IngestError {
     BodyShort { index: u32, len: u64, received: u64 },
     #[error("no data arrived for {idle_secs} s; chunk {index} was not stored")]
     BodyIdle { index: u32, idle_secs: u64 },
-    /// `actual` is known when the worker hashed the body itself (not when the store refused it).
+    /// `actual` (hex) is known when the worker checked the body itself (not when the store
+    /// refused it).
     #[error(
-        "Content-Digest declares SHA-256 {}{}; chunk {index} was discarded",
-        to_hex(.declared),
-        .actual.map(|a| format!(", the body's is {}", to_hex(&a))).unwrap_or_default()
+        "Content-Digest declares {algorithm} {declared}{}; chunk {index} was discarded",
+        .actual.as_ref().map(|a| format!(", the body's is {a}")).unwrap_or_default()
     )]
     DigestMismatch {
         index: u32,
-        declared: Sha256,
-        actual: Option<Sha256>,
+        /// `SHA-256` or `CRC-64/NVME`.
+        algorithm: &'static str,
+        declared: String,
+        actual: Option<String>,
     },
 
     // --- The upload and the chunk, as the sessions service sees them.
@@ -90,7 +92,7 @@ pub enum IngestError {
     UploadNotFound,
     #[error("{0}")]
     Gone(Gone),
-    #[error("chunk {index} is already stored with a different SHA-256")]
+    #[error("chunk {index} is already stored with other content (another CRC-64/NVME)")]
     DigestConflict { index: u32 },
     /// Another request holds the chunk's lease right now (answered with `Retry-After`).
     #[error("another request is writing chunk {index} right now; retry shortly")]
@@ -285,7 +287,10 @@ mod tests {
     fn the_table_keeps_every_answer() {
         let d = [7u8; 32];
         let a = [9u8; 32];
-        let (dh, ah) = (to_hex(&d), to_hex(&a));
+        let (dh, ah) = (
+            lfusys_core::digest::to_hex(&d),
+            lfusys_core::digest::to_hex(&a),
+        );
         let cases: Vec<(IngestError, u16, &str, String, Option<u64>)> = vec![
             (IngestError::MissingToken, 401, "unauthorized", "an upload token is required: `Authorization: Bearer <upload_token>`".into(), None),
             (IngestError::TokenExpired, 401, "unauthorized", "the upload token has expired; refresh it with POST /api/v1/uploads/{id}/token".into(), None),
@@ -296,9 +301,9 @@ mod tests {
             (IngestError::IndexOutOfRange { index: 3, total_chunks: 3 }, 400, "invalid-index", "chunk index 3 is out of range: this upload has chunks 0 to 2".into(), None),
             (IngestError::LengthRequired { index: 1, len: 100 }, 411, "length-required", "Content-Length is required (chunked bodies are refused); chunk 1 is 100 bytes".into(), None),
             (IngestError::InvalidContentLength, 400, "invalid-request", "Content-Length is not a number".into(), None),
-            (IngestError::MissingDigest, 400, "invalid-digest", "Content-Digest is required: `sha-256=:<base64 of the chunk's SHA-256>:`".into(), None),
+            (IngestError::MissingDigest, 400, "invalid-digest", "Content-Digest is required: `crc64nvme=:<base64 of the chunk's CRC-64/NVME>:` or `sha-256=:<base64 of its SHA-256>:`".into(), None),
             (IngestError::DigestNotText, 400, "invalid-digest", "Content-Digest is not valid text".into(), None),
-            (IngestError::MalformedDigest(DigestError::Malformed), 400, "invalid-digest", DigestError::Malformed.to_string(), None),
+            (IngestError::MalformedDigest(DigestError::Malformed("sha-256")), 400, "invalid-digest", DigestError::Malformed("sha-256").to_string(), None),
             (IngestError::DeclaredTooLong { index: 0, len: 100, declared: 101 }, 413, "chunk-too-large", "Content-Length 101 is longer than chunk 0, which is 100 bytes".into(), None),
             (IngestError::DeclaredTooShort { index: 0, len: 100, declared: 99 }, 400, "chunk-too-short", "Content-Length 99 is shorter than chunk 0, which is 100 bytes".into(), None),
             (IngestError::BodyTooLong { index: 2, len: 100 }, 413, "chunk-too-large", "the body is longer than chunk 2, which is 100 bytes".into(), None),
@@ -306,13 +311,13 @@ mod tests {
             (IngestError::BodyFailed { index: 1, reason: "reset".into() }, 400, "chunk-too-short", "the body of chunk 1 failed: reset".into(), None),
             (IngestError::BodyShort { index: 1, len: 100, received: 10 }, 400, "chunk-too-short", "the body has 10 bytes; chunk 1 is 100 bytes".into(), None),
             (IngestError::BodyIdle { index: 1, idle_secs: 60 }, 408, "body-timeout", "no data arrived for 60 s; chunk 1 was not stored".into(), None),
-            (IngestError::DigestMismatch { index: 4, declared: d, actual: None }, 422, "digest-mismatch", format!("Content-Digest declares SHA-256 {dh}; chunk 4 was discarded"), None),
-            (IngestError::DigestMismatch { index: 4, declared: d, actual: Some(a) }, 422, "digest-mismatch", format!("Content-Digest declares SHA-256 {dh}, the body's is {ah}; chunk 4 was discarded"), None),
+            (IngestError::DigestMismatch { index: 4, algorithm: "SHA-256", declared: dh.clone(), actual: None }, 422, "digest-mismatch", format!("Content-Digest declares SHA-256 {dh}; chunk 4 was discarded"), None),
+            (IngestError::DigestMismatch { index: 4, algorithm: "CRC-64/NVME", declared: "00000000000000ff".into(), actual: Some(ah.clone()) }, 422, "digest-mismatch", format!("Content-Digest declares CRC-64/NVME 00000000000000ff, the body's is {ah}; chunk 4 was discarded"), None),
             (IngestError::UploadNotFound, 410, "upload-gone", "the upload no longer exists".into(), None),
             (IngestError::Gone(Gone::Cancelled), 410, "upload-gone", "the upload was cancelled".into(), None),
             (IngestError::Gone(Gone::Expired), 410, "upload-gone", "the upload has expired".into(), None),
             (IngestError::Gone(Gone::CancelledOrExpired), 410, "upload-gone", "the upload was cancelled or has expired".into(), None),
-            (IngestError::DigestConflict { index: 0 }, 409, "digest-conflict", "chunk 0 is already stored with a different SHA-256".into(), None),
+            (IngestError::DigestConflict { index: 0 }, 409, "digest-conflict", "chunk 0 is already stored with other content (another CRC-64/NVME)".into(), None),
             (IngestError::ChunkInProgress { index: 0 }, 409, "chunk-in-progress", "another request is writing chunk 0 right now; retry shortly".into(), Some(1)),
             (IngestError::LeaseLost { index: 0 }, 409, "chunk-in-progress", "the lease on chunk 0 was lost while writing it; retry".into(), None),
             (IngestError::WriteStopped { index: 0 }, 409, "chunk-in-progress", "writing chunk 0 was stopped; retry".into(), None),

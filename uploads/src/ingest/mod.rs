@@ -4,17 +4,21 @@
 //!
 //! An adapter authenticates the request, checks what it can from the request alone, and
 //! hands [`ingest_chunk`] a [`ChunkRequest`] (whose upload, which chunk, its exact length
-//! and declared SHA-256) and the body as a [`ByteStream`]. The core then:
+//! and the checksums the client declared for it) and the body as a [`ByteStream`]. The core
+//! then:
 //!
 //! 1. asks the sessions service for the chunk's lease (`BeginChunk`). Refused because the
-//!    chunk is already stored, stored with another digest, being written by another request,
-//!    or the upload takes no chunks: nothing is written, but the body is still read and
-//!    verified, so that `400`/`413`/`422` keep their precedence over `200`/`409`;
+//!    chunk is already stored, being written by another request, or the upload takes no
+//!    chunks: nothing is written, but the body is still read and verified, so that
+//!    `400`/`413`/`422` keep their precedence over `200`/`409`; a stored chunk is the same
+//!    chunk (`200`) when the body's CRC-64/NVME is the stored one's, another one (`409`) if not;
 //! 2. streams the body into the blob store at the chunk's final place while counting it,
-//!    hashing it (unless the store verifies the digest itself) and renewing the lease every
-//!    third of its length; the body is never buffered whole;
-//! 3. compares length and digest with the declared ones; a mismatch records nothing;
-//! 4. records the chunk (`CommitChunk`), which completes the set exactly once.
+//!    hashing it with SHA-256 only when the client declared one (the store computes the
+//!    CRC-64/NVME of what it writes), and renewing the lease every third of its length; the
+//!    body is never buffered whole;
+//! 3. compares length and checksums with the declared ones; a mismatch records nothing;
+//! 4. records the chunk with its CRC-64/NVME (`CommitChunk`), which completes the set
+//!    exactly once.
 //!
 //! A good chunk costs exactly two calls (`BeginChunk`, `CommitChunk`). Once the lease is
 //! granted, every path that does not record the chunk gives it back (a [`LeaseGuard`]): the
@@ -33,14 +37,14 @@ mod sessions;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lfusys_core::digest::{to_hex, Sha256};
+use lfusys_core::digest::{crc64_hex, to_hex, ChunkDigests};
 use lfusys_core::failpoint;
 use lfusys_core::ids::UploadId;
 use lfusys_core::plan::UploadPlan;
 use lfusys_core::tokens::UploadClaims;
 use serde::{Deserialize, Serialize};
 use sessions_api::proto::{BeginChunkOutcome, BeginChunkResponse, CommitChunkOutcome};
-use storage::{ByteStream, ChunkTarget};
+use storage::{ByteStream, ChunkTarget, WrittenChunk};
 use tokio_util::sync::CancellationToken;
 
 use crate::WorkerState;
@@ -64,28 +68,35 @@ pub struct ChunkRequest {
     pub index: u32,
     /// The chunk's exact length, `plan.chunk_len(index)`; the body must be exactly this long.
     pub len: u64,
-    /// The SHA-256 the client declared for the chunk.
-    pub digest: Sha256,
+    /// The checksums the client declared for the chunk (`Content-Digest`).
+    pub digests: ChunkDigests,
 }
 
 impl ChunkRequest {
     /// Chunk `index` (of length `len`) of the upload an upload token names.
-    pub fn from_claims(claims: &UploadClaims, index: u32, len: u64, digest: Sha256) -> Self {
+    pub fn from_claims(claims: &UploadClaims, index: u32, len: u64, digests: ChunkDigests) -> Self {
         Self {
             owner_id: claims.sub.clone(),
             upload_id: claims.upl.clone(),
             plan: claims.plan(),
             index,
             len,
-            digest,
+            digests,
         }
     }
 
-    fn receipt(&self, received_count: u32, total_chunks: u32, complete: bool) -> ChunkReceipt {
+    fn receipt(
+        &self,
+        crc64nvme: u64,
+        received_count: u32,
+        total_chunks: u32,
+        complete: bool,
+    ) -> ChunkReceipt {
         ChunkReceipt {
             index: self.index,
             size: self.len,
-            sha256: to_hex(&self.digest),
+            crc64nvme: crc64_hex(crc64nvme),
+            sha256: self.digests.sha256.as_ref().map(to_hex),
             received_count,
             total_chunks,
             complete,
@@ -98,8 +109,11 @@ impl ChunkRequest {
 pub struct ChunkReceipt {
     pub index: u32,
     pub size: u64,
-    /// Lowercase hex SHA-256 of the chunk.
-    pub sha256: String,
+    /// CRC-64/NVME of the stored chunk (16 lowercase hex digits).
+    pub crc64nvme: String,
+    /// Lowercase hex SHA-256 of the chunk, when the client declared one (and it was verified).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sha256: Option<String>,
     pub received_count: u32,
     pub total_chunks: u32,
     /// Every chunk of the upload is recorded.
@@ -111,7 +125,7 @@ pub struct ChunkReceipt {
 pub enum Outcome {
     /// This request stored it.
     Stored(ChunkReceipt),
-    /// It was already stored with this digest (an idempotent retry): nothing was written.
+    /// It was already stored with these bytes (an idempotent retry): nothing was written.
     AlreadyStored(ChunkReceipt),
 }
 
@@ -193,17 +207,22 @@ pub async fn ingest_chunk(
 }
 
 /// The answer when `BeginChunk` granted no lease: nothing is written, but the body is
-/// still verified — a corrupt retry is a `422` whatever is stored.
+/// still verified — a corrupt retry is a `422` whatever is stored — and a stored chunk is
+/// the same chunk only if the body's CRC-64/NVME is the stored one's.
 async fn answer_unclaimed(
     req: &ChunkRequest,
     outcome: BeginChunkOutcome,
     begin: &BeginChunkResponse,
     body: ByteStream,
 ) -> Result<Outcome, IngestError> {
-    body::read_unstored(req, body).await?;
+    let crc = body::read_unstored(req, body).await?;
     if outcome == BeginChunkOutcome::AlreadyStored {
+        if crc != begin.stored_crc64nvme {
+            return Err(IngestError::DigestConflict { index: req.index });
+        }
         let complete = begin.received_count >= begin.total_chunks;
         return Ok(Outcome::AlreadyStored(req.receipt(
+            crc,
             begin.received_count,
             begin.total_chunks,
             complete,
@@ -220,13 +239,15 @@ async fn store_and_commit(
     begin: &BeginChunkResponse,
     body: ByteStream,
 ) -> Result<Outcome, IngestError> {
-    let etag = store(state, req, calls, begin, body).await?;
+    let written = store(state, req, calls, begin, body).await?;
     failpoint::hit(failpoint::AFTER_CHUNK_STORED);
-    let committed = calls.commit(&begin.claim_id, etag).await?;
+    let crc = written.crc64nvme;
+    let committed = calls.commit(&begin.claim_id, written).await?;
     if committed.completed_set {
         tracing::info!(upload_id = %req.upload_id, "last chunk recorded; the upload is queued for assembly");
     }
     let receipt = req.receipt(
+        crc,
         committed.received_count,
         committed.total_chunks,
         committed.complete,
@@ -240,27 +261,24 @@ async fn store_and_commit(
 }
 
 /// Streams the body to the chunk's place in the blob store while renewing the lease, and
-/// verifies it; returns the part's receipt (S3 ETag).
+/// verifies it; returns what the store wrote (its CRC-64/NVME, S3's ETag).
 async fn store(
     state: &WorkerState,
     req: &ChunkRequest,
     calls: &ChunkCalls,
     begin: &BeginChunkResponse,
     body: ByteStream,
-) -> Result<Option<String>, IngestError> {
+) -> Result<WrittenChunk, IngestError> {
+    let (index, offset) = place_of(req);
     let target = ChunkTarget {
         upload_id: UploadId::from(&req.upload_id),
         handle: sessions_api::optional(&begin.storage_handle).map(str::to_owned),
-        index: req.index,
-        offset: req.plan.offset(req.index),
+        index,
+        offset,
         len: req.len,
-        sha256: req.digest,
+        crc64nvme: req.digests.crc64nvme,
     };
-    // A store that verifies the digest itself (S3 checks the part checksum) refuses a corrupt
-    // body on its own: hashing it here as well would only cost CPU.
-    let tally = Arc::new(Mutex::new(Tally::new(
-        !state.blob().verifies_digest().await,
-    )));
+    let tally = Arc::new(Mutex::new(Tally::new(req, true)));
     let abort = CancellationToken::new();
     let stream = body::metered(body, req.len, Arc::clone(&tally), abort.clone());
     let lease_ms = (begin.lease_expires_at_ms - lfusys_core::clock::now_ms()).max(300);
@@ -274,7 +292,20 @@ async fn store(
     metrics::histogram!("lfusys_chunk_write_seconds").record(started.elapsed().as_secs_f64());
     let tally = Tally::take(&tally);
     metrics::counter!("lfusys_bytes_received_total").increment(tally.count);
-    body::verify(req, tally, written)
+    body::verify(req, tally, written.map(Some))
+}
+
+/// Where the chunk goes in the blob store: its own index and offset — except under the
+/// test-only failpoint [`failpoint::SWAP_FIRST_CHUNKS`], which puts chunks 0 and 1 (of equal
+/// length) each at the other's place, as a store or assembly bug would, for the system tests
+/// to show that the whole-file check catches it.
+fn place_of(req: &ChunkRequest) -> (u32, u64) {
+    let (index, plan) = (req.index, &req.plan);
+    if index < 2 && plan.total_chunks > 2 && failpoint::is_armed(failpoint::SWAP_FIRST_CHUNKS) {
+        let other = 1 - index;
+        return (other, plan.offset(other));
+    }
+    (index, plan.offset(index))
 }
 
 #[cfg(test)]
@@ -311,15 +342,19 @@ mod tests {
             plan: UploadPlan::new(250, 100),
             index: 2,
             len: 50,
-            digest: [0xab; 32],
+            digests: ChunkDigests {
+                sha256: Some([0xab; 32]),
+                crc64nvme: None,
+            },
         };
-        let r = Outcome::Stored(req.receipt(3, 3, true));
+        let r = Outcome::Stored(req.receipt(0xff, 3, 3, true));
         assert_eq!(
             r.receipt(),
             &ChunkReceipt {
                 index: 2,
                 size: 50,
-                sha256: "ab".repeat(32),
+                crc64nvme: "00000000000000ff".into(),
+                sha256: Some("ab".repeat(32)),
                 received_count: 3,
                 total_chunks: 3,
                 complete: true,

@@ -4,12 +4,12 @@
 //! lease back), and `GetUpload` (whether the upload is gone, so that `410` wins over a
 //! request's own errors). Each answer that refuses the chunk becomes its [`IngestError`].
 
-use lfusys_core::digest::to_hex;
 use sessions_api::proto::sessions_client::SessionsClient;
 use sessions_api::proto::{
     BeginChunkOutcome, BeginChunkRequest, BeginChunkResponse, CommitChunkOutcome,
     CommitChunkRequest, CommitChunkResponse, GetUploadRequest, ReleaseChunkRequest,
 };
+use storage::WrittenChunk;
 use tonic::transport::Channel;
 
 use super::{ChunkRequest, Gone, IngestError, LeaseGuard};
@@ -22,8 +22,6 @@ pub(crate) struct ChunkCalls {
     upload_id: String,
     index: u32,
     size: u64,
-    /// Lowercase hex SHA-256 the client declared.
-    sha256: String,
 }
 
 impl ChunkCalls {
@@ -34,7 +32,6 @@ impl ChunkCalls {
             upload_id: req.upload_id.clone(),
             index: req.index,
             size: req.len,
-            sha256: to_hex(&req.digest),
         }
     }
 
@@ -44,7 +41,6 @@ impl ChunkCalls {
             owner_id: self.owner_id.clone(),
             upload_id: self.upload_id.clone(),
             index: self.index,
-            sha256: self.sha256.clone(),
             size: self.size,
             claim_id: claim_id.to_owned(),
         };
@@ -71,20 +67,21 @@ impl ChunkCalls {
         }
     }
 
-    /// `CommitChunk` under `claim_id`; `Ok` only when the chunk is (now or already) recorded.
+    /// `CommitChunk` under `claim_id` of the chunk the store wrote; `Ok` only when the chunk
+    /// is (now or already) recorded.
     pub(crate) async fn commit(
         &self,
         claim_id: &str,
-        etag: Option<String>,
+        written: WrittenChunk,
     ) -> Result<CommitChunkResponse, IngestError> {
         let req = CommitChunkRequest {
             owner_id: self.owner_id.clone(),
             upload_id: self.upload_id.clone(),
             index: self.index,
             claim_id: claim_id.to_owned(),
-            sha256: self.sha256.clone(),
             size: self.size,
-            etag: etag.unwrap_or_default(),
+            etag: written.etag.unwrap_or_default(),
+            crc64nvme: written.crc64nvme,
         };
         let res = self
             .client

@@ -11,7 +11,9 @@ use lfusys_core::ids::{blob_key_for_file, file_id_for_upload};
 use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::range::ByteRange;
 use lfusys_core::state::UploadState;
-use storage::{BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult, UploadId};
+use storage::{
+    BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult, UploadId, WrittenChunk,
+};
 
 async fn upload_all(h: &Harness, up: &TestUpload) {
     for i in 0..up.plan.total_chunks {
@@ -30,13 +32,24 @@ fn no_assembler() -> Options {
     }
 }
 
+/// The client declared a whole-file CRC-64/NVME that the chunks received do not make (it read
+/// another file than it sent, or the bytes changed on the way in a way each chunk's check
+/// missed): the upload fails with both values and nothing is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_file_checksum_mismatch_fails_the_upload_and_publishes_nothing() {
     let h = Harness::start(Options::default()).await;
-    let declared = sha256_hex(b"not the uploaded bytes");
-    let up = h
-        .create_upload((2 * CHUNK + 5) as usize, Some(declared.clone()))
-        .await;
+    let up = h.create_upload((2 * CHUNK + 5) as usize, None).await;
+    let declared = lfusys_core::digest::crc64nvme(b"not the uploaded bytes");
+    h.grpc
+        .clone()
+        .declare_checksums(sessions_api::proto::DeclareChecksumsRequest {
+            owner_id: OWNER.to_owned(),
+            upload_id: up.id.clone(),
+            sha256: String::new(),
+            crc64nvme: declared,
+        })
+        .await
+        .unwrap();
     upload_all(&h, &up).await;
     let failed = h
         .wait_for_state(&up.id, UploadState::Failed, Duration::from_secs(30))
@@ -44,8 +57,9 @@ async fn whole_file_checksum_mismatch_fails_the_upload_and_publishes_nothing() {
     assert_eq!(
         failed.error,
         format!(
-            "whole-file SHA-256 mismatch: declared {declared}, received {}",
-            up.sha256_hex()
+            "whole-file CRC-64/NVME mismatch: the client declared {}, the chunks received make {}",
+            lfusys_core::digest::crc64_hex(declared),
+            lfusys_core::digest::crc64_hex(lfusys_core::digest::crc64nvme(&up.data))
         )
     );
     assert!(failed.file_id.is_empty());
@@ -155,7 +169,7 @@ impl BlobStore for SlowCommit {
         &self,
         target: &ChunkTarget,
         body: ByteStream,
-    ) -> StoreResult<Option<String>> {
+    ) -> StoreResult<WrittenChunk> {
         self.inner.write_chunk(target, body).await
     }
     async fn complete_upload(
@@ -164,10 +178,11 @@ impl BlobStore for SlowCommit {
         handle: Option<&str>,
         parts: &[PartRef],
         blob_key: &str,
+        whole_crc64nvme: u64,
     ) -> StoreResult<()> {
         tokio::time::sleep(self.delay).await;
         self.inner
-            .complete_upload(upload_id, handle, parts, blob_key)
+            .complete_upload(upload_id, handle, parts, blob_key, whole_crc64nvme)
             .await
     }
     async fn abort_upload(&self, upload_id: &UploadId, handle: Option<&str>) -> StoreResult<()> {

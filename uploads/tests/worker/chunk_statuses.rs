@@ -200,6 +200,7 @@ async fn stores_each_chunk_once(h: &Harness, up: &TestUpload) {
     assert_eq!(r.content_type, "application/json");
     let expected = serde_json::json!({
         "index": 0, "size": CHUNK, "sha256": sha256_hex(&c0),
+        "crc64nvme": lfusys_core::digest::crc64_hex(lfusys_core::digest::crc64nvme(&c0)),
         "received_count": 1, "total_chunks": 3, "complete": false,
     });
     assert_eq!(r.body, expected);

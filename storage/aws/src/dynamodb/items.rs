@@ -8,10 +8,11 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use crate::sdk_error;
+use lfusys_core::digest::{crc64_hex, parse_crc64_hex};
 use lfusys_core::state::UploadState;
-use storage::{ChunkRecord, FileId, FileRecord, StoreResult, UploadRecord};
+use storage::{ChunkRecord, FileId, FileRecord, Sha256Source, StoreResult, UploadRecord};
 
-use super::attrs::{get_n, get_s, is_condition_failed, malformed, n, opt_s, s};
+use super::attrs::{get_n, get_s, is_condition_failed, malformed, n, opt_n, opt_s, s};
 use super::Item;
 
 pub(super) fn upload_item(u: &UploadRecord) -> Item {
@@ -33,6 +34,9 @@ pub(super) fn upload_item(u: &UploadRecord) -> Item {
     .collect();
     if let Some(sha) = &u.sha256 {
         item.insert("sha256".into(), s(sha));
+    }
+    if let Some(crc) = u.crc64nvme {
+        item.insert("crc64nvme".into(), n(crc));
     }
     if let Some(handle) = &u.storage_handle {
         item.insert("storage_handle".into(), s(handle));
@@ -66,6 +70,7 @@ pub(super) fn upload_from(item: &Item) -> StoreResult<UploadRecord> {
         size: get_n(item, "size")?,
         content_type: get_s(item, "content_type")?,
         sha256: opt_s(item, "sha256"),
+        crc64nvme: opt_n(item, "crc64nvme"),
         chunk_size: get_n(item, "chunk_size")?,
         total_chunks: get_n(item, "total_chunks")?,
         state: UploadState::parse(&state).ok_or_else(|| malformed("state"))?,
@@ -98,10 +103,22 @@ pub(super) fn file_item(f: &FileRecord) -> Item {
     if let Some(sha) = &f.sha256 {
         item.insert("sha256".into(), s(sha));
     }
+    if let Some(source) = f.sha256_source {
+        item.insert("sha256_source".into(), s(source.as_str()));
+    }
+    if let Some(crc) = f.crc64nvme {
+        item.insert("crc64nvme".into(), n(crc));
+    }
     item
 }
 
 pub(super) fn file_from(item: &Item) -> StoreResult<FileRecord> {
+    let sha256 = opt_s(item, "sha256").filter(|h| !h.is_empty());
+    let sha256_source = match opt_s(item, "sha256_source") {
+        Some(v) => Some(Sha256Source::parse(&v).ok_or_else(|| malformed("sha256_source"))?),
+        // Files published before sources were kept: the assembler had hashed the blob.
+        None => sha256.as_ref().map(|_| Sha256Source::Server),
+    };
     Ok(FileRecord {
         file_id: get_s(item, "file_id")?.into(),
         owner_id: get_s(item, "owner_id")?.into(),
@@ -109,7 +126,9 @@ pub(super) fn file_from(item: &Item) -> StoreResult<FileRecord> {
         name: get_s(item, "name")?,
         size: get_n(item, "size")?,
         content_type: get_s(item, "content_type")?,
-        sha256: opt_s(item, "sha256").filter(|h| !h.is_empty()),
+        sha256,
+        sha256_source,
+        crc64nvme: opt_n(item, "crc64nvme"),
         blob_key: get_s(item, "blob_key")?,
         created_at_ms: get_n(item, "created_at_ms")?,
     })
@@ -141,7 +160,7 @@ pub(super) fn groups(total: u32) -> u32 {
     total.div_ceil(CHUNKS_PER_ITEM)
 }
 
-/// Attribute of chunk `index`'s record: `"{sha256} {size} {etag}"`.
+/// Attribute of chunk `index`'s record: `"{crc64nvme} {size} {etag}"`, the CRC in 16 hex digits.
 pub(super) fn record_attr(index: u32) -> String {
     format!("r{index}")
 }
@@ -157,11 +176,15 @@ pub(super) fn until_attr(index: u32) -> String {
 }
 
 pub(super) fn record_value(chunk: &ChunkRecord) -> AttributeValue {
+    let crc = crc64_hex(chunk.crc64nvme);
     match &chunk.etag {
-        Some(etag) => s(format!("{} {} {etag}", chunk.sha256, chunk.size)),
-        None => s(format!("{} {}", chunk.sha256, chunk.size)),
+        Some(etag) => s(format!("{crc} {} {etag}", chunk.size)),
+        None => s(format!("{crc} {}", chunk.size)),
     }
 }
+
+/// Length of the hex SHA-256 that records written before CRCs were kept begin with.
+const LEGACY_SHA256_HEX_LEN: usize = 64;
 
 pub(super) fn record_from(index: u32, v: &AttributeValue) -> StoreResult<ChunkRecord> {
     let bad = || malformed(&record_attr(index));
@@ -169,12 +192,19 @@ pub(super) fn record_from(index: u32, v: &AttributeValue) -> StoreResult<ChunkRe
         return Err(bad());
     };
     let mut parts = text.splitn(3, ' ');
-    let sha256 = parts.next().filter(|p| !p.is_empty()).ok_or_else(bad)?;
+    let checksum = parts.next().filter(|p| !p.is_empty()).ok_or_else(bad)?;
+    // A legacy record (its chunk's SHA-256) reads as CRC 0: no body's CRC matches it in
+    // practice, so its upload cannot be verified and fails at assembly.
+    let crc64nvme = if checksum.len() == LEGACY_SHA256_HEX_LEN {
+        0
+    } else {
+        parse_crc64_hex(checksum).map_err(|_| bad())?
+    };
     let size = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
     Ok(ChunkRecord {
         index,
         size,
-        sha256: sha256.to_owned(),
+        crc64nvme,
         // Records written before receipts were optional end in a space for none.
         etag: parts.next().filter(|e| !e.is_empty()).map(str::to_owned),
     })
@@ -274,9 +304,14 @@ mod tests {
         let chunk = ChunkRecord {
             index: 7,
             size: 1024,
-            sha256: "ab".repeat(32),
+            crc64nvme: 0xfedc_ba98_7654_3210,
             etag: Some("\"0a1b\"".into()),
         };
+        assert_eq!(
+            record_value(&chunk),
+            s("fedcba9876543210 1024 \"0a1b\""),
+            "the CRC in 16 hex digits"
+        );
         assert_eq!(
             record_from(7, &record_value(&chunk)).ok(),
             Some(chunk.clone())
@@ -286,15 +321,24 @@ mod tests {
             ..chunk.clone()
         };
         assert_eq!(
-            record_from(7, &s(format!("{} 1024 ", chunk.sha256))).ok(),
+            record_from(7, &s("fedcba9876543210 1024 ")).ok(),
             Some(no_etag.clone()),
             "an old record's empty receipt"
+        );
+        assert_eq!(
+            record_from(7, &s(format!("{} 1024 ", "ab".repeat(32)))).ok(),
+            Some(ChunkRecord {
+                crc64nvme: 0,
+                ..no_etag.clone()
+            }),
+            "a record of a chunk's SHA-256 (before CRCs were kept) reads as CRC 0"
         );
         assert_eq!(
             record_from(7, &record_value(&no_etag)).ok(),
             Some(no_etag.clone())
         );
         assert!(record_from(7, &s("nonsense")).is_err());
+        assert!(record_from(7, &s("nonsense 1024")).is_err());
         let item: Item = HashMap::from([
             ("r7".to_owned(), record_value(&no_etag)),
             ("c8".to_owned(), s("claim")),
@@ -302,6 +346,38 @@ mod tests {
             ("n".to_owned(), n(1)),
         ]);
         assert_eq!(records_in(&item).ok(), Some(vec![no_etag]));
+    }
+
+    /// A File's checksums round-trip (the CRC as a number, above `i64::MAX` too); a File
+    /// published before sources were kept has the server's SHA-256.
+    #[test]
+    fn files_keep_their_checksums() {
+        let f = FileRecord {
+            file_id: "f".into(),
+            owner_id: "o".into(),
+            upload_id: "u".into(),
+            name: "n".into(),
+            size: 1,
+            content_type: "c".into(),
+            sha256: Some("ab".repeat(32)),
+            sha256_source: Some(Sha256Source::Client),
+            crc64nvme: Some(u64::MAX),
+            blob_key: "files/f".into(),
+            created_at_ms: 42,
+        };
+        let mut item = file_item(&f);
+        assert_eq!(item.get("crc64nvme"), Some(&n(u64::MAX)));
+        assert_eq!(file_from(&item).ok(), Some(f.clone()));
+        item.remove("sha256_source");
+        item.remove("crc64nvme");
+        let legacy = file_from(&item)
+            .ok()
+            .map(|l| (l.sha256_source, l.crc64nvme));
+        assert_eq!(legacy, Some((Some(Sha256Source::Server), None)));
+        item.remove("sha256");
+        assert_eq!(file_from(&item).ok().map(|l| l.sha256_source), Some(None));
+        item.insert("sha256_source".into(), s("nobody"));
+        assert!(file_from(&item).is_err());
     }
 
     #[test]
@@ -317,6 +393,8 @@ mod tests {
             size: 1,
             content_type: String::new(),
             sha256: None,
+            sha256_source: None,
+            crc64nvme: None,
             blob_key: String::new(),
             created_at_ms: 42,
         };

@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use crate::sdk_error;
+use lfusys_core::digest::Crc64;
 use lfusys_core::state::UploadState;
 use storage::{
     decode_cursor, encode_cursor, ChunkRecord, ClaimId, ClaimOutcome, CommitOutcome, FileId,
@@ -521,13 +522,12 @@ impl MetadataStore for DynamoMetadataStore {
 
     /// One conditional write on the chunk's group item, which exists only while the upload
     /// takes chunks; a refused claim reads the upload to say why. As the SQLite store: a chunk
-    /// already recorded answers `AlreadyStored` / `DigestConflict` (also once the upload is
+    /// already recorded answers `AlreadyStored` with its CRC (also once the upload is
     /// assembling or completed).
     async fn claim_chunk(
         &self,
         upload_id: &UploadId,
         index: u32,
-        sha256: &str,
         claim_id: &ClaimId,
         lease: Duration,
         now_ms: i64,
@@ -558,11 +558,10 @@ impl MetadataStore for DynamoMetadataStore {
                 return Ok(ClaimOutcome::Claimed { lease_until_ms });
             };
             if let Some(recorded) = record_in(&item, index)? {
-                if recorded.sha256 == sha256 {
-                    self.heal(upload_id, index, &item).await?;
-                    return Ok(ClaimOutcome::AlreadyStored);
-                }
-                return Ok(ClaimOutcome::DigestConflict);
+                self.heal(upload_id, index, &item).await?;
+                return Ok(ClaimOutcome::AlreadyStored {
+                    crc64nvme: recorded.crc64nvme,
+                });
             }
             if item.contains_key("left") && opt_n::<u32>(&item, "last").is_some_and(|l| index <= l)
             {
@@ -644,7 +643,7 @@ impl MetadataStore for DynamoMetadataStore {
             Err(old) => {
                 // Recorded before (a retry), the lease was lost, or the upload moved on.
                 if let Some(recorded) = record_in(&old, chunk.index)? {
-                    if recorded.sha256 != chunk.sha256 {
+                    if recorded.crc64nvme != chunk.crc64nvme {
                         return Ok(CommitOutcome::DigestConflict);
                     }
                     let received = self.heal(upload_id, chunk.index, &old).await?;
@@ -678,6 +677,45 @@ impl MetadataStore for DynamoMetadataStore {
             }),
             // Cancelled or expired meanwhile: its storage (this record too) is being released.
             Promotion::Closed(state) => Ok(CommitOutcome::NotAccepting(state)),
+        }
+    }
+
+    /// One conditional update of the upload item; an unknown upload is not applied (`false`),
+    /// as in `transition`.
+    async fn declare_checksums(
+        &self,
+        upload_id: &UploadId,
+        sha256: Option<&str>,
+        crc64nvme: Crc64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut expr = Expr::new()
+            .name("#st", "state")
+            .value(":uploading", s(UploadState::Uploading.as_str()))
+            .value(":crc", n(crc64nvme))
+            .value(":now", n(now_ms));
+        let mut set = vec!["crc64nvme = :crc", "updated_at_ms = :now"];
+        if let Some(sha) = sha256 {
+            expr = expr.value(":sha", s(sha));
+            set.push("sha256 = if_not_exists(sha256, :sha)");
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.uploads)
+            .set_key(Some(Self::upload_key(upload_id)))
+            .update_expression(format!("SET {}", set.join(", ")))
+            .condition_expression(
+                "attribute_exists(upload_id) AND #st = :uploading AND attribute_not_exists(crc64nvme)",
+            )
+            .set_expression_attribute_names(expr.names())
+            .set_expression_attribute_values(expr.values())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (checksums)", e)),
         }
     }
 

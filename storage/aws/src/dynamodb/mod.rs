@@ -13,18 +13,22 @@
 //!   job is sent: that part of the index is the outbox of assembly jobs. An upload cancelled,
 //!   expired or failed, or whose File was deleted, is `release-pending` there (at that change)
 //!   until its storage is released: the outbox of releases. Cancelled, expired and failed
-//!   uploads get a `ttl` 30 days on.
+//!   uploads get a `ttl` 30 days on. `crc64nvme` (a number) is the whole-file CRC-64/NVME the
+//!   client declared, absent until it does.
 //! - **chunks** — the chunks of an upload by groups of 32, one item per group (key
 //!   `upload_id`, `idx` = group number = chunk index / 32): chunk *i*'s lease `c{i}` (claim
 //!   id) and `u{i}` (its end, ms) while a worker writes it, then its record `r{i}`
-//!   (`"{sha256} {size} {etag}"`); `n`, the group's recorded chunks, `left`, those still
-//!   missing, and `last`, its last chunk index. The group items are created with the upload
+//!   (`"{crc64nvme} {size} {etag}"`, the CRC in 16 hex digits; records written before CRCs
+//!   were kept begin with the chunk's SHA-256 and read as CRC 0); `n`, the group's recorded
+//!   chunks, `left`, those still missing, and `last`, its last chunk index. The group items
+//!   are created with the upload
 //!   and deleted when it stops taking chunks (cancelled, expired, failed) or its chunks are
 //!   dropped: a claim needs its group's item, so they are also what closes an upload to
 //!   chunks. An upload of 10,000 chunks is 313 items of at most ~3.5 KB (the limit is 400 KB).
-//! - **files** — one item per File (key `file_id`); index `by_owner` (`owner_id`,
-//!   `created_key` = zero-padded `created_at_ms#file_id`, all attributes) pages an owner's files
-//!   newest first.
+//! - **files** — one item per File (key `file_id`), with its verified `crc64nvme` (a number)
+//!   and `sha256_source` (absent on Files published before: their SHA-256 is the server's);
+//!   index `by_owner` (`owner_id`, `created_key` = zero-padded `created_at_ms#file_id`, all
+//!   attributes) pages an owner's files newest first.
 //! - **auth** — users (`user#{id}`, and `email#{email}` holding the same record so that emails
 //!   are unique), refresh tokens (`token#{hash}`) and their families (`family#{id}`), with
 //!   `ttl` a day after the token expires.

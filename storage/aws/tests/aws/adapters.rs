@@ -1,7 +1,8 @@
 //! Tests of what only the AWS adapters do, against the servers `scripts/aws-servers.sh` runs
 //! (moto for S3, DynamoDB and SQS; MinIO for S3): the SQS dead-letter queue, S3 receipts,
-//! presigned URLs, checksum verification, part listing and orphan multipart uploads, and
-//! readiness checks that say which resource is missing. What every adapter of a port does is
+//! presigned URLs, part checksums (declared, or the SDK's trailer) and the whole-file check on a
+//! server that lists none, part listing and orphan multipart uploads, and readiness checks that
+//! say which resource is missing. What every adapter of a port does is
 //! the conformance suite (`conformance.rs` beside it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -78,6 +79,7 @@ mod blobs {
 
     use bytes::Bytes;
     use futures::StreamExt;
+    use lfusys_core::digest::{crc64_base64, crc64nvme, crc64nvme_of_pieces};
     use lfusys_core::ids;
     use lfusys_core::range::ByteRange;
     use sha2::{Digest, Sha256};
@@ -92,6 +94,11 @@ mod blobs {
     /// On S3 a part's offset is its number's business: every chunk here is at offset 0.
     fn target(upload_id: &str, handle: &str, index: u32, data: &[u8]) -> ChunkTarget {
         fixtures::target(upload_id, Some(handle), index, 0, data)
+    }
+
+    /// The whole file's CRC-64/NVME from its parts', in index order.
+    fn whole_of(parts: &[PartRef]) -> u64 {
+        crc64nvme_of_pieces(parts.iter().map(|p| (p.crc64nvme, p.size)))
     }
 
     async fn read_all(s: &S3BlobStore, key: &str, range: Option<ByteRange>) -> Vec<u8> {
@@ -114,14 +121,14 @@ mod blobs {
         for (i, data) in chunks.iter().enumerate().rev() {
             let (s, id, handle, data) = (s.clone(), id.to_owned(), handle.to_owned(), data.clone());
             tasks.push(tokio::spawn(async move {
-                let etag = s
+                let written = s
                     .write_chunk(
                         &target(&id, &handle, i as u32, &data),
                         body(&data, 64 * 1024 + 7),
                     )
                     .await
                     .unwrap();
-                part(i as u32, &data, etag)
+                part(i as u32, &data, written)
             }));
         }
         let mut parts = Vec::new();
@@ -155,12 +162,15 @@ mod blobs {
             .write_chunk(&target(&id, &handle, 2, &chunks[2]), body(&chunks[2], 1000))
             .await
             .unwrap();
-        assert_eq!(again, parts[2].etag);
-        s.complete_upload(&UploadId::from(&id), Some(&handle), &parts, &key)
+        assert_eq!(again.etag, parts[2].etag);
+        assert_eq!(again.crc64nvme, parts[2].crc64nvme);
+        let whole_crc = whole_of(&parts);
+        assert_eq!(whole_crc, crc64nvme(&whole));
+        s.complete_upload(&UploadId::from(&id), Some(&handle), &parts, &key, whole_crc)
             .await
             .unwrap();
         // A redelivered job completes again: success.
-        s.complete_upload(&UploadId::from(&id), Some(&handle), &parts, &key)
+        s.complete_upload(&UploadId::from(&id), Some(&handle), &parts, &key, whole_crc)
             .await
             .unwrap();
         assert_eq!(s.blob_size(&key).await.unwrap(), whole.len() as u64);
@@ -206,65 +216,168 @@ mod blobs {
         ));
         // Committing to another key than the upload's is refused (it would need a copy).
         assert!(s
-            .complete_upload(&UploadId::from(&id), Some(&handle), &parts, "files/other")
+            .complete_upload(
+                &UploadId::from(&id),
+                Some(&handle),
+                &parts,
+                "files/other",
+                whole_crc
+            )
             .await
             .is_err());
     }
 
-    /// S3 verifies each part's SHA-256 itself: a body that does not match the declared
-    /// checksum is refused, and nothing of it is stored.
-    /// The store relies on the server's checksum check only where a probe showed it: MinIO
-    /// refuses a part under a wrong checksum, moto does not; the probe leaves nothing open.
+    /// A part whose CRC-64/NVME the client did not declare goes with the one the SDK computes,
+    /// as a trailer, which the server records as the part's checksum (MinIO, like S3, lists it);
+    /// the store answers the same CRC, and the upload completes against it. moto takes the
+    /// trailer too.
     #[tokio::test]
-    async fn checksum_verification_is_probed() {
-        let name = unique("b");
-        let verifying = bucket(&real_s3().await, &name).await;
-        assert!(verifying.verifies_digest().await);
-        assert!(verifying.verifies_digest().await, "remembered");
-        let open = verifying
-            .client()
-            .list_multipart_uploads()
-            .bucket(verifying.bucket())
-            .send()
+    async fn a_part_without_a_declared_crc_carries_the_sdks_trailing_checksum() {
+        for (sdk, real) in [(real_s3().await, true), (moto().await, false)] {
+            let s = bucket(&sdk, &unique("b")).await;
+            let id = ids::new_upload_id();
+            let key = S3BlobStore::key_for_upload(&id);
+            let data = pattern(MIB + 17, 5);
+            let handle = s
+                .begin_upload(&UploadId::from(&id), data.len() as u64)
+                .await
+                .unwrap()
+                .expect("S3 hands back its multipart upload id");
+            let mut t = target(&id, &handle, 0, &data);
+            t.crc64nvme = None;
+            let written = s.write_chunk(&t, body(&data, 64 * 1024)).await.unwrap();
+            assert_eq!(
+                written.crc64nvme,
+                crc64nvme(&data),
+                "real S3 server: {real}"
+            );
+            if real {
+                let listed = s.list_parts(&key, &handle).await.unwrap();
+                assert_eq!(
+                    listed[0].checksum_crc64_nvme(),
+                    Some(crc64_base64(crc64nvme(&data)).as_str())
+                );
+            }
+            s.complete_upload(
+                &UploadId::from(&id),
+                Some(&handle),
+                &[part(0, &data, written)],
+                &key,
+                crc64nvme(&data),
+            )
             .await
             .unwrap();
-        assert!(open.uploads().is_empty(), "{open:?}");
-        let not_verifying = bucket(&moto().await, &unique("b")).await;
-        assert!(!not_verifying.verifies_digest().await);
+            assert_eq!(
+                read_all(&s, &key, None).await,
+                data,
+                "real S3 server: {real}"
+            );
+        }
     }
 
+    /// S3 verifies each part's CRC-64/NVME itself: a body that does not match the declared
+    /// checksum is refused, and nothing of it is stored; moto, which does not check it, keeps
+    /// the part, and the store refuses it alike.
     #[tokio::test]
-    async fn s3_rejects_a_part_whose_checksum_does_not_match() {
-        let sdk = real_s3().await;
-        let s = bucket(&sdk, &unique("b")).await;
+    async fn a_part_whose_checksum_does_not_match_is_refused() {
+        for (sdk, real) in [(real_s3().await, true), (moto().await, false)] {
+            let s = bucket(&sdk, &unique("b")).await;
+            let id = ids::new_upload_id();
+            let handle = s
+                .begin_upload(&UploadId::from(&id), 10)
+                .await
+                .unwrap()
+                .expect("S3 hands back its multipart upload id");
+            let good = pattern(MIB, 9);
+            let mut bad_target = target(&id, &handle, 0, &good);
+            bad_target.crc64nvme = Some(crc64nvme(b"something else"));
+            let refused = s.write_chunk(&bad_target, body(&good, 8192)).await;
+            assert!(
+                matches!(refused, Err(StoreError::DigestMismatch)),
+                "real S3 server: {real}: {refused:?}"
+            );
+            let key = S3BlobStore::key_for_upload(&id);
+            if real {
+                assert!(
+                    s.list_parts(&key, &handle).await.unwrap().is_empty(),
+                    "nothing stored"
+                );
+            }
+            // The same part with its true checksum goes through.
+            let written = s
+                .write_chunk(&target(&id, &handle, 0, &good), body(&good, 8192))
+                .await
+                .unwrap();
+            assert!(written.etag.is_some());
+            assert_eq!(written.crc64nvme, crc64nvme(&good));
+            s.abort_upload(&UploadId::from(&id), Some(&handle))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// moto keeps no part checksums it could list (and its `ListParts` answer is not one the
+    /// SDK reads): chunks at each other's place are still refused (their ETags are not the
+    /// parts'), and so is a wrong whole CRC (the chunks' recorded CRCs do not make it); the
+    /// upload then completes with the right ones.
+    #[tokio::test]
+    async fn the_whole_file_is_checked_on_a_server_that_lists_no_part_checksums() {
+        let s = bucket(&moto().await, &unique("b")).await;
         let id = ids::new_upload_id();
+        let key = S3BlobStore::key_for_upload(&id);
+        let (a, b) = (pattern(1000, 1), pattern(1000, 2));
         let handle = s
-            .begin_upload(&UploadId::from(&id), 10)
+            .begin_upload(&UploadId::from(&id), 2000)
             .await
             .unwrap()
             .expect("S3 hands back its multipart upload id");
-        let good = pattern(MIB, 9);
-        let mut bad_target = target(&id, &handle, 0, &good);
-        bad_target.sha256 = Sha256::digest(b"something else").into();
-        let refused = s.write_chunk(&bad_target, body(&good, 8192)).await;
+        let a_at_1 = s
+            .write_chunk(&target(&id, &handle, 1, &a), body(&a, 100))
+            .await
+            .unwrap();
+        let b_at_0 = s
+            .write_chunk(&target(&id, &handle, 0, &b), body(&b, 100))
+            .await
+            .unwrap();
+        let swapped = [part(0, &a, a_at_1), part(1, &b, b_at_0)];
+        let refused = s
+            .complete_upload(
+                &UploadId::from(&id),
+                Some(&handle),
+                &swapped,
+                &key,
+                whole_of(&swapped),
+            )
+            .await;
         assert!(
-            matches!(refused, Err(StoreError::DigestMismatch)),
+            matches!(refused, Err(StoreError::ChecksumMismatch(_))),
             "{refused:?}"
         );
-        let key = S3BlobStore::key_for_upload(&id);
+        let a_at_0 = s
+            .write_chunk(&target(&id, &handle, 0, &a), body(&a, 100))
+            .await
+            .unwrap();
+        let b_at_1 = s
+            .write_chunk(&target(&id, &handle, 1, &b), body(&b, 100))
+            .await
+            .unwrap();
+        let parts = [part(0, &a, a_at_0), part(1, &b, b_at_1)];
+        let wrong = s
+            .complete_upload(&UploadId::from(&id), Some(&handle), &parts, &key, 1)
+            .await;
         assert!(
-            s.list_parts(&key, &handle).await.unwrap().is_empty(),
-            "nothing stored"
+            matches!(wrong, Err(StoreError::ChecksumMismatch(_))),
+            "{wrong:?}"
         );
-        // The same part with its true checksum goes through.
-        let etag = s
-            .write_chunk(&target(&id, &handle, 0, &good), body(&good, 8192))
+        assert!(matches!(
+            s.blob_size(&key).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let whole_crc = whole_of(&parts);
+        s.complete_upload(&UploadId::from(&id), Some(&handle), &parts, &key, whole_crc)
             .await
             .unwrap();
-        assert!(etag.is_some());
-        s.abort_upload(&UploadId::from(&id), Some(&handle))
-            .await
-            .unwrap();
+        assert_eq!(read_all(&s, &key, None).await, [a, b].concat());
     }
 
     /// Abort releases everything on the upload's key, also an orphan multipart upload of a
@@ -377,11 +490,20 @@ mod blobs {
             .unwrap()
             .expect("S3 hands back its multipart upload id");
         write_parts(&s, &id, &handle, &chunks).await;
-        s.complete_upload(&UploadId::from(&id), Some(&handle), &[], &key)
+        let whole_crc = crc64nvme(&chunks.concat());
+        // The listed parts are checked against the whole CRC too.
+        let wrong = s
+            .complete_upload(&UploadId::from(&id), Some(&handle), &[], &key, !whole_crc)
+            .await;
+        assert!(
+            matches!(wrong, Err(StoreError::ChecksumMismatch(_))),
+            "{wrong:?}"
+        );
+        s.complete_upload(&UploadId::from(&id), Some(&handle), &[], &key, whole_crc)
             .await
             .unwrap();
         assert_eq!(read_all(&s, &key, None).await, chunks.concat());
-        s.complete_upload(&UploadId::from(&id), Some(&handle), &[], &key)
+        s.complete_upload(&UploadId::from(&id), Some(&handle), &[], &key, whole_crc)
             .await
             .unwrap();
     }

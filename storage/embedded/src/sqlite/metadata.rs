@@ -1,4 +1,8 @@
 //! Upload sessions, chunk records, chunk claims and files.
+//!
+//! A chunk is recorded with the CRC-64/NVME its worker computed (`chunks.crc64nvme`, the u64's
+//! bit pattern as SQLite's signed INTEGER); two writes of a chunk are the same chunk when their
+//! CRCs are equal. The `sha256` columns of `chunks` and `claims` predate that and hold `''`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,14 +11,16 @@ use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, OptionalExtension, Row};
 
 use super::{immediate, Db, DbResult, Durability};
+use lfusys_core::digest::Crc64;
 use lfusys_core::state::UploadState;
 use storage::{
     decode_cursor, encode_cursor, ChunkRecord, ClaimId, ClaimOutcome, CommitOutcome, FileId,
-    FilePage, FileRecord, MetadataStore, StoreError, StoreResult, UploadId, UploadRecord, UserId,
+    FilePage, FileRecord, MetadataStore, Sha256Source, StoreError, StoreResult, UploadId,
+    UploadRecord, UserId,
 };
 
 /// The schema's steps, oldest first (see `Db::open`).
-const MIGRATIONS: &[&str] = &[SCHEMA, OUTBOX];
+const MIGRATIONS: &[&str] = &[SCHEMA, OUTBOX, CHECKSUMS];
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id      TEXT PRIMARY KEY,
@@ -76,12 +82,27 @@ ALTER TABLE uploads ADD COLUMN release_pending INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX uploads_with_unsent_jobs ON uploads (updated_at_ms) WHERE job_unsent = 1;
 CREATE INDEX uploads_with_pending_releases ON uploads (updated_at_ms) WHERE release_pending = 1;
 ";
+/// Version 3: CRC-64/NVME checksums. `chunks.crc64nvme` is the chunk's identity from now on;
+/// chunks recorded before it are NULL there and read as CRC 0 (see `crc_from_sql`), so an
+/// upload in progress across the upgrade cannot be verified and fails at assembly rather
+/// than publish unverified bytes. `uploads.crc64nvme` is the client's declared whole-file CRC;
+/// `files.crc64nvme` the verified one. Files published before had their SHA-256 computed by
+/// the server (the assembler read the blob back): their source is `server`.
+const CHECKSUMS: &str = "
+ALTER TABLE uploads ADD COLUMN crc64nvme INTEGER;
+ALTER TABLE chunks ADD COLUMN crc64nvme INTEGER;
+ALTER TABLE files ADD COLUMN crc64nvme INTEGER;
+ALTER TABLE files ADD COLUMN sha256_source TEXT;
+UPDATE files SET sha256_source = 'server' WHERE sha256 <> '';
+";
 
 const UPLOAD_COLUMNS: &str =
     "upload_id, owner_id, name, size, content_type, sha256, chunk_size, total_chunks, \
-     state, storage_handle, error, file_id, created_at_ms, updated_at_ms, expires_at_ms";
+     state, storage_handle, error, file_id, created_at_ms, updated_at_ms, expires_at_ms, \
+     crc64nvme";
 const FILE_COLUMNS: &str =
-    "file_id, owner_id, upload_id, name, size, content_type, sha256, blob_key, created_at_ms";
+    "file_id, owner_id, upload_id, name, size, content_type, sha256, blob_key, created_at_ms, \
+     crc64nvme, sha256_source";
 
 const MAX_PAGE: u32 = 1000;
 
@@ -127,6 +148,7 @@ fn upload_from_row(r: &Row<'_>) -> rusqlite::Result<UploadRecord> {
         created_at_ms: r.get(12)?,
         updated_at_ms: r.get(13)?,
         expires_at_ms: r.get(14)?,
+        crc64nvme: r.get::<_, Option<i64>>(15)?.map(i64::cast_unsigned),
     })
 }
 
@@ -141,6 +163,22 @@ fn file_from_row(r: &Row<'_>) -> rusqlite::Result<FileRecord> {
         sha256: none_if_empty(r.get(6)?),
         blob_key: r.get(7)?,
         created_at_ms: r.get(8)?,
+        crc64nvme: r.get::<_, Option<i64>>(9)?.map(i64::cast_unsigned),
+        sha256_source: r
+            .get::<_, Option<String>>(10)?
+            .as_deref()
+            .map(sha256_source_of)
+            .transpose()?,
+    })
+}
+
+fn sha256_source_of(s: &str) -> rusqlite::Result<Sha256Source> {
+    Sha256Source::parse(s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            10,
+            rusqlite::types::Type::Text,
+            format!("unknown sha256_source {s:?}").into(),
+        )
     })
 }
 
@@ -148,9 +186,21 @@ fn chunk_from_row(r: &Row<'_>) -> rusqlite::Result<ChunkRecord> {
     Ok(ChunkRecord {
         index: r.get(0)?,
         size: r.get(1)?,
-        sha256: r.get(2)?,
+        crc64nvme: crc_from_sql(r.get(2)?),
         etag: none_if_empty(r.get(3)?),
     })
+}
+
+/// A CRC as SQLite stores it: the u64's bit pattern as a signed INTEGER (SQLite has no
+/// unsigned 64-bit integer, and rusqlite refuses a u64 above `i64::MAX`).
+fn crc_to_sql(crc: Crc64) -> i64 {
+    crc.cast_signed()
+}
+
+/// A chunk's stored CRC; a chunk recorded before CRCs were kept (NULL) reads as 0, which no
+/// worker's CRC of a body matches in practice, so it is never taken for a retry's chunk.
+fn crc_from_sql(stored: Option<i64>) -> Crc64 {
+    stored.map_or(0, i64::cast_unsigned)
 }
 
 /// The `storage_handle`, `etag` and files' `sha256` columns are `NOT NULL` (the schema predates
@@ -175,18 +225,16 @@ fn upload_state(tx: &rusqlite::Connection, upload_id: &str) -> DbResult<(UploadS
     Ok((state_of(&state)?, total))
 }
 
-fn recorded_digest(
-    tx: &rusqlite::Connection,
-    upload_id: &str,
-    index: u32,
-) -> DbResult<Option<String>> {
+/// The CRC chunk `index` was recorded with, if it is recorded.
+fn recorded_crc(tx: &rusqlite::Connection, upload_id: &str, index: u32) -> DbResult<Option<Crc64>> {
     Ok(tx
         .query_row(
-            "SELECT sha256 FROM chunks WHERE upload_id = ?1 AND idx = ?2",
+            "SELECT crc64nvme FROM chunks WHERE upload_id = ?1 AND idx = ?2",
             params![upload_id, index],
-            |r| r.get(0),
+            |r| r.get::<_, Option<i64>>(0),
         )
-        .optional()?)
+        .optional()?
+        .map(crc_from_sql))
 }
 
 fn received(tx: &rusqlite::Connection, upload_id: &str) -> DbResult<u32> {
@@ -227,7 +275,7 @@ impl MetadataStore for SqliteMetadataStore {
                 c.execute(
                     &format!(
                         "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES \
-                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
                     ),
                     params![
                         u.upload_id.as_str(),
@@ -244,7 +292,8 @@ impl MetadataStore for SqliteMetadataStore {
                         u.file_id.as_deref(),
                         u.created_at_ms,
                         u.updated_at_ms,
-                        u.expires_at_ms
+                        u.expires_at_ms,
+                        u.crc64nvme.map(crc_to_sql)
                     ],
                 )?;
                 Ok(())
@@ -298,7 +347,7 @@ impl MetadataStore for SqliteMetadataStore {
         self.db
             .call(move |c| {
                 let mut stmt = c.prepare(
-                    "SELECT idx, size, sha256, etag FROM chunks WHERE upload_id = ?1 ORDER BY idx",
+                    "SELECT idx, size, crc64nvme, etag FROM chunks WHERE upload_id = ?1 ORDER BY idx",
                 )?;
                 let rows = stmt.query_map([id], chunk_from_row)?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -307,38 +356,29 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     /// Besides the contract: a chunk already recorded in an upload that is assembling or
-    /// completed answers `AlreadyStored` / `DigestConflict` (an idempotent retry after the
-    /// last chunk landed is a success), not `NotAccepting`.
+    /// completed answers `AlreadyStored` with its CRC (an idempotent retry after the last
+    /// chunk landed is a success), not `NotAccepting`.
     async fn claim_chunk(
         &self,
         upload_id: &UploadId,
         index: u32,
-        sha256: &str,
         claim_id: &ClaimId,
         lease: Duration,
         now_ms: i64,
     ) -> StoreResult<ClaimOutcome> {
-        let (upload_id, sha256, claim_id) = (
-            upload_id.to_string(),
-            sha256.to_owned(),
-            claim_id.to_string(),
-        );
+        let (upload_id, claim_id) = (upload_id.to_string(), claim_id.to_string());
         let lease_until_ms = now_ms.saturating_add(lease_ms(lease));
         self.db
             .call(move |c| {
                 immediate(c, |tx| {
                     let (state, total) = upload_state(tx, &upload_id)?;
-                    let recorded = recorded_digest(tx, &upload_id, index)?;
+                    let recorded = recorded_crc(tx, &upload_id, index)?;
                     let answer_recorded = matches!(
                         state,
                         UploadState::Uploading | UploadState::Assembling | UploadState::Completed
                     );
-                    if let (Some(digest), true) = (&recorded, answer_recorded) {
-                        return Ok(if *digest == sha256 {
-                            ClaimOutcome::AlreadyStored
-                        } else {
-                            ClaimOutcome::DigestConflict
-                        });
+                    if let (Some(crc64nvme), true) = (recorded, answer_recorded) {
+                        return Ok(ClaimOutcome::AlreadyStored { crc64nvme });
                     }
                     if state != UploadState::Uploading {
                         return Ok(ClaimOutcome::NotAccepting(state));
@@ -360,11 +400,10 @@ impl MetadataStore for SqliteMetadataStore {
                     }
                     tx.execute(
                         "INSERT INTO claims (upload_id, idx, claim_id, sha256, lease_until_ms) \
-                         VALUES (?1, ?2, ?3, ?4, ?5) \
+                         VALUES (?1, ?2, ?3, '', ?4) \
                          ON CONFLICT (upload_id, idx) DO UPDATE SET \
-                         claim_id = excluded.claim_id, sha256 = excluded.sha256, \
-                         lease_until_ms = excluded.lease_until_ms",
-                        params![upload_id, index, claim_id, sha256, lease_until_ms],
+                         claim_id = excluded.claim_id, lease_until_ms = excluded.lease_until_ms",
+                        params![upload_id, index, claim_id, lease_until_ms],
                     )?;
                     Ok(ClaimOutcome::Claimed { lease_until_ms })
                 })
@@ -403,8 +442,8 @@ impl MetadataStore for SqliteMetadataStore {
             .call(move |c| {
                 immediate(c, |tx| {
                     let (state, total) = upload_state(tx, &upload_id)?;
-                    if let Some(digest) = recorded_digest(tx, &upload_id, chunk.index)? {
-                        return Ok(if digest == chunk.sha256 {
+                    if let Some(crc) = recorded_crc(tx, &upload_id, chunk.index)? {
+                        return Ok(if crc == chunk.crc64nvme {
                             CommitOutcome::AlreadyStored {
                                 received: received(tx, &upload_id)?,
                             }
@@ -434,13 +473,14 @@ impl MetadataStore for SqliteMetadataStore {
                         return Ok(CommitOutcome::NotAccepting(UploadState::Uploading));
                     }
                     tx.execute(
-                        "INSERT INTO chunks (upload_id, idx, size, sha256, etag) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT INTO chunks (upload_id, idx, size, sha256, etag, crc64nvme) \
+                         VALUES (?1, ?2, ?3, '', ?4, ?5)",
                         params![
                             upload_id,
                             chunk.index,
                             chunk.size,
-                            chunk.sha256,
-                            empty_if_none(chunk.etag.as_deref())
+                            empty_if_none(chunk.etag.as_deref()),
+                            crc_to_sql(chunk.crc64nvme)
                         ],
                     )?;
                     tx.execute(
@@ -459,6 +499,27 @@ impl MetadataStore for SqliteMetadataStore {
                         completed_set,
                     })
                 })
+            })
+            .await
+    }
+
+    /// One conditional update; an unknown upload is not applied (`false`), as in `transition`.
+    async fn declare_checksums(
+        &self,
+        upload_id: &UploadId,
+        sha256: Option<&str>,
+        crc64nvme: Crc64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let (upload_id, sha256) = (upload_id.to_string(), sha256.map(str::to_owned));
+        self.db
+            .call(move |c| {
+                Ok(c.execute(
+                    "UPDATE uploads SET crc64nvme = ?2, sha256 = COALESCE(sha256, ?3), \
+                     updated_at_ms = ?4 \
+                     WHERE upload_id = ?1 AND state = 'uploading' AND crc64nvme IS NULL",
+                    params![upload_id, crc_to_sql(crc64nvme), sha256, now_ms],
+                )? > 0)
             })
             .await
     }
@@ -612,7 +673,7 @@ impl MetadataStore for SqliteMetadataStore {
                         )).into());
                     }
                     tx.execute(
-                        &format!("INSERT INTO files ({FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                        &format!("INSERT INTO files ({FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
                         params![
                             file.file_id.as_str(),
                             file.owner_id.as_str(),
@@ -622,7 +683,9 @@ impl MetadataStore for SqliteMetadataStore {
                             file.content_type,
                             empty_if_none(file.sha256.as_deref()),
                             file.blob_key,
-                            file.created_at_ms
+                            file.created_at_ms,
+                            file.crc64nvme.map(crc_to_sql),
+                            file.sha256_source.map(Sha256Source::as_str)
                         ],
                     )?;
                     tx.execute(
@@ -757,7 +820,7 @@ mod tests {
             c.execute_batch("PRAGMA user_version = 1").unwrap();
             c.execute(
                 &format!(
-                    "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ('old', 'o', 'a.bin', 10, \
+                    "INSERT INTO uploads ({V1_UPLOAD_COLUMNS}) VALUES ('old', 'o', 'a.bin', 10, \
                      'application/octet-stream', NULL, 10, 1, 'assembling', '', NULL, NULL, 1, 1, 2)"
                 ),
                 [],
@@ -775,5 +838,88 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i32);
+    }
+
+    /// The upload columns of schema versions 1 and 2.
+    const V1_UPLOAD_COLUMNS: &str =
+        "upload_id, owner_id, name, size, content_type, sha256, chunk_size, total_chunks, \
+         state, storage_handle, error, file_id, created_at_ms, updated_at_ms, expires_at_ms";
+
+    /// A file of schema version 2 (before CRC-64/NVME) is upgraded in place: a chunk recorded
+    /// by its SHA-256 reads with CRC 0, its File's SHA-256 is the server's, and the upload
+    /// still takes its declared checksums.
+    #[tokio::test]
+    async fn a_version_2_file_is_upgraded_with_its_chunks_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.db");
+        let sha = "ab".repeat(32);
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch(OUTBOX).unwrap();
+            c.execute_batch("PRAGMA user_version = 2").unwrap();
+            for (id, state) in [("old", "uploading"), ("done", "completed")] {
+                c.execute(
+                    &format!(
+                        "INSERT INTO uploads ({V1_UPLOAD_COLUMNS}) VALUES (?1, 'o', 'a.bin', 20, \
+                         'application/octet-stream', NULL, 10, 2, ?2, '', NULL, NULL, 1, 1, 2)"
+                    ),
+                    [id, state],
+                )
+                .unwrap();
+            }
+            c.execute(
+                "INSERT INTO chunks (upload_id, idx, size, sha256, etag) VALUES ('old', 0, 10, ?1, '')",
+                [&sha],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO files (file_id, owner_id, upload_id, name, size, content_type, sha256, \
+                 blob_key, created_at_ms) VALUES ('f-done', 'o', 'done', 'a.bin', 20, \
+                 'application/octet-stream', ?1, 'files/f-done', 5)",
+                [&sha],
+            )
+            .unwrap();
+        }
+        let store = SqliteMetadataStore::open(&path).unwrap();
+        let old = UploadId::from("old");
+        assert_eq!(
+            store.list_chunks(&old).await.unwrap(),
+            vec![ChunkRecord {
+                index: 0,
+                size: 10,
+                crc64nvme: 0,
+                etag: None
+            }]
+        );
+        assert_eq!(
+            store
+                .claim_chunk(&old, 0, &ClaimId::from("c"), Duration::from_secs(30), 3)
+                .await
+                .unwrap(),
+            ClaimOutcome::AlreadyStored { crc64nvme: 0 }
+        );
+        let file = store
+            .get_file(&FileId::from("f-done"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (file.sha256.as_deref(), file.sha256_source, file.crc64nvme),
+            (Some(sha.as_str()), Some(Sha256Source::Server), None)
+        );
+        assert_eq!(
+            store.get_upload(&old).await.unwrap().unwrap().crc64nvme,
+            None
+        );
+        assert!(store
+            .declare_checksums(&old, None, u64::MAX, 4)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.get_upload(&old).await.unwrap().unwrap().crc64nvme,
+            Some(u64::MAX),
+            "a CRC above i64::MAX round-trips"
+        );
     }
 }

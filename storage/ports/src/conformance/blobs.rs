@@ -1,5 +1,7 @@
-//! Conformance cases of [`BlobStore`]: chunks streamed to their place in any order, assembly,
-//! whole and ranged reads, deletes and aborts.
+//! Conformance cases of [`BlobStore`]: chunks streamed to their place in any order, each
+//! answered with the CRC-64/NVME of what was written; assembly, verified against the whole
+//! file's CRC-64/NVME without reading it back (chunks at the wrong place, or the wrong whole
+//! CRC, commit nothing); whole and ranged reads, deletes and aborts.
 //!
 //! The chunks are sized for S3 (every part but the last at least 5 MiB), and each chunk's
 //! target names both its index (S3's part) and its offset (local disk's place); uploads are
@@ -10,12 +12,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use lfusys_core::digest::{crc64nvme, crc64nvme_of_pieces};
 use lfusys_core::ids;
 use lfusys_core::range::ByteRange;
 use sha2::{Digest, Sha256};
 
 use super::fixtures::{body, part, pattern, target};
-use crate::{BlobStore, ByteStream, StoreError, UploadId};
+use crate::{BlobStore, ByteStream, PartRef, StoreError, UploadId};
 
 /// Opens blob stores of one backend for the cases.
 pub trait BlobHarness: Sync {
@@ -51,6 +54,13 @@ fn key_for(upload_id: &str) -> String {
     ids::blob_key_for_file(&ids::file_id_for_upload(upload_id))
 }
 
+/// The whole file's CRC-64/NVME from its parts', in index order.
+fn whole_of(parts: &[PartRef]) -> u64 {
+    let mut sorted: Vec<&PartRef> = parts.iter().collect();
+    sorted.sort_by_key(|p| p.index);
+    crc64nvme_of_pieces(sorted.iter().map(|p| (p.crc64nvme, p.size)))
+}
+
 async fn read_all<H: BlobHarness>(
     h: &H,
     s: &H::Store,
@@ -70,8 +80,10 @@ async fn read_all<H: BlobHarness>(
 }
 
 /// Chunks written concurrently and out of order, each in frames of another size (one byte, and
-/// smaller and larger than local disk's write buffer), assemble to the file; the whole and a
-/// range across two chunks read back; a redelivered job completes again.
+/// smaller and larger than local disk's write buffer), half of them without a declared CRC (S3:
+/// the SDK sends the one it computes), each answered with the CRC-64/NVME of its bytes, assemble
+/// to the file; the whole and a range across two chunks read back; a redelivered job completes
+/// again.
 pub async fn chunks_in_any_order_assemble_to_the_file<H: BlobHarness>(h: &H) {
     let (_place, s) = fresh(h).await;
     let s = Arc::new(s);
@@ -93,14 +105,13 @@ pub async fn chunks_in_any_order_assemble_to_the_file<H: BlobHarness>(h: &H) {
         let slice = data[off..off + len].to_vec();
         tasks.push(tokio::spawn(async move {
             let frame = [3 * 256 * 1024, 8192, 100_000, 1][i as usize];
-            let etag = s
-                .write_chunk(
-                    &target(&id, handle.as_deref(), i, off as u64, &slice),
-                    body(&slice, frame),
-                )
-                .await
-                .unwrap();
-            part(i, &slice, etag)
+            let mut t = target(&id, handle.as_deref(), i, off as u64, &slice);
+            if i % 2 == 1 {
+                t.crc64nvme = None;
+            }
+            let written = s.write_chunk(&t, body(&slice, frame)).await.unwrap();
+            assert_eq!(written.crc64nvme, crc64nvme(&slice), "chunk {i}");
+            part(i, &slice, written)
         }));
     }
     let mut parts = Vec::new();
@@ -108,7 +119,9 @@ pub async fn chunks_in_any_order_assemble_to_the_file<H: BlobHarness>(h: &H) {
         parts.push(t.await.unwrap());
     }
     parts.sort_by_key(|p| p.index);
-    s.complete_upload(&UploadId::from(&id), handle.as_deref(), &parts, &key)
+    let whole = whole_of(&parts);
+    assert_eq!(whole, crc64nvme(&data));
+    s.complete_upload(&UploadId::from(&id), handle.as_deref(), &parts, &key, whole)
         .await
         .unwrap();
     assert_eq!(s.blob_size(&key).await.unwrap(), total as u64);
@@ -123,14 +136,15 @@ pub async fn chunks_in_any_order_assemble_to_the_file<H: BlobHarness>(h: &H) {
         &data[r.start as usize..=r.end as usize]
     );
     // Idempotent: a redelivered job completes again; the blob stays.
-    s.complete_upload(&UploadId::from(&id), handle.as_deref(), &parts, &key)
+    s.complete_upload(&UploadId::from(&id), handle.as_deref(), &parts, &key, whole)
         .await
         .unwrap();
     assert_eq!(s.blob_size(&key).await.unwrap(), total as u64);
 }
 
-/// A chunk written again (a retry) replaces its bytes; a repeated begin keeps what was written;
-/// completing without recorded parts takes the chunks written.
+/// A chunk written again (a retry) replaces its bytes, and what the store keeps of the chunk's
+/// checksum with them; a repeated begin keeps what was written; completing without recorded
+/// parts takes the chunks written, verified against the whole file's CRC.
 pub async fn rewriting_a_chunk_replaces_its_bytes<H: BlobHarness>(h: &H) {
     let (_place, s) = fresh(h).await;
     let id = ids::new_upload_id();
@@ -150,19 +164,43 @@ pub async fn rewriting_a_chunk_replaces_its_bytes<H: BlobHarness>(h: &H) {
     )
     .await
     .unwrap();
-    s.write_chunk(
-        &target(&id, handle.as_deref(), 0, 0, &new),
-        body(&new, 1000),
+    let written = s
+        .write_chunk(
+            &target(&id, handle.as_deref(), 0, 0, &new),
+            body(&new, 1000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.crc64nvme, crc64nvme(&new));
+    // A repeated begin keeps what was written.
+    s.begin_upload(&UploadId::from(&id), size).await.unwrap();
+    let mut expected = new;
+    expected.extend_from_slice(b"world");
+    // The first bytes of chunk 0 are gone: they make another file.
+    let mut replaced = old;
+    replaced.extend_from_slice(b"world");
+    let refused = s
+        .complete_upload(
+            &UploadId::from(&id),
+            handle.as_deref(),
+            &[],
+            &key,
+            crc64nvme(&replaced),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::ChecksumMismatch(_))),
+        "{refused:?}"
+    );
+    s.complete_upload(
+        &UploadId::from(&id),
+        handle.as_deref(),
+        &[],
+        &key,
+        crc64nvme(&expected),
     )
     .await
     .unwrap();
-    // A repeated begin keeps what was written.
-    s.begin_upload(&UploadId::from(&id), size).await.unwrap();
-    s.complete_upload(&UploadId::from(&id), handle.as_deref(), &[], &key)
-        .await
-        .unwrap();
-    let mut expected = new;
-    expected.extend_from_slice(b"world");
     let back = read_all(h, &s, &key, None).await;
     assert_eq!(back.len(), expected.len());
     assert_eq!(Sha256::digest(&back), Sha256::digest(&expected));
@@ -205,16 +243,126 @@ pub async fn wrong_lengths_and_body_errors_are_refused<H: BlobHarness>(h: &H) {
     ]));
     let failed = s.write_chunk(&t, failing).await;
     assert!(matches!(failed, Err(StoreError::Body { .. })), "{failed:?}");
-    let etag = s.write_chunk(&t, body(&good, 4)).await.unwrap();
+    let written = s.write_chunk(&t, body(&good, 4)).await.unwrap();
+    assert_eq!(written.crc64nvme, crc64nvme(&good));
     s.complete_upload(
         &UploadId::from(&id),
         handle.as_deref(),
-        &[part(0, &good, etag)],
+        &[part(0, &good, written)],
         &key,
+        crc64nvme(&good),
     )
     .await
     .unwrap();
     assert_eq!(read_all(h, &s, &key, None).await, good);
+}
+
+/// Two chunks of one length, each written at the other's place (index and offset swapped, as a
+/// store or assembly bug would), then completed with the parts in index order and the right
+/// whole CRC: the store refuses (`ChecksumMismatch`) without reading the file back, commits
+/// nothing, refuses a redelivered job alike, and the upload is still aborted cleanly.
+pub async fn chunks_at_each_others_place_do_not_commit<H: BlobHarness>(h: &H) {
+    let (_place, s) = fresh(h).await;
+    let id = ids::new_upload_id();
+    let key = key_for(&id);
+    let (a, b) = (pattern(CHUNK, 11), pattern(CHUNK, 12));
+    let handle = s
+        .begin_upload(&UploadId::from(&id), 2 * CHUNK as u64)
+        .await
+        .unwrap();
+    // a (chunk 0) goes to chunk 1's place, b (chunk 1) to chunk 0's.
+    let a_written = s
+        .write_chunk(
+            &target(&id, handle.as_deref(), 1, CHUNK as u64, &a),
+            body(&a, 65_536),
+        )
+        .await
+        .unwrap();
+    let b_written = s
+        .write_chunk(&target(&id, handle.as_deref(), 0, 0, &b), body(&b, 65_536))
+        .await
+        .unwrap();
+    assert_eq!(a_written.crc64nvme, crc64nvme(&a));
+    assert_eq!(b_written.crc64nvme, crc64nvme(&b));
+    let parts = [part(0, &a, a_written), part(1, &b, b_written)];
+    let whole = whole_of(&parts);
+    assert_eq!(whole, crc64nvme(&[a.as_slice(), b.as_slice()].concat()));
+    for attempt in ["the job", "a redelivered job"] {
+        let refused = s
+            .complete_upload(&UploadId::from(&id), handle.as_deref(), &parts, &key, whole)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::ChecksumMismatch(_))),
+            "{attempt}: {refused:?}"
+        );
+        assert!(
+            matches!(s.blob_size(&key).await, Err(StoreError::NotFound(_))),
+            "{attempt}: nothing is committed"
+        );
+        assert!(s.read_blob(&key, None).await.is_err(), "{attempt}");
+    }
+    s.abort_upload(&UploadId::from(&id), handle.as_deref())
+        .await
+        .unwrap();
+    let small = pattern(10, 1);
+    let after = s
+        .write_chunk(
+            &target(&id, handle.as_deref(), 0, 0, &small),
+            body(&small, 5),
+        )
+        .await;
+    assert!(matches!(after, Err(StoreError::NotFound(_))), "{after:?}");
+    assert!(matches!(
+        s.blob_size(&key).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// A commit with a wrong whole-file CRC is refused (`ChecksumMismatch`) and commits nothing;
+/// the upload stays intact, and the commit with the right CRC then succeeds.
+pub async fn a_wrong_whole_crc_commits_nothing<H: BlobHarness>(h: &H) {
+    let (_place, s) = fresh(h).await;
+    let id = ids::new_upload_id();
+    let key = key_for(&id);
+    let data = pattern(CHUNK + TAIL, 13);
+    let (first, tail) = data.split_at(CHUNK);
+    let handle = s
+        .begin_upload(&UploadId::from(&id), data.len() as u64)
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    for (i, offset, chunk) in [(0u32, 0usize, first), (1, CHUNK, tail)] {
+        let written = s
+            .write_chunk(
+                &target(&id, handle.as_deref(), i, offset as u64, chunk),
+                body(chunk, 100_000),
+            )
+            .await
+            .unwrap();
+        parts.push(part(i, chunk, written));
+    }
+    let whole = whole_of(&parts);
+    assert_eq!(whole, crc64nvme(&data));
+    // Off by a bit, and the CRC of another file (the tail alone).
+    for wrong in [whole ^ 1, crc64nvme(tail)] {
+        let refused = s
+            .complete_upload(&UploadId::from(&id), handle.as_deref(), &parts, &key, wrong)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::ChecksumMismatch(_))),
+            "{refused:?}"
+        );
+        assert!(
+            matches!(s.blob_size(&key).await, Err(StoreError::NotFound(_))),
+            "nothing is committed"
+        );
+    }
+    s.complete_upload(&UploadId::from(&id), handle.as_deref(), &parts, &key, whole)
+        .await
+        .unwrap();
+    assert_eq!(s.blob_size(&key).await.unwrap(), data.len() as u64);
+    let back = read_all(h, &s, &key, None).await;
+    assert_eq!(Sha256::digest(&back), Sha256::digest(&data));
 }
 
 pub async fn ranges_reads_and_deletes<H: BlobHarness>(h: &H) {
@@ -232,9 +380,15 @@ pub async fn ranges_reads_and_deletes<H: BlobHarness>(h: &H) {
     )
     .await
     .unwrap();
-    s.complete_upload(&UploadId::from(&id), handle.as_deref(), &[], &key)
-        .await
-        .unwrap();
+    s.complete_upload(
+        &UploadId::from(&id),
+        handle.as_deref(),
+        &[],
+        &key,
+        crc64nvme(&data),
+    )
+    .await
+    .unwrap();
     let r = ByteRange {
         start: 70_000,
         end: 140_000,
@@ -279,7 +433,7 @@ pub async fn abort_releases_storage<H: BlobHarness>(h: &H) {
     let key = key_for(&id);
     let data = pattern(10, 5);
     let handle = s.begin_upload(&UploadId::from(&id), 10).await.unwrap();
-    let etag = s
+    let written = s
         .write_chunk(&target(&id, handle.as_deref(), 0, 0, &data), body(&data, 3))
         .await
         .unwrap();
@@ -297,8 +451,9 @@ pub async fn abort_releases_storage<H: BlobHarness>(h: &H) {
         .complete_upload(
             &UploadId::from(&id),
             handle.as_deref(),
-            &[part(0, &data, etag)],
+            &[part(0, &data, written)],
             &key,
+            crc64nvme(&data),
         )
         .await;
     assert!(

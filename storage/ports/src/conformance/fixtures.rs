@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use lfusys_core::state::UploadState;
-use sha2::{Digest, Sha256};
 
 use crate::{ByteStream, ChunkRecord, ChunkTarget, FileRecord, PartRef, UploadRecord};
 
@@ -16,6 +15,7 @@ pub fn upload(id: &str, owner: &str, total_chunks: u32, created_at_ms: i64) -> U
         size: u64::from(total_chunks) * 10,
         content_type: "application/octet-stream".into(),
         sha256: None,
+        crc64nvme: None,
         chunk_size: 10,
         total_chunks,
         state: UploadState::Uploading,
@@ -28,12 +28,13 @@ pub fn upload(id: &str, owner: &str, total_chunks: u32, created_at_ms: i64) -> U
     }
 }
 
-/// A 10-byte chunk record.
-pub fn chunk(index: u32, sha: &str) -> ChunkRecord {
+/// A 10-byte chunk record with the CRC-64/NVME `crc64nvme` (any value: stores compare it, never
+/// compute it).
+pub fn chunk(index: u32, crc64nvme: lfusys_core::digest::Crc64) -> ChunkRecord {
     ChunkRecord {
         index,
         size: 10,
-        sha256: sha.into(),
+        crc64nvme,
         etag: None,
     }
 }
@@ -48,6 +49,9 @@ pub fn file(upload_id: &str, owner: &str, created_at_ms: i64) -> FileRecord {
         size: 10,
         content_type: "application/octet-stream".into(),
         sha256: Some("ab".repeat(32)),
+        sha256_source: Some(crate::Sha256Source::Client),
+        // Above i64::MAX, so that a store keeping it in a signed column shows it keeps it all.
+        crc64nvme: Some(0xfedc_ba98_7654_3210),
         blob_key: format!("files/f-{upload_id}"),
         created_at_ms,
     }
@@ -69,7 +73,8 @@ pub fn body(data: &[u8], frame: usize) -> ByteStream {
     Box::pin(futures::stream::iter(frames))
 }
 
-/// Where chunk `index` of an upload, at `offset`, with the body `data`, goes.
+/// Where chunk `index` of an upload, at `offset`, with the body `data`, goes; the client
+/// declared the chunk's CRC-64/NVME (set `crc64nvme` to `None` for a client that did not).
 pub fn target(
     upload_id: &str,
     handle: Option<&str>,
@@ -83,16 +88,17 @@ pub fn target(
         index,
         offset,
         len: data.len() as u64,
-        sha256: Sha256::digest(data).into(),
+        crc64nvme: Some(lfusys_core::digest::crc64nvme(data)),
     }
 }
 
-/// The part an assembler hands back for chunk `index` with the body `data`.
-pub fn part(index: u32, data: &[u8], etag: Option<String>) -> PartRef {
+/// The part an assembler hands back for chunk `index` with the body `data`, as `write_chunk`
+/// stored it (`written`).
+pub fn part(index: u32, data: &[u8], written: crate::WrittenChunk) -> PartRef {
     PartRef {
         index,
         size: data.len() as u64,
-        sha256: hex::encode(Sha256::digest(data)),
-        etag,
+        crc64nvme: written.crc64nvme,
+        etag: written.etag,
     }
 }

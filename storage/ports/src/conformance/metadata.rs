@@ -1,10 +1,12 @@
-//! Conformance cases of [`MetadataStore`]: upload sessions, chunk claims and commits, state
+//! Conformance cases of [`MetadataStore`]: upload sessions, chunk claims and commits (a chunk is
+//! known by the CRC-64/NVME it was recorded with), declared whole-file checksums, state
 //! transitions, files and their pages.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lfusys_core::digest::Crc64;
 use lfusys_core::state::UploadState;
 
 use super::fixtures::{chunk, file, upload};
@@ -40,13 +42,12 @@ fn ids(uploads: &[UploadRecord]) -> Vec<&str> {
     uploads.iter().map(|u| u.upload_id.as_str()).collect()
 }
 
-async fn store_chunk(s: &impl MetadataStore, id: &str, index: u32, sha: &str) -> CommitOutcome {
-    let claim = format!("claim-{index}-{sha}");
+async fn store_chunk(s: &impl MetadataStore, id: &str, index: u32, crc: Crc64) -> CommitOutcome {
+    let claim = format!("claim-{index}-{crc:x}");
     let c = s
         .claim_chunk(
             &UploadId::from(&id),
             index,
-            sha,
             &ClaimId::from(&claim),
             LEASE,
             T0,
@@ -56,7 +57,7 @@ async fn store_chunk(s: &impl MetadataStore, id: &str, index: u32, sha: &str) ->
     assert!(matches!(c, ClaimOutcome::Claimed { .. }), "{c:?}");
     s.commit_chunk(
         &UploadId::from(&id),
-        &chunk(index, sha),
+        &chunk(index, crc),
         &ClaimId::from(&claim),
         T0,
     )
@@ -68,6 +69,7 @@ pub async fn uploads_round_trip_and_list(h: &impl MetadataHarness) {
     let (place, s) = fresh(h).await;
     let mut u = upload("u1", "alice", 3, T0);
     u.sha256 = Some("cd".repeat(32));
+    u.crc64nvme = Some(u64::MAX); // all 64 bits
     u.size = 5_000_000_000_000; // TBs fit
     s.insert_upload(&u).await.unwrap();
     assert!(matches!(
@@ -125,13 +127,13 @@ pub async fn uploads_round_trip_and_list(h: &impl MetadataHarness) {
 pub async fn claims_lease_renew_and_expire(h: &impl MetadataHarness) {
     let (_place, s) = fresh(h).await;
     s.insert_upload(&upload("u", "o", 2, T0)).await.unwrap();
-    let a = "aa".repeat(32);
-    let b = "bb".repeat(32);
+    // Two CRCs of chunk 0; `b` is above i64::MAX.
+    let a: Crc64 = 0xaaaa;
+    let b: Crc64 = 0xbbbb_0000_0000_bbbb;
     assert!(matches!(
         s.claim_chunk(
             &UploadId::from("missing"),
             0,
-            &a,
             &ClaimId::from("c1"),
             LEASE,
             T0
@@ -140,7 +142,7 @@ pub async fn claims_lease_renew_and_expire(h: &impl MetadataHarness) {
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(
-        s.claim_chunk(&UploadId::from("u"), 0, &a, &ClaimId::from("c1"), LEASE, T0)
+        s.claim_chunk(&UploadId::from("u"), 0, &ClaimId::from("c1"), LEASE, T0)
             .await
             .unwrap(),
         ClaimOutcome::Claimed {
@@ -149,16 +151,9 @@ pub async fn claims_lease_renew_and_expire(h: &impl MetadataHarness) {
     );
     // Another claimant while the lease lives.
     assert_eq!(
-        s.claim_chunk(
-            &UploadId::from("u"),
-            0,
-            &a,
-            &ClaimId::from("c2"),
-            LEASE,
-            T0 + 1
-        )
-        .await
-        .unwrap(),
+        s.claim_chunk(&UploadId::from("u"), 0, &ClaimId::from("c2"), LEASE, T0 + 1)
+            .await
+            .unwrap(),
         ClaimOutcome::InProgress
     );
     // The holder renews.
@@ -166,7 +161,6 @@ pub async fn claims_lease_renew_and_expire(h: &impl MetadataHarness) {
         s.claim_chunk(
             &UploadId::from("u"),
             0,
-            &a,
             &ClaimId::from("c1"),
             LEASE,
             T0 + 10_000
@@ -181,7 +175,6 @@ pub async fn claims_lease_renew_and_expire(h: &impl MetadataHarness) {
         s.claim_chunk(
             &UploadId::from("u"),
             0,
-            &a,
             &ClaimId::from("c2"),
             LEASE,
             T0 + 39_999
@@ -190,18 +183,17 @@ pub async fn claims_lease_renew_and_expire(h: &impl MetadataHarness) {
         .unwrap(),
         ClaimOutcome::InProgress
     );
-    expired_and_released_claims(&s, &a, &b).await;
-    stored_chunks_and_closed_uploads(&s, &a, &b).await;
+    expired_and_released_claims(&s, a, b).await;
+    stored_chunks_and_closed_uploads(&s, a, b).await;
 }
 
 /// A lease that ran out is taken over; a released claim is free; only its holder releases it.
-async fn expired_and_released_claims(s: &impl MetadataStore, a: &str, b: &str) {
+async fn expired_and_released_claims(s: &impl MetadataStore, a: Crc64, b: Crc64) {
     // Expired: taken over; the old holder can no longer commit.
     assert_eq!(
         s.claim_chunk(
             &UploadId::from("u"),
             0,
-            b,
             &ClaimId::from("c2"),
             LEASE,
             T0 + 40_000
@@ -231,7 +223,6 @@ async fn expired_and_released_claims(s: &impl MetadataStore, a: &str, b: &str) {
         s.claim_chunk(
             &UploadId::from("u"),
             0,
-            a,
             &ClaimId::from("c3"),
             LEASE,
             T0 + 41_000
@@ -259,7 +250,6 @@ async fn expired_and_released_claims(s: &impl MetadataStore, a: &str, b: &str) {
         s.claim_chunk(
             &UploadId::from("u"),
             0,
-            a,
             &ClaimId::from("c3"),
             LEASE,
             T0 + 41_000
@@ -271,8 +261,8 @@ async fn expired_and_released_claims(s: &impl MetadataStore, a: &str, b: &str) {
 }
 
 /// An expired claim that nobody took may still commit; a stored chunk answers every later claim
-/// and commit by its digest; a closed upload takes no chunks.
-async fn stored_chunks_and_closed_uploads(s: &impl MetadataStore, a: &str, b: &str) {
+/// with its CRC, and every later commit by comparing CRCs; a closed upload takes no chunks.
+async fn stored_chunks_and_closed_uploads(s: &impl MetadataStore, a: Crc64, b: Crc64) {
     // An expired claim that nobody took may still commit.
     assert_eq!(
         s.commit_chunk(
@@ -289,16 +279,10 @@ async fn stored_chunks_and_closed_uploads(s: &impl MetadataStore, a: &str, b: &s
         }
     );
     assert_eq!(
-        s.claim_chunk(&UploadId::from("u"), 0, a, &ClaimId::from("c4"), LEASE, T0)
+        s.claim_chunk(&UploadId::from("u"), 0, &ClaimId::from("c4"), LEASE, T0)
             .await
             .unwrap(),
-        ClaimOutcome::AlreadyStored
-    );
-    assert_eq!(
-        s.claim_chunk(&UploadId::from("u"), 0, b, &ClaimId::from("c4"), LEASE, T0)
-            .await
-            .unwrap(),
-        ClaimOutcome::DigestConflict
+        ClaimOutcome::AlreadyStored { crc64nvme: a }
     );
     assert_eq!(
         s.commit_chunk(
@@ -318,7 +302,7 @@ async fn stored_chunks_and_closed_uploads(s: &impl MetadataStore, a: &str, b: &s
         CommitOutcome::DigestConflict
     );
     assert!(s
-        .claim_chunk(&UploadId::from("u"), 2, a, &ClaimId::from("c5"), LEASE, T0)
+        .claim_chunk(&UploadId::from("u"), 2, &ClaimId::from("c5"), LEASE, T0)
         .await
         .is_err());
     assert_eq!(
@@ -337,13 +321,13 @@ async fn stored_chunks_and_closed_uploads(s: &impl MetadataStore, a: &str, b: &s
         .await
         .unwrap());
     assert_eq!(
-        s.claim_chunk(&UploadId::from("u"), 1, a, &ClaimId::from("c6"), LEASE, T0)
+        s.claim_chunk(&UploadId::from("u"), 1, &ClaimId::from("c6"), LEASE, T0)
             .await
             .unwrap(),
         ClaimOutcome::NotAccepting(UploadState::Cancelled)
     );
     assert_eq!(
-        s.claim_chunk(&UploadId::from("u"), 0, a, &ClaimId::from("c6"), LEASE, T0)
+        s.claim_chunk(&UploadId::from("u"), 0, &ClaimId::from("c6"), LEASE, T0)
             .await
             .unwrap(),
         ClaimOutcome::NotAccepting(UploadState::Cancelled)
@@ -353,29 +337,22 @@ async fn stored_chunks_and_closed_uploads(s: &impl MetadataStore, a: &str, b: &s
 pub async fn last_commit_completes_and_retries_stay_idempotent(h: &impl MetadataHarness) {
     let (_place, s) = fresh(h).await;
     s.insert_upload(&upload("u", "o", 2, T0)).await.unwrap();
-    let a = "aa".repeat(32);
+    let a: Crc64 = 0xaaaa;
     assert_eq!(
-        store_chunk(&s, "u", 1, &a).await,
+        store_chunk(&s, "u", 1, a).await,
         CommitOutcome::Stored {
             received: 1,
             completed_set: false
         }
     );
     let claim = "late";
-    s.claim_chunk(
-        &UploadId::from("u"),
-        0,
-        &a,
-        &ClaimId::from(&claim),
-        LEASE,
-        T0,
-    )
-    .await
-    .unwrap();
+    s.claim_chunk(&UploadId::from("u"), 0, &ClaimId::from(&claim), LEASE, T0)
+        .await
+        .unwrap();
     assert_eq!(
         s.commit_chunk(
             &UploadId::from("u"),
-            &chunk(0, &a),
+            &chunk(0, a),
             &ClaimId::from(&claim),
             T0 + 7
         )
@@ -391,17 +368,18 @@ pub async fn last_commit_completes_and_retries_stay_idempotent(h: &impl Metadata
         (u.state, u.updated_at_ms),
         (UploadState::Assembling, T0 + 7)
     );
-    // Retries after completion: same digest is a success, another is a conflict.
+    // Retries after completion: a claim learns the stored CRC; a commit of the same CRC is a
+    // success, of another a conflict.
     assert_eq!(
-        s.claim_chunk(&UploadId::from("u"), 0, &a, &ClaimId::from("x"), LEASE, T0)
+        s.claim_chunk(&UploadId::from("u"), 0, &ClaimId::from("x"), LEASE, T0)
             .await
             .unwrap(),
-        ClaimOutcome::AlreadyStored
+        ClaimOutcome::AlreadyStored { crc64nvme: a }
     );
     assert_eq!(
         s.commit_chunk(
             &UploadId::from("u"),
-            &chunk(0, &a),
+            &chunk(0, a),
             &ClaimId::from(&claim),
             T0
         )
@@ -412,7 +390,7 @@ pub async fn last_commit_completes_and_retries_stay_idempotent(h: &impl Metadata
     assert_eq!(
         s.commit_chunk(
             &UploadId::from("u"),
-            &chunk(1, &"cc".repeat(32)),
+            &chunk(1, 0xcccc),
             &ClaimId::from(&claim),
             T0
         )
@@ -483,13 +461,13 @@ pub async fn the_outbox_holds_assembling_uploads_until_their_job_is_sent(h: &imp
         .await
         .unwrap();
     assert_eq!(
-        store_chunk(&s, "by-commit", 0, &"aa".repeat(32)).await,
+        store_chunk(&s, "by-commit", 0, 0xaa).await,
         CommitOutcome::Stored {
             received: 1,
             completed_set: true
         }
     );
-    store_chunk(&s, "still-uploading", 0, &"bb".repeat(32)).await;
+    store_chunk(&s, "still-uploading", 0, 0xbb).await;
     assert!(s
         .transition(
             &UploadId::from("by-transition"),
@@ -571,7 +549,7 @@ pub async fn the_outbox_of_releases_holds_what_is_to_be_released(h: &impl Metada
             .await
             .unwrap());
     }
-    store_chunk(&s, "published", 0, "aa").await;
+    store_chunk(&s, "published", 0, 0xaa).await;
     let f = file("published", "o", T0 + 10);
     s.publish_file(&f, T0 + 10).await.unwrap();
     assert_eq!(
@@ -692,7 +670,7 @@ pub async fn publish_is_atomic_and_idempotent(h: &impl MetadataHarness) {
     ));
     assert!(s.get_file(&f.file_id).await.unwrap().is_none());
     assert!(matches!(
-        store_chunk(&s, "u", 0, "aa").await,
+        store_chunk(&s, "u", 0, 0xaa).await,
         CommitOutcome::Stored {
             completed_set: true,
             ..
@@ -724,14 +702,20 @@ pub async fn files_paginate_newest_first(h: &impl MetadataHarness) {
     for i in 0..25u32 {
         let id = format!("u{i:02}");
         s.insert_upload(&upload(&id, "alice", 1, T0)).await.unwrap();
-        store_chunk(&s, &id, 0, "aa").await;
+        store_chunk(&s, &id, 0, 0xaa).await;
         // Several files share a timestamp: the id breaks the tie.
-        let f = file(&id, "alice", T0 + i64::from(i / 3));
+        let mut f = file(&id, "alice", T0 + i64::from(i / 3));
+        if i % 2 == 1 {
+            // Without a SHA-256 (none declared) and without a CRC (published before CRCs).
+            f.sha256 = None;
+            f.sha256_source = None;
+            f.crc64nvme = None;
+        }
         s.publish_file(&f, T0).await.unwrap();
         expected.push(f);
     }
     s.insert_upload(&upload("b", "bob", 1, T0)).await.unwrap();
-    store_chunk(&s, "b", 0, "aa").await;
+    store_chunk(&s, "b", 0, 0xaa).await;
     s.publish_file(&file("b", "bob", T0 + 50), T0)
         .await
         .unwrap();
@@ -791,17 +775,10 @@ pub async fn files_paginate_newest_first(h: &impl MetadataHarness) {
 pub async fn delete_chunks_drops_claims(h: &impl MetadataHarness) {
     let (_place, s) = fresh(h).await;
     s.insert_upload(&upload("u", "o", 2, T0)).await.unwrap();
-    store_chunk(&s, "u", 0, "aa").await;
-    s.claim_chunk(
-        &UploadId::from("u"),
-        1,
-        "bb",
-        &ClaimId::from("c"),
-        LEASE,
-        T0,
-    )
-    .await
-    .unwrap();
+    store_chunk(&s, "u", 0, 0xaa).await;
+    s.claim_chunk(&UploadId::from("u"), 1, &ClaimId::from("c"), LEASE, T0)
+        .await
+        .unwrap();
     s.delete_chunks(&UploadId::from("u")).await.unwrap();
     assert!(s
         .list_chunks(&UploadId::from("u"))
@@ -809,16 +786,165 @@ pub async fn delete_chunks_drops_claims(h: &impl MetadataHarness) {
         .unwrap()
         .is_empty());
     assert!(matches!(
-        s.claim_chunk(
-            &UploadId::from("u"),
-            1,
-            "bb",
-            &ClaimId::from("other"),
-            LEASE,
-            T0
-        )
-        .await
-        .unwrap(),
+        s.claim_chunk(&UploadId::from("u"), 1, &ClaimId::from("other"), LEASE, T0)
+            .await
+            .unwrap(),
         ClaimOutcome::Claimed { .. }
     ));
+}
+
+/// Two writers of one chunk: the first one's lease runs out, the second takes the chunk over
+/// and records it; the first, which wrote other bytes meanwhile, then commits: a conflict, and
+/// the chunk keeps the second one's CRC, which a claim answers. A commit of that CRC is a retry.
+pub async fn a_commit_racing_a_stored_chunk_of_another_crc_conflicts(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    s.insert_upload(&upload("u", "o", 2, T0)).await.unwrap();
+    let id = UploadId::from("u");
+    // The second one's is above i64::MAX.
+    let (slow, fast): (Crc64, Crc64) = (0x1111, 0xffff_0000_ffff_0000);
+    let claimed = s
+        .claim_chunk(&id, 0, &ClaimId::from("slow"), LEASE, T0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(claimed, ClaimOutcome::Claimed { .. }),
+        "{claimed:?}"
+    );
+    let taken_over = s
+        .claim_chunk(&id, 0, &ClaimId::from("fast"), LEASE, T0 + 30_000)
+        .await
+        .unwrap();
+    assert!(
+        matches!(taken_over, ClaimOutcome::Claimed { .. }),
+        "{taken_over:?}"
+    );
+    assert_eq!(
+        s.commit_chunk(&id, &chunk(0, fast), &ClaimId::from("fast"), T0 + 30_001)
+            .await
+            .unwrap(),
+        CommitOutcome::Stored {
+            received: 1,
+            completed_set: false
+        }
+    );
+    assert_eq!(
+        s.commit_chunk(&id, &chunk(0, slow), &ClaimId::from("slow"), T0 + 30_002)
+            .await
+            .unwrap(),
+        CommitOutcome::DigestConflict
+    );
+    assert_eq!(
+        s.claim_chunk(&id, 0, &ClaimId::from("slow"), LEASE, T0 + 30_003)
+            .await
+            .unwrap(),
+        ClaimOutcome::AlreadyStored { crc64nvme: fast }
+    );
+    assert_eq!(
+        s.commit_chunk(&id, &chunk(0, fast), &ClaimId::from("slow"), T0 + 30_004)
+            .await
+            .unwrap(),
+        CommitOutcome::AlreadyStored { received: 1 }
+    );
+    assert_eq!(s.list_chunks(&id).await.unwrap(), vec![chunk(0, fast)]);
+    let u = s.get_upload(&id).await.unwrap().unwrap();
+    assert_eq!(
+        u.state,
+        UploadState::Uploading,
+        "the conflict changed nothing"
+    );
+}
+
+/// An upload's declared SHA-256, CRC-64/NVME and last change.
+async fn declared(s: &impl MetadataStore, id: &str) -> (Option<String>, Option<Crc64>, i64) {
+    let u = s.get_upload(&UploadId::from(id)).await.unwrap().unwrap();
+    (u.sha256, u.crc64nvme, u.updated_at_ms)
+}
+
+/// The whole-file checksums a client declares are recorded once, while the upload is
+/// uploading (a SHA-256 declared at creation stays); once a CRC is declared, or when the upload
+/// no longer takes chunks, or is unknown, nothing applies.
+pub async fn declared_checksums_apply_once_while_uploading(h: &impl MetadataHarness) {
+    let (place, s) = fresh(h).await;
+    let (sha_x, sha_y) = ("1a".repeat(32), "2b".repeat(32));
+    s.insert_upload(&upload("plain", "o", 2, T0)).await.unwrap();
+    let mut with_sha = upload("with-sha", "o", 2, T0);
+    with_sha.sha256 = Some(sha_x.clone());
+    s.insert_upload(&with_sha).await.unwrap();
+    for id in ["crc-only", "cancelled", "assembling"] {
+        s.insert_upload(&upload(id, "o", 1, T0)).await.unwrap();
+    }
+
+    let plain = UploadId::from("plain");
+    assert!(s
+        .declare_checksums(&plain, Some(sha_x.as_str()), 7, T0 + 1)
+        .await
+        .unwrap());
+    assert_eq!(
+        declared(&s, "plain").await,
+        (Some(sha_x.clone()), Some(7), T0 + 1)
+    );
+    // Once: neither other checksums nor the same ones again apply.
+    assert!(!s
+        .declare_checksums(&plain, Some(sha_y.as_str()), 8, T0 + 2)
+        .await
+        .unwrap());
+    assert!(!s
+        .declare_checksums(&plain, Some(sha_x.as_str()), 7, T0 + 2)
+        .await
+        .unwrap());
+    assert_eq!(
+        declared(&s, "plain").await,
+        (Some(sha_x.clone()), Some(7), T0 + 1)
+    );
+    // The SHA-256 declared at creation stays.
+    assert!(s
+        .declare_checksums(&UploadId::from("with-sha"), Some(sha_y.as_str()), 9, T0 + 3)
+        .await
+        .unwrap());
+    assert_eq!(
+        declared(&s, "with-sha").await,
+        (Some(sha_x.clone()), Some(9), T0 + 3)
+    );
+    // A CRC alone, all 64 bits of it.
+    assert!(s
+        .declare_checksums(&UploadId::from("crc-only"), None, u64::MAX, T0 + 4)
+        .await
+        .unwrap());
+    assert_eq!(
+        declared(&s, "crc-only").await,
+        (None, Some(u64::MAX), T0 + 4)
+    );
+
+    // Not uploading, or unknown: nothing applies.
+    for (id, to) in [
+        ("cancelled", UploadState::Cancelled),
+        ("assembling", UploadState::Assembling),
+    ] {
+        assert!(s
+            .transition(
+                &UploadId::from(id),
+                &[UploadState::Uploading],
+                to,
+                None,
+                T0 + 5
+            )
+            .await
+            .unwrap());
+        assert!(
+            !s.declare_checksums(&UploadId::from(id), Some(sha_x.as_str()), 1, T0 + 6)
+                .await
+                .unwrap(),
+            "{id}"
+        );
+        assert_eq!(declared(&s, id).await, (None, None, T0 + 5), "{id}");
+    }
+    assert!(!s
+        .declare_checksums(&UploadId::from("missing"), None, 1, T0 + 6)
+        .await
+        .unwrap());
+
+    // Another store on the same data (another process) reads them.
+    drop(s);
+    let s = h.open(&place).await;
+    assert_eq!(declared(&s, "plain").await, (Some(sha_x), Some(7), T0 + 1));
 }

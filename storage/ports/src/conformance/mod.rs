@@ -1,7 +1,7 @@
 //! The conformance suite of the storage ports (cargo feature `conformance`): for each port one
 //! set of cases, generic over the port's trait, that every implementation passes and answers
 //! alike. They assert what the ports' documentation promises; what only one backend does (SQLite
-//! receipts going stale, S3 part listing and checksum probing, the SQS dead-letter queue, …)
+//! receipts going stale, S3 part listing and trailing checksums, the SQS dead-letter queue, …)
 //! is tested beside that adapter.
 //!
 //! A backend's test file implements the port's harness — it makes fresh, empty data for a
@@ -85,6 +85,8 @@ macro_rules! __metadata_cases {
             publish_is_atomic_and_idempotent,
             files_paginate_newest_first,
             delete_chunks_drops_claims,
+            a_commit_racing_a_stored_chunk_of_another_crc_conflicts,
+            declared_checksums_apply_once_while_uploading,
         }
     };
 }
@@ -129,6 +131,8 @@ macro_rules! __blob_cases {
             ranges_reads_and_deletes,
             abort_releases_storage,
             an_abort_without_the_handle_releases_what_was_begun,
+            chunks_at_each_others_place_do_not_commit,
+            a_wrong_whole_crc_commits_nothing,
         }
     };
 }

@@ -34,10 +34,9 @@ pub async fn last_chunks_at_once<S: MetadataStore>(
     for (index, store) in (0..total).zip(stores) {
         let (id, barrier) = (id.clone(), Arc::clone(&barrier));
         tasks.push(tokio::spawn(async move {
-            let sha = format!("{index:064}");
             let claim = ClaimId::from(format!("claim-{index}"));
             let claimed = store
-                .claim_chunk(&id, index, &sha, &claim, LEASE, T0)
+                .claim_chunk(&id, index, &claim, LEASE, T0)
                 .await
                 .unwrap();
             assert!(
@@ -46,7 +45,7 @@ pub async fn last_chunks_at_once<S: MetadataStore>(
             );
             barrier.wait().await;
             store
-                .commit_chunk(&id, &chunk(index, &sha), &claim, T0 + 1)
+                .commit_chunk(&id, &chunk(index, u64::from(index)), &claim, T0 + 1)
                 .await
                 .unwrap()
         }));
