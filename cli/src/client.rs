@@ -12,6 +12,9 @@ use tokio::sync::Mutex;
 
 use crate::credentials::{self, Credentials};
 
+/// How long a response may send nothing before the request fails.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The server answered with a problem+json (or another error status).
@@ -88,8 +91,34 @@ pub struct UploadStatus {
     pub file_id: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The SHA-256 the file must have, if the upload was created with one (or the one the
+    /// client declared with `crc64nvme`).
     #[serde(default)]
     pub sha256: Option<String>,
+    /// The whole-file CRC-64/NVME a client declared, once one did.
+    #[serde(default)]
+    pub crc64nvme: Option<String>,
+    /// CRC-64/NVME (hex) of each chunk in `received_chunks`, in that order.
+    #[serde(default)]
+    pub received_crc64nvme: Vec<String>,
+}
+
+impl UploadStatus {
+    /// The CRC-64/NVME the server holds of each received chunk, by index. A chunk whose CRC
+    /// the server does not give (an older server) maps to `None`.
+    pub fn received_crcs(&self) -> std::collections::HashMap<u32, Option<u64>> {
+        self.received_chunks
+            .iter()
+            .enumerate()
+            .map(|(i, &index)| {
+                let crc = self
+                    .received_crc64nvme
+                    .get(i)
+                    .and_then(|h| lfusys_core::digest::parse_crc64_hex(h).ok());
+                (index, crc)
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +178,9 @@ impl Api {
         let server = server.trim_end_matches('/').to_owned();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // A connection that stalls (no byte for this long, well beyond the 30 s long polls)
+            // fails, and the command retries or resumes, rather than hang for ever.
+            .read_timeout(READ_TIMEOUT)
             .tcp_nodelay(true)
             .pool_max_idle_per_host(idle)
             .user_agent(concat!("lfusys-cli/", env!("CARGO_PKG_VERSION")))
@@ -393,6 +425,26 @@ impl Api {
         )
         .await
         .map(drop)
+    }
+
+    /// Declares the whole-file checksums computed while reading the file
+    /// (`PATCH /api/v1/uploads/{id}`), before the last chunk is sent.
+    pub async fn declare_checksums(
+        &self,
+        upload_id: &str,
+        crc64nvme: u64,
+        sha256: Option<&str>,
+    ) -> Result<UploadStatus, ApiError> {
+        let body = json!({
+            "crc64nvme": lfusys_core::digest::crc64_hex(crc64nvme),
+            "sha256": sha256,
+        });
+        self.authed_json(
+            Method::PATCH,
+            &format!("/api/v1/uploads/{upload_id}"),
+            Some(&body),
+        )
+        .await
     }
 
     /// A fresh upload token (and the current chunk URL) for an upload still uploading.

@@ -28,6 +28,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::client::{Api, ApiError, UploadStatus};
+use crate::procs::{parse_watch, rss_of};
 use lfusys_core::units::parse_size;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -310,36 +311,6 @@ struct MemorySeries {
     end_bytes: u64,
     /// The last sample minus the one at half time: near zero on a plateau.
     second_half_growth_bytes: i64,
-}
-
-fn parse_watch(specs: &[String]) -> anyhow::Result<Vec<(String, u32)>> {
-    specs
-        .iter()
-        .map(|s| {
-            let (name, pid) = s
-                .split_once('=')
-                .with_context(|| format!("--watch {s:?}: expected NAME=PID"))?;
-            let pid: u32 = pid
-                .parse()
-                .with_context(|| format!("--watch {s:?}: {pid:?} is not a process id"))?;
-            if rss_of(pid).is_none() {
-                bail!("--watch {s:?}: no process {pid} whose memory can be read");
-            }
-            Ok((name.to_owned(), pid))
-        })
-        .collect()
-}
-
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
 }
 
 struct MemorySampler {
@@ -754,14 +725,15 @@ impl CommitRun {
             if index >= chunks {
                 continue;
             }
-            let sha256 = hex::encode(Sha256::digest(format!("{upload_id}/{index}")));
+            // No bytes are written: any CRC stands for the chunk.
+            let crc64nvme =
+                lfusys_core::digest::crc64nvme(format!("{upload_id}/{index}").as_bytes());
             let t = Instant::now();
             let begun = match client
                 .begin_chunk(BeginChunkRequest {
                     owner_id: self.owner.clone(),
                     upload_id: upload_id.clone(),
                     index,
-                    sha256: sha256.clone(),
                     size: chunk_size,
                     claim_id: String::new(),
                 })
@@ -785,9 +757,9 @@ impl CommitRun {
                 upload_id,
                 index,
                 claim_id: begun.claim_id,
-                sha256,
                 size: chunk_size,
                 etag: format!("\"{index}\""),
+                crc64nvme,
             };
             match client.commit_chunk(commit).await {
                 Ok(r) if r.get_ref().outcome() == CommitChunkOutcome::Stored => {
@@ -854,14 +826,5 @@ mod tests {
             .collect();
         assert_eq!(by_chunks, whole.to_vec());
         assert_eq!(file_sha256(7, 1000), hex::encode(Sha256::digest(&whole)));
-    }
-
-    #[test]
-    fn watch_specs_are_checked() {
-        assert!(parse_watch(&["gateway".into()]).is_err());
-        assert!(parse_watch(&["gateway=abc".into()]).is_err());
-        let me = std::process::id();
-        let ok = parse_watch(&[format!("me={me}")]).unwrap();
-        assert_eq!(ok, vec![("me".to_owned(), me)]);
     }
 }

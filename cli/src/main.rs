@@ -7,10 +7,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod bench_s3;
+mod bench_tusd;
 mod client;
 mod credentials;
 mod files;
 mod load;
+mod procs;
 mod up;
 mod upload;
 
@@ -95,10 +97,14 @@ enum Command {
         /// No progress bars.
         #[arg(long, short)]
         quiet: bool,
-        /// Do not hash the whole file first: every chunk is still verified, but the file gets
-        /// no SHA-256 and an interrupted upload starts over rather than resumes.
-        #[arg(long)]
+        /// Do not compute the file's SHA-256 (it costs most of the client's CPU): the file is
+        /// still verified end to end by its CRC-64/NVME, but gets no SHA-256.
+        #[arg(long, conflicts_with = "sha256")]
         no_sha256: bool,
+        /// The SHA-256 the file must have (e.g. a published checksum, 64 hex digits): if the
+        /// file reads otherwise, its upload fails and nothing is published.
+        #[arg(long, value_name = "HEX", value_parser = parse_sha256)]
+        sha256: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -127,6 +133,8 @@ enum Command {
     },
     /// Measure upload throughput against a running server.
     Bench(bench::BenchArgs),
+    /// Benchmark LFUSYS against tusd side by side (see scripts/bench-tusd.sh).
+    BenchTusd(bench_tusd::TusdBenchArgs),
     /// Load harness: many concurrent clients against a running server (a benchmark).
     Load(load::LoadArgs),
 }
@@ -148,6 +156,13 @@ fn read_password(from_stdin: bool, confirm: bool) -> anyhow::Result<String> {
         anyhow::ensure!(p == again, "the passwords do not match");
     }
     Ok(p)
+}
+
+/// A SHA-256 given on the command line, as lowercase hex.
+fn parse_sha256(s: &str) -> Result<String, String> {
+    lfusys_core::digest::parse_hex(s.trim())
+        .map(|d| lfusys_core::digest::to_hex(&d))
+        .map_err(|_| "a SHA-256 is 64 hexadecimal characters".to_owned())
 }
 
 fn print_json(v: &impl serde::Serialize) {
@@ -194,6 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchTusd(args) => bench_tusd::run(args).await,
         Command::Load(args) => load::run(args).await,
         Command::Register {
             email,
@@ -250,12 +266,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             parallel,
             quiet,
             no_sha256,
+            sha256,
             server,
         } => {
             let opts = upload::UploadOptions {
                 parallelism: parallel,
                 progress: !quiet && !server.json,
                 declare_sha256: !no_sha256,
+                expected_sha256: sha256,
                 ..upload::UploadOptions::default()
             };
             upload_files(&Api::new(&server.server)?, &files, &opts, server.json).await

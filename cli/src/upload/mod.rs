@@ -1,19 +1,26 @@
-//! `lfusys upload`: parallel, resumable uploads. Re-running the same command resumes: the
-//! client finds its unfinished upload of the same file (name, size and SHA-256) on the server
-//! and sends only the chunks the server does not have.
+//! `lfusys upload`: parallel, resumable uploads that read the file once ([`pass`]).
+//!
+//! Re-running the same command resumes: the client finds its unfinished uploads of a file of
+//! the same name and size on the server, proves from the server's CRC-64/NVME of each chunk
+//! it holds that the upload is this file's (another file is never resumed into), and sends
+//! only the chunks the server lacks. Before the last chunk it declares the whole-file
+//! CRC-64/NVME and SHA-256 it computed on the way (`PATCH /api/v1/uploads/{id}`); the server
+//! verifies the stored file against the CRC.
 
-use std::collections::VecDeque;
+mod pass;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
+use lfusys_core::digest::crc64_hex;
+use lfusys_core::plan::UploadPlan;
 use tokio::sync::Mutex;
 
 use crate::client::{Api, ApiError, UploadStatus};
+use pass::PassError;
 
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
@@ -25,10 +32,13 @@ pub struct UploadOptions {
     pub progress: bool,
     /// Give up waiting for the assembly after this long.
     pub assembly_timeout: Duration,
-    /// Hash the whole file first and declare its SHA-256, which the server verifies after
-    /// assembly and keeps as the File's (and by which an interrupted upload is found again).
-    /// Without it every chunk is still verified, and the File has no SHA-256.
+    /// Compute the file's SHA-256 in the pass and declare it with its CRC-64/NVME: the File
+    /// then carries it. Without it the whole file is still verified (by its CRC-64/NVME), and
+    /// the File has no SHA-256.
     pub declare_sha256: bool,
+    /// The SHA-256 the file must have (e.g. a published checksum), declared at creation: a
+    /// file that reads otherwise fails its upload.
+    pub expected_sha256: Option<String>,
 }
 
 impl Default for UploadOptions {
@@ -39,6 +49,7 @@ impl Default for UploadOptions {
             progress: true,
             assembly_timeout: Duration::from_secs(3600),
             declare_sha256: true,
+            expected_sha256: None,
         }
     }
 }
@@ -51,8 +62,10 @@ pub struct UploadReport {
     /// Where the chunks went (the upload workers).
     pub upload_url: String,
     pub size: u64,
-    /// The declared whole-file SHA-256 (none when not declared).
+    /// The whole-file SHA-256 computed and declared (none when not asked for).
     pub sha256: Option<String>,
+    /// The whole-file CRC-64/NVME computed and declared, which the server verified.
+    pub crc64nvme: String,
     /// Chunks the server already had (resumed upload).
     pub chunks_skipped: u32,
     pub chunks_sent: u32,
@@ -75,37 +88,6 @@ fn bar(progress: bool, len: u64, msg: String) -> ProgressBar {
     );
     pb.set_message(msg);
     pb
-}
-
-/// SHA-256 of a whole file, read in 1 MiB blocks.
-pub async fn hash_file(path: &Path, pb: &ProgressBar) -> anyhow::Result<String> {
-    let path = path.to_path_buf();
-    let pb = pb.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        use std::io::Read;
-        let mut f =
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            pb.inc(n as u64);
-        }
-        Ok(hex_of(&hasher.finalize()))
-    })
-    .await?
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 fn content_type_of(path: &Path) -> &'static str {
@@ -152,72 +134,279 @@ pub async fn upload_file(
         .and_then(|n| n.to_str())
         .with_context(|| format!("{} has no usable file name", path.display()))?
         .to_owned();
-
-    let sha256 = if opts.declare_sha256 {
-        let hashing = bar(opts.progress, size, format!("hashing {name}"));
-        let sha256 = hash_file(path, &hashing).await?;
-        hashing.finish_and_clear();
-        Some(sha256)
-    } else {
-        None
-    };
-
+    let file = pass::open(path)?;
     let started = Instant::now();
-    // An upload is found again by its SHA-256: without one, a new upload starts.
-    let existing = match &sha256 {
-        Some(sha) => api.unfinished_uploads().await?.into_iter().find(|u| {
-            u.name == name && u.size == size && u.sha256.as_deref() == Some(sha.as_str())
-        }),
-        None => None,
-    };
-    let (upload_id, upload_url, token) = match existing {
-        // Already assembling: nothing to send, only wait.
-        Some(u) if u.state != "uploading" => (u.upload_id, String::new(), String::new()),
-        Some(u) => {
-            let renewed = api.renew_upload_token(&u.upload_id).await?;
-            let url = renewed
-                .upload_url
-                .unwrap_or_else(|| format!("/api/v1/chunks/{}", u.upload_id));
-            (u.upload_id, url, renewed.upload_token)
-        }
-        None => {
-            let created = api
-                .create_upload(&name, size, content_type_of(path), sha256.as_deref())
-                .await?;
-            (created.upload_id, created.upload_url, created.upload_token)
-        }
-    };
-    let status = api.upload_status(&upload_id).await?;
 
-    let received: std::collections::HashSet<u32> = status.received_chunks.iter().copied().collect();
-    let missing: VecDeque<u32> = (0..status.total_chunks)
-        .filter(|i| !received.contains(i))
+    // Unfinished uploads of a file of this name and size may be this file's: each is tried,
+    // newest first, and resumed only once its chunks prove to be this file's.
+    let candidates: Vec<UploadStatus> = api
+        .unfinished_uploads()
+        .await?
+        .into_iter()
+        .filter(|u| u.name == name && u.size == size)
         .collect();
-    let skipped = status.total_chunks - missing.len() as u32;
-    let sent = missing.len() as u32;
-
-    let pb = bar(opts.progress, size, name.clone());
-    pb.set_position(status.bytes_received);
-    if status.state == "uploading" && !missing.is_empty() {
-        send_chunks(api, path, &status, &upload_url, token, missing, opts, &pb).await?;
+    for candidate in candidates {
+        let status = api.upload_status(&candidate.upload_id).await?;
+        let expects = status
+            .sha256
+            .as_ref()
+            .filter(|_| status.crc64nvme.is_none());
+        if expects.is_some() && expects != opts.expected_sha256.as_ref() {
+            continue; // created to hold a file of another SHA-256
+        }
+        let Some(received) = provable(&status) else {
+            continue;
+        };
+        let plan = UploadPlan::new(status.size, status.chunk_size);
+        let checked = {
+            let (file, plan, received) = (Arc::clone(&file), plan, received.clone());
+            tokio::task::spawn_blocking(move || pass::check_received(&file, &plan, &received))
+                .await?
+        };
+        match checked {
+            Ok(()) => {}
+            Err(PassError::NotThisFile { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let session = match status.state.as_str() {
+            // Every chunk is there: nothing to send, but the chunks are this file's only if
+            // the whole of it reads the same.
+            "assembling" => Session::assembling(status),
+            _ => Session::resume(api, status).await?,
+        };
+        match transfer(api, &file, &name, session, received, opts).await {
+            Ok(report) => return finish(api, path, report, opts, started).await,
+            Err(Transfer::Failed(e)) => return Err(e),
+            // Not this file's: the next candidate, or a new upload.
+            Err(Transfer::NotThisFile) => {}
+        }
     }
-    pb.set_message(format!("assembling {name}"));
-    let done = wait_until_done(api, &upload_id, opts.assembly_timeout).await?;
-    pb.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-    match done.state.as_str() {
-        "completed" => Ok(UploadReport {
-            path: path.display().to_string(),
-            file_id: done.file_id.unwrap_or_default(),
-            upload_id,
-            upload_url,
+    let created = api
+        .create_upload(
+            &name,
             size,
-            sha256,
-            chunks_skipped: skipped,
-            chunks_sent: sent,
-            seconds,
-            megabytes_per_second: size as f64 / 1e6 / seconds.max(1e-9),
-        }),
+            content_type_of(path),
+            opts.expected_sha256.as_deref(),
+        )
+        .await?;
+    let status = api.upload_status(&created.upload_id).await?;
+    let session = Session {
+        upload_url: created.upload_url,
+        token: created.upload_token,
+        status,
+    };
+    match transfer(api, &file, &name, session, pass::Received::new(), opts).await {
+        Ok(report) => finish(api, path, report, opts, started).await,
+        Err(Transfer::NotThisFile) => bail!("{name}: a new upload had chunks already"),
+        Err(Transfer::Failed(e)) => Err(e),
+    }
+}
+
+/// The chunks a candidate holds with the CRC of each, or `None` when they cannot be proved to
+/// be this file's (the server gives no CRC for some chunk: an older server). A candidate that
+/// holds no chunk yet holds nothing to mix with this file: it is taken as it is.
+fn provable(status: &UploadStatus) -> Option<pass::Received> {
+    status
+        .received_crcs()
+        .into_iter()
+        .map(|(index, crc)| crc.map(|c| (index, c)))
+        .collect()
+}
+
+/// The upload a transfer goes to.
+struct Session {
+    upload_url: String,
+    token: String,
+    status: UploadStatus,
+}
+
+impl Session {
+    fn assembling(status: UploadStatus) -> Self {
+        Self {
+            upload_url: String::new(),
+            token: String::new(),
+            status,
+        }
+    }
+
+    /// A fresh token and the current chunk URL (workers may have moved).
+    async fn resume(api: &Api, status: UploadStatus) -> anyhow::Result<Self> {
+        let renewed = api.renew_upload_token(&status.upload_id).await?;
+        let upload_url = renewed
+            .upload_url
+            .unwrap_or_else(|| format!("/api/v1/chunks/{}", status.upload_id));
+        Ok(Self {
+            upload_url,
+            token: renewed.upload_token,
+            status,
+        })
+    }
+}
+
+/// How a transfer ended without a report.
+enum Transfer {
+    /// A chunk the server holds is not this file's; nothing was sent.
+    NotThisFile,
+    Failed(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Transfer {
+    fn from(e: E) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+/// The pass over the file with the chunks it does not skip sent by `opts.parallelism` senders,
+/// then the declaration of the whole-file checksums, then the last chunk.
+async fn transfer(
+    api: &Api,
+    file: &Arc<std::fs::File>,
+    name: &str,
+    session: Session,
+    received: pass::Received,
+    opts: &UploadOptions,
+) -> Result<UploadReport, Transfer> {
+    let Session {
+        upload_url,
+        token,
+        status,
+    } = session;
+    let plan = UploadPlan::new(status.size, status.chunk_size);
+    let skipped = received.len() as u32;
+    let pb = bar(opts.progress, status.size, name.to_owned());
+    let token = Arc::new(tokio::sync::RwLock::new(token));
+    let (tx, rx) = tokio::sync::mpsc::channel::<pass::Chunk>(1);
+    let rx = Arc::new(Mutex::new(rx));
+    let senders = (0..opts.parallelism.clamp(1, 64)).map(|_| {
+        let (rx, token, pb) = (Arc::clone(&rx), Arc::clone(&token), pb.clone());
+        let (upload_url, upload_id) = (upload_url.as_str(), status.upload_id.as_str());
+        async move {
+            loop {
+                let Some(chunk) = rx.lock().await.recv().await else {
+                    return Ok::<(), anyhow::Error>(());
+                };
+                let len = chunk.data.len() as u64;
+                send_one(api, upload_id, upload_url, &token, &chunk, opts.attempts).await?;
+                pb.inc(len);
+            }
+        }
+    });
+    let reader = {
+        let (file, pb, name) = (Arc::clone(file), pb.clone(), name.to_owned());
+        let hash = opts.declare_sha256;
+        tokio::task::spawn_blocking(move || {
+            let out = pass::run(&file, &plan, &received, hash, &tx, &pb, &name);
+            drop(tx);
+            out
+        })
+    };
+    let (read, sent) = tokio::join!(
+        async { reader.await.map_err(anyhow::Error::from) },
+        futures::future::try_join_all(senders)
+    );
+    let outcome = match read? {
+        Ok(outcome) => outcome,
+        Err(PassError::NotThisFile { .. }) => return Err(Transfer::NotThisFile),
+        // The senders stopped on an error of their own: theirs is the reason.
+        Err(PassError::SendersGone) => {
+            return Err(Transfer::Failed(
+                sent.err()
+                    .unwrap_or_else(|| anyhow::anyhow!("the upload stopped")),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    sent?;
+    if let Some(last) = outcome.held_back {
+        declare(
+            api,
+            &status.upload_id,
+            outcome.crc64nvme,
+            outcome.sha256.as_deref(),
+        )
+        .await?;
+        send_one(
+            api,
+            &status.upload_id,
+            &upload_url,
+            &token,
+            &last,
+            opts.attempts,
+        )
+        .await?;
+        pb.inc(last.data.len() as u64);
+    }
+    pb.finish_and_clear();
+    let sent = status.total_chunks - skipped;
+    Ok(UploadReport {
+        path: String::new(),
+        file_id: String::new(),
+        upload_id: status.upload_id,
+        upload_url,
+        size: status.size,
+        sha256: outcome.sha256,
+        crc64nvme: crc64_hex(outcome.crc64nvme),
+        chunks_skipped: skipped,
+        chunks_sent: sent,
+        seconds: 0.0,
+        megabytes_per_second: 0.0,
+    })
+}
+
+/// `PATCH /api/v1/uploads/{id}` with the whole-file checksums, with the reason when refused.
+async fn declare(
+    api: &Api,
+    upload_id: &str,
+    crc64nvme: u64,
+    sha256: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match api.declare_checksums(upload_id, crc64nvme, sha256).await {
+            Ok(_) => return Ok(()),
+            Err(ApiError::Problem {
+                status: 422,
+                detail,
+                ..
+            }) => bail!("{detail}"),
+            Err(ApiError::Problem {
+                status: 409,
+                detail,
+                kind,
+                ..
+            }) if kind.ends_with("/checksums-declared") => {
+                bail!("the file changed since this upload began ({detail}); run the command again")
+            }
+            Err(e) if e.is_transient() && attempt < 8 => {
+                attempt += 1;
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("declaring the file's checksums")),
+        }
+    }
+}
+
+/// Waits for the assembly and completes the report.
+async fn finish(
+    api: &Api,
+    path: &Path,
+    mut report: UploadReport,
+    opts: &UploadOptions,
+    started: Instant,
+) -> anyhow::Result<UploadReport> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let done = wait_until_done(api, &report.upload_id, opts.assembly_timeout).await?;
+    match done.state.as_str() {
+        "completed" => {
+            report.path = path.display().to_string();
+            report.file_id = done.file_id.unwrap_or_default();
+            report.seconds = started.elapsed().as_secs_f64();
+            report.megabytes_per_second = report.size as f64 / 1e6 / report.seconds.max(1e-9);
+            Ok(report)
+        }
         "failed" => bail!(
             "the server could not assemble {name}: {}",
             done.error.unwrap_or_else(|| "no reason given".into())
@@ -226,81 +415,21 @@ pub async fn upload_file(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn send_chunks(
-    api: &Api,
-    path: &Path,
-    status: &UploadStatus,
-    upload_url: &str,
-    token: String,
-    missing: VecDeque<u32>,
-    opts: &UploadOptions,
-    pb: &ProgressBar,
-) -> anyhow::Result<()> {
-    let file = Arc::new(std::fs::File::open(path)?);
-    let queue = Arc::new(Mutex::new(missing));
-    let token = Arc::new(tokio::sync::RwLock::new(token));
-    let plan = lfusys_core::plan::UploadPlan::new(status.size, status.chunk_size);
-    let workers = opts.parallelism.clamp(1, 64);
-    let mut tasks = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let (queue, file, token, pb) = (queue.clone(), file.clone(), token.clone(), pb.clone());
-        let upload_url = upload_url.to_owned();
-        let upload_id = status.upload_id.clone();
-        let attempts = opts.attempts;
-        tasks.push(async move {
-            loop {
-                let Some(index) = queue.lock().await.pop_front() else {
-                    return Ok::<(), anyhow::Error>(());
-                };
-                let len = plan
-                    .chunk_len(index)
-                    .context("chunk index out of the plan")?;
-                let offset = plan.offset(index);
-                let data = read_chunk(file.clone(), offset, len).await?;
-                let digest =
-                    lfusys_core::digest::format_content_digest(&Sha256::digest(&data).into());
-                send_one(
-                    api,
-                    &upload_id,
-                    &upload_url,
-                    &token,
-                    index,
-                    data,
-                    &digest,
-                    attempts,
-                )
-                .await?;
-                pb.inc(len);
-            }
-        });
-    }
-    futures::future::try_join_all(tasks).await?;
-    Ok(())
-}
-
-async fn read_chunk(file: Arc<std::fs::File>, offset: u64, len: u64) -> anyhow::Result<Bytes> {
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Bytes> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; usize::try_from(len)?];
-        file.read_exact_at(&mut buf, offset)
-            .context("reading the file (did it change during the upload?)")?;
-        Ok(Bytes::from(buf))
-    })
-    .await?
-}
-
-#[allow(clippy::too_many_arguments)]
+/// Sends one chunk with its CRC-64/NVME in `Content-Digest`, retrying what can be retried.
 async fn send_one(
     api: &Api,
     upload_id: &str,
     upload_url: &str,
     token: &tokio::sync::RwLock<String>,
-    index: u32,
-    data: Bytes,
-    digest: &str,
+    chunk: &pass::Chunk,
     attempts: u32,
 ) -> anyhow::Result<()> {
+    let index = chunk.index;
+    let digest = lfusys_core::digest::ChunkDigests {
+        crc64nvme: Some(chunk.crc64nvme),
+        sha256: None,
+    }
+    .to_header();
     // Another request may hold this chunk's lease (e.g. one cut off by a crash); the server
     // frees it when the lease runs out, so wait that long rather than give up.
     let in_progress_deadline = Instant::now() + Duration::from_secs(180);
@@ -308,7 +437,7 @@ async fn send_one(
     loop {
         let current = token.read().await.clone();
         let err = match api
-            .put_chunk(upload_url, &current, index, data.clone(), digest)
+            .put_chunk(upload_url, &current, index, chunk.data.clone(), &digest)
             .await
         {
             Ok(()) => return Ok(()),

@@ -26,21 +26,6 @@ fn aws_server(dir: &std::path::Path, port: u16, extra: &[&str], env: &[(&str, &s
     server
 }
 
-/// The text of a log without its ANSI colour codes.
-fn without_colors(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut in_code = false;
-    for c in log.chars() {
-        match (in_code, c) {
-            (false, '\x1b') => in_code = true,
-            (false, c) => out.push(c),
-            (true, 'm') => in_code = false,
-            (true, _) => {}
-        }
-    }
-    out
-}
-
 /// Creates an upload over plain HTTP.
 fn create_upload(client: &Client, name: &str, size: usize) -> serde_json::Value {
     let res = reqwest::blocking::Client::new()
@@ -106,12 +91,12 @@ fn an_upload_of_ten_thousand_chunks() {
     eprintln!("whole test: {:?}", started.elapsed());
 }
 
-/// On a real S3 server (MinIO), which verifies part checksums, the workers do not hash the
-/// chunks themselves (the store probes the server once): a chunk whose body does not match its
-/// digest is still refused with `422` by S3's check, nothing of it counts, and the good chunks
-/// complete the upload intact.
+/// On a real S3 server (MinIO), which verifies part checksums and full-object checksums: a
+/// chunk whose body does not match its CRC-64/NVME (or its SHA-256) is refused with `422` and
+/// nothing of it counts; the good chunks complete the upload, and the object S3 holds carries
+/// the file's full-object CRC-64/NVME, which S3 checked at completion.
 #[test]
-fn a_real_s3_server_refuses_a_corrupt_chunk() {
+fn a_real_s3_server_refuses_a_corrupt_chunk_and_checks_the_whole_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let access = std::env::var("LFUSYS_TEST_S3_ACCESS_KEY").unwrap();
@@ -134,25 +119,25 @@ fn a_real_s3_server_refuses_a_corrupt_chunk() {
     let good = &bytes[..5 * MIB];
     let mut corrupt = good.to_vec();
     corrupt[4_000_000] ^= 0x5a;
-    let res = reqwest::blocking::Client::new()
-        .put(format!("{}/0", created["upload_url"].as_str().unwrap()))
-        .bearer_auth(created["upload_token"].as_str().unwrap())
-        .header(
-            "content-digest",
-            lfusys_core::digest::format_content_digest(&Sha256::digest(good).into()),
-        )
-        .body(corrupt)
-        .send()
-        .unwrap();
-    assert_eq!(res.status(), 422);
+    let crc_digest = lfusys_core::digest::ChunkDigests {
+        crc64nvme: Some(lfusys_core::digest::crc64nvme(good)),
+        sha256: None,
+    }
+    .to_header();
+    let sha_digest = lfusys_core::digest::format_content_digest(&Sha256::digest(good).into());
+    for digest in [crc_digest, sha_digest] {
+        let res = reqwest::blocking::Client::new()
+            .put(format!("{}/0", created["upload_url"].as_str().unwrap()))
+            .bearer_auth(created["upload_token"].as_str().unwrap())
+            .header("content-digest", &digest)
+            .body(corrupt.clone())
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 422, "{digest}");
+    }
     let id = created["upload_id"].as_str().unwrap().to_owned();
     let status = client.api_get(&format!("/api/v1/uploads/{id}"));
     assert_eq!(status["received_chunks"], serde_json::json!([]), "{status}");
-    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
-    assert!(
-        without_colors(&log).contains("verifies=true"),
-        "the workers rely on S3's check"
-    );
     for i in 0..2 {
         assert_eq!(put_chunk(&created, &bytes, i), 201);
     }
@@ -160,6 +145,28 @@ fn a_real_s3_server_refuses_a_corrupt_chunk() {
     let copy = dir.path().join("copy.bin");
     client.download(&file_id, &copy);
     assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+    let whole = lfusys_core::digest::crc64nvme(&bytes);
+    let file = client.api_get(&format!("/api/v1/files/{file_id}"));
+    assert_eq!(file["crc64nvme"], lfusys_core::digest::crc64_hex(whole));
+    let head = block_on(async {
+        let s3 = storage_aws::s3::client(&aws_support::real_s3().await);
+        s3.head_object()
+            .bucket(aws_names(&data).0)
+            .key(lfusys_core::ids::blob_key_for_file(&file_id))
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        head.checksum_crc64_nvme(),
+        Some(lfusys_core::digest::crc64_base64(whole).as_str()),
+        "S3 holds the object with the file's full-object CRC"
+    );
+    assert_eq!(
+        head.checksum_type(),
+        Some(&aws_sdk_s3::types::ChecksumType::FullObject)
+    );
 }
 
 /// A job that can never succeed (its multipart upload vanished) is received

@@ -28,6 +28,30 @@ fn received_chunks(client: &Client) -> (usize, usize) {
     )
 }
 
+/// `lfusys upload SOURCE -j 1`, killed (SIGKILL: no chance to clean up) once the server has
+/// three chunks; returns how many chunks it has of how many.
+fn interrupted_upload(client: &Client, source: &std::path::Path) -> (usize, usize) {
+    let mut upload = client
+        .command(&["upload", source.to_str().unwrap(), "-j", "1", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait::blocking(
+        "three chunks to be received",
+        Duration::from_secs(60),
+        || received_chunks(client).0 >= 3,
+    );
+    upload.kill().unwrap();
+    upload.wait().unwrap();
+    let (had, total) = received_chunks(client);
+    assert!(
+        had >= 3 && had < total,
+        "interrupted mid-upload: {had}/{total}"
+    );
+    (had, total)
+}
+
 #[test]
 fn register_login_upload_list_download_delete() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,24 +127,7 @@ fn interrupted_upload_resumes_with_only_the_missing_chunks() {
     let source = dir.path().join("video.mkv");
     let sha = write_file(&source, 160 * MIB, 11);
 
-    let mut upload = client
-        .command(&["upload", source.to_str().unwrap(), "-j", "1", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait::blocking(
-        "three chunks to be received",
-        Duration::from_secs(60),
-        || received_chunks(&client).0 >= 3,
-    );
-    upload.kill().unwrap(); // SIGKILL: no chance to clean up
-    upload.wait().unwrap();
-    let (had, total) = received_chunks(&client);
-    assert!(
-        had >= 3 && had < total,
-        "interrupted mid-upload: {had}/{total}"
-    );
+    let (had, total) = interrupted_upload(&client, &source);
 
     let report = upload_json(&client, &source, "4");
     let skipped = report["chunks_skipped"].as_u64().unwrap() as usize;
@@ -336,6 +343,18 @@ fn bad_chunk_requests_are_refused_and_never_counted() {
         body["type"].as_str().unwrap().ends_with("/digest-mismatch"),
         "{body}"
     );
+    // The same with the CRC-64/NVME the CLI and the web app send.
+    let good_crc = lfusys_core::digest::ChunkDigests {
+        crc64nvme: Some(lfusys_core::digest::crc64nvme(&first)),
+        sha256: None,
+    }
+    .to_header();
+    let (status, body) = put_raw(&created, "0", &corrupt, Some(&good_crc));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("CRC-64/NVME"),
+        "{body}"
+    );
     // Out of range, not a number, malformed digest, short body.
     assert_eq!(put_raw(&created, "3", &first, None).0, 400);
     assert_eq!(put_raw(&created, "x", &first, None).0, 400);
@@ -369,10 +388,11 @@ fn bad_chunk_requests_are_refused_and_never_counted() {
     assert_eq!(std::fs::read(&copy).unwrap(), data);
 }
 
-/// Without a declared whole-file SHA-256 the file is not read back after assembly and has no
-/// SHA-256 (`null`, no ETag); its bytes are still exactly the uploaded ones.
+/// Without a SHA-256 (`--no-sha256`) the File has none (`null`), but it is still verified
+/// end to end by its CRC-64/NVME, which is also its ETag; its bytes are exactly the uploaded
+/// ones.
 #[test]
-fn an_upload_without_a_declared_sha256_has_none() {
+fn an_upload_without_a_sha256_is_verified_by_its_crc() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), free_port(), &[], &[]);
     let client = Client::new(&server.url);
@@ -384,14 +404,23 @@ fn an_upload_without_a_declared_sha256_has_none() {
     let id = report["file_id"].as_str().unwrap().to_owned();
     let file = client.api_get(&format!("/api/v1/files/{id}"));
     assert_eq!(file["sha256"], serde_json::Value::Null, "{file}");
+    assert_eq!(file["sha256_source"], serde_json::Value::Null, "{file}");
     assert_eq!(file["size"], 3 * MIB + 17);
+    let crc = lfusys_core::digest::crc64_hex(lfusys_core::digest::crc64nvme(
+        &std::fs::read(&source).unwrap(),
+    ));
+    assert_eq!(file["crc64nvme"], crc.as_str(), "{file}");
+    assert_eq!(report["crc64nvme"], crc.as_str(), "{report}");
     let res = reqwest::blocking::Client::new()
         .get(format!("{}/api/v1/files/{id}/content", server.url))
         .bearer_auth(client.access_token())
         .send()
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers().get("etag").is_none());
+    assert_eq!(
+        res.headers()["etag"],
+        format!("\"crc64nvme-{crc}\"").as_str()
+    );
     assert_eq!(
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(res.bytes().unwrap())),
         sha
@@ -445,4 +474,106 @@ fn a_cut_off_download_resumes_with_a_range_request() {
         from > 0 && from <= 3 * MIB as u64,
         "resumed from byte {from}, not from the start"
     );
+}
+
+/// An interrupted upload of one file is never resumed with another file of the same name and
+/// size: the CLI proves from the server's CRC of each chunk it holds that the chunks are its
+/// file's, finds they are not, and starts a new upload; the old one is left as it was.
+#[test]
+fn another_file_of_the_same_name_and_size_is_never_resumed_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), free_port(), &[], &[]);
+    let client = Client::new(&server.url);
+    client.signup("judy@example.com");
+    let source = dir.path().join("disk.img");
+    write_file(&source, 64 * MIB, 31);
+    interrupted_upload(&client, &source);
+    let old = client.api_get("/api/v1/uploads")["items"][0].clone();
+
+    // Another file, the same name and size.
+    let sha = write_file(&source, 64 * MIB, 32);
+    let report = upload_json(&client, &source, "4");
+    assert_eq!(report["chunks_skipped"], 0, "{report}");
+    assert_ne!(report["upload_id"], old["upload_id"], "{report}");
+    assert_eq!(report["sha256"], sha.as_str());
+    let copy = dir.path().join("copy.img");
+    client.download(report["file_id"].as_str().unwrap(), &copy);
+    assert_eq!(sha256_file(&copy), sha);
+    let left = client.api_get("/api/v1/uploads")["items"].clone();
+    assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left[0]["upload_id"], old["upload_id"]);
+    assert_eq!(
+        left[0]["received_chunks"], old["received_chunks"],
+        "the old upload is untouched"
+    );
+}
+
+/// A file that does not have the SHA-256 the user expects (`--sha256`, declared at creation)
+/// fails its upload with the reason, and nothing is published.
+#[test]
+fn a_file_without_its_expected_sha256_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), free_port(), &[], &[]);
+    let client = Client::new(&server.url);
+    client.signup("ken@example.com");
+    let source = dir.path().join("release.iso");
+    let sha = write_file(&source, 5 * MIB + 3, 41);
+    let wrong = "ab".repeat(32);
+    let out = client.run(&[
+        "upload",
+        source.to_str().unwrap(),
+        "--sha256",
+        &wrong,
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("SHA-256 mismatch") && stderr.contains(&wrong) && stderr.contains(&sha),
+        "{stderr}"
+    );
+    assert!(client.json(&["ls"])["files"].as_array().unwrap().is_empty());
+    // The upload is failed with that reason (and no longer listed as unfinished).
+    assert!(client.api_get("/api/v1/uploads")["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // The right one is accepted.
+    let out = client.json(&["upload", source.to_str().unwrap(), "--sha256", &sha]);
+    assert_eq!(out[0]["sha256"], sha.as_str());
+    let file = client.api_get(&format!(
+        "/api/v1/files/{}",
+        out[0]["file_id"].as_str().unwrap()
+    ));
+    assert_eq!(file["sha256_source"], "client", "{file}");
+}
+
+/// Two chunks stored each at the other's place (a fault armed in the workers) are caught by
+/// the whole-file check before the File is published — without the file being read back —
+/// and the upload fails with the reason.
+#[test]
+fn chunks_stored_at_the_wrong_place_are_caught_before_publishing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        free_port(),
+        &[],
+        &[(
+            "LFUSYS_FAILPOINTS",
+            lfusys_core::failpoint::SWAP_FIRST_CHUNKS,
+        )],
+    );
+    let client = Client::new(&server.url);
+    client.signup("leo@example.com");
+    let source = dir.path().join("swapped.bin");
+    // At least three chunks with the first two of equal length, on disk and on S3 (5 MiB).
+    write_file(&source, 12 * MIB + 5, 43);
+    let out = client.run(&["upload", source.to_str().unwrap(), "--quiet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the upload must fail");
+    assert!(
+        stderr.contains("could not assemble") && stderr.contains("CRC-64/NVME"),
+        "{stderr}"
+    );
+    assert!(client.json(&["ls"])["files"].as_array().unwrap().is_empty());
 }

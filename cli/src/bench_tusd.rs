@@ -1,0 +1,404 @@
+//! `lfusys bench-tusd`: LFUSYS side by side with tusd (the tus reference server, file store) on
+//! the same machine and the same generated file, in interleaved rounds (the order alternates
+//! from round to round, so that neither always runs on a warmer machine).
+//!
+//! LFUSYS is driven by `lfusys upload`'s own code as it runs by default (every chunk verified,
+//! the whole file verified before it is published, its SHA-256 computed, durable: every chunk
+//! is fdatasynced). tusd is driven by a tus 1.0 client in this process with the same
+//! parallelism: `-j` partial uploads (the concatenation extension), each one `PATCH` streamed
+//! from the file, then the final upload that concatenates them. tusd verifies nothing and
+//! syncs nothing; its "durable" time adds an fdatasync of every file it wrote for the upload
+//! (the partial uploads and their concatenation), which is what LFUSYS pays for as it goes.
+//!
+//! Per system it prints the medians of wall and durable MB/s, the CPU seconds per GiB of the
+//! client (this process) and of the servers (`--lfusys-pid`, `--tusd-pid`: `/proc` times), the
+//! servers' peak RSS in any round (each round resets the high-water marks), and the ratios
+//! LFUSYS / tusd. `scripts/bench-tusd.sh` starts both servers and runs this.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::client::Api;
+use crate::procs;
+use crate::upload::{self, UploadOptions};
+use lfusys_core::units::{format_size, parse_size};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TusdBenchArgs {
+    /// Size of the generated file.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Chunks in flight (LFUSYS) and partial uploads (tusd).
+    #[arg(short = 'j', long, default_value_t = 8)]
+    pub parallel: usize,
+    /// Rounds; the figures are medians (peaks: maxima) over them.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Where the generated file goes.
+    #[arg(long, default_value = ".")]
+    pub scratch_dir: PathBuf,
+    /// The LFUSYS gateway.
+    #[arg(long, env = "LFUSYS_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// The LFUSYS server processes (`NAME=PID`, repeated): their CPU time and peak RSS.
+    #[arg(long = "lfusys-pid", value_name = "NAME=PID", required = true)]
+    pub lfusys_pids: Vec<String>,
+    /// tusd's upload endpoint, e.g. `http://127.0.0.1:1080/files/`.
+    #[arg(long)]
+    pub tusd: String,
+    /// tusd's process id.
+    #[arg(long)]
+    pub tusd_pid: u32,
+    /// tusd's `-upload-dir`: its files are synced for the durable time, then removed.
+    #[arg(long)]
+    pub tusd_dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One upload's measurements.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct Run {
+    wall_seconds: f64,
+    durable_seconds: f64,
+    client_cpu_seconds: f64,
+    server_cpu_seconds: f64,
+    server_peak_rss_bytes: u64,
+}
+
+/// The medians (peak: maximum) of one system's runs.
+#[derive(Debug, Serialize)]
+struct Summary {
+    wall_mb_per_s: f64,
+    durable_mb_per_s: f64,
+    client_cpu_seconds_per_gib: f64,
+    server_cpu_seconds_per_gib: f64,
+    cpu_seconds_per_gib: f64,
+    server_peak_rss_bytes: u64,
+    runs: Vec<Run>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    size_bytes: u64,
+    parallel: usize,
+    rounds: usize,
+    lfusys: Summary,
+    tusd: Summary,
+    /// LFUSYS / tusd.
+    wall_ratio: f64,
+    durable_ratio: f64,
+    cpu_ratio: f64,
+}
+
+fn self_cpu() -> f64 {
+    procs::cpu_seconds_of(std::process::id()).unwrap_or(0.0)
+}
+
+/// Runs `upload`, measuring it and the processes `pids`. The upload answers once its bytes
+/// are stored, with the seconds it then took to make them durable (if any) and what it made.
+async fn measured<T, Fut>(pids: &[u32], upload: Fut) -> anyhow::Result<(Run, T)>
+where
+    Fut: std::future::Future<Output = anyhow::Result<(f64, T)>>,
+{
+    for &pid in pids {
+        procs::reset_peak_rss(pid).with_context(|| format!("resetting the peak RSS of {pid}"))?;
+    }
+    let server_cpu = || {
+        pids.iter()
+            .filter_map(|&p| procs::cpu_seconds_of(p))
+            .sum::<f64>()
+    };
+    let (client0, server0) = (self_cpu(), server_cpu());
+    let started = Instant::now();
+    let (sync_seconds, made) = upload.await?;
+    let wall = started.elapsed().as_secs_f64() - sync_seconds;
+    let run = Run {
+        wall_seconds: wall,
+        durable_seconds: wall + sync_seconds,
+        client_cpu_seconds: self_cpu() - client0,
+        server_cpu_seconds: server_cpu() - server0,
+        server_peak_rss_bytes: pids.iter().filter_map(|&p| procs::peak_rss_of(p)).sum(),
+    };
+    Ok((run, made))
+}
+
+/// A tus 1.0 upload of `source` to `endpoint`: `parallel` partial uploads, each one `PATCH`
+/// streamed from its range of the file, then the final one that concatenates them. Returns
+/// the URLs of every upload it created (the partial ones and the final one).
+async fn tus_upload(
+    http: &reqwest::Client,
+    endpoint: &str,
+    source: &Path,
+    size: u64,
+    parallel: usize,
+) -> anyhow::Result<Vec<String>> {
+    let parts = parallel.max(1) as u64;
+    let part = size.div_ceil(parts);
+    let ranges: Vec<(u64, u64)> = (0..parts)
+        .map(|i| (i * part, ((i + 1) * part).min(size)))
+        .filter(|(a, b)| b > a)
+        .collect();
+    let partials = futures::future::try_join_all(ranges.iter().map(|&(start, end)| async move {
+        let len = end - start;
+        let created = http
+            .post(endpoint)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", len.to_string())
+            .header("Upload-Concat", "partial")
+            .send()
+            .await?;
+        if created.status() != reqwest::StatusCode::CREATED {
+            bail!("tusd refused a partial upload: {}", created.status());
+        }
+        let location = absolute(endpoint, location_of(&created)?);
+        let mut file = tokio::fs::File::open(source).await?;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(start)).await?;
+        let body = tokio_util::io::ReaderStream::with_capacity(
+            tokio::io::AsyncReadExt::take(file, len),
+            1 << 20,
+        );
+        let patched = http
+            .patch(&location)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Content-Length", len.to_string())
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await?;
+        if patched.status() != reqwest::StatusCode::NO_CONTENT {
+            bail!("tusd refused a PATCH: {}", patched.status());
+        }
+        Ok::<_, anyhow::Error>(location)
+    }))
+    .await?;
+    let concat = format!("final;{}", partials.join(" "));
+    let finished = http
+        .post(endpoint)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Concat", concat)
+        .send()
+        .await?;
+    if finished.status() != reqwest::StatusCode::CREATED {
+        bail!("tusd refused the concatenation: {}", finished.status());
+    }
+    let mut all = partials;
+    all.push(absolute(endpoint, location_of(&finished)?));
+    Ok(all)
+}
+
+fn location_of(res: &reqwest::Response) -> anyhow::Result<&str> {
+    res.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .context("tusd's answer has no Location")
+}
+
+/// A `Location` resolved against the endpoint's origin.
+fn absolute(endpoint: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_owned();
+    }
+    let origin_end = endpoint
+        .find("://")
+        .and_then(|i| endpoint[i + 3..].find('/').map(|j| i + 3 + j))
+        .unwrap_or(endpoint.len());
+    format!("{}{location}", &endpoint[..origin_end])
+}
+
+/// fdatasyncs the data files of the tus uploads `urls` in tusd's directory; returns the
+/// seconds it took.
+fn sync_tusd_files(dir: &Path, urls: &[String]) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    for url in urls {
+        let id = url.rsplit('/').next().unwrap_or_default();
+        let path = dir.join(id);
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_data())
+            .with_context(|| format!("syncing {}", path.display()))?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn remove_tusd_files(dir: &Path, urls: &[String]) {
+    for url in urls {
+        let id = url.rsplit('/').next().unwrap_or_default();
+        let _ = std::fs::remove_file(dir.join(id));
+        let _ = std::fs::remove_file(dir.join(format!("{id}.info")));
+    }
+}
+
+fn summary(size: u64, runs: Vec<Run>) -> Summary {
+    let gib = size as f64 / f64::from(1u32 << 30);
+    let mb = size as f64 / 1e6;
+    let of = |f: fn(&Run) -> f64| crate::bench::median(&mut runs.iter().map(f).collect::<Vec<_>>());
+    let client = of(|r| r.client_cpu_seconds) / gib;
+    let server = of(|r| r.server_cpu_seconds) / gib;
+    Summary {
+        wall_mb_per_s: mb / of(|r| r.wall_seconds),
+        durable_mb_per_s: mb / of(|r| r.durable_seconds),
+        client_cpu_seconds_per_gib: client,
+        server_cpu_seconds_per_gib: server,
+        cpu_seconds_per_gib: of(|r| r.client_cpu_seconds + r.server_cpu_seconds) / gib,
+        server_peak_rss_bytes: runs
+            .iter()
+            .map(|r| r.server_peak_rss_bytes)
+            .max()
+            .unwrap_or(0),
+        runs,
+    }
+}
+
+pub async fn run(args: TusdBenchArgs) -> anyhow::Result<()> {
+    let lfusys_pids: Vec<u32> = procs::parse_watch(&args.lfusys_pids)?
+        .into_iter()
+        .map(|(_, pid)| pid)
+        .collect();
+    if procs::rss_of(args.tusd_pid).is_none() {
+        bail!("--tusd-pid {}: no such process", args.tusd_pid);
+    }
+    std::fs::create_dir_all(&args.scratch_dir)?;
+    let source = args
+        .scratch_dir
+        .join(format!("lfusys-bench-tusd-{}.bin", std::process::id()));
+    eprintln!("Generating {} of test data…", format_size(args.size));
+    let (src, size) = (source.clone(), args.size);
+    tokio::task::spawn_blocking(move || crate::bench::generate(&src, size)).await??;
+    let result = rounds(&args, &source, &lfusys_pids).await;
+    let _ = std::fs::remove_file(&source);
+    let report = result?;
+    if args.json {
+        crate::print_json(&report);
+    } else {
+        print(&report);
+    }
+    Ok(())
+}
+
+async fn rounds(
+    args: &TusdBenchArgs,
+    source: &Path,
+    lfusys_pids: &[u32],
+) -> anyhow::Result<Report> {
+    let api = Api::new(&args.server)?;
+    let opts = UploadOptions {
+        parallelism: args.parallel,
+        progress: false,
+        ..UploadOptions::default()
+    };
+    let http = reqwest::Client::new();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds.max(1) {
+        for system in if round % 2 == 0 {
+            ["tusd", "lfusys"]
+        } else {
+            ["lfusys", "tusd"]
+        } {
+            eprintln!("Round {}/{}: {system}…", round + 1, args.rounds.max(1));
+            if system == "lfusys" {
+                let (run, file_id) = measured(lfusys_pids, async {
+                    let report = upload::upload_file(&api, source, &opts).await?;
+                    Ok((0.0, report.file_id))
+                })
+                .await?;
+                api.delete_file(&file_id).await?;
+                ours.push(run);
+            } else {
+                let (run, urls) = measured(&[args.tusd_pid], async {
+                    let urls =
+                        tus_upload(&http, &args.tusd, source, args.size, args.parallel).await?;
+                    let (dir, synced) = (args.tusd_dir.clone(), urls.clone());
+                    let seconds =
+                        tokio::task::spawn_blocking(move || sync_tusd_files(&dir, &synced))
+                            .await??;
+                    Ok((seconds, urls))
+                })
+                .await?;
+                remove_tusd_files(&args.tusd_dir, &urls);
+                theirs.push(run);
+            }
+        }
+    }
+    let (lfusys, tusd) = (summary(args.size, ours), summary(args.size, theirs));
+    Ok(Report {
+        size_bytes: args.size,
+        parallel: args.parallel,
+        rounds: args.rounds.max(1),
+        wall_ratio: lfusys.wall_mb_per_s / tusd.wall_mb_per_s,
+        durable_ratio: lfusys.durable_mb_per_s / tusd.durable_mb_per_s,
+        cpu_ratio: lfusys.cpu_seconds_per_gib / tusd.cpu_seconds_per_gib,
+        lfusys,
+        tusd,
+    })
+}
+
+fn print(r: &Report) {
+    println!(
+        "{} file, {} in flight, {} rounds (medians; peak RSS: the highest round)",
+        format_size(r.size_bytes),
+        r.parallel,
+        r.rounds
+    );
+    println!(
+        "{:<8} {:>10} {:>12} {:>14} {:>14} {:>12} {:>14}",
+        "",
+        "wall MB/s",
+        "durable MB/s",
+        "client CPU/GiB",
+        "server CPU/GiB",
+        "CPU s/GiB",
+        "server peak RSS"
+    );
+    for (name, s) in [("LFUSYS", &r.lfusys), ("tusd", &r.tusd)] {
+        println!(
+            "{name:<8} {:>10.1} {:>12.1} {:>14.2} {:>14.2} {:>12.2} {:>14}",
+            s.wall_mb_per_s,
+            s.durable_mb_per_s,
+            s.client_cpu_seconds_per_gib,
+            s.server_cpu_seconds_per_gib,
+            s.cpu_seconds_per_gib,
+            format_size(s.server_peak_rss_bytes)
+        );
+    }
+    println!(
+        "LFUSYS / tusd: wall {:.2}×, durable {:.2}×, CPU {:.2}×",
+        r.wall_ratio, r.durable_ratio, r.cpu_ratio
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_endpoint() {
+        assert_eq!(
+            absolute("http://127.0.0.1:1080/files/", "/files/abc"),
+            "http://127.0.0.1:1080/files/abc"
+        );
+        assert_eq!(
+            absolute("http://127.0.0.1:1080/files/", "http://h/x"),
+            "http://h/x"
+        );
+    }
+
+    #[test]
+    fn summaries_take_medians_and_the_highest_peak() {
+        let run = |wall: f64, rss: u64| Run {
+            wall_seconds: wall,
+            durable_seconds: wall * 2.0,
+            client_cpu_seconds: 1.0,
+            server_cpu_seconds: 0.5,
+            server_peak_rss_bytes: rss,
+        };
+        let s = summary(1 << 30, vec![run(1.0, 5), run(3.0, 9), run(2.0, 7)]);
+        assert!((s.wall_mb_per_s - f64::from(1u32 << 30) / 1e6 / 2.0).abs() < 1e-6);
+        assert!((s.durable_mb_per_s - f64::from(1u32 << 30) / 1e6 / 4.0).abs() < 1e-6);
+        assert!((s.cpu_seconds_per_gib - 1.5).abs() < 1e-9);
+        assert_eq!(s.server_peak_rss_bytes, 9);
+    }
+}
