@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# LFUSYS against tusd on this machine (issue 10's benchmark): builds tusd v2.9.1 once (into
+# ~/.cache/lfusys/tools), the release binaries, then starts tusd (file store) and LFUSYS (each
+# service its own process, embedded backends) with their data on the disk of $BENCH_DIR, and
+# runs `lfusys bench-tusd` against both: interleaved rounds on the same generated file, wall
+# and durable MB/s, CPU seconds per GiB (client and servers), servers' peak RSS, the ratios.
+#   bash scripts/bench-tusd.sh                     1 GiB, 8 in flight, 3 rounds
+#   BENCH_SIZE=2GiB BENCH_PARALLEL=8 BENCH_ROUNDS=5 BENCH_DIR=/var/tmp/b bash scripts/bench-tusd.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
+CACHE="${LFUSYS_CACHE:-$HOME/.cache/lfusys}"
+TOOLS="$CACHE/tools"
+TUSD_MODULE="github.com/tus/tusd/v2/cmd/tusd@v2.9.1"
+size="${BENCH_SIZE:-1GiB}"
+parallel="${BENCH_PARALLEL:-8}"
+rounds="${BENCH_ROUNDS:-3}"
+dir="${BENCH_DIR:-$PWD/target-bench}"
+
+if [[ ! -x "$TOOLS/bin/tusd" ]]; then
+  echo "building tusd from $TUSD_MODULE (once)" >&2
+  mkdir -p "$TOOLS/bin" "$CACHE/go"
+  env GOBIN="$TOOLS/bin" GOPATH="$CACHE/go" GOCACHE="$CACHE/go/build-cache" GOFLAGS=-modcacherw \
+    go install "$TUSD_MODULE"
+  env GOPATH="$CACHE/go" GOCACHE="$CACHE/go/build-cache" go clean -modcache -cache || true
+fi
+cargo build --release --bins
+bin="$CARGO_TARGET_DIR/release"
+
+mkdir -p "$dir"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pids=()
+stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; pids=(); }
+trap 'stop_all; rm -rf "$dir/data" "$dir/tusd"' EXIT
+wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "$1 did not answer" >&2; exit 1; }
+
+rm -rf "$dir/data" "$dir/tusd"
+mkdir -p "$dir/tusd"
+sp=$(free_port); gp=$(free_port); up=$(free_port); tp=$(free_port)
+export LFUSYS_DATA_DIR="$dir/data" LFUSYS_SESSIONS_URL="http://127.0.0.1:$sp"
+LFUSYS_SESSIONS_LISTEN="127.0.0.1:$sp" "$bin/sessions" >"$dir/sessions.log" 2>&1 & pids+=($!); sessions=$!
+wait_http "http://127.0.0.1:$sp/readyz"
+LFUSYS_GATEWAY_LISTEN="127.0.0.1:$gp" LFUSYS_PUBLIC_UPLOAD_URL="http://127.0.0.1:$up" LFUSYS_WEB_DIR=/nonexistent \
+  "$bin/gateway" >"$dir/gateway.log" 2>&1 & pids+=($!); gateway=$!
+wait_http "http://127.0.0.1:$gp/readyz"
+LFUSYS_UPLOADS_LISTEN="127.0.0.1:$up" "$bin/uploads" >"$dir/uploads.log" 2>&1 & pids+=($!); uploads=$!
+wait_http "http://127.0.0.1:$up/readyz"
+"$TOOLS/bin/tusd" -host 127.0.0.1 -port "$tp" -base-path /files/ -upload-dir "$dir/tusd" >"$dir/tusd.log" 2>&1 & pids+=($!); tusd=$!
+wait_http "http://127.0.0.1:$tp/files/"
+
+config=$(mktemp -d)
+export LFUSYS_CONFIG_DIR="$config" LFUSYS_PASSWORD="bench password $$"
+"$bin/lfusys" register --server "http://127.0.0.1:$gp" --email "bench@example.com" --password-stdin </dev/null >/dev/null
+"$bin/lfusys" login --server "http://127.0.0.1:$gp" --email "bench@example.com" --password-stdin </dev/null >/dev/null
+echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$bin/lfusys" bench-tusd --server "http://127.0.0.1:$gp" --size "$size" -j "$parallel" --rounds "$rounds" \
+  --scratch-dir "$dir" --tusd "http://127.0.0.1:$tp/files/" --tusd-pid "$tusd" --tusd-dir "$dir/tusd" \
+  --lfusys-pid "sessions=$sessions" --lfusys-pid "gateway=$gateway" --lfusys-pid "uploads=$uploads"
+echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+rm -rf "$config"
