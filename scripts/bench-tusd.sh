@@ -24,7 +24,9 @@ if [[ ! -x "$TOOLS/bin/tusd" ]]; then
     go install "$TUSD_MODULE"
   env GOPATH="$CACHE/go" GOCACHE="$CACHE/go/build-cache" go clean -modcache -cache || true
 fi
-cargo build --release --bins
+# The same features as the test build, so that it reuses its artifacts.
+source scripts/cargo-set.sh
+cargo build "${CARGO_SET[@]}" --release --bins
 bin="$CARGO_TARGET_DIR/release"
 
 mkdir -p "$dir"

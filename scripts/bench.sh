@@ -11,7 +11,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(1GiB 2GiB 8GiB)
 parallel="${BENCH_PARALLEL:-16}"
 dir="${BENCH_DIR:-$PWD/target-bench}"
-cargo build --release --bins
+# The same features as the test build, so that it reuses its artifacts.
+source scripts/cargo-set.sh
+cargo build "${CARGO_SET[@]}" --release --bins
 bin="$CARGO_TARGET_DIR/release"
 mkdir -p "$dir"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

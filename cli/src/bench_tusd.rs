@@ -60,13 +60,15 @@ pub struct TusdBenchArgs {
 }
 
 /// One upload's measurements.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 struct Run {
     wall_seconds: f64,
     durable_seconds: f64,
     client_cpu_seconds: f64,
     server_cpu_seconds: f64,
+    /// The sum of the servers' peaks (each process's own in `peak_rss_bytes`).
     server_peak_rss_bytes: u64,
+    peak_rss_bytes: Vec<u64>,
 }
 
 /// The medians (peak: maximum) of one system's runs.
@@ -78,6 +80,8 @@ struct Summary {
     server_cpu_seconds_per_gib: f64,
     cpu_seconds_per_gib: f64,
     server_peak_rss_bytes: u64,
+    /// Each server process's highest peak in any round.
+    process_peak_rss_bytes: Vec<(String, u64)>,
     runs: Vec<Run>,
 }
 
@@ -100,11 +104,12 @@ fn self_cpu() -> f64 {
 
 /// Runs `upload`, measuring it and the processes `pids`. The upload answers once its bytes
 /// are stored, with the seconds it then took to make them durable (if any) and what it made.
-async fn measured<T, Fut>(pids: &[u32], upload: Fut) -> anyhow::Result<(Run, T)>
+async fn measured<T, Fut>(processes: &[(String, u32)], upload: Fut) -> anyhow::Result<(Run, T)>
 where
     Fut: std::future::Future<Output = anyhow::Result<(f64, T)>>,
 {
-    for &pid in pids {
+    let pids: Vec<u32> = processes.iter().map(|&(_, pid)| pid).collect();
+    for &pid in &pids {
         procs::reset_peak_rss(pid).with_context(|| format!("resetting the peak RSS of {pid}"))?;
     }
     let server_cpu = || {
@@ -122,6 +127,10 @@ where
         client_cpu_seconds: self_cpu() - client0,
         server_cpu_seconds: server_cpu() - server0,
         server_peak_rss_bytes: pids.iter().filter_map(|&p| procs::peak_rss_of(p)).sum(),
+        peak_rss_bytes: pids
+            .iter()
+            .map(|&p| procs::peak_rss_of(p).unwrap_or(0))
+            .collect(),
     };
     Ok((run, made))
 }
@@ -232,7 +241,7 @@ fn remove_tusd_files(dir: &Path, urls: &[String]) {
     }
 }
 
-fn summary(size: u64, runs: Vec<Run>) -> Summary {
+fn summary(size: u64, names: &[(String, u32)], runs: Vec<Run>) -> Summary {
     let gib = size as f64 / f64::from(1u32 << 30);
     let mb = size as f64 / 1e6;
     let of = |f: fn(&Run) -> f64| crate::bench::median(&mut runs.iter().map(f).collect::<Vec<_>>());
@@ -249,15 +258,20 @@ fn summary(size: u64, runs: Vec<Run>) -> Summary {
             .map(|r| r.server_peak_rss_bytes)
             .max()
             .unwrap_or(0),
+        process_peak_rss_bytes: names
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let peak = runs.iter().filter_map(|r| r.peak_rss_bytes.get(i)).max();
+                (name.clone(), peak.copied().unwrap_or(0))
+            })
+            .collect(),
         runs,
     }
 }
 
 pub async fn run(args: TusdBenchArgs) -> anyhow::Result<()> {
-    let lfusys_pids: Vec<u32> = procs::parse_watch(&args.lfusys_pids)?
-        .into_iter()
-        .map(|(_, pid)| pid)
-        .collect();
+    let lfusys_pids = procs::parse_watch(&args.lfusys_pids)?;
     if procs::rss_of(args.tusd_pid).is_none() {
         bail!("--tusd-pid {}: no such process", args.tusd_pid);
     }
@@ -282,7 +296,7 @@ pub async fn run(args: TusdBenchArgs) -> anyhow::Result<()> {
 async fn rounds(
     args: &TusdBenchArgs,
     source: &Path,
-    lfusys_pids: &[u32],
+    lfusys_pids: &[(String, u32)],
 ) -> anyhow::Result<Report> {
     let api = Api::new(&args.server)?;
     let opts = UploadOptions {
@@ -291,6 +305,7 @@ async fn rounds(
         ..UploadOptions::default()
     };
     let http = reqwest::Client::new();
+    let tusd = [("tusd".to_owned(), args.tusd_pid)];
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 0..args.rounds.max(1) {
         for system in if round % 2 == 0 {
@@ -308,7 +323,7 @@ async fn rounds(
                 api.delete_file(&file_id).await?;
                 ours.push(run);
             } else {
-                let (run, urls) = measured(&[args.tusd_pid], async {
+                let (run, urls) = measured(&tusd, async {
                     let urls =
                         tus_upload(&http, &args.tusd, source, args.size, args.parallel).await?;
                     let (dir, synced) = (args.tusd_dir.clone(), urls.clone());
@@ -323,7 +338,10 @@ async fn rounds(
             }
         }
     }
-    let (lfusys, tusd) = (summary(args.size, ours), summary(args.size, theirs));
+    let (lfusys, tusd) = (
+        summary(args.size, lfusys_pids, ours),
+        summary(args.size, &tusd, theirs),
+    );
     Ok(Report {
         size_bytes: args.size,
         parallel: args.parallel,
@@ -364,6 +382,14 @@ fn print(r: &Report) {
             format_size(s.server_peak_rss_bytes)
         );
     }
+    for (name, s) in [("LFUSYS", &r.lfusys), ("tusd", &r.tusd)] {
+        let peaks: Vec<String> = s
+            .process_peak_rss_bytes
+            .iter()
+            .map(|(p, b)| format!("{p} {}", format_size(*b)))
+            .collect();
+        println!("{name} peak RSS by process: {}", peaks.join(", "));
+    }
     println!(
         "LFUSYS / tusd: wall {:.2}×, durable {:.2}×, CPU {:.2}×",
         r.wall_ratio, r.durable_ratio, r.cpu_ratio
@@ -394,11 +420,14 @@ mod tests {
             client_cpu_seconds: 1.0,
             server_cpu_seconds: 0.5,
             server_peak_rss_bytes: rss,
+            peak_rss_bytes: vec![rss],
         };
-        let s = summary(1 << 30, vec![run(1.0, 5), run(3.0, 9), run(2.0, 7)]);
+        let names = [("server".to_owned(), 1)];
+        let s = summary(1 << 30, &names, vec![run(1.0, 5), run(3.0, 9), run(2.0, 7)]);
         assert!((s.wall_mb_per_s - f64::from(1u32 << 30) / 1e6 / 2.0).abs() < 1e-6);
         assert!((s.durable_mb_per_s - f64::from(1u32 << 30) / 1e6 / 4.0).abs() < 1e-6);
         assert!((s.cpu_seconds_per_gib - 1.5).abs() < 1e-9);
         assert_eq!(s.server_peak_rss_bytes, 9);
+        assert_eq!(s.process_peak_rss_bytes, [("server".to_owned(), 9)]);
     }
 }
