@@ -135,14 +135,17 @@ function UploadRow({ view: v, manager }: { view: UploadView; manager: UploadMana
   const nameId = useId();
   const statsId = useId();
   const fileRef = useRef<HTMLInputElement>(null);
-  const fraction = v.uploaded / v.size;
-  const pct = percent(v.uploaded, v.size);
+  const hashing = v.phase === 'hashing' || (v.phase === 'queued' && v.hashed > 0);
+  const fraction = hashing ? v.hashed / v.size : v.uploaded / v.size;
+  const pct = percent(hashing ? v.hashed : v.uploaded, v.size);
   const { label } = v;
   const canPause = v.can.pause;
   const showToggle = canPause || v.can.resume;
 
   let stats: string;
-  if (v.phase === 'uploading') {
+  if (v.phase === 'hashing') {
+    stats = `${v.verifying ? 'Checking it is the same file' : 'Computing the checksum'}: ${pct}%${v.speed ? ` · ${formatRate(v.speed)}` : ''}`;
+  } else if (v.phase === 'uploading') {
     stats = `${formatBytes(v.uploaded)} of ${formatBytes(v.size)} · ${formatRate(v.speed)} · ${v.eta !== null ? `${formatDuration(v.eta)} left` : 'estimating…'}`;
   } else if (v.phase === 'completed') {
     stats = formatBytes(v.size);
@@ -174,14 +177,14 @@ function UploadRow({ view: v, manager }: { view: UploadView; manager: UploadMana
           </span>
           <span className="row-size">{formatBytes(v.size)}</span>
         </div>
-        <span className={`badge badge-${v.verifying ? 'checking' : v.phase}`} data-testid="state">
+        <span className={`badge badge-${v.phase}`} data-testid="state">
           {v.phase === 'completed' && <CheckIcon />}
           {label}
         </span>
       </div>
 
       <div
-        className={`bar${v.verifying ? ' checking' : ''}`}
+        className={`bar${hashing ? ' hashing' : ''}`}
         role="progressbar"
         aria-labelledby={nameId}
         aria-describedby={statsId}
