@@ -8,8 +8,8 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::client::{Api, ApiError};
-use crate::upload::backoff;
+use crate::client::Api;
+use crate::upload::{backoff, with_retries};
 use lfusys_core::units::format_size;
 
 pub async fn list(api: &Api, json: bool) -> anyhow::Result<()> {
@@ -70,7 +70,7 @@ pub async fn download(
     progress: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let info = with_retries(|| api.file(id)).await?;
+    let info = with_retries(DOWNLOAD_ATTEMPTS, || api.file(id)).await?;
     let target = output.unwrap_or_else(|| PathBuf::from(&info.name));
     if target.is_dir() {
         bail!(
@@ -143,23 +143,6 @@ pub async fn download(
 /// Attempts of a download request (and of resuming a cut-off body) on transient failures.
 const DOWNLOAD_ATTEMPTS: u32 = 6;
 
-async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, ApiError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ApiError>>,
-{
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Err(e) if e.is_transient() && attempt < DOWNLOAD_ATTEMPTS => {
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Streams the file's bytes into `out` and `hasher`. A transient failure (the server busy or
 /// restarting, the connection cut) is retried with backoff, resuming from the bytes already
 /// written with a `Range` request conditional on the file's ETag; a server that answers the
@@ -175,7 +158,10 @@ async fn fetch_into(
     let mut etag: Option<String> = None;
     let mut attempt = 1;
     loop {
-        let res = with_retries(|| api.file_content(id, *received, etag.as_deref())).await?;
+        let res = with_retries(DOWNLOAD_ATTEMPTS, || {
+            api.file_content(id, *received, etag.as_deref())
+        })
+        .await?;
         if *received > 0 && res.status() != reqwest::StatusCode::PARTIAL_CONTENT {
             out.flush()?;
             out.get_mut().set_len(0)?;

@@ -360,31 +360,31 @@ async fn declare(
     crc64nvme: u64,
     sha256: Option<&str>,
 ) -> anyhow::Result<()> {
-    let mut attempt = 0;
-    loop {
-        match api.declare_checksums(upload_id, crc64nvme, sha256).await {
-            Ok(_) => return Ok(()),
-            Err(ApiError::Problem {
-                status: 422,
-                detail,
-                ..
-            }) => bail!("{detail}"),
-            Err(ApiError::Problem {
-                status: 409,
-                detail,
-                kind,
-                ..
-            }) if kind.ends_with("/checksums-declared") => {
-                bail!("the file changed since this upload began ({detail}); run the command again")
-            }
-            Err(e) if e.is_transient() && attempt < 8 => {
-                attempt += 1;
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("declaring the file's checksums")),
+    match with_retries(DECLARE_ATTEMPTS, || {
+        api.declare_checksums(upload_id, crc64nvme, sha256)
+    })
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(ApiError::Problem {
+            status: 422,
+            detail,
+            ..
+        }) => bail!("{detail}"),
+        Err(ApiError::Problem {
+            status: 409,
+            detail,
+            kind,
+            ..
+        }) if kind.ends_with("/checksums-declared") => {
+            bail!("the file changed since this upload began ({detail}); run the command again")
         }
+        Err(e) => Err(anyhow::Error::new(e).context("declaring the file's checksums")),
     }
 }
+
+/// Calls of the declaration on transient failures.
+const DECLARE_ATTEMPTS: u32 = 9;
 
 /// Waits for the assembly and completes the report.
 async fn finish(
@@ -480,6 +480,24 @@ async fn send_one(
             bail!("chunk {index} failed {attempts} times: {err}");
         }
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// `call`, made again with [`backoff`] while it fails transiently, at most `attempts` times.
+pub async fn with_retries<T, F, Fut>(attempts: u32, mut call: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && attempt < attempts => {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 
