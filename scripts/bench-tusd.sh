@@ -6,6 +6,7 @@
 # and durable MB/s, CPU seconds per GiB (client and servers), servers' peak RSS, the ratios.
 #   bash scripts/bench-tusd.sh                     1 GiB, 8 in flight, 3 rounds
 #   BENCH_SIZE=2GiB BENCH_PARALLEL=8 BENCH_ROUNDS=5 BENCH_DIR=/var/tmp/b bash scripts/bench-tusd.sh
+#   bash scripts/bench-tusd.sh --json             the report as JSON (every round's figures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
@@ -57,6 +58,6 @@ export LFUSYS_CONFIG_DIR="$config" LFUSYS_PASSWORD="bench password $$"
 echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$bin/lfusys" bench-tusd --server "http://127.0.0.1:$gp" --size "$size" -j "$parallel" --rounds "$rounds" \
   --scratch-dir "$dir" --tusd "http://127.0.0.1:$tp/files/" --tusd-pid "$tusd" --tusd-dir "$dir/tusd" \
-  --lfusys-pid "sessions=$sessions" --lfusys-pid "gateway=$gateway" --lfusys-pid "uploads=$uploads"
+  --lfusys-pid "sessions=$sessions" --lfusys-pid "gateway=$gateway" --lfusys-pid "uploads=$uploads" "$@"
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 rm -rf "$config"

@@ -69,6 +69,22 @@ struct Run {
     /// The sum of the servers' peaks (each process's own in `peak_rss_bytes`).
     server_peak_rss_bytes: u64,
     peak_rss_bytes: Vec<u64>,
+    /// Each server process's CPU seconds, in the order of the processes.
+    cpu_seconds: Vec<f64>,
+}
+
+impl Run {
+    /// The round's figures in one line (the rounds vary on a shared machine: show each).
+    fn line(&self, size: u64) -> String {
+        let gib = size as f64 / f64::from(1u32 << 30);
+        format!(
+            "{:.1} MB/s wall, {:.1} durable, CPU s/GiB client {:.2} servers {:.2}",
+            size as f64 / 1e6 / self.wall_seconds,
+            size as f64 / 1e6 / self.durable_seconds,
+            self.client_cpu_seconds / gib,
+            self.server_cpu_seconds / gib
+        )
+    }
 }
 
 /// The medians (peak: maximum) of one system's runs.
@@ -82,6 +98,8 @@ struct Summary {
     server_peak_rss_bytes: u64,
     /// Each server process's highest peak in any round.
     process_peak_rss_bytes: Vec<(String, u64)>,
+    /// Each server process's median CPU seconds per GiB.
+    process_cpu_seconds_per_gib: Vec<(String, f64)>,
     runs: Vec<Run>,
 }
 
@@ -112,20 +130,22 @@ where
     for &pid in &pids {
         procs::reset_peak_rss(pid).with_context(|| format!("resetting the peak RSS of {pid}"))?;
     }
-    let server_cpu = || {
+    let cpu = || -> Vec<f64> {
         pids.iter()
-            .filter_map(|&p| procs::cpu_seconds_of(p))
-            .sum::<f64>()
+            .map(|&p| procs::cpu_seconds_of(p).unwrap_or(0.0))
+            .collect()
     };
-    let (client0, server0) = (self_cpu(), server_cpu());
+    let (client0, cpu0) = (self_cpu(), cpu());
     let started = Instant::now();
     let (sync_seconds, made) = upload.await?;
     let wall = started.elapsed().as_secs_f64() - sync_seconds;
+    let cpu_seconds: Vec<f64> = cpu().iter().zip(&cpu0).map(|(b, a)| b - a).collect();
     let run = Run {
         wall_seconds: wall,
         durable_seconds: wall + sync_seconds,
         client_cpu_seconds: self_cpu() - client0,
-        server_cpu_seconds: server_cpu() - server0,
+        server_cpu_seconds: cpu_seconds.iter().sum(),
+        cpu_seconds,
         server_peak_rss_bytes: pids.iter().filter_map(|&p| procs::peak_rss_of(p)).sum(),
         peak_rss_bytes: pids
             .iter()
@@ -266,6 +286,17 @@ fn summary(size: u64, names: &[(String, u32)], runs: Vec<Run>) -> Summary {
                 (name.clone(), peak.copied().unwrap_or(0))
             })
             .collect(),
+        process_cpu_seconds_per_gib: names
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let mut of_process: Vec<f64> = runs
+                    .iter()
+                    .map(|r| r.cpu_seconds.get(i).copied().unwrap_or(0.0))
+                    .collect();
+                (name.clone(), crate::bench::median(&mut of_process) / gib)
+            })
+            .collect(),
         runs,
     }
 }
@@ -321,6 +352,7 @@ async fn rounds(
                 })
                 .await?;
                 api.delete_file(&file_id).await?;
+                eprintln!("  {}", run.line(args.size));
                 ours.push(run);
             } else {
                 let (run, urls) = measured(&tusd, async {
@@ -334,6 +366,7 @@ async fn rounds(
                 })
                 .await?;
                 remove_tusd_files(&args.tusd_dir, &urls);
+                eprintln!("  {}", run.line(args.size));
                 theirs.push(run);
             }
         }
@@ -389,6 +422,12 @@ fn print(r: &Report) {
             .map(|(p, b)| format!("{p} {}", format_size(*b)))
             .collect();
         println!("{name} peak RSS by process: {}", peaks.join(", "));
+        let cpu: Vec<String> = s
+            .process_cpu_seconds_per_gib
+            .iter()
+            .map(|(p, c)| format!("{p} {c:.2}"))
+            .collect();
+        println!("{name} CPU s/GiB by process: {}", cpu.join(", "));
     }
     println!(
         "LFUSYS / tusd: wall {:.2}×, durable {:.2}×, CPU {:.2}×",
@@ -421,6 +460,7 @@ mod tests {
             server_cpu_seconds: 0.5,
             server_peak_rss_bytes: rss,
             peak_rss_bytes: vec![rss],
+            cpu_seconds: vec![wall / 4.0],
         };
         let names = [("server".to_owned(), 1)];
         let s = summary(1 << 30, &names, vec![run(1.0, 5), run(3.0, 9), run(2.0, 7)]);
@@ -429,5 +469,6 @@ mod tests {
         assert!((s.cpu_seconds_per_gib - 1.5).abs() < 1e-9);
         assert_eq!(s.server_peak_rss_bytes, 9);
         assert_eq!(s.process_peak_rss_bytes, [("server".to_owned(), 9)]);
+        assert_eq!(s.process_cpu_seconds_per_gib, [("server".to_owned(), 0.5)]);
     }
 }
