@@ -93,7 +93,10 @@ pub(crate) fn generate(path: &Path, size: u64) -> anyhow::Result<()> {
         f.write_all(&block[..n])?;
         left -= n as u64;
     }
-    f.flush()?;
+    // Synced, so that its writeback does not run during (and slow) the first round.
+    f.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?
+        .sync_all()?;
     Ok(())
 }
 

@@ -379,7 +379,11 @@ mod tests {
             tokio::spawn(async move {
                 // Call 150 reuses id 10000: its insert of two rows fails on the second and
                 // must leave neither behind.
-                let (first, second) = if i == 150 { (1000, 10000) } else { (i, i + 500) };
+                let (first, second) = if i == 150 {
+                    (1000, 10000)
+                } else {
+                    (i, i + 500)
+                };
                 db.call(move |c| {
                     immediate(c, |tx| {
                         tx.execute("INSERT INTO t (id, note) VALUES (?1, 'a')", [first])?;
