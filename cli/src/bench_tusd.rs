@@ -76,7 +76,7 @@ struct Run {
 impl Run {
     /// The round's figures in one line (the rounds vary on a shared machine: show each).
     fn line(&self, size: u64) -> String {
-        let gib = size as f64 / f64::from(1u32 << 30);
+        let gib = gib_of(size);
         format!(
             "{:.1} MB/s wall, {:.1} durable, CPU s/GiB client {:.2} servers {:.2}",
             size as f64 / 1e6 / self.wall_seconds,
@@ -261,8 +261,13 @@ fn remove_tusd_files(dir: &Path, urls: &[String]) {
     }
 }
 
+/// `size` bytes in GiB, the unit of every CPU figure.
+fn gib_of(size: u64) -> f64 {
+    size as f64 / f64::from(1u32 << 30)
+}
+
 fn summary(size: u64, names: &[(String, u32)], runs: Vec<Run>) -> Summary {
-    let gib = size as f64 / f64::from(1u32 << 30);
+    let gib = gib_of(size);
     let mb = size as f64 / 1e6;
     let of = |f: fn(&Run) -> f64| crate::bench::median(&mut runs.iter().map(f).collect::<Vec<_>>());
     let client = of(|r| r.client_cpu_seconds) / gib;
