@@ -55,6 +55,15 @@ export class AppPage {
     );
   }
 
+  /** Waits until `pred(chunkPuts)` holds: the page's requests reach this process as events, a little after they start. */
+  async waitPuts(pred, { timeout = this.timeout } = {}) {
+    const end = Date.now() + timeout;
+    while (!pred(this.chunkPuts)) {
+      if (Date.now() > end) throw new Error(`the chunk PUTs did not come as expected (${this.chunkPuts.length} seen)`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   /** The row's data attributes (phase, uploaded, chunksTotal, …). */
   async dataset(name) {
     return this.row(name).evaluate((el) => ({ ...el.dataset }));

@@ -9,7 +9,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
 import { AppPage, stepper } from './app-page.mjs';
-import { ARTIFACTS, apiCall, launchBrowser, makeFile, startServer, tempDir } from './harness.mjs';
+import { ARTIFACTS, apiCall, crc64nvmeFile, launchBrowser, makeFile, sha256File, startServer, tempDir } from './harness.mjs';
 
 const MiB = 1024 * 1024;
 const BIG = { name: 'dataset-72MiB.bin', size: 72 * MiB };
@@ -110,11 +110,12 @@ describe('web app end to end', { concurrency: false }, () => {
     await page.locator('[data-testid="upload-row"]').nth(1).waitFor();
     // Both files are sent at the same time: each has chunks on the wire before the small one ends.
     await waitRow(BIG.name, (d) => d.phase === 'uploading' && Number(d.uploaded) > 0);
-    await waitRow(SMALL.name, (d) => d.phase === 'uploading' || d.phase === 'assembling' || d.phase === 'completed');
+    await waitRow(SMALL.name, (d) => (d.phase === 'uploading' && Number(d.uploaded) > 0) || d.phase === 'assembling' || d.phase === 'completed');
     const chunks = (await app.dataset(BIG.name)).chunksTotal;
     assert.equal(Number(chunks), Math.ceil(BIG.size / (4 * MiB)));
-    const uploads = new Set(app.chunkPuts.map((p) => p.uploadId));
-    assert.equal(uploads.size, 2, 'chunks of both files were sent');
+    // The large file has not stored a chunk yet: the small one did not wait for its chunks to end.
+    assert.equal((await app.dataset(BIG.name)).chunksReceived, '0');
+    await app.waitPuts((puts) => new Set(puts.map((p) => p.uploadId)).size === 2);
     await waitRow(BIG.name, (d) => Number(d.percent) >= 5 && d.phase === 'uploading');
     const stats = await row(BIG.name).locator('.row-stats').innerText();
     assert.match(stats, /\d+%/);
@@ -128,15 +129,16 @@ describe('web app end to end', { concurrency: false }, () => {
     await row(BIG.name).getByRole('button', { name: `Pause ${BIG.name}` }).click();
     await waitRow(BIG.name, (d) => d.phase === 'paused');
     const paused = await app.dataset(BIG.name);
-    const putsAtPause = app.chunkPuts.length;
-    await row(BIG.name).getByRole('button', { name: `Resume ${BIG.name}` }).waitFor();
-    await shot('05-paused');
-    // Nothing is sent while paused; the server has what was confirmed.
     const status = await inPage('/api/v1/uploads');
     const big = status.items.find((u) => u.name === BIG.name);
     assert.ok(big && big.state === 'uploading');
+    const putsOfBig = () => app.chunkPuts.filter((p) => p.uploadId === big.upload_id).length;
+    const putsAtPause = putsOfBig();
+    await row(BIG.name).getByRole('button', { name: `Resume ${BIG.name}` }).waitFor();
+    await shot('05-paused');
+    // Nothing is sent while paused; the server has what was confirmed.
     assert.ok(big.bytes_received <= Number(paused.uploaded));
-    assert.equal(app.chunkPuts.length, putsAtPause, 'no chunk was sent while paused');
+    assert.equal(putsOfBig(), putsAtPause, 'no chunk was sent while paused');
     await row(BIG.name).getByRole('button', { name: `Resume ${BIG.name}` }).click();
     await waitRow(BIG.name, (d) => d.phase === 'uploading');
     await waitRow(BIG.name, (d, a) => Number(d.uploaded) > a, { arg: Number(paused.uploaded) });
@@ -179,6 +181,14 @@ describe('web app end to end', { concurrency: false }, () => {
     assert.equal(Number(await fileRow(SMALL.name).getAttribute('data-size')), SMALL.size);
     assert.equal((await fileRow(BIG.name).locator('td').first().innerText()).trim(), '72.0 MiB');
     await shot('09-files');
+    // By default the web app declares the CRC-64/NVME it computed while reading, which the server
+    // verified against the bytes it stored; no SHA-256 (the checkbox is off).
+    const files = await inPage('/api/v1/files');
+    for (const { name } of [BIG, SMALL]) {
+      const f = files.items.find((x) => x.name === name);
+      assert.equal(f.crc64nvme, await crc64nvmeFile(path.join(tmp, name)), name);
+      assert.equal(f.sha256, null, name);
+    }
   });
 
   step('downloads a file through a streamed link, byte for byte', async () => {
@@ -230,6 +240,24 @@ describe('web app end to end', { concurrency: false }, () => {
     await shot('11-upload-list');
   });
 
+  step("computes each file's SHA-256 when asked, and remembers the choice", async () => {
+    const box = page.getByLabel("Also compute each file's SHA-256");
+    assert.equal(await box.isChecked(), false);
+    await box.check();
+    await page.reload();
+    await page.getByRole('heading', { name: 'Upload', level: 1 }).waitFor();
+    assert.equal(await box.isChecked(), true);
+    const name = 'with-sha256.bin';
+    await makeFile(path.join(tmp, name), 3 * MiB + 7);
+    await page.getByTestId('file-input').setInputFiles(path.join(tmp, name));
+    await waitRow(name, (d) => d.phase === 'completed');
+    const f = (await inPage('/api/v1/files')).items.find((x) => x.name === name);
+    assert.equal(f.sha256, await sha256File(path.join(tmp, name)));
+    assert.equal(f.sha256_source, 'client');
+    assert.equal(f.crc64nvme, await crc64nvmeFile(path.join(tmp, name)));
+    await box.uncheck();
+  });
+
   step('is usable at phone width', async () => {
     await page.setViewportSize({ width: 390, height: 844 });
     await shot('12-phone-upload');
@@ -251,6 +279,6 @@ describe('web app end to end', { concurrency: false }, () => {
     // And the server agrees from outside the browser: the account exists, its files are there.
     const login = await apiCall(server.url, 'POST', '/api/v1/auth/login', { body: { email: EMAIL, password: PASSWORD } });
     const files = await apiCall(server.url, 'GET', '/api/v1/files', { token: login.access_token });
-    assert.equal(files.items.length, 2);
+    assert.deepEqual(files.items.map((f) => f.name).sort(), [SMALL.name, 'dropped.txt', 'with-sha256.bin'].sort());
   });
 });

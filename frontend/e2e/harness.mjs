@@ -10,6 +10,7 @@ import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createCRC64 } from 'hash-wasm';
 import { chromium } from 'playwright-core';
 
 export const FRONTEND = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -138,6 +139,14 @@ export async function makeFile(file, size) {
 
 export async function sha256File(file) {
   const h = createHash('sha256');
+  for await (const chunk of createReadStream(file)) h.update(chunk);
+  return h.digest('hex');
+}
+
+/** The CRC-64/NVME of a file, 16 hex digits (hash-wasm in Node; the server's is Rust's). */
+export async function crc64nvmeFile(file) {
+  const h = await createCRC64('9a6c9329ac4bc9b5');
+  h.init();
   for await (const chunk of createReadStream(file)) h.update(chunk);
   return h.digest('hex');
 }

@@ -5,7 +5,7 @@ import { AuthPage } from './pages/AuthPage';
 import { FilesPage } from './pages/FilesPage';
 import { UploadPage } from './pages/UploadPage';
 import { Link, navigate, useRoute } from './router';
-import { api, closeSession, onAnnounce, openSession, type Session } from './session';
+import { api, closeSession, onAnnounce, openSession, setComputeSha256, type Session } from './session';
 import { Logo } from './components/Icons';
 
 type Auth =
@@ -180,7 +180,7 @@ function Shell({ session, route, onSignOut }: { session: Session; route: '/' | '
       <main id="main" ref={mainRef} className="container">
         {/* The upload page stays mounted so its drop zone and rows keep their state. */}
         <div hidden={page !== 'upload'}>
-          <UploadPage manager={session.manager} active={page === 'upload'} />
+          <UploadPage manager={session.manager} active={page === 'upload'} onComputeSha256={(on) => setComputeSha256(session, on)} />
         </div>
         {page === 'files' && <FilesPage />}
       </main>

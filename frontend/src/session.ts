@@ -19,6 +19,9 @@ function parallelChunks(store: KeyValueStore | null): number {
   return Number.isInteger(v) && v >= 1 && v <= 6 ? v : PARALLEL_CHUNKS;
 }
 
+/** `localStorage['lfusys.sha256']`: `'1'` when the user asked for each file's SHA-256 (upload page). */
+export const SHA256_KEY = 'lfusys.sha256';
+
 export interface Session {
   user: User;
   manager: UploadManager;
@@ -57,12 +60,24 @@ export function openSession(user: User): Session {
     hasher,
     transport: xhrTransport,
     parallel: parallelChunks(store),
+    sha256: store?.getItem(SHA256_KEY) === '1',
     storage: store,
     announce: (m) => announcers.forEach((fn) => fn(m)),
     onCompleted: (id) => completions.forEach((fn) => fn(id)),
   });
   void manager.loadUnfinished().catch((e: unknown) => console.warn('could not list unfinished uploads', e));
   return { user, manager, hasher };
+}
+
+/** Turns the whole-file SHA-256 on or off for the files added from now on, and remembers it. */
+export function setComputeSha256(s: Session, on: boolean): void {
+  s.manager.setComputeSha256(on);
+  const store = storage();
+  try {
+    store?.setItem(SHA256_KEY, on ? '1' : '0');
+  } catch {
+    // private mode: the choice lasts for this session only
+  }
 }
 
 export function closeSession(s: Session): void {

@@ -83,6 +83,35 @@ describe('the API client', () => {
     expect(describeError(err)).toBe('No such file.');
   });
 
+  it('declares the whole-file checksums with PATCH (JSON, CSRF) and reports refusals by kind', async () => {
+    const calls: Call[] = [];
+    const answers: Response[] = [
+      new Response(JSON.stringify({ upload_id: 'u1', crc64nvme: 'ae8b14860a799888', state: 'uploading' }), { status: 200 }),
+      new Response(JSON.stringify({ type: 'https://lfusys.io/problems/checksums-declared', title: 'Conflict', status: 409, detail: 'other checksums were declared' }), {
+        status: 409,
+        headers: { 'content-type': 'application/problem+json' },
+      }),
+      new Response(JSON.stringify({ type: 'https://lfusys.io/problems/sha256-mismatch', title: 'Unprocessable', status: 422, detail: 'whole-file SHA-256 mismatch' }), {
+        status: 422,
+        headers: { 'content-type': 'application/problem+json' },
+      }),
+    ];
+    const api = new ApiClient({
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
+        calls.push({ url: String(input), method: init?.method ?? 'GET', headers: (init?.headers ?? {}) as Record<string, string>, body: init?.body as string | undefined });
+        return answers.shift() as Response;
+      }) as typeof fetch,
+      cookies: () => 'lfusys_csrf=tok',
+    });
+    const sums = { crc64nvme: 'ae8b14860a799888', sha256: 'f'.repeat(64) };
+    expect((await api.declareChecksums('u 1', sums)).crc64nvme).toBe('ae8b14860a799888');
+    expect(calls[0]).toMatchObject({ url: '/api/v1/uploads/u%201', method: 'PATCH' });
+    expect(calls[0]?.headers).toMatchObject({ 'x-csrf-token': 'tok', 'content-type': 'application/json' });
+    expect(JSON.parse(calls[0]?.body ?? '')).toEqual(sums);
+    await expect(api.declareChecksums('u1', sums)).rejects.toMatchObject({ status: 409, kind: 'checksums-declared' });
+    await expect(api.declareChecksums('u1', sums)).rejects.toMatchObject({ status: 422, kind: 'sha256-mismatch' });
+  });
+
   it('says so when the server cannot be reached', async () => {
     const api = new ApiClient({
       fetch: (async () => {

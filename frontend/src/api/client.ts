@@ -2,7 +2,7 @@
 // errors, and a silent, single-flight session refresh when the access token has expired.
 
 import { SingleFlight } from '../lib/singleflight';
-import type { CreatedUpload, FileInfo, Page, TokenResponse, UploadStatus, UploadToken, User } from './types';
+import type { CreatedUpload, DeclaredChecksums, FileInfo, Page, TokenResponse, UploadStatus, UploadToken, User } from './types';
 
 export const CSRF_COOKIE = 'lfusys_csrf';
 
@@ -74,7 +74,7 @@ export interface ClientOptions {
   onSessionExpired?: () => void;
 }
 
-type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 interface RequestOptions {
   body?: unknown;
@@ -221,6 +221,15 @@ export class ApiClient {
   uploadChange(id: string, seconds: number, signal?: AbortSignal): Promise<UploadStatus> {
     const wait = Math.max(0, Math.min(60, Math.floor(seconds)));
     return this.json('GET', `/api/v1/uploads/${encodeURIComponent(id)}?wait=${wait}`, { signal });
+  }
+
+  /**
+   * Declares the whole-file checksums computed while reading the file, before its last chunk:
+   * `409 checksums-declared` (others were declared), `409 upload-not-uploading`, `422
+   * sha256-mismatch` (the upload was created with another SHA-256; it is failed).
+   */
+  declareChecksums(id: string, sums: DeclaredChecksums): Promise<UploadStatus> {
+    return this.json('PATCH', `/api/v1/uploads/${encodeURIComponent(id)}`, { body: sums });
   }
 
   async cancelUpload(id: string): Promise<void> {

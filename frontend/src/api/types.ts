@@ -38,11 +38,17 @@ export interface UploadStatus {
   name: string;
   size: number;
   content_type: string;
+  /** The whole file's SHA-256 declared (at creation, or with the checksums). */
   sha256?: string;
+  /** The whole file's CRC-64/NVME (16 hex digits) the client declared (`PATCH`), once it did. */
+  crc64nvme?: string;
   chunk_size: number;
   total_chunks: number;
   state: UploadState | string;
+  /** Indices of the stored chunks, ascending. */
   received_chunks: number[];
+  /** The server's CRC-64/NVME (16 hex digits) of each stored chunk, in the order of `received_chunks`. */
+  received_crc64nvme?: string[];
   bytes_received: number;
   file_id?: string;
   error?: string;
@@ -55,9 +61,25 @@ export interface FileInfo {
   name: string;
   size: number;
   content_type: string;
-  /** The declared, verified whole-file SHA-256; null when the uploader declared none. */
+  /** The whole-file SHA-256, null when none is known; `sha256_source` says who vouches for it. */
   sha256: string | null;
+  /**
+   * `client`: computed by the uploading client in the pass that computed the CRC-64/NVME the
+   * server verified; `declared`: declared at creation, checked by no one; `server`: hashed by the
+   * server (files of earlier versions). Null without a SHA-256.
+   */
+  sha256_source?: 'client' | 'declared' | 'server' | null;
+  /** The whole-file CRC-64/NVME (16 hex digits) the server computed and verified; null for files of earlier versions. */
+  crc64nvme?: string | null;
   created_at: string;
+}
+
+/** The body of `PATCH /api/v1/uploads/{id}`: the whole-file checksums, declared before the last chunk. */
+export interface DeclaredChecksums {
+  /** 16 lowercase hex digits. */
+  crc64nvme: string;
+  /** 64 lowercase hex digits. */
+  sha256?: string;
 }
 
 export interface Page<T> {
@@ -69,7 +91,10 @@ export interface Page<T> {
 export interface ChunkReceipt {
   index: number;
   size: number;
-  sha256: string;
+  /** CRC-64/NVME of the stored chunk (16 lowercase hex digits). */
+  crc64nvme: string;
+  /** The chunk's SHA-256, when the client declared one. */
+  sha256?: string;
   received_count: number;
   total_chunks: number;
   complete: boolean;

@@ -1,9 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import {
+  candidatesFor,
   forgetUpload,
   loadRecords,
-  matchFile,
-  pickBySha,
   pruneRecords,
   RECORDS_KEY,
   rememberUpload,
@@ -11,9 +10,6 @@ import {
   type KeyValueStore,
   type UnfinishedUpload,
 } from './resume';
-
-const SHA_A = 'a'.repeat(64);
-const SHA_B = 'b'.repeat(64);
 
 function memoryStore(): KeyValueStore & { data: Map<string, string> } {
   const data = new Map<string, string>();
@@ -25,37 +21,29 @@ const up = (id: string, over: Partial<UnfinishedUpload> = {}): UnfinishedUpload 
   name: 'movie.mkv',
   size: 1000,
   state: 'uploading',
-  sha256: SHA_A,
   ...over,
 });
 
 const file = { name: 'movie.mkv', size: 1000, lastModified: 111 };
 const rec = (lastModified: number) => ({ name: 'movie.mkv', size: 1000, lastModified, createdAt: 1 });
 
-describe('matching a re-selected file to an unfinished upload', () => {
-  it('resumes when name, size and modification time match', () => {
-    const m = matchFile(file, [up('x'), up('y')], { y: rec(111), x: rec(222) });
-    expect(m).toEqual({ kind: 'resume', upload: up('y') });
+describe('the unfinished uploads a re-selected file may continue', () => {
+  const ids = (us: UnfinishedUpload[]) => us.map((u) => u.upload_id);
+
+  it('are those of its name and size, still uploading and not in use in this tab', () => {
+    expect(ids(candidatesFor(file, [up('x'), up('y')], {}))).toEqual(['x', 'y']);
+    expect(candidatesFor({ ...file, size: 1001 }, [up('x')], { x: rec(111) })).toEqual([]);
+    expect(candidatesFor({ ...file, name: 'other.mkv' }, [up('x')], { x: rec(111) })).toEqual([]);
+    expect(candidatesFor(file, [up('x', { state: 'cancelled' }), up('y', { state: 'assembling' })], {})).toEqual([]);
+    expect(candidatesFor(file, [up('x')], { x: rec(111) }, new Set(['x']))).toEqual([]);
   });
 
-  it('asks for a content check when only name and size match', () => {
-    expect(matchFile(file, [up('x')], { x: rec(999) })).toEqual({ kind: 'verify', candidates: [up('x')] });
-    // Another browser or a cleared storage: no record at all.
-    expect(matchFile(file, [up('x')], {})).toEqual({ kind: 'verify', candidates: [up('x')] });
-  });
-
-  it('starts a new upload for another file, a finished upload or one already in use', () => {
-    expect(matchFile({ ...file, size: 1001 }, [up('x')], { x: rec(111) })).toEqual({ kind: 'new' });
-    expect(matchFile({ ...file, name: 'other.mkv' }, [up('x')], { x: rec(111) })).toEqual({ kind: 'new' });
-    expect(matchFile(file, [up('x', { state: 'cancelled' })], { x: rec(111) })).toEqual({ kind: 'new' });
-    expect(matchFile(file, [up('x')], { x: rec(111) }, new Set(['x']))).toEqual({ kind: 'new' });
-    expect(matchFile(file, [up('x', { sha256: undefined })], {})).toEqual({ kind: 'new' });
-  });
-
-  it('picks the candidate with the same SHA-256', () => {
-    const c = [up('x', { sha256: SHA_A }), up('y', { sha256: SHA_B })];
-    expect(pickBySha(c, SHA_B.toUpperCase())?.upload_id).toBe('y');
-    expect(pickBySha(c, 'c'.repeat(64))).toBeUndefined();
+  it('come in the order to try them: the recorded modification time first, then the newest this browser made', () => {
+    const unfinished = [up('a'), up('b'), up('c'), up('d')];
+    const records = { b: { ...rec(999), createdAt: 5 }, c: { ...rec(111), createdAt: 1 }, d: { ...rec(998), createdAt: 9 } };
+    expect(ids(candidatesFor(file, unfinished, records))).toEqual(['c', 'd', 'b', 'a']);
+    // A record is no proof: every candidate is still one to check (the engine compares CRCs).
+    expect(ids(candidatesFor({ ...file, lastModified: 5 }, unfinished, records))).toEqual(['d', 'b', 'c', 'a']);
   });
 
   it('explains why a file cannot be the one of an interrupted upload', () => {

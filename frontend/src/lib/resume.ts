@@ -1,6 +1,9 @@
-// Resuming after a reload: which unfinished upload on the server a re-selected file belongs to.
-// The server knows each upload's name, size and SHA-256; this browser remembers each upload's
-// file modification time (localStorage), which the server does not know.
+// Resuming after a reload: which unfinished uploads on the server a re-selected file may belong
+// to. A name and a size only make a candidate: the file proves to be an upload's from the
+// server's CRC-64/NVME of each chunk it holds (the engine compares them as it reads the file),
+// and a file that is not the upload's is never resumed into. This browser remembers each upload's
+// file modification time (localStorage), which the server does not know: a candidate with the
+// file's recorded time is tried first.
 
 export interface FileIdentity {
   name: string;
@@ -13,7 +16,6 @@ export interface UnfinishedUpload {
   name: string;
   size: number;
   state: string;
-  sha256?: string;
 }
 
 export interface UploadRecord extends FileIdentity {
@@ -23,36 +25,27 @@ export interface UploadRecord extends FileIdentity {
 
 export type Records = Record<string, UploadRecord>;
 
-export type ResumeMatch<U extends UnfinishedUpload> =
-  /** Same name, size and modification time as recorded for this upload: continue it. */
-  | { kind: 'resume'; upload: U }
-  /** Same name and size but the modification time is unknown or different: compare SHA-256 first. */
-  | { kind: 'verify'; candidates: U[] }
-  | { kind: 'new' };
-
-const RESUMABLE = new Set(['uploading', 'assembling']);
-
-export function matchFile<U extends UnfinishedUpload>(
+/**
+ * The unfinished uploads `file` may continue, in the order to try them: same name and size, still
+ * uploading, not being worked on in this tab (`exclude`); the one this browser recorded with the
+ * file's modification time first, then those it created (newest first), then the others.
+ */
+export function candidatesFor<U extends UnfinishedUpload>(
   file: FileIdentity,
   unfinished: readonly U[],
   records: Records,
-  /** Uploads already being worked on in this tab. */
   exclude: ReadonlySet<string> = new Set(),
-): ResumeMatch<U> {
+): U[] {
   const candidates = unfinished.filter(
-    (u) => RESUMABLE.has(u.state) && !exclude.has(u.upload_id) && u.name === file.name && u.size === file.size,
+    (u) => u.state === 'uploading' && !exclude.has(u.upload_id) && u.name === file.name && u.size === file.size,
   );
-  const exact = candidates.find((u) => records[u.upload_id]?.lastModified === file.lastModified);
-  if (exact) return { kind: 'resume', upload: exact };
-  const verifiable = candidates.filter((u) => typeof u.sha256 === 'string' && u.sha256.length === 64);
-  if (verifiable.length > 0) return { kind: 'verify', candidates: verifiable };
-  return { kind: 'new' };
-}
-
-/** After hashing: the candidate whose whole-file SHA-256 is the file's. */
-export function pickBySha<U extends UnfinishedUpload>(candidates: readonly U[], sha256: string): U | undefined {
-  const want = sha256.toLowerCase();
-  return candidates.find((u) => u.sha256?.toLowerCase() === want);
+  const rank = (u: U): number => {
+    const r = records[u.upload_id];
+    if (!r) return 0;
+    return r.lastModified === file.lastModified ? Number.MAX_SAFE_INTEGER : r.createdAt;
+  };
+  // Array.prototype.sort is stable: equal ranks keep the server's order.
+  return [...candidates].sort((a, b) => rank(b) - rank(a));
 }
 
 /** Why a file picked for a given interrupted upload is refused, or null when it may be it. */
@@ -102,7 +95,7 @@ function save(store: KeyValueStore | null, records: Records): void {
   try {
     store.setItem(RECORDS_KEY, JSON.stringify(records));
   } catch {
-    // Storage full or disabled: resuming falls back to comparing SHA-256.
+    // Storage full or disabled: candidates are tried in the server's order.
   }
 }
 

@@ -7,8 +7,18 @@ import { combine } from '../lib/progress';
 import { Link } from '../router';
 import type { UploadManager, UploadView } from '../upload/manager';
 
-export function UploadPage({ manager, active }: { manager: UploadManager; active: boolean }) {
+export function UploadPage({
+  manager,
+  active,
+  onComputeSha256,
+}: {
+  manager: UploadManager;
+  active: boolean;
+  onComputeSha256: (on: boolean) => void;
+}) {
   const views = useSyncExternalStore(manager.subscribe, manager.getSnapshot);
+  const [sha256, setSha256] = useState(manager.computesSha256);
+  const sha256Hint = useId();
   const [confirmCancelAll, setConfirmCancelAll] = useState(false);
   const headingRef = useRef<HTMLHeadingElement>(null);
 
@@ -37,6 +47,24 @@ export function UploadPage({ manager, active }: { manager: UploadManager; active
         </h1>
       </div>
       <DropZone onFiles={(files) => manager.addFiles(files)} compact={views.length > 0} />
+      <div className="option">
+        <label>
+          <input
+            type="checkbox"
+            checked={sha256}
+            aria-describedby={sha256Hint}
+            onChange={(e) => {
+              setSha256(e.target.checked);
+              onComputeSha256(e.target.checked);
+            }}
+          />{' '}
+          Also compute each file's SHA-256
+        </label>
+        <p id={sha256Hint} className="muted small">
+          Every byte is verified end to end by CRC-64/NVME either way. A SHA-256 lets you compare the file with a published checksum, but
+          the browser computes it at about a third of the upload's speed. Applies to the files whose upload starts from now on.
+        </p>
+      </div>
 
       {interrupted.length > 0 && (
         <section className="panel" aria-labelledby="interrupted-heading">
@@ -135,17 +163,14 @@ function UploadRow({ view: v, manager }: { view: UploadView; manager: UploadMana
   const nameId = useId();
   const statsId = useId();
   const fileRef = useRef<HTMLInputElement>(null);
-  const hashing = v.phase === 'hashing' || (v.phase === 'queued' && v.hashed > 0);
-  const fraction = hashing ? v.hashed / v.size : v.uploaded / v.size;
-  const pct = percent(hashing ? v.hashed : v.uploaded, v.size);
+  const fraction = v.uploaded / v.size;
+  const pct = percent(v.uploaded, v.size);
   const { label } = v;
   const canPause = v.can.pause;
   const showToggle = canPause || v.can.resume;
 
   let stats: string;
-  if (v.phase === 'hashing') {
-    stats = `${v.verifying ? 'Checking it is the same file' : 'Computing the checksum'}: ${pct}%${v.speed ? ` · ${formatRate(v.speed)}` : ''}`;
-  } else if (v.phase === 'uploading') {
+  if (v.phase === 'uploading') {
     stats = `${formatBytes(v.uploaded)} of ${formatBytes(v.size)} · ${formatRate(v.speed)} · ${v.eta !== null ? `${formatDuration(v.eta)} left` : 'estimating…'}`;
   } else if (v.phase === 'completed') {
     stats = formatBytes(v.size);
@@ -177,14 +202,14 @@ function UploadRow({ view: v, manager }: { view: UploadView; manager: UploadMana
           </span>
           <span className="row-size">{formatBytes(v.size)}</span>
         </div>
-        <span className={`badge badge-${v.phase}`} data-testid="state">
+        <span className={`badge badge-${v.verifying ? 'checking' : v.phase}`} data-testid="state">
           {v.phase === 'completed' && <CheckIcon />}
           {label}
         </span>
       </div>
 
       <div
-        className={`bar${hashing ? ' hashing' : ''}`}
+        className={`bar${v.verifying ? ' checking' : ''}`}
         role="progressbar"
         aria-labelledby={nameId}
         aria-describedby={statsId}

@@ -1,27 +1,37 @@
-// The upload engine: one task per file, a shared pool of chunk slots (bounded parallelism), hashing
-// in workers, retries with backoff, pause/resume/cancel, resume after a reload, and a snapshot of
-// every task for the UI (useSyncExternalStore).
+// The upload engine: one task per file, a shared pool of chunk slots (bounded parallelism), one
+// pass over each file in a worker, retries with backoff, pause/resume/cancel, resume after a
+// reload, and a snapshot of every task for the UI (useSyncExternalStore).
 //
 // A task's state is data (state.ts): it changes only through `reduce`, here in `apply`, and
 // `entered` then starts or stops the work of the phase the task is in. What a task holds beside
-// its state is the work in progress: its hashing job, its chunks in flight and retry timers, its
-// upload token, its speed meters.
+// its state is the work in progress: its file's pass, its chunks in flight and retry timers, its
+// upload token, its speed meter.
 //
-// Memory: a chunk's bytes are read (Blob.slice) only when a slot is about to send it: the worker
-// reads the slice to digest it and drops it, then the browser streams the same slice from the file
-// to the network. At most `parallel` chunks are ever read at once, whatever the files' sizes.
+// Every byte of a file is read once (docs/protocol.md "Checksums"): the pass worker reads the
+// file in order, computes each chunk's CRC-64/NVME and the whole file's SHA-256 and CRC-64/NVME,
+// compares the chunks the server holds with the server's CRCs, and hands the others over — their
+// ArrayBuffers transferred — against credits: one per free slot of the pool, so the page never
+// holds more than `parallel` chunks, whatever the files' sizes (a chunk waiting to be retried
+// keeps its slot and its bytes). Chunks go with `Content-Digest: crc64nvme=:…:`. The last chunk
+// the server lacks is held back until the whole-file checksums are declared (`PATCH`), which the
+// pass knows once it has read the end of the file: the upload cannot complete before.
+//
+// Pausing keeps the pass where it is (the worker stops reading); the chunks that were in flight
+// are read again on resume (random access), and must read as they did. Resuming a file in a new
+// session (after a reload) proves the file is the upload's before sending a byte of it: the
+// chunks the server holds after the first one it lacks are read and compared first, then the
+// pass compares the ones before it on its way to the first missing chunk.
 
 import { ApiError, describeError } from '../api/client';
-import type { CreatedUpload, UploadStatus, UploadToken } from '../api/types';
-import { DEFAULT_RETRY, decideRetry, type RetryPolicy } from '../lib/backoff';
+import type { CreatedUpload, DeclaredChecksums, UploadStatus, UploadToken } from '../api/types';
+import { backoffDelay, DEFAULT_RETRY, decideRetry, isTransient, type RetryPolicy } from '../lib/backoff';
 import { percent } from '../lib/format';
-import { bytesOf, chunkRange, makePlan, missingChunks } from '../lib/plan';
+import { bytesOf, makePlan, missingChunks } from '../lib/plan';
 import { crossedMilestone, SpeedMeter } from '../lib/progress';
 import {
+  candidatesFor,
   forgetUpload,
   loadRecords,
-  matchFile,
-  pickBySha,
   pruneRecords,
   rememberUpload,
   wrongFileReason,
@@ -29,8 +39,8 @@ import {
   type UnfinishedUpload,
 } from '../lib/resume';
 import { SingleFlight } from '../lib/singleflight';
-import type { ChunkDigest, FileHashJob, FileHashOptions } from './hasher';
-import { MAX_PREDIGEST_CHUNK } from './protocol';
+import { crcContentDigest } from './checksum';
+import type { FilePass, HashService, PassSink, Sums } from './hasher';
 import {
   added,
   announcement,
@@ -38,18 +48,16 @@ import {
   canPause,
   canRemove,
   canResume,
-  checkOf,
   describe,
   fileOf,
   finishedAtOf,
   FINISHED,
-  hashedBytes,
   isSending,
   isWorking,
   listed,
   reduce,
+  trialOf,
   uploadOf,
-  workOf,
   type Interrupted,
   type Phase,
   type Problem,
@@ -59,24 +67,22 @@ import {
 } from './state';
 import type { ChunkTransport, PutResult } from './transport';
 
+export type { HashService } from './hasher';
+
 /** How long one status request of an assembling upload waits for its outcome, in seconds. */
 const STATUS_WAIT_SECONDS = 30;
 
 /** What the engine needs from the API (ApiClient has it). */
 export interface UploadApi {
-  createUpload(body: { name: string; size: number; content_type?: string; sha256?: string }): Promise<CreatedUpload>;
+  createUpload(body: { name: string; size: number; content_type?: string }): Promise<CreatedUpload>;
   unfinishedUploads(): Promise<UploadStatus[]>;
   upload(id: string): Promise<UploadStatus>;
   /** The long poll of `GET /api/v1/uploads/{id}?wait=N`. */
   uploadChange(id: string, seconds: number): Promise<UploadStatus>;
+  /** `PATCH /api/v1/uploads/{id}`: the whole-file checksums, before the last chunk. */
+  declareChecksums(id: string, sums: DeclaredChecksums): Promise<UploadStatus>;
   cancelUpload(id: string): Promise<void>;
   renewUploadToken(id: string): Promise<UploadToken>;
-}
-
-/** What the engine needs from the hashing workers (Hasher has it). */
-export interface HashService {
-  chunk(file: Blob, start: number, end: number, signal?: AbortSignal): Promise<ChunkDigest>;
-  file(file: Blob, opts: FileHashOptions): FileHashJob;
 }
 
 /** One task as the UI shows it: its state's phase and texts, and measurements of the moment. */
@@ -89,16 +95,15 @@ export interface UploadView {
   fileId: string | null;
   /** Bytes stored on the server plus the bytes of chunks being sent now. */
   uploaded: number;
-  /** Bytes of the whole-file SHA-256 computed so far. */
-  hashed: number;
-  /** Whether the hash is a check that the file is an interrupted upload's. */
+  /** Whether the file is being checked against an interrupted upload (nothing is sent meanwhile). */
   verifying: boolean;
-  /** Bytes per second of the current phase, when known. */
+  /** Bytes per second of the upload, when known. */
   speed: number | null;
   /** Seconds left, when known. */
   eta: number | null;
   totalChunks: number;
   receivedChunks: number;
+  /** Chunk slots this file holds: being read for sending, being sent, waiting to be retried. */
   chunksInFlight: number;
   /** The phase in words (the badge). */
   label: string;
@@ -111,25 +116,43 @@ export interface UploadView {
   can: { pause: boolean; resume: boolean; cancel: boolean; remove: boolean };
   /** Milliseconds from the first chunk sent to completion (this session). */
   uploadMs: number | null;
-  /** Milliseconds from adding the file to completion (this session), hashing included. */
+  /** Milliseconds from adding the file to completion (this session). */
   totalMs: number | null;
 }
 
-interface Slot {
-  index: number;
-  ctrl: AbortController;
+/** A chunk's bytes in the page, with its CRC-64/NVME. */
+interface Outgoing {
+  readonly index: number;
+  readonly crc: string;
+  readonly data: Blob;
+}
+
+interface Slot extends Outgoing {
+  readonly ctrl: AbortController;
   loaded: number;
 }
 
-/** The chunks of one upload on their way: waiting their turn, being sent, waiting to be retried. */
-class ChunkQueue {
-  pending: number[] = [];
+/** The chunks of one upload on their way; each holds one slot of the pool. */
+class Sends {
+  /** Being sent, or waiting to be sent again. */
   readonly inflight = new Map<number, Slot>();
-  readonly timers = new Map<ReturnType<typeof setTimeout>, number>();
+  /** Being read again by the worker. */
+  readonly reading = new Set<number>();
+  /** Chunks the pass went past that the server lacks (they were in flight when sending stopped): read again. */
+  rereads: number[] = [];
+  /** The last chunk the server lacks, read, waiting for the declaration of the checksums. */
+  held: Outgoing | null = null;
+  /** Which chunk that is (null once the checksums are declared). */
+  heldIndex: number | null = null;
+  readonly timers = new Set<ReturnType<typeof setTimeout>>();
   /** Failed attempts per chunk. */
   readonly attempts = new Map<number, number>();
   /** Since when each chunk has been held by an earlier request (409 chunk-in-progress). */
   readonly heldSince = new Map<number, number>();
+
+  get slots(): number {
+    return this.inflight.size + this.reading.size + (this.held ? 1 : 0);
+  }
 
   /** Bytes of the chunks being sent now. */
   get sendingBytes(): number {
@@ -138,18 +161,16 @@ class ChunkQueue {
     return b;
   }
 
-  /** Queues what `upload` is missing. */
-  start(upload: ServerUpload): void {
-    this.pending = missingChunks(upload.plan, upload.received).filter((i) => !this.inflight.has(i));
-  }
-
-  /** Aborts the chunks being sent and the retries waiting; `start` queues the missing ones again. */
+  /** Aborts the chunks being sent, drops their bytes and the retries waiting. */
   stop(): void {
     for (const slot of this.inflight.values()) slot.ctrl.abort();
     this.inflight.clear();
-    for (const timer of this.timers.keys()) clearTimeout(timer);
+    this.reading.clear();
+    for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
-    this.pending = [];
+    this.rereads = [];
+    this.held = null;
+    this.heldIndex = null;
   }
 
   forgetFailures(): void {
@@ -158,49 +179,52 @@ class ChunkQueue {
   }
 }
 
-/** Chunk digests computed while hashing the whole file, for chunks of `chunkSize` bytes. */
-class PreDigests {
-  chunkSize: number | null = null;
-  private byIndex: (string | undefined)[] = [];
+/** The page's side of a file's pass over it, for one upload. */
+class Pass {
+  /** The pass was started (after the resume check, when there is one). */
+  started = false;
+  /** How many chunks the pass has gone past, in file order. */
+  pos = 0;
+  /** Credits granted and not yet used: each holds a slot. */
+  credits = 0;
+  /** Chunks the pass has still to hand over. */
+  toDeliver = 0;
+  /** The whole file's checksums, once the pass has read it all. */
+  sums: Sums | null = null;
+  /** The pass went past every chunk the server held before the first it lacks: the file is the upload's. */
+  proven = false;
+  /** The CRC of every chunk the pass went past. */
+  readonly crcs = new Map<number, string>();
 
-  /** A hash from the file's start: it digests chunks of this size (null: none). */
-  restart(chunkSize: number | null): void {
-    this.chunkSize = chunkSize;
-    this.byIndex = [];
-  }
+  constructor(
+    readonly fp: FilePass,
+    readonly uploadId: string,
+    readonly file: File,
+  ) {}
 
-  add(first: number, digests: string[]): void {
-    digests.forEach((d, i) => (this.byIndex[first + i] = d));
-  }
-
-  /** The digest of chunk `index` of an upload planned in chunks of `chunkSize` bytes, if computed. */
-  get(chunkSize: number, index: number): string | undefined {
-    return chunkSize === this.chunkSize ? this.byIndex[index] : undefined;
-  }
-
-  /** The server found the digest wrong: the file may have changed since it was hashed. */
-  forget(index: number): void {
-    this.byIndex[index] = undefined;
+  /** Credits the pass could use now. */
+  get wants(): number {
+    return this.started ? Math.max(0, this.toDeliver - this.credits) : 0;
   }
 }
 
 /** A file's task: its state, and the engine's handles on the work in progress. */
 class Task {
   state: TaskState;
-  /** Bumped whenever work stops, and on resume: continuations of older work ignore themselves. */
+  /** Bumped whenever sending stops, and on resume: continuations of older work ignore themselves. */
   epoch = 0;
-  /** The current whole-file hash; results of any other job are stale. */
-  hashJob: FileHashJob | null = null;
-  readonly digests = new PreDigests();
-  readonly chunks = new ChunkQueue();
+  pass: Pass | null = null;
+  declaring = false;
+  readonly sends = new Sends();
   /** Where chunks go and the token they carry (both renewed on 401). */
   uploadUrl: string | null = null;
   token: string | null = null;
   tokenFlight: SingleFlight<void> | null = null;
   readonly meter = new SpeedMeter();
-  readonly hashMeter = new SpeedMeter();
   /** The percentage last seen, for the screen reader's milestones. */
   lastPct = 0;
+  /** A file added that is being tried on this interrupted upload: where it goes if it is not the upload's. */
+  fallback: { rest: string[]; addedAt: number } | null = null;
 
   constructor(state: TaskState) {
     this.state = state;
@@ -209,16 +233,21 @@ class Task {
   get key(): string {
     return this.state.key;
   }
+
+  /** Slots of the pool this task holds. */
+  get slots(): number {
+    return this.sends.slots + (this.pass?.credits ?? 0);
+  }
 }
 
 export interface ManagerOptions {
   api: UploadApi;
   hasher: HashService;
   transport: ChunkTransport;
-  /** Chunks in flight at once, over all files. */
+  /** Chunks in flight at once (read for sending, being sent, waiting to be retried), over all files. */
   parallel?: number;
-  /** Whole files hashed at once. */
-  hashParallel?: number;
+  /** Files started at once (created and read); the others wait their turn. */
+  activeFiles?: number;
   storage?: KeyValueStore | null;
   retry?: RetryPolicy;
   now?: () => number;
@@ -234,16 +263,18 @@ export interface ManagerOptions {
   waitOnline?: () => Promise<void>;
   /** Per-chunk answer timeout (ms). */
   chunkTimeoutMs?: number;
+  /**
+   * Whether each file's SHA-256 is computed (in the same pass) and declared too. Off by default:
+   * the CRC-64/NVME already verifies every byte end to end, and a SHA-256 in WebAssembly runs at
+   * a fraction of the upload's speed (docs/protocol.md "The web app").
+   */
+  sha256?: boolean;
 }
-
-const CHUNK_SIZE_KEY = 'lfusys.chunkSize';
-/** The server's default preferred chunk size. */
-const DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024;
 
 const SAFE_MEDIA_TYPE = /^[A-Za-z0-9][\w.+-]*\/[A-Za-z0-9][\w.+-]*$/;
 
 /** Events that happen many times a second: the snapshot for them is throttled. */
-const PROGRESS: ReadonlySet<TaskEvent['type']> = new Set(['hash-progress', 'chunk-stored']);
+const PROGRESS: ReadonlySet<TaskEvent['type']> = new Set(['chunk-stored']);
 
 function isAbort(e: unknown): boolean {
   return (e instanceof DOMException || e instanceof Error) && e.name === 'AbortError';
@@ -256,8 +287,10 @@ function defaultResolve(url: string): string {
 
 /** An interrupted task as lib/resume matches files against it. */
 function unfinishedOf(s: Interrupted): UnfinishedUpload {
-  return { upload_id: s.upload.id, name: s.name, size: s.size, state: 'uploading', sha256: s.upload.sha256 ?? undefined };
+  return { upload_id: s.upload.id, name: s.name, size: s.size, state: 'uploading' };
 }
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class UploadManager {
   private tasks: Task[] = [];
@@ -268,12 +301,13 @@ export class UploadManager {
   private rr = 0;
   private seq = 0;
   private disposed = false;
+  private starting = false;
 
   private readonly api: UploadApi;
   private readonly hasher: HashService;
   private readonly transport: ChunkTransport;
   readonly parallel: number;
-  private readonly hashParallel: number;
+  private readonly activeFiles: number;
   private readonly storage: KeyValueStore | null;
   private readonly retry: RetryPolicy;
   private readonly now: () => number;
@@ -283,13 +317,14 @@ export class UploadManager {
   private readonly online: () => boolean;
   private readonly waitOnline: () => Promise<void>;
   private readonly chunkTimeoutMs: number;
+  private sha256: boolean;
 
   constructor(opts: ManagerOptions) {
     this.api = opts.api;
     this.hasher = opts.hasher;
     this.transport = opts.transport;
     this.parallel = Math.max(1, Math.min(opts.parallel ?? 4, 16));
-    this.hashParallel = Math.max(1, opts.hashParallel ?? 2);
+    this.activeFiles = Math.max(1, opts.activeFiles ?? 3);
     this.storage = opts.storage ?? null;
     this.retry = opts.retry ?? DEFAULT_RETRY;
     this.now = opts.now ?? (() => Date.now());
@@ -305,6 +340,16 @@ export class UploadManager {
           else window.addEventListener('online', () => resolve(), { once: true });
         }));
     this.chunkTimeoutMs = opts.chunkTimeoutMs ?? 10 * 60_000;
+    this.sha256 = opts.sha256 ?? false;
+  }
+
+  /** Whether files whose pass starts from now on get their SHA-256 computed and declared. */
+  get computesSha256(): boolean {
+    return this.sha256;
+  }
+
+  setComputeSha256(on: boolean): void {
+    this.sha256 = on;
   }
 
   // ---- the UI's view ----
@@ -316,14 +361,14 @@ export class UploadManager {
 
   getSnapshot = (): UploadView[] => this.snapshot;
 
-  /** True while anything is being hashed, created or sent. */
+  /** True while anything is being created, read or sent. */
   get busy(): boolean {
     return this.tasks.some((t) => isWorking(t.state));
   }
 
-  /** Chunks being read or sent right now, over all files. */
+  /** Slots of the pool in use, over all files: chunks being read for sending, sent, or waiting to be retried. */
   get inFlight(): number {
-    return this.tasks.reduce((n, t) => n + t.chunks.inflight.size, 0);
+    return this.tasks.reduce((n, t) => n + t.slots, 0);
   }
 
   private notify(immediate = false): void {
@@ -345,7 +390,7 @@ export class UploadManager {
     const now = this.now();
     this.snapshot = this.tasks.map((t) => this.view(t, now));
     // Keep sampling while something moves, so a stall shows as a falling speed.
-    const active = this.tasks.some((t) => t.state.phase === 'uploading' || t.state.phase === 'hashing');
+    const active = this.tasks.some((t) => t.state.phase === 'uploading');
     if (active && this.ticker === null) {
       this.ticker = setInterval(() => this.notify(), 500);
     } else if (!active && this.ticker !== null) {
@@ -360,9 +405,8 @@ export class UploadManager {
     const upload = uploadOf(s);
     // Listings give only the byte count, not the chunk indices.
     const uploaded = upload
-      ? Math.min(Math.max(bytesOf(upload.plan, upload.received) + t.chunks.sendingBytes, upload.reportedBytes), s.size)
+      ? Math.min(Math.max(bytesOf(upload.plan, upload.received) + t.sends.sendingBytes, upload.reportedBytes), s.size)
       : 0;
-    const hashed = hashedBytes(s);
     let speed: number | null = null;
     let eta: number | null = null;
     if (s.phase === 'uploading') {
@@ -373,10 +417,6 @@ export class UploadManager {
       const milestone = crossedMilestone(t.lastPct, pct);
       if (milestone !== null) this.announce(`${s.name}: ${milestone}% uploaded`);
       t.lastPct = pct;
-    } else if (s.phase === 'hashing') {
-      t.hashMeter.record(now, hashed);
-      speed = t.hashMeter.rate(now);
-      eta = speed && speed > 0 ? (s.size - hashed) / speed : null;
     }
     const text = describe(s);
     const finishedAt = finishedAtOf(s);
@@ -388,13 +428,12 @@ export class UploadManager {
       uploadId: upload?.id ?? null,
       fileId: s.phase === 'completed' ? s.fileId : null,
       uploaded,
-      hashed,
-      verifying: checkOf(s) !== null,
+      verifying: trialOf(s) !== null,
       speed,
       eta,
       totalChunks: upload?.plan.totalChunks ?? 0,
       receivedChunks: upload?.received.size ?? 0,
-      chunksInFlight: t.chunks.inflight.size,
+      chunksInFlight: t.slots,
       label: text.label,
       message: text.message,
       note: text.note,
@@ -424,32 +463,29 @@ export class UploadManager {
   private entered(t: Task, before: TaskState, e: TaskEvent): void {
     const s = t.state;
     const moved = s.phase !== before.phase;
+    const say = announcement(before, s, e);
+    if (say) this.announce(`${s.name}: ${say}`);
     if (moved) {
-      // Leaving the working phases stops the chunks (and, paused or finished, the hashing).
+      // Leaving the working phases stops the chunks and the reading (paused, the pass waits where it is).
       if (!isWorking(s)) this.halt(t);
-      if (s.phase === 'paused' || s.phase === 'error') t.hashJob?.pause();
+      // The pass is over once nothing more is to be read for this upload with this file.
+      if (FINISHED.has(s.phase) || s.phase === 'assembling' || s.phase === 'interrupted' || (s.phase === 'error' && !s.file)) {
+        this.closePass(t);
+      }
       if (FINISHED.has(s.phase)) {
-        t.hashJob?.cancel();
-        t.hashJob = null;
         const id = uploadOf(s)?.id;
         if (id) forgetUpload(this.storage, id);
       }
-      const say = announcement(before, s, e);
-      if (say) this.announce(`${s.name}: ${say}`);
-      // A hashing slot is free, or a task waits for one.
-      if (before.phase === 'hashing' || s.phase === 'queued') this.pumpHashing();
       if (s.phase === 'creating') void this.create(t);
       if (s.phase === 'assembling') void this.poll(t);
       if (s.phase === 'completed' && s.fileId) this.onCompleted(s.fileId);
+      // A file left (or joined) the ones started: another may start.
+      this.pumpStarts();
     }
     if (s.phase === 'uploading') {
       const was = before.phase === 'uploading' ? before.syncing : undefined;
       if (s.syncing === 'resume' && was !== 'resume') void this.syncAndUpload(t);
-      if (s.syncing === null && was !== null) {
-        t.chunks.start(s.work.upload);
-        t.meter.reset();
-        this.pump();
-      }
+      if (s.syncing === null && was !== null) this.startSending(t);
     }
     this.notify(moved || !PROGRESS.has(e.type));
   }
@@ -479,33 +515,44 @@ export class UploadManager {
     this.notify(true);
   }
 
-  /** Adds files picked or dropped by the user; each re-selected interrupted file resumes its upload. */
+  /**
+   * Adds files picked or dropped by the user. A file of the name and size of interrupted uploads
+   * is tried on them in turn (the one this browser recorded with the file's modification time
+   * first) and continues the one its content proves to be; otherwise it is a new upload.
+   */
   addFiles(files: Iterable<File>): void {
     const records = loadRecords(this.storage);
     for (const file of files) {
-      const interrupted = this.tasks.flatMap((t) => (t.state.phase === 'interrupted' ? [{ t, u: unfinishedOf(t.state) }] : []));
-      const match = matchFile(
+      const interrupted = this.tasks.filter((t): t is Task & { state: Interrupted } => t.state.phase === 'interrupted');
+      const candidates = candidatesFor(
         file,
-        interrupted.map((x) => x.u),
+        interrupted.map((t) => unfinishedOf(t.state)),
         records,
       );
-      if (match.kind === 'resume') {
-        const target = interrupted.find((x) => x.u.upload_id === match.upload.upload_id);
-        if (target) {
-          this.attachFile(target.t.key, file);
-          continue;
-        }
-      }
-      const t = new Task(added(this.newKey(), file, this.now(), match.kind === 'verify' ? match.candidates : null));
-      this.tasks.push(t);
-      const say = announcement(null, t.state);
-      if (say) this.announce(`${file.name}: ${say}`);
+      const keys = candidates.flatMap((c) => interrupted.filter((t) => t.state.upload.id === c.upload_id).map((t) => t.key));
+      this.offer(file, keys, this.now());
     }
-    this.pumpHashing();
     this.notify(true);
   }
 
-  /** Gives an interrupted upload its file again. Returns false (and says why) if it is another file. */
+  /** Tries `file` on the first of these interrupted rows still waiting for a file, or makes it a new upload. */
+  private offer(file: File, keys: readonly string[], addedAt: number): void {
+    for (let i = 0; i < keys.length; i += 1) {
+      const target = this.find(keys[i] ?? '');
+      if (target?.state.phase !== 'interrupted') continue;
+      target.fallback = { rest: keys.slice(i + 1), addedAt };
+      if (this.apply(target, { type: 'attached', file, addedAt, trial: 'candidate' })) return;
+      target.fallback = null;
+    }
+    const t = new Task(added(this.newKey(), file, addedAt));
+    this.tasks.push(t);
+    const say = announcement(null, t.state);
+    if (say) this.announce(`${file.name}: ${say}`);
+    this.pumpStarts();
+    this.notify(true);
+  }
+
+  /** Gives an interrupted upload its file again. Returns false (and says why) if it cannot be its file. */
   attachFile(key: string, file: File): boolean {
     const t = this.find(key);
     const s = t?.state;
@@ -515,97 +562,53 @@ export class UploadManager {
       this.apply(t, { type: 'attach-refused', reason: wrong });
       return false;
     }
-    const recorded = loadRecords(this.storage)[s.upload.id];
-    // Not known to be the same file (same name and size only): `reduce` has its content compared first.
-    const evidence = recorded?.lastModified === file.lastModified ? 'record' : 'none';
-    this.apply(t, { type: 'attached', file, addedAt: this.now(), evidence });
+    // Same name and size: its content is compared with the server's chunks before anything is sent.
+    t.fallback = null;
+    this.apply(t, { type: 'attached', file, addedAt: this.now(), trial: 'chosen' });
     return true;
   }
 
-  // ---- hashing ----
-
-  private pumpHashing(): void {
-    if (this.disposed) return;
-    let running = this.tasks.filter((t) => t.state.phase === 'hashing').length;
-    for (const t of this.tasks) {
-      if (running >= this.hashParallel) break;
-      if (t.state.phase === 'queued') {
-        running += 1;
-        this.startHash(t);
-      }
-    }
-  }
-
-  private startHash(t: Task): void {
-    if (!this.apply(t, { type: 'hash-started' }) || t.state.phase !== 'hashing') return;
-    const { file, work } = t.state;
-    t.hashMeter.reset();
-    const epoch = t.epoch;
-    if (work.hash.offset === 0) {
-      // The chunk size of the upload when known (checking a re-selected file), else the size the server planned last.
-      t.digests.restart(work.check?.kind === 'same-file' ? work.check.upload.plan.chunkSize : this.guessChunkSize());
-    }
-    const job = this.hasher.file(file, {
-      onProgress: (bytes) => {
-        if (t.epoch === epoch) this.apply(t, { type: 'hash-progress', bytes });
-      },
-      onDigests: (first, digests) => t.digests.add(first, digests),
-      start: work.hash.offset,
-      state: work.hash.saved,
-      chunkSize: t.digests.chunkSize,
-    });
-    t.hashJob = job;
-    job.result.then(
-      (r) => {
-        if (t.hashJob !== job) return;
-        t.hashJob = null;
-        if (r.kind === 'paused') {
-          this.apply(t, { type: 'hash-paused', offset: r.offset, saved: r.state });
-        } else if (isWorking(t.state)) {
-          this.continueHashed(t, r.hex, { type: 'hashed', sha256: r.hex });
-        } else {
-          this.apply(t, { type: 'hashed', sha256: r.hex }); // paused meanwhile: kept for resume
-        }
-        this.pumpHashing();
-      },
-      (e: unknown) => {
-        if (t.hashJob !== job) return;
-        t.hashJob = null;
-        this.pumpHashing();
-        if (isAbort(e) || t.epoch !== epoch) return;
-        this.apply(t, { type: 'stopped', phase: 'error', problem: { kind: 'unreadable', detail: describeError(e) } });
-      },
-    );
-  }
-
-  /**
-   * The file's SHA-256 is known and `t` goes on: a file that proves to be one of the interrupted
-   * uploads continues that one (and its own row goes); any other goes as `e` says.
-   */
-  private continueHashed(t: Task, sha256: string, e: TaskEvent): void {
+  /** The file proved to be the upload's. */
+  private prove(t: Task): void {
     const file = fileOf(t.state);
-    const check = checkOf(t.state);
-    if (file && check?.kind === 'candidates') {
-      const found = pickBySha(check.candidates, sha256);
-      const target = found && this.tasks.find((x) => x.state.phase === 'interrupted' && x.state.upload.id === found.upload_id);
-      if (found && target) {
-        this.remember(found.upload_id, file);
-        this.tasks = this.tasks.filter((x) => x !== t);
-        this.apply(target, { type: 'attached', file, addedAt: t.state.addedAt, evidence: 'content' });
-        return;
-      }
-    }
-    this.apply(t, e);
-    // A re-selected file proved to be the upload's: recognise it by its modification time next time.
-    if (file && check?.kind === 'same-file' && t.state.phase === 'uploading') this.remember(check.upload.id, file);
+    const upload = uploadOf(t.state);
+    if (!this.apply(t, { type: 'proven' })) return;
+    t.fallback = null;
+    if (file && upload) this.remember(upload.id, file);
   }
 
-  // ---- creating and syncing ----
+  /** A chunk the server holds is not the file's: the upload stays as it was, the file goes on. */
+  private refute(t: Task): void {
+    const file = fileOf(t.state);
+    const fallback = t.fallback;
+    t.fallback = null;
+    this.closePass(t);
+    if (!this.apply(t, { type: 'refuted' })) return;
+    if (file && fallback) this.offer(file, fallback.rest, fallback.addedAt);
+  }
+
+  // ---- starting files ----
+
+  /** Gives queued files their turn while fewer than `activeFiles` are being created or sent. */
+  private pumpStarts(): void {
+    if (this.disposed || this.starting) return;
+    this.starting = true;
+    try {
+      for (;;) {
+        const active = this.tasks.filter((t) => t.state.phase === 'creating' || t.state.phase === 'uploading').length;
+        const next = this.tasks.find((t) => t.state.phase === 'queued');
+        if (active >= this.activeFiles || !next) break;
+        if (!this.apply(next, { type: 'turn' })) break;
+      }
+    } finally {
+      this.starting = false;
+    }
+  }
 
   private async create(t: Task): Promise<void> {
     const s = t.state;
     if (s.phase !== 'creating') return;
-    const { file, sha256 } = s;
+    const { file } = s;
     const epoch = t.epoch;
     let created: CreatedUpload;
     try {
@@ -613,7 +616,6 @@ export class UploadManager {
         name: file.name,
         size: file.size,
         content_type: SAFE_MEDIA_TYPE.test(file.type) ? file.type : undefined,
-        sha256,
       });
     } catch (e) {
       if (t.epoch !== epoch) return;
@@ -625,8 +627,10 @@ export class UploadManager {
       id: created.upload_id,
       plan: makePlan(file.size, created.chunk_size, created.total_chunks),
       received: new Set(),
+      crcs: new Map(),
       reportedBytes: 0,
-      sha256,
+      declared: null,
+      sha256: null,
     };
     const event: TaskEvent = { type: 'created', upload };
     const next = reduce(t.state, event, this.now());
@@ -639,25 +643,8 @@ export class UploadManager {
     t.uploadUrl = this.resolveUrl(created.upload_url);
     t.token = created.upload_token;
     t.tokenFlight = this.tokenFlightFor(t);
-    this.learnChunkSize(created.chunk_size, file.size);
     this.remember(created.upload_id, file);
     this.commit(t, next, event);
-  }
-
-  /** The chunk size the server is likely to plan (its preferred size, learned from earlier uploads). */
-  private guessChunkSize(): number | null {
-    const v = Number(this.storage?.getItem(CHUNK_SIZE_KEY) ?? DEFAULT_CHUNK_SIZE);
-    return Number.isSafeInteger(v) && v > 0 && v <= MAX_PREDIGEST_CHUNK ? v : null;
-  }
-
-  private learnChunkSize(chunkSize: number, fileSize: number): void {
-    // Files of more than 10,000 preferred chunks get larger chunks: not the preferred size.
-    if (fileSize > chunkSize * 9_999 || !this.storage) return;
-    try {
-      this.storage.setItem(CHUNK_SIZE_KEY, String(chunkSize));
-    } catch {
-      // Storage full or disabled: chunks are digested when sent.
-    }
   }
 
   private remember(uploadId: string, file: File): void {
@@ -678,6 +665,8 @@ export class UploadManager {
       if (renewed.upload_url) t.uploadUrl = this.resolveUrl(renewed.upload_url);
     });
   }
+
+  // ---- syncing ----
 
   /** Asks the server where the upload stands and continues from there (resume, retry). */
   private async syncAndUpload(t: Task): Promise<void> {
@@ -726,98 +715,375 @@ export class UploadManager {
     }
   }
 
-  // ---- sending chunks ----
+  // ---- the pass over the file ----
 
-  /** Fills the free chunk slots, taking files in turn so that every file moves. */
-  private pump(): void {
-    if (this.disposed) return;
-    let free = this.parallel - this.inFlight;
-    while (free > 0) {
-      const ready = this.tasks.filter((t) => isSending(t.state) && t.chunks.pending.length > 0);
-      if (ready.length === 0) break;
-      const t = ready[this.rr % ready.length];
-      this.rr += 1;
-      const index = t?.chunks.pending.shift();
-      if (!t || index === undefined) break;
-      free -= 1;
-      void this.sendChunk(t, index);
+  /** Chunks may go (again): the pass starts, or goes on and the chunks dropped meanwhile are read again. */
+  private startSending(t: Task): void {
+    const s = t.state;
+    if (!isSending(s)) return;
+    const { upload } = s.work;
+    const q = t.sends;
+    t.meter.reset();
+    let pass = t.pass;
+    if (pass && (pass.uploadId !== upload.id || pass.file !== s.file)) {
+      this.closePass(t);
+      pass = null;
+    }
+    if (!pass) {
+      pass = new Pass(this.hasher.open(s.file, upload.plan), upload.id, s.file);
+      t.pass = pass;
+    }
+    const missing = missingChunks(upload.plan, upload.received);
+    q.heldIndex = this.declaredOurs(t) ? null : (missing.at(-1) ?? null);
+    // A pause reached the worker (perhaps before its pass started): it may read again.
+    pass.fp.go();
+    if (pass.started) {
+      const p = pass;
+      // Proved while paused (the proof could not be recorded then).
+      if (pass.proven && s.work.trial !== null) this.prove(t);
+      q.rereads = missing.filter((i) => i < p.pos && !q.inflight.has(i) && !q.reading.has(i));
+      if (pass.sums) void this.declare(t);
+    } else {
+      void this.beginPass(t, pass);
+    }
+    this.pump();
+  }
+
+  /** Starts the pass; a file on trial is checked first against the chunks after the first one the server lacks. */
+  private async beginPass(t: Task, pass: Pass): Promise<void> {
+    const s = t.state;
+    if (!isSending(s)) return;
+    const epoch = t.epoch;
+    const { upload, trial } = s.work;
+    // A chunk the server gave no CRC for cannot be compared: it never matches.
+    const received = new Map<number, string>();
+    for (const i of [...upload.received].sort((a, b) => a - b)) received.set(i, upload.crcs.get(i) ?? '');
+    if (trial !== null) {
+      if (received.size === 0) {
+        pass.proven = true;
+        this.prove(t); // nothing on the server to tell another file from this one
+      } else {
+        const first = missingChunks(upload.plan, upload.received)[0] ?? upload.plan.totalChunks;
+        const later = [...received.keys()].filter((i) => i > first);
+        let crcs: string[];
+        try {
+          crcs = await pass.fp.check(later);
+        } catch (e) {
+          if (t.pass !== pass || t.epoch !== epoch || isAbort(e)) return;
+          this.closePass(t);
+          this.stop(t, { kind: 'unreadable', detail: describeError(e) });
+          return;
+        }
+        if (t.pass !== pass || t.epoch !== epoch) return;
+        if (later.some((i, k) => crcs[k] !== received.get(i))) {
+          this.refute(t);
+          return;
+        }
+      }
+    }
+    if (t.pass !== pass || t.epoch !== epoch || !isSending(t.state)) return;
+    pass.started = true;
+    pass.toDeliver = upload.plan.totalChunks - received.size;
+    // An upload created with a SHA-256 (a published one, say) gets the file's compared with it.
+    pass.fp.start(received, this.sinkFor(t, pass), { sha256: this.sha256 || upload.sha256 !== null });
+    this.pump();
+  }
+
+  private sinkFor(t: Task, pass: Pass): PassSink {
+    return {
+      checked: (index, crc) => {
+        if (t.pass !== pass) return;
+        pass.pos = index + 1;
+        pass.crcs.set(index, crc);
+      },
+      chunk: (index, crc, data) => this.delivered(t, pass, { index, crc, data }),
+      mismatch: (index) => {
+        if (t.pass !== pass) return;
+        this.closePass(t);
+        // Nothing was sent yet when the file is on trial: the upload is another file's (paused,
+        // resume checks again and finds it out then).
+        if (trialOf(t.state) !== null) {
+          if (t.state.phase === 'uploading') this.refute(t);
+        } else {
+          this.stop(t, { kind: 'changed', index });
+        }
+      },
+      done: (sums) => {
+        if (t.pass !== pass) return;
+        pass.sums = sums;
+        pass.pos = Math.max(pass.pos, pass.crcs.size);
+        pass.proven = true;
+        if (trialOf(t.state) !== null) this.prove(t);
+        if (isSending(t.state)) void this.declare(t);
+        this.pump();
+      },
+      failed: (message) => {
+        if (t.pass !== pass) return;
+        this.closePass(t);
+        if (isWorking(t.state)) this.stop(t, { kind: 'unreadable', detail: message });
+      },
+    };
+  }
+
+  /** A chunk the pass handed over (against a credit, or one in hand when sending stopped). */
+  private delivered(t: Task, pass: Pass, out: Outgoing): void {
+    if (t.pass !== pass) return;
+    pass.pos = out.index + 1;
+    pass.crcs.set(out.index, out.crc);
+    pass.toDeliver -= 1;
+    const reserved = pass.credits > 0;
+    if (reserved) pass.credits -= 1;
+    // The chunks before it were compared, those after the first missing one before the pass: it is the file's upload.
+    pass.proven = true;
+    if (trialOf(t.state) !== null) this.prove(t);
+    const s = t.state;
+    if (!isSending(s) || s.work.upload.id !== pass.uploadId) {
+      // Dropped: the resume reads it again.
+      this.pump();
+      return;
+    }
+    if (s.work.upload.received.has(out.index)) {
+      // Stored meanwhile (by another tab?): it must be this chunk.
+      if (s.work.upload.crcs.get(out.index) !== out.crc) {
+        this.closePass(t);
+        this.stop(t, { kind: 'changed', index: out.index });
+      }
+      this.pump();
+      return;
+    }
+    if (!reserved && this.inFlight >= this.parallel) {
+      t.sends.rereads.push(out.index);
+      return;
+    }
+    this.dispatch(t, out);
+  }
+
+  /** Reads a chunk again that the pass went past (its bytes were dropped): it must read as it did. */
+  private reread(t: Task, pass: Pass, index: number): void {
+    const q = t.sends;
+    const epoch = t.epoch;
+    q.reading.add(index);
+    pass.fp.read(index, pass.crcs.get(index) ?? null).then(
+      (r) => {
+        if (t.epoch !== epoch || t.pass !== pass) return;
+        q.reading.delete(index);
+        if (!r.ok) {
+          this.closePass(t);
+          this.stop(t, { kind: 'changed', index });
+          return;
+        }
+        this.dispatch(t, { index, crc: r.crc, data: r.data });
+        this.pump();
+      },
+      (e: unknown) => {
+        if (t.epoch !== epoch || t.pass !== pass) return;
+        q.reading.delete(index);
+        if (isAbort(e)) return;
+        this.closePass(t);
+        this.stop(t, { kind: 'unreadable', detail: describeError(e) });
+      },
+    );
+  }
+
+  private closePass(t: Task): void {
+    t.pass?.fp.close();
+    t.pass = null;
+  }
+
+  // ---- the declaration ----
+
+  /** Whether the server holds the checksums this task's pass computed. */
+  private declaredOurs(t: Task): boolean {
+    const sums = t.pass?.sums;
+    return !!sums && uploadOf(t.state)?.declared === sums.crc64nvme;
+  }
+
+  /** Declares the whole-file checksums the pass computed (`PATCH`), then lets the held-back chunk go. */
+  private async declare(t: Task): Promise<void> {
+    const pass = t.pass;
+    const sums = pass?.sums;
+    const upload = uploadOf(t.state);
+    if (!pass || !sums || !upload || t.declaring) return;
+    if (upload.declared === sums.crc64nvme) {
+      this.releaseHeld(t);
+      return;
+    }
+    t.declaring = true;
+    try {
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          const declared: DeclaredChecksums = { crc64nvme: sums.crc64nvme };
+          if (sums.sha256 !== null) declared.sha256 = sums.sha256;
+          const status = await this.api.declareChecksums(upload.id, declared);
+          if (t.pass !== pass) return;
+          this.apply(t, { type: 'declared', crc64nvme: status.crc64nvme?.toLowerCase() ?? sums.crc64nvme });
+          this.releaseHeld(t);
+          return;
+        } catch (e) {
+          // Stopped or paused meanwhile: resume declares again.
+          if (t.pass !== pass || t.state.phase !== 'uploading') return;
+          const kind = e instanceof ApiError ? e.kind : '';
+          const status = e instanceof ApiError ? e.status : 0;
+          if (status === 409 && kind === 'checksums-declared') {
+            this.closePass(t);
+            this.stop(t, { kind: 'checksums-conflict', detail: describeError(e) });
+            return;
+          }
+          if (status === 422 && kind === 'sha256-mismatch') {
+            // The server failed the upload.
+            this.apply(t, { type: 'stopped', phase: 'failed', problem: { kind: 'sha256-mismatch', detail: describeError(e) } });
+            return;
+          }
+          if (status === 409 || status === 404 || status === 410) {
+            // No longer uploading (finished, cancelled, expired…): follow the server.
+            void this.resync(t);
+            return;
+          }
+          if (!isTransient(status) || attempt >= this.retry.maxAttempts) {
+            this.stop(t, { kind: 'declaration-failed', detail: describeError(e) });
+            return;
+          }
+        }
+        await sleep(backoffDelay(attempt, this.retry));
+        if (t.pass !== pass || t.state.phase !== 'uploading') return;
+      }
+    } finally {
+      t.declaring = false;
     }
   }
 
-  private async sendChunk(t: Task, index: number): Promise<void> {
-    const s = t.state;
-    if (s.phase !== 'uploading' || !t.uploadUrl) return;
-    const { file } = s;
-    const { plan } = s.work.upload;
-    const slot: Slot = { index, ctrl: new AbortController(), loaded: 0 };
-    t.chunks.inflight.set(index, slot);
+  /** The checksums are declared: the held-back chunk goes (and the last one is no longer held when read). */
+  private releaseHeld(t: Task): void {
+    const q = t.sends;
+    if (!isSending(t.state) || !this.declaredOurs(t)) return;
+    q.heldIndex = null;
+    const held = q.held;
+    q.held = null;
+    if (held) this.send(t, held);
+    this.pump();
+  }
+
+  // ---- sending chunks ----
+
+  /** Fills the free slots, taking files in turn so that every file moves: a chunk to read again, or a credit for the pass. */
+  private pump(): void {
+    if (this.disposed) return;
+    let free = this.parallel - this.inFlight;
+    const wanting = (t: Task) => isSending(t.state) && !!t.pass && (t.sends.rereads.length > 0 || t.pass.wants > 0);
+    // Each file about to send (being created, or with chunks to send) gets its share of the pool:
+    // a file added beside a large one starts at once, instead of after the large one's chunks.
+    const contenders = this.tasks.filter((t) => t.state.phase === 'creating' || wanting(t)).length;
+    const share = Math.ceil(this.parallel / Math.max(1, contenders));
+    while (free > 0) {
+      const ready = this.tasks.filter((t) => wanting(t) && t.slots < share);
+      if (ready.length === 0) break;
+      const t = ready[this.rr % ready.length];
+      this.rr += 1;
+      const pass = t?.pass;
+      if (!t || !pass) break;
+      free -= 1;
+      const index = t.sends.rereads.shift();
+      if (index !== undefined) {
+        this.reread(t, pass, index);
+      } else {
+        pass.credits += 1;
+        pass.fp.credit(1);
+      }
+    }
+  }
+
+  /** A chunk in hand goes, unless it is the held-back one and the checksums are not declared yet. */
+  private dispatch(t: Task, out: Outgoing): void {
+    if (!isSending(t.state)) return;
+    const q = t.sends;
+    if (out.index === q.heldIndex && !this.declaredOurs(t)) {
+      q.held = out;
+      this.notify();
+      return;
+    }
+    this.send(t, out);
+  }
+
+  private send(t: Task, out: Outgoing): void {
+    const slot: Slot = { ...out, ctrl: new AbortController(), loaded: 0 };
+    t.sends.inflight.set(out.index, slot);
+    void this.transmit(t, slot);
+  }
+
+  /** One attempt to send a chunk; failures are retried with the same bytes (the slot keeps them). */
+  private async transmit(t: Task, slot: Slot): Promise<void> {
+    const q = t.sends;
+    const { index } = slot;
     const signal = slot.ctrl.signal;
+    const epoch = t.epoch;
     const release = () => {
-      if (t.chunks.inflight.get(index) === slot) t.chunks.inflight.delete(index);
+      if (q.inflight.get(index) === slot) q.inflight.delete(index);
     };
+    if (!isSending(t.state) || !t.uploadUrl || signal.aborted) {
+      release();
+      return;
+    }
     try {
-      const range = chunkRange(plan, index);
-      const digest = t.digests.get(plan.chunkSize, index) ?? (await this.hasher.chunk(file, range.start, range.end, signal)).digest;
-      if (signal.aborted) return;
       const seenToken = t.tokenFlight?.generation ?? 0;
+      slot.loaded = 0;
       const res = await this.transport({
         url: `${t.uploadUrl}/${index}`,
         token: t.token ?? '',
-        digest,
-        body: file.slice(range.start, range.end),
+        digest: crcContentDigest(slot.crc),
+        body: slot.data,
         signal,
         timeoutMs: this.chunkTimeoutMs,
         onProgress: (loaded) => {
-          slot.loaded = Math.min(loaded, range.end - range.start);
+          slot.loaded = Math.min(loaded, slot.data.size);
           this.notify();
         },
       });
-      if (signal.aborted) return;
-      release();
+      if (signal.aborted || t.epoch !== epoch) return;
       if (res.status === 200 || res.status === 201) {
-        t.chunks.attempts.delete(index);
-        t.chunks.heldSince.delete(index);
-        this.apply(t, { type: 'chunk-stored', index, complete: res.receipt?.complete === true });
+        release();
+        q.attempts.delete(index);
+        q.heldSince.delete(index);
+        this.apply(t, { type: 'chunk-stored', index, crc: slot.crc, complete: res.receipt?.complete === true });
       } else {
-        await this.onFailure(t, index, res, seenToken);
+        slot.loaded = 0;
+        await this.onFailure(t, slot, res, seenToken);
       }
     } catch (e) {
       release();
       if (isAbort(e) || signal.aborted) return;
-      this.stop(t, { kind: 'unreadable', detail: describeError(e) });
+      this.stop(t, { kind: 'unreachable', detail: describeError(e) });
     } finally {
       this.pump();
       this.notify();
     }
   }
 
-  private requeueLater(t: Task, index: number, delayMs: number): void {
+  /** Sends the chunk again after `delayMs`, if sending has not stopped meanwhile. */
+  private retryLater(t: Task, slot: Slot, delayMs: number): void {
     const epoch = t.epoch;
     const timer = setTimeout(() => {
-      t.chunks.timers.delete(timer);
-      if (t.epoch !== epoch || t.state.phase !== 'uploading') return;
-      t.chunks.pending.unshift(index);
-      this.pump();
+      t.sends.timers.delete(timer);
+      if (t.epoch !== epoch) return;
+      void this.transmit(t, slot);
     }, delayMs);
-    t.chunks.timers.set(timer, index);
+    t.sends.timers.add(timer);
   }
 
-  private async onFailure(t: Task, index: number, res: PutResult, seenToken: number): Promise<void> {
+  private async onFailure(t: Task, slot: Slot, res: PutResult, seenToken: number): Promise<void> {
     const epoch = t.epoch;
-    const q = t.chunks;
+    const q = t.sends;
+    const { index } = slot;
     const why = res.detail ?? (res.status ? `HTTP ${res.status}` : 'network error');
     if (res.status === 0 && !this.online()) {
       this.apply(t, { type: 'notice', notice: { kind: 'offline' } });
       await this.waitOnline();
       if (t.epoch !== epoch || t.state.phase !== 'uploading') return;
       this.apply(t, { type: 'notice', notice: null });
-      q.pending.unshift(index);
+      void this.transmit(t, slot);
       return;
     }
     const attempt = (q.attempts.get(index) ?? 0) + 1;
     q.attempts.set(index, attempt);
-    // A digest mismatch may mean the file changed since it was hashed: digest it afresh.
-    if (res.status === 422) t.digests.forget(index);
     let since = 0;
     if (res.status === 409 && res.problemType?.endsWith('/chunk-in-progress')) {
       since = q.heldSince.get(index) ?? this.now();
@@ -835,13 +1101,13 @@ export class UploadManager {
           t.tokenFlight ??= this.tokenFlightFor(t);
           await t.tokenFlight.run(seenToken);
           if (t.epoch !== epoch) return;
-          q.pending.unshift(index);
+          void this.transmit(t, slot);
         } catch (e) {
           if (t.epoch !== epoch) return;
           if (e instanceof ApiError && (e.status === 409 || e.status === 404)) {
             void this.resync(t);
           } else {
-            this.requeueLater(t, index, 1000);
+            this.retryLater(t, slot, 1000);
           }
         }
         return;
@@ -850,12 +1116,12 @@ export class UploadManager {
           type: 'notice',
           notice: { kind: 'retrying', index, why, delayMs: decision.delayMs, failures: attempt, maxAttempts: this.retry.maxAttempts },
         });
-        this.requeueLater(t, index, decision.delayMs);
+        this.retryLater(t, slot, decision.delayMs);
         return;
       case 'wait':
         this.apply(t, { type: 'notice', notice: { kind: 'held', index } });
         q.attempts.set(index, attempt - 1);
-        this.requeueLater(t, index, decision.delayMs);
+        this.retryLater(t, slot, decision.delayMs);
         return;
       case 'gone':
         void this.resync(t, { kind: 'gone' });
@@ -911,11 +1177,15 @@ export class UploadManager {
 
   // ---- stopping ----
 
-  /** Stops the chunks of a task (aborts those in flight, drops the retries waiting); returns the new epoch. */
+  /** Stops the chunks of a task (aborts those in flight, drops their bytes and the retries) and pauses its pass; returns the new epoch. */
   private halt(t: Task): number {
     t.epoch += 1;
-    t.chunks.stop();
+    t.sends.stop();
     t.meter.reset();
+    if (t.pass) {
+      t.pass.fp.pause();
+      t.pass.credits = 0;
+    }
     // Freed slots go to other files: after the caller has moved this task out of `uploading`.
     queueMicrotask(() => this.pump());
     return t.epoch;
@@ -937,10 +1207,8 @@ export class UploadManager {
     const t = this.find(key);
     if (!t || !canResume(t.state)) return;
     t.epoch += 1;
-    t.chunks.forgetFailures();
-    const work = workOf(t.state);
-    if (work?.step === 'hashed') this.continueHashed(t, work.sha256, { type: 'resumed' });
-    else this.apply(t, { type: 'resumed' });
+    t.sends.forgetFailures();
+    this.apply(t, { type: 'resumed' });
   }
 
   async cancel(key: string): Promise<void> {
@@ -993,7 +1261,7 @@ export class UploadManager {
   dispose(): void {
     for (const t of this.tasks) {
       this.halt(t);
-      t.hashJob?.cancel();
+      this.closePass(t);
     }
     this.disposed = true;
     if (this.emitTimer !== null) clearTimeout(this.emitTimer);

@@ -6,13 +6,12 @@
 //    event means nothing in that state, so callers can tell "ignored" from "moved".
 //  - Every text the UI shows for a task (`describe`, `announcement`) is derived from the state;
 //    nothing is ever read back from a text.
-// The engine (manager.ts) owns what is not data: chunks in flight, timers, hashing workers, upload
-// tokens. It feeds `reduce` what happened and starts or stops work by the phase a task enters.
+// The engine (manager.ts) owns what is not data: chunks in flight, timers, the file's pass worker,
+// upload tokens. It feeds `reduce` what happened and starts or stops work by the phase a task enters.
 
 import type { UploadStatus } from '../api/types';
 import { formatBytes, formatDuration, formatRate } from '../lib/format';
 import { makePlan, type ChunkPlan } from '../lib/plan';
-import type { UnfinishedUpload } from '../lib/resume';
 
 // ---- the parts ----
 
@@ -22,43 +21,35 @@ export interface ServerUpload {
   readonly plan: ChunkPlan;
   /** The chunks the server has confirmed. */
   readonly received: ReadonlySet<number>;
+  /** The server's CRC-64/NVME (16 hex digits) of received chunks, where known. */
+  readonly crcs: ReadonlyMap<number, string>;
   /** The bytes the server reported: listings give only this count, not the chunk indices. */
   readonly reportedBytes: number;
-  /** The whole-file SHA-256 the server was given, when known (it is after a reload). */
+  /** The whole-file CRC-64/NVME declared to the server (`PATCH`), once it is. */
+  readonly declared: string | null;
+  /** The whole-file SHA-256 the server holds for it (given at creation, or declared): the pass computes one to match. */
   readonly sha256: string | null;
 }
 
-/** The whole-file SHA-256 computed so far: the hasher continues from `offset` with its `saved` state. */
-export interface HashProgress {
-  readonly bytes: number;
-  readonly offset: number;
-  readonly saved: Uint8Array | null;
-}
-
-export const NO_HASH: HashProgress = { bytes: 0, offset: 0, saved: null };
-
-/** Why a file is hashed besides uploading it: to tell whether it continues an interrupted upload. */
-export type Check =
-  /** Re-selected for this interrupted upload, not known to be the same file: its SHA-256 must be `sha256`. */
-  | { readonly kind: 'same-file'; readonly upload: ServerUpload; readonly sha256: string }
-  /** A new file of the name and size of these interrupted uploads: it continues the one of its SHA-256, if any. */
-  | { readonly kind: 'candidates'; readonly candidates: readonly UnfinishedUpload[] };
+/**
+ * A file tried on an upload that it is not yet known to be the file of: nothing is sent until the
+ * chunks the server holds have been compared with the file's. Where it goes if it is not:
+ * `chosen` (the user picked it for this interrupted upload) back to the upload, refused;
+ * `candidate` (a file added, of the upload's name and size) on to a new upload.
+ */
+export type Trial = 'chosen' | 'candidate';
 
 /** What a task is doing or, paused or stopped by an error, what resume continues. */
-export type Work = HashWork | HashedWork | UploadWork;
-export interface HashWork {
-  readonly step: 'hash';
-  readonly hash: HashProgress;
-  readonly check: Check | null;
-}
-export interface HashedWork {
-  readonly step: 'hashed';
-  readonly sha256: string;
-  readonly check: Check | null;
+export type Work = NewWork | UploadWork;
+/** No upload yet: one is created when the file's turn comes. */
+export interface NewWork {
+  readonly step: 'new';
 }
 export interface UploadWork {
   readonly step: 'upload';
   readonly upload: ServerUpload;
+  /** Null once the file is known to be the upload's. */
+  readonly trial: Trial | null;
 }
 
 /** What the engine knows that shows as a note while chunks go. */
@@ -85,6 +76,14 @@ export type Problem =
   | { readonly kind: 'unknown-state'; readonly state: string }
   | { readonly kind: 'wrong-file'; readonly reason: string }
   | { readonly kind: 'different-content' }
+  /** Chunk `index` reads otherwise than when it was sent (or than the server's copy). */
+  | { readonly kind: 'changed'; readonly index: number }
+  /** The server holds other whole-file checksums for this upload (`409 checksums-declared`). */
+  | { readonly kind: 'checksums-conflict'; readonly detail: string }
+  /** The whole-file checksums could not be declared. */
+  | { readonly kind: 'declaration-failed'; readonly detail: string }
+  /** The file's SHA-256 is not the one the upload was created with (`422 sha256-mismatch`). */
+  | { readonly kind: 'sha256-mismatch'; readonly detail: string }
   | { readonly kind: 'cancelled-on-server' }
   | { readonly kind: 'cancel-unconfirmed'; readonly detail: string };
 
@@ -100,23 +99,16 @@ interface Row {
   readonly startedAt: number | null;
 }
 
-/** Waiting for a hashing slot. */
+/** Waiting for its turn: a few files are started at a time. */
 export interface Queued extends Row {
   readonly phase: 'queued';
   readonly file: File;
-  readonly work: HashWork;
-}
-/** Computing the whole-file SHA-256. */
-export interface Hashing extends Row {
-  readonly phase: 'hashing';
-  readonly file: File;
-  readonly work: HashWork;
+  readonly work: NewWork;
 }
 /** Asking the server for an upload session. */
 export interface Creating extends Row {
   readonly phase: 'creating';
   readonly file: File;
-  readonly sha256: string;
 }
 export interface Uploading extends Row {
   readonly phase: 'uploading';
@@ -182,7 +174,6 @@ export interface Interrupted extends Row {
 
 export type TaskState =
   | Queued
-  | Hashing
   | Creating
   | Uploading
   | Paused
@@ -200,30 +191,37 @@ export const FINISHED: ReadonlySet<Phase> = new Set<Phase>(['completed', 'failed
 
 // ---- new tasks ----
 
-/** A file the user added; `candidates` are the interrupted uploads it may be (same name and size). */
-export function added(key: string, file: File, now: number, candidates: readonly UnfinishedUpload[] | null): TaskState {
+/** A file the user added, for a new upload. */
+export function added(key: string, file: File, now: number): TaskState {
   const row: Row = { key, name: file.name, size: file.size, addedAt: now, startedAt: null };
   if (file.size === 0) return { ...row, phase: 'error', file: null, work: null, problem: { kind: 'empty-file' } };
-  const check: Check | null = candidates ? { kind: 'candidates', candidates } : null;
-  return { ...row, phase: 'queued', file, work: { step: 'hash', hash: NO_HASH, check } };
+  return { ...row, phase: 'queued', file, work: { step: 'new' } };
 }
 
 /** An unfinished upload the server lists (after a reload). */
 export function listed(key: string, status: UploadStatus, now: number): TaskState {
   const row: Row = { key, name: status.name, size: status.size, addedAt: now, startedAt: null };
   const upload = uploadFromStatus(status);
-  if (status.state === 'assembling') return { ...row, phase: 'assembling', file: null, work: { step: 'upload', upload } };
+  if (status.state === 'assembling') return { ...row, phase: 'assembling', file: null, work: { step: 'upload', upload, trial: null } };
   return { ...row, phase: 'interrupted', upload, problem: null };
 }
 
-/** The server's status as a `ServerUpload`; what it leaves out (the SHA-256) is kept from `known`. */
+/** The server's status as a `ServerUpload`; what it leaves out is kept from `known`. */
 export function uploadFromStatus(status: UploadStatus, known: ServerUpload | null = null): ServerUpload {
+  const crcs = new Map<number, string>();
+  const theirs = status.received_crc64nvme ?? [];
+  status.received_chunks.forEach((index, i) => {
+    const crc = theirs[i] ?? known?.crcs.get(index);
+    if (crc !== undefined) crcs.set(index, crc.toLowerCase());
+  });
   return {
     id: status.upload_id,
     plan: makePlan(status.size, status.chunk_size, status.total_chunks),
     received: new Set(status.received_chunks),
+    crcs,
     reportedBytes: status.bytes_received,
-    sha256: status.sha256 ?? known?.sha256 ?? null,
+    declared: status.crc64nvme?.toLowerCase() ?? known?.declared ?? null,
+    sha256: status.sha256?.toLowerCase() ?? known?.sha256 ?? null,
   };
 }
 
@@ -237,11 +235,10 @@ export function fileOf(s: TaskState): File | null {
 export function workOf(s: TaskState): Work | null {
   switch (s.phase) {
     case 'creating':
-      return { step: 'hashed', sha256: s.sha256, check: null };
+      return { step: 'new' };
     case 'interrupted':
-      return { step: 'upload', upload: s.upload };
+      return { step: 'upload', upload: s.upload, trial: null };
     case 'queued':
-    case 'hashing':
     case 'uploading':
     case 'paused':
     case 'assembling':
@@ -255,21 +252,13 @@ export function workOf(s: TaskState): Work | null {
 export function uploadOf(s: TaskState): ServerUpload | null {
   if ('upload' in s) return s.upload;
   const work = workOf(s);
-  if (!work) return null;
-  if (work.step === 'upload') return work.upload;
-  return work.check?.kind === 'same-file' ? work.check.upload : null;
+  return work?.step === 'upload' ? work.upload : null;
 }
 
-export function checkOf(s: TaskState): Check | null {
+/** The trial of the file, while it is not known to be its upload's. */
+export function trialOf(s: TaskState): Trial | null {
   const work = workOf(s);
-  return work && work.step !== 'upload' ? work.check : null;
-}
-
-/** Bytes of the whole-file SHA-256 computed (the size once it is known, 0 when it is not needed). */
-export function hashedBytes(s: TaskState): number {
-  const work = workOf(s);
-  if (work?.step === 'hash') return work.hash.bytes;
-  return work?.step === 'hashed' ? s.size : 0;
+  return work?.step === 'upload' ? work.trial : null;
 }
 
 export function finishedAtOf(s: TaskState): number | null {
@@ -279,12 +268,12 @@ export function finishedAtOf(s: TaskState): number | null {
 // ---- what can be done ----
 
 /** Work in this tab that pause stops (and that leaving the page would interrupt). */
-export function isWorking(s: TaskState): s is Queued | Hashing | Creating | Uploading {
-  return s.phase === 'queued' || s.phase === 'hashing' || s.phase === 'creating' || s.phase === 'uploading';
+export function isWorking(s: TaskState): s is Queued | Creating | Uploading {
+  return s.phase === 'queued' || s.phase === 'creating' || s.phase === 'uploading';
 }
 
 /** Chunks may go. */
-export function isSending(s: TaskState): boolean {
+export function isSending(s: TaskState): s is Uploading {
   return s.phase === 'uploading' && s.syncing === null;
 }
 
@@ -311,24 +300,24 @@ export function canCancel(s: TaskState): boolean {
 
 // ---- the transitions ----
 
-/** How a re-selected file is known to be the one of an interrupted upload. */
-export type Evidence = 'record' | 'content' | 'none';
-
 export type TaskEvent =
-  | { readonly type: 'hash-started' }
-  | { readonly type: 'hash-progress'; readonly bytes: number }
-  /** The hashing worker stopped where pause asked it to. */
-  | { readonly type: 'hash-paused'; readonly offset: number; readonly saved: Uint8Array }
-  | { readonly type: 'hashed'; readonly sha256: string }
+  /** The file's turn has come: its upload is created. */
+  | { readonly type: 'turn' }
   | { readonly type: 'created'; readonly upload: ServerUpload }
-  /** A file for an interrupted upload: `record` (this browser recorded its modification time), `content` (same SHA-256) or `none`. */
-  | { readonly type: 'attached'; readonly file: File; readonly addedAt: number; readonly evidence: Evidence }
+  /** A file for an interrupted upload, tried on it. */
+  | { readonly type: 'attached'; readonly file: File; readonly addedAt: number; readonly trial: Trial }
   | { readonly type: 'attach-refused'; readonly reason: string }
+  /** The chunks the server holds are the file's: chunks go. */
+  | { readonly type: 'proven' }
+  /** A chunk the server holds is not the file's: nothing was sent, the upload is left as it was. */
+  | { readonly type: 'refuted' }
   /** Something went wrong that the server's state explains: stop sending and ask. */
   | { readonly type: 'follow' }
   /** Where the server says the upload stands; `resuming` when asked on resume. */
   | { readonly type: 'synced'; readonly status: UploadStatus; readonly resuming: boolean }
-  | { readonly type: 'chunk-stored'; readonly index: number; readonly complete: boolean }
+  | { readonly type: 'chunk-stored'; readonly index: number; readonly crc: string; readonly complete: boolean }
+  /** The server took the whole-file checksums. */
+  | { readonly type: 'declared'; readonly crc64nvme: string }
   | { readonly type: 'notice'; readonly notice: Notice | null }
   | { readonly type: 'paused' }
   | { readonly type: 'resumed' }
@@ -349,50 +338,19 @@ function allReceived(u: ServerUpload): boolean {
 }
 
 /** Chunks start going (or, when the server has them all, the assembly is awaited). */
-function sending(s: Row, file: File, upload: ServerUpload, notice: Notice | null, now: number): Uploading | Assembling {
+function sending(s: Row, file: File, work: UploadWork, notice: Notice | null, now: number): Uploading | Assembling {
   const base = { ...row(s), startedAt: s.startedAt ?? now };
-  const work: UploadWork = { step: 'upload', upload };
-  if (allReceived(upload)) return { ...base, phase: 'assembling', file, work };
+  if (allReceived(work.upload)) return { ...base, phase: 'assembling', file, work: { ...work, trial: null } };
   return { ...base, phase: 'uploading', file, work, syncing: null, notice };
 }
 
-/** The whole-file SHA-256 is known: on to the interrupted upload it must be, or to a new upload. */
-function afterHash(s: Row, file: File, check: Check | null, sha256: string): TaskState {
-  if (check?.kind === 'same-file') {
-    if (sha256.toLowerCase() === check.sha256.toLowerCase()) {
-      return { ...row(s), phase: 'uploading', file, work: { step: 'upload', upload: check.upload }, syncing: 'resume', notice: null };
-    }
-    return { ...row(s), phase: 'interrupted', upload: check.upload, problem: { kind: 'different-content' } };
-  }
-  // Candidates that no row of this tab matched (the engine looks first) mean a new upload.
-  return { ...row(s), phase: 'creating', file, sha256 };
-}
-
 function continueWork(s: Row, file: File, work: Work): TaskState {
-  switch (work.step) {
-    case 'hash':
-      return { ...row(s), phase: 'queued', file, work };
-    case 'hashed':
-      return afterHash(s, file, work.check, work.sha256);
-    case 'upload':
-      return { ...row(s), phase: 'uploading', file, work, syncing: 'resume', notice: null };
-  }
+  if (work.step === 'new') return { ...row(s), phase: 'queued', file, work };
+  return { ...row(s), phase: 'uploading', file, work, syncing: 'resume', notice: null };
 }
 
-function withHashWork(s: TaskState, f: (w: HashWork) => Work): TaskState {
-  switch (s.phase) {
-    case 'queued':
-    case 'hashing': {
-      const work = f(s.work);
-      return work.step === 'hash' ? { ...s, work } : s;
-    }
-    case 'paused':
-    case 'error':
-      return s.work?.step === 'hash' ? { ...s, work: f(s.work) } : s;
-    default:
-      return s;
-  }
-}
+/** A stop that leaves the task's upload where it is; the file goes when it can no longer serve it. */
+const FILE_UNUSABLE: ReadonlySet<Problem['kind']> = new Set<Problem['kind']>(['changed', 'checksums-conflict']);
 
 function everyChunk(u: ServerUpload): ServerUpload {
   return { ...u, received: new Set(Array.from({ length: u.plan.totalChunks }, (_, i) => i)), reportedBytes: u.plan.size };
@@ -400,8 +358,25 @@ function everyChunk(u: ServerUpload): ServerUpload {
 
 function stop(s: TaskState, phase: 'error' | 'failed', problem: Problem, now: number): TaskState {
   if (FINISHED.has(s.phase)) return s;
-  if (phase === 'error') return { ...row(s), phase: 'error', file: fileOf(s), work: workOf(s), problem };
+  if (phase === 'error') {
+    const file = FILE_UNUSABLE.has(problem.kind) ? null : fileOf(s);
+    return { ...row(s), phase: 'error', file, work: workOf(s), problem };
+  }
   return { ...row(s), phase: 'failed', upload: uploadOf(s), problem, finishedAt: now };
+}
+
+/** `s` with its upload work changed by `f`, in any phase that holds upload work. */
+function withUpload(s: TaskState, f: (u: ServerUpload) => ServerUpload): TaskState {
+  switch (s.phase) {
+    case 'uploading':
+    case 'assembling':
+      return { ...s, work: { ...s.work, upload: f(s.work.upload) } };
+    case 'paused':
+    case 'error':
+      return s.work?.step === 'upload' ? { ...s, work: { ...s.work, upload: f(s.work.upload) } } : s;
+    default:
+      return s;
+  }
 }
 
 /** Moves a task to where the server says its upload is. */
@@ -416,10 +391,10 @@ function synced(s: TaskState, status: UploadStatus, resuming: boolean, now: numb
       if (!s.file) return { ...row(s), phase: 'interrupted', upload, problem: null };
       let notice: Notice | null = s.phase === 'uploading' ? s.notice : null;
       if (resuming) notice = upload.received.size > 0 ? { kind: 'resumed', had: upload.received.size } : null;
-      return sending(s, s.file, upload, notice, now);
+      return sending(s, s.file, { ...s.work, upload }, notice, now);
     }
     case 'assembling':
-      return s.phase === 'assembling' ? s : { ...row(s), phase: 'assembling', file: fileOf(s), work: { step: 'upload', upload: known } };
+      return s.phase === 'assembling' ? s : { ...row(s), phase: 'assembling', file: fileOf(s), work: { step: 'upload', upload: known, trial: null } };
     case 'completed':
       return { ...row(s), phase: 'completed', upload: everyChunk(known), fileId: status.file_id ?? null, finishedAt: now };
     case 'failed':
@@ -436,46 +411,53 @@ function synced(s: TaskState, status: UploadStatus, resuming: boolean, now: numb
 /** The state after `e`; `s` itself when `e` means nothing in it. */
 export function reduce(s: TaskState, e: TaskEvent, now: number): TaskState {
   switch (e.type) {
-    case 'hash-started':
-      return s.phase === 'queued' ? { ...row(s), phase: 'hashing', file: s.file, work: s.work } : s;
-    case 'hash-progress':
-      return s.phase === 'hashing' ? { ...s, work: { ...s.work, hash: { ...s.work.hash, bytes: e.bytes } } } : s;
-    case 'hash-paused':
-      return withHashWork(s, (w) => ({ ...w, hash: { bytes: e.offset, offset: e.offset, saved: e.saved } }));
-    case 'hashed':
-      // While working the task goes on; paused or stopped it keeps the digest for resume.
-      if (s.phase === 'queued' || s.phase === 'hashing') return afterHash(s, s.file, s.work.check, e.sha256);
-      return withHashWork(s, (w) => ({ step: 'hashed', sha256: e.sha256, check: w.check }));
+    case 'turn':
+      return s.phase === 'queued' ? { ...row(s), phase: 'creating', file: s.file } : s;
     case 'created':
-      if (s.phase === 'creating') return sending(s, s.file, e.upload, null, now);
+      if (s.phase === 'creating') return sending(s, s.file, { step: 'upload', upload: e.upload, trial: null }, null, now);
       // Paused while the server was creating it: resume continues that upload.
-      if (s.phase === 'paused' && s.work.step === 'hashed' && s.work.check === null) {
-        return { ...s, work: { step: 'upload', upload: e.upload } };
-      }
+      if (s.phase === 'paused' && s.work.step === 'new') return { ...s, work: { step: 'upload', upload: e.upload, trial: null } };
       return s;
-    case 'attached': {
+    case 'attached':
       if (s.phase !== 'interrupted') return s;
-      const at: Row = { ...row(s), addedAt: e.addedAt };
-      if (e.evidence === 'none' && s.upload.sha256 !== null) {
-        const check: Check = { kind: 'same-file', upload: s.upload, sha256: s.upload.sha256 };
-        return { ...at, phase: 'queued', file: e.file, work: { step: 'hash', hash: NO_HASH, check } };
-      }
-      return { ...at, phase: 'uploading', file: e.file, work: { step: 'upload', upload: s.upload }, syncing: 'resume', notice: null };
-    }
+      return {
+        ...row(s),
+        addedAt: e.addedAt,
+        phase: 'uploading',
+        file: e.file,
+        work: { step: 'upload', upload: s.upload, trial: e.trial },
+        syncing: 'resume',
+        notice: null,
+      };
     case 'attach-refused':
       return s.phase === 'interrupted' ? { ...s, problem: { kind: 'wrong-file', reason: e.reason } } : s;
+    case 'proven':
+      return s.phase === 'uploading' && s.work.trial !== null ? { ...s, work: { ...s.work, trial: null } } : s;
+    case 'refuted':
+      if (s.phase !== 'uploading' || s.work.trial === null) return s;
+      return {
+        ...row(s),
+        startedAt: null,
+        phase: 'interrupted',
+        upload: s.work.upload,
+        problem: s.work.trial === 'chosen' ? { kind: 'different-content' } : null,
+      };
     case 'follow':
       return s.phase === 'uploading' && s.syncing !== 'follow' ? { ...s, syncing: 'follow' } : s;
     case 'synced':
       return synced(s, e.status, e.resuming, now);
     case 'chunk-stored': {
       if (s.phase !== 'uploading') return s;
-      const upload: ServerUpload = { ...s.work.upload, received: new Set(s.work.upload.received).add(e.index) };
-      if (e.complete || allReceived(upload)) return { ...row(s), phase: 'assembling', file: s.file, work: { step: 'upload', upload } };
+      const u = s.work.upload;
+      const upload: ServerUpload = { ...u, received: new Set(u.received).add(e.index), crcs: new Map(u.crcs).set(e.index, e.crc) };
+      const work: UploadWork = { ...s.work, upload };
+      if (e.complete || allReceived(upload)) return { ...row(s), phase: 'assembling', file: s.file, work: { ...work, trial: null } };
       // A chunk went through: notes about failing ones are over; the resume summary stays.
       const notice = s.notice?.kind === 'resumed' ? s.notice : null;
-      return { ...s, work: { step: 'upload', upload }, notice };
+      return { ...s, work, notice };
     }
+    case 'declared':
+      return uploadOf(s)?.declared === e.crc64nvme ? s : withUpload(s, (u) => ({ ...u, declared: e.crc64nvme }));
     case 'notice':
       return s.phase === 'uploading' ? { ...s, notice: e.notice } : s;
     case 'paused': {
@@ -494,10 +476,8 @@ export function reduce(s: TaskState, e: TaskEvent, now: number): TaskState {
     case 'cancel-refused': {
       if (s.phase !== 'cancelled') return s;
       const p = e.previous;
-      // The cancel stopped its chunks and its hashing: ask the server before sending; hash again.
-      if (p.phase === 'uploading') return { ...p, syncing: 'follow' };
-      if (p.phase === 'hashing') return { ...row(p), phase: 'queued', file: p.file, work: p.work };
-      return p;
+      // The cancel stopped its chunks: ask the server before sending.
+      return p.phase === 'uploading' ? { ...p, syncing: 'follow' } : p;
     }
     case 'cancel-unconfirmed':
       return s.phase === 'cancelled' ? { ...s, problem: { kind: 'cancel-unconfirmed', detail: e.detail } } : s;
@@ -510,7 +490,6 @@ export function reduce(s: TaskState, e: TaskEvent, now: number): TaskState {
 
 const LABELS: Record<Phase, string> = {
   queued: 'Waiting',
-  hashing: 'Preparing',
   creating: 'Starting',
   uploading: 'Uploading',
   paused: 'Paused',
@@ -534,7 +513,7 @@ export interface Description {
 
 export function describe(s: TaskState): Description {
   return {
-    label: s.phase === 'hashing' && s.work.check ? 'Checking file' : LABELS[s.phase],
+    label: s.phase === 'uploading' && s.work.trial !== null ? 'Checking file' : LABELS[s.phase],
     note: noteOf(s),
     message: messageOf(s),
   };
@@ -546,12 +525,13 @@ function chunkLabel(s: TaskState, index: number): string {
 
 function noteOf(s: TaskState): string | null {
   switch (s.phase) {
-    case 'queued':
-    case 'hashing':
-      if (s.work.check?.kind === 'candidates') return 'Checking whether this is an interrupted upload…';
-      return s.work.check?.kind === 'same-file' ? 'Checking that this is the same file…' : null;
     case 'uploading':
       if (s.syncing === 'resume') return 'Checking what the server already has…';
+      if (s.work.trial !== null) {
+        // Nothing is sent until the chunks on the server are found to be this file's.
+        const had = s.notice?.kind === 'resumed' ? `${noticeText(s, s.notice)} ` : '';
+        return `${had}Checking that ${had ? 'they are this file’s' : 'this is the same file'}…`;
+      }
       return s.notice && noticeText(s, s.notice);
     case 'assembling':
       return 'Verifying and assembling on the server…';
@@ -609,6 +589,14 @@ function problemText(s: TaskState, p: Problem): string {
       return p.reason;
     case 'different-content':
       return 'The selected file’s content is not the one of this upload. Choose the original file to resume.';
+    case 'changed':
+      return `The file changed while it was being uploaded (${chunkLabel(s, p.index).toLowerCase()} reads differently now). Cancel this upload, then add the file again.`;
+    case 'checksums-conflict':
+      return `The file changed since this upload began: the server holds other checksums for it (${p.detail}). Cancel this upload, then add the file again.`;
+    case 'declaration-failed':
+      return `Could not give the server the file’s checksums: ${p.detail}`;
+    case 'sha256-mismatch':
+      return `The file’s SHA-256 is not the one the upload was created with: ${p.detail}`;
     case 'cancelled-on-server':
       return 'The upload was cancelled.';
     case 'cancel-unconfirmed':
@@ -622,6 +610,7 @@ function problemText(s: TaskState, p: Problem): string {
  */
 export function announcement(before: TaskState | null, after: TaskState, e?: TaskEvent): string | null {
   if (before === null) return after.phase === 'queued' ? 'added' : null;
+  if (e?.type === 'proven') return trialOf(before) === 'candidate' ? 'same file as an interrupted upload, resuming' : null;
   if (before.phase === after.phase || e?.type === 'cancel-refused') return null;
   const resumed = before.phase === 'paused' || before.phase === 'error';
   switch (after.phase) {
@@ -631,9 +620,9 @@ export function announcement(before: TaskState | null, after: TaskState, e?: Tas
       if (before.phase === 'creating') return 'uploading';
       if (resumed) return 'resumed';
       if (before.phase === 'interrupted') {
-        return e?.type === 'attached' && e.evidence === 'content' ? 'same file as an interrupted upload, resuming' : 'resuming';
+        return e?.type === 'attached' && e.trial === 'candidate' ? 'checking whether this is an interrupted upload' : 'resuming';
       }
-      return before.phase === 'queued' || before.phase === 'hashing' ? 'same file, resuming' : null;
+      return null;
     case 'paused':
       return 'paused';
     case 'assembling':

@@ -16,7 +16,8 @@ export interface PutChunk {
   url: string;
   token: string;
   digest: string;
-  body: ArrayBuffer | Blob;
+  /** A Blob: Chromium sends ArrayBuffer bodies at a few MB/s (upload/protocol.ts). */
+  body: Blob;
   onProgress: (loaded: number) => void;
   signal: AbortSignal;
   /** Give up on an answer after this long (ms); 0 = never. */
