@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # LFUSYS against tusd on this machine (issue 10's benchmark): builds tusd v2.9.1 once (into
-# ~/.cache/lfusys/tools), the release binaries, then starts tusd (file store) and LFUSYS (each
-# service its own process, embedded backends) with their data on the disk of $BENCH_DIR, and
-# runs `lfusys bench-tusd` against both: interleaved rounds on the same generated file, wall
-# and durable MB/s, CPU seconds per GiB (client and servers), servers' peak RSS, the ratios.
-#   bash scripts/bench-tusd.sh                     1 GiB, 8 in flight, 3 rounds
+# ~/.cache/lfusys/tools), the release binaries, then starts tusd and LFUSYS with their data on
+# the disk of $BENCH_DIR, and runs `lfusys bench-tusd` against both: interleaved rounds on the
+# same generated file, wall and durable MB/s, CPU seconds per GiB (client and servers),
+# servers' peak RSS, the ratios.
+#   - file store (default): tusd's file store; LFUSYS each service its own process, embedded
+#     backends;
+#   - S3 (`--s3`): a private MinIO and moto (scripts/aws-servers.sh, on ports of their own so
+#     that they run beside .ci/run's); tusd's S3 store; LFUSYS `lfusys up --backend aws`; and the
+#     direct aws-sdk-s3 multipart upload with the same part checksums as a third system.
+#   bash scripts/bench-tusd.sh                     1 GiB, 8 in flight, 3 rounds, file store
+#   bash scripts/bench-tusd.sh --s3                the same in S3 mode
 #   BENCH_SIZE=2GiB BENCH_PARALLEL=8 BENCH_ROUNDS=5 BENCH_DIR=/var/tmp/b bash scripts/bench-tusd.sh
 #   bash scripts/bench-tusd.sh --json             the report as JSON (every round's figures)
 set -euo pipefail
@@ -17,6 +23,11 @@ size="${BENCH_SIZE:-1GiB}"
 parallel="${BENCH_PARALLEL:-8}"
 rounds="${BENCH_ROUNDS:-3}"
 dir="${BENCH_DIR:-$PWD/target-bench}"
+store=file
+if [[ "${1:-}" == --s3 ]]; then
+  store=s3
+  shift
+fi
 
 if [[ ! -x "$TOOLS/bin/tusd" ]]; then
   echo "building tusd from $TUSD_MODULE (once)" >&2
@@ -39,17 +50,44 @@ wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sle
 
 rm -rf "$dir/data" "$dir/tusd"
 mkdir -p "$dir/tusd"
-sp=$(free_port); gp=$(free_port); up=$(free_port); tp=$(free_port)
-export LFUSYS_DATA_DIR="$dir/data" LFUSYS_SESSIONS_URL="http://127.0.0.1:$sp"
-LFUSYS_SESSIONS_LISTEN="127.0.0.1:$sp" "$bin/sessions" >"$dir/sessions.log" 2>&1 & pids+=($!); sessions=$!
-wait_http "http://127.0.0.1:$sp/readyz"
-LFUSYS_GATEWAY_LISTEN="127.0.0.1:$gp" LFUSYS_PUBLIC_UPLOAD_URL="http://127.0.0.1:$up" LFUSYS_WEB_DIR=/nonexistent \
-  "$bin/gateway" >"$dir/gateway.log" 2>&1 & pids+=($!); gateway=$!
-wait_http "http://127.0.0.1:$gp/readyz"
-LFUSYS_UPLOADS_LISTEN="127.0.0.1:$up" "$bin/uploads" >"$dir/uploads.log" 2>&1 & pids+=($!); uploads=$!
-wait_http "http://127.0.0.1:$up/readyz"
-"$TOOLS/bin/tusd" -host 127.0.0.1 -port "$tp" -base-path /files/ -upload-dir "$dir/tusd" >"$dir/tusd.log" 2>&1 & pids+=($!); tusd=$!
-wait_http "http://127.0.0.1:$tp/files/"
+gp=$(free_port); tp=$(free_port)
+export LFUSYS_DATA_DIR="$dir/data"
+bench_args=()
+if [[ $store == s3 ]]; then
+  # A private instance of the AWS servers, its data on the benchmark's disk.
+  export LFUSYS_AWS_SERVERS_DIR="$dir/aws" LFUSYS_MOTO_PORT="${BENCH_MOTO_PORT:-29960}" LFUSYS_S3_PORT="${BENCH_S3_PORT:-29961}"
+  trap 'stop_all; bash scripts/aws-servers.sh stop >/dev/null 2>&1 || true; rm -rf "$dir/data" "$dir/tusd" "$dir/aws"' EXIT
+  bash scripts/aws-servers.sh start
+  eval "$(bash scripts/aws-servers.sh env)"
+  # S3 is the S3 server; DynamoDB and SQS stay moto's (which takes any credentials).
+  export AWS_ENDPOINT_URL_S3="$LFUSYS_TEST_S3_URL" AWS_ACCESS_KEY_ID="$LFUSYS_TEST_S3_ACCESS_KEY" \
+    AWS_SECRET_ACCESS_KEY="$LFUSYS_TEST_S3_SECRET_KEY" LFUSYS_S3_PATH_STYLE=true
+  bucket=lfusys-bench
+  LFUSYS_WEB_DIR=/nonexistent "$bin/lfusys" up --backend aws --s3-bucket "$bucket" --table-prefix bench- \
+    --queue-name bench --create-resources --listen "127.0.0.1:$gp" >"$dir/lfusys.log" 2>&1 & pids+=($!); lfusys=$!
+  wait_http "http://127.0.0.1:$gp/readyz"
+  "$TOOLS/bin/tusd" -host 127.0.0.1 -port "$tp" -base-path /files/ -s3-bucket "$bucket" -s3-object-prefix tusd/ \
+    -s3-endpoint "$LFUSYS_TEST_S3_URL" >"$dir/tusd.log" 2>&1 & pids+=($!); tusd=$!
+  wait_http "http://127.0.0.1:$tp/files/"
+  run="$LFUSYS_AWS_SERVERS_DIR"
+  bench_args+=(--lfusys-pid "lfusys=$lfusys" --lfusys-pid "dynamodb=$(cat "$run/moto-dynamodb.pid")"
+    --lfusys-pid "sqs=$(cat "$run/moto-sqs.pid")" --store-pid "$(cat "$run/s3.kind")=$(cat "$run/s3.pid")"
+    --s3-bucket "$bucket")
+else
+  sp=$(free_port); up=$(free_port)
+  export LFUSYS_SESSIONS_URL="http://127.0.0.1:$sp"
+  LFUSYS_SESSIONS_LISTEN="127.0.0.1:$sp" "$bin/sessions" >"$dir/sessions.log" 2>&1 & pids+=($!); sessions=$!
+  wait_http "http://127.0.0.1:$sp/readyz"
+  LFUSYS_GATEWAY_LISTEN="127.0.0.1:$gp" LFUSYS_PUBLIC_UPLOAD_URL="http://127.0.0.1:$up" LFUSYS_WEB_DIR=/nonexistent \
+    "$bin/gateway" >"$dir/gateway.log" 2>&1 & pids+=($!); gateway=$!
+  wait_http "http://127.0.0.1:$gp/readyz"
+  LFUSYS_UPLOADS_LISTEN="127.0.0.1:$up" "$bin/uploads" >"$dir/uploads.log" 2>&1 & pids+=($!); uploads=$!
+  wait_http "http://127.0.0.1:$up/readyz"
+  "$TOOLS/bin/tusd" -host 127.0.0.1 -port "$tp" -base-path /files/ -upload-dir "$dir/tusd" >"$dir/tusd.log" 2>&1 & pids+=($!); tusd=$!
+  wait_http "http://127.0.0.1:$tp/files/"
+  bench_args+=(--lfusys-pid "sessions=$sessions" --lfusys-pid "gateway=$gateway" --lfusys-pid "uploads=$uploads"
+    --tusd-dir "$dir/tusd")
+fi
 
 config=$(mktemp -d)
 export LFUSYS_CONFIG_DIR="$config" LFUSYS_PASSWORD="bench password $$"
@@ -57,7 +95,6 @@ export LFUSYS_CONFIG_DIR="$config" LFUSYS_PASSWORD="bench password $$"
 "$bin/lfusys" login --server "http://127.0.0.1:$gp" --email "bench@example.com" --password-stdin </dev/null >/dev/null
 echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$bin/lfusys" bench-tusd --server "http://127.0.0.1:$gp" --size "$size" -j "$parallel" --rounds "$rounds" \
-  --scratch-dir "$dir" --tusd "http://127.0.0.1:$tp/files/" --tusd-pid "$tusd" --tusd-dir "$dir/tusd" \
-  --lfusys-pid "sessions=$sessions" --lfusys-pid "gateway=$gateway" --lfusys-pid "uploads=$uploads" "$@"
+  --scratch-dir "$dir" --tusd "http://127.0.0.1:$tp/files/" --tusd-pid "$tusd" "${bench_args[@]}" "$@"
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 rm -rf "$config"

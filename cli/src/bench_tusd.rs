@@ -14,6 +14,14 @@
 //! client (this process) and of the servers (`--lfusys-pid`, `--tusd-pid`: `/proc` times), the
 //! servers' peak RSS in any round (each round resets the high-water marks), and the ratios
 //! LFUSYS / tusd. `scripts/bench-tusd.sh` starts both servers and runs this.
+//!
+//! S3 mode (`scripts/bench-tusd.sh --s3`): both store in one S3 server (MinIO), LFUSYS with its
+//! AWS backends, tusd with its S3 store; without `--tusd-dir` nothing is synced (what S3 has
+//! acknowledged is durable: durable = wall). `--s3-bucket` adds a third system, the S3 reference
+//! of issue 10: the same file uploaded straight to S3 by `aws-sdk-s3` (bench_s3.rs), parts of
+//! LFUSYS's chunk size with the same CRC-64/NVME checksums. The store's processes
+//! (`--store-pid`: MinIO, the DynamoDB/SQS server) serve every system, so their CPU and memory
+//! count in every system's server figures.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -52,11 +60,45 @@ pub struct TusdBenchArgs {
     /// tusd's process id.
     #[arg(long)]
     pub tusd_pid: u32,
-    /// tusd's `-upload-dir`: its files are synced for the durable time, then removed.
+    /// tusd's `-upload-dir`: its files are synced for the durable time, then removed. Without
+    /// it tusd stores in S3 and nothing is synced.
     #[arg(long)]
-    pub tusd_dir: PathBuf,
+    pub tusd_dir: Option<PathBuf>,
+    /// S3 mode: the bucket the direct `aws-sdk-s3` reference uploads to (SDK configuration
+    /// from the environment, as for the server).
+    #[arg(long)]
+    pub s3_bucket: Option<String>,
+    /// Processes every system stores through (`NAME=PID`, repeated: the S3 server…); they count
+    /// in every system's server CPU and peak RSS.
+    #[arg(long = "store-pid", value_name = "NAME=PID")]
+    pub store_pids: Vec<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// The systems measured, in the order of the first round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum System {
+    Tusd,
+    Lfusys,
+    DirectS3,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Tusd => "tusd",
+            System::Lfusys => "LFUSYS",
+            System::DirectS3 => "S3 direct",
+        }
+    }
+}
+
+/// Round `round`'s order: the systems rotate, so that none always runs first (on the coldest
+/// machine) or last.
+fn order(systems: &[System], round: usize) -> Vec<System> {
+    let n = systems.len();
+    (0..n).map(|i| systems[(i + round) % n]).collect()
 }
 
 /// One upload's measurements.
@@ -108,12 +150,20 @@ struct Report {
     size_bytes: u64,
     parallel: usize,
     rounds: usize,
+    /// `"file"` (tusd's file store, LFUSYS's embedded backends) or `"s3"`.
+    store: &'static str,
     lfusys: Summary,
     tusd: Summary,
     /// LFUSYS / tusd.
     wall_ratio: f64,
     durable_ratio: f64,
     cpu_ratio: f64,
+    /// The direct `aws-sdk-s3` upload (S3 mode with `--s3-bucket`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3_direct: Option<Summary>,
+    /// LFUSYS / the direct S3 upload, wall clock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s3_direct_wall_ratio: Option<f64>,
 }
 
 fn self_cpu() -> f64 {
@@ -308,6 +358,7 @@ fn summary(size: u64, names: &[(String, u32)], runs: Vec<Run>) -> Summary {
 
 pub async fn run(args: TusdBenchArgs) -> anyhow::Result<()> {
     let lfusys_pids = procs::parse_watch(&args.lfusys_pids)?;
+    let store_pids = procs::parse_watch(&args.store_pids)?;
     if procs::rss_of(args.tusd_pid).is_none() {
         bail!("--tusd-pid {}: no such process", args.tusd_pid);
     }
@@ -318,7 +369,7 @@ pub async fn run(args: TusdBenchArgs) -> anyhow::Result<()> {
     eprintln!("Generating {} of test data…", format_size(args.size));
     let (src, size) = (source.clone(), args.size);
     tokio::task::spawn_blocking(move || crate::bench::generate(&src, size)).await??;
-    let result = rounds(&args, &source, &lfusys_pids).await;
+    let result = Box::pin(rounds(&args, &source, &lfusys_pids, &store_pids)).await;
     let _ = std::fs::remove_file(&source);
     let report = result?;
     if args.json {
@@ -329,78 +380,176 @@ pub async fn run(args: TusdBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What one round of each system needs.
+struct Contest<'a> {
+    args: &'a TusdBenchArgs,
+    source: &'a Path,
+    api: Api,
+    opts: UploadOptions,
+    http: reqwest::Client,
+    /// Each system's processes, the store's included.
+    lfusys_procs: Vec<(String, u32)>,
+    tusd_procs: Vec<(String, u32)>,
+    direct_procs: Vec<(String, u32)>,
+    /// LFUSYS's chunk size, the direct upload's part size (known after LFUSYS's first run).
+    part_size: Option<u64>,
+}
+
+impl Contest<'_> {
+    async fn lfusys(&mut self) -> anyhow::Result<Run> {
+        let (api, opts, source) = (&self.api, &self.opts, self.source);
+        let (run, report) = measured(&self.lfusys_procs, async {
+            let report = upload::upload_file(api, source, opts).await?;
+            Ok((0.0, report))
+        })
+        .await?;
+        if self.part_size.is_none() {
+            self.part_size = Some(self.api.upload_status(&report.upload_id).await?.chunk_size);
+        }
+        self.api.delete_file(&report.file_id).await?;
+        Ok(run)
+    }
+
+    async fn tusd(&self) -> anyhow::Result<Run> {
+        let args = self.args;
+        let (run, urls) = measured(&self.tusd_procs, async {
+            let urls = tus_upload(
+                &self.http,
+                &args.tusd,
+                self.source,
+                args.size,
+                args.parallel,
+            )
+            .await?;
+            let seconds = match &args.tusd_dir {
+                Some(dir) => {
+                    let (dir, synced) = (dir.clone(), urls.clone());
+                    tokio::task::spawn_blocking(move || sync_tusd_files(&dir, &synced)).await??
+                }
+                None => 0.0,
+            };
+            Ok((seconds, urls))
+        })
+        .await?;
+        match &args.tusd_dir {
+            Some(dir) => remove_tusd_files(dir, &urls),
+            None => delete_tus_uploads(&self.http, &urls).await,
+        }
+        Ok(run)
+    }
+
+    async fn direct_s3(&self) -> anyhow::Result<Run> {
+        let bucket = self.args.s3_bucket.as_deref().unwrap_or_default();
+        let part_size = self
+            .part_size
+            .context("the direct S3 upload runs after an LFUSYS one")?;
+        let upload = Box::pin(crate::bench_s3::direct_multipart_upload(
+            self.source,
+            bucket,
+            part_size,
+            self.args.parallel,
+        ));
+        let (run, _) = Box::pin(measured(&self.direct_procs, async {
+            Ok((0.0, upload.await?))
+        }))
+        .await?;
+        Ok(run)
+    }
+}
+
 async fn rounds(
     args: &TusdBenchArgs,
     source: &Path,
     lfusys_pids: &[(String, u32)],
+    store_pids: &[(String, u32)],
 ) -> anyhow::Result<Report> {
-    let api = Api::new(&args.server)?;
-    let opts = UploadOptions {
-        parallelism: args.parallel,
-        progress: false,
-        ..UploadOptions::default()
+    let with_store = |own: Vec<(String, u32)>| [own, store_pids.to_vec()].concat();
+    let mut contest = Contest {
+        args,
+        source,
+        api: Api::new(&args.server)?,
+        opts: UploadOptions {
+            parallelism: args.parallel,
+            progress: false,
+            ..UploadOptions::default()
+        },
+        http: reqwest::Client::new(),
+        lfusys_procs: with_store(lfusys_pids.to_vec()),
+        tusd_procs: with_store(vec![("tusd".to_owned(), args.tusd_pid)]),
+        direct_procs: store_pids.to_vec(),
+        part_size: None,
     };
-    let http = reqwest::Client::new();
-    let tusd = [("tusd".to_owned(), args.tusd_pid)];
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for round in 0..args.rounds.max(1) {
-        for system in if round % 2 == 0 {
-            ["tusd", "lfusys"]
-        } else {
-            ["lfusys", "tusd"]
-        } {
-            eprintln!("Round {}/{}: {system}…", round + 1, args.rounds.max(1));
-            if system == "lfusys" {
-                let (run, file_id) = measured(lfusys_pids, async {
-                    let report = upload::upload_file(&api, source, &opts).await?;
-                    Ok((0.0, report.file_id))
-                })
-                .await?;
-                api.delete_file(&file_id).await?;
-                eprintln!("  {}", run.line(args.size));
-                ours.push(run);
-            } else {
-                let (run, urls) = measured(&tusd, async {
-                    let urls =
-                        tus_upload(&http, &args.tusd, source, args.size, args.parallel).await?;
-                    let (dir, synced) = (args.tusd_dir.clone(), urls.clone());
-                    let seconds =
-                        tokio::task::spawn_blocking(move || sync_tusd_files(&dir, &synced))
-                            .await??;
-                    Ok((seconds, urls))
-                })
-                .await?;
-                remove_tusd_files(&args.tusd_dir, &urls);
-                eprintln!("  {}", run.line(args.size));
-                theirs.push(run);
-            }
+    let mut systems = vec![System::Tusd, System::Lfusys];
+    if args.s3_bucket.is_some() {
+        // After LFUSYS in the first round: it takes LFUSYS's chunk size.
+        systems.push(System::DirectS3);
+    }
+    let (mut ours, mut theirs, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let total = args.rounds.max(1);
+    for round in 0..total {
+        for system in order(&systems, round) {
+            eprintln!("Round {}/{total}: {}…", round + 1, system.name());
+            let (run, runs) = match system {
+                System::Lfusys => (Box::pin(contest.lfusys()).await?, &mut ours),
+                System::Tusd => (Box::pin(contest.tusd()).await?, &mut theirs),
+                System::DirectS3 => (Box::pin(contest.direct_s3()).await?, &mut direct),
+            };
+            eprintln!("  {}", run.line(args.size));
+            runs.push(run);
         }
     }
     let (lfusys, tusd) = (
-        summary(args.size, lfusys_pids, ours),
-        summary(args.size, &tusd, theirs),
+        summary(args.size, &contest.lfusys_procs, ours),
+        summary(args.size, &contest.tusd_procs, theirs),
     );
+    let s3_direct = (!direct.is_empty()).then(|| summary(args.size, &contest.direct_procs, direct));
     Ok(Report {
         size_bytes: args.size,
         parallel: args.parallel,
-        rounds: args.rounds.max(1),
+        rounds: total,
+        store: if args.tusd_dir.is_some() {
+            "file"
+        } else {
+            "s3"
+        },
         wall_ratio: lfusys.wall_mb_per_s / tusd.wall_mb_per_s,
         durable_ratio: lfusys.durable_mb_per_s / tusd.durable_mb_per_s,
         cpu_ratio: lfusys.cpu_seconds_per_gib / tusd.cpu_seconds_per_gib,
+        s3_direct_wall_ratio: s3_direct
+            .as_ref()
+            .map(|d| lfusys.wall_mb_per_s / d.wall_mb_per_s),
+        s3_direct,
         lfusys,
         tusd,
     })
 }
 
+/// Terminates tus uploads (tusd's S3 store keeps them otherwise); best effort, as the files'
+/// removal in file mode.
+async fn delete_tus_uploads(http: &reqwest::Client, urls: &[String]) {
+    for url in urls {
+        let _ = http
+            .delete(url)
+            .header("Tus-Resumable", "1.0.0")
+            .send()
+            .await;
+    }
+}
+
 fn print(r: &Report) {
     println!(
-        "{} file, {} in flight, {} rounds (medians; peak RSS: the highest round)",
+        "{} file, {} in flight, {} rounds, {} store (medians; peak RSS: the highest round)",
         format_size(r.size_bytes),
         r.parallel,
-        r.rounds
+        r.rounds,
+        r.store
     );
+    let systems: Vec<(&str, &Summary)> = [("LFUSYS", &r.lfusys), ("tusd", &r.tusd)]
+        .into_iter()
+        .chain(r.s3_direct.as_ref().map(|d| ("S3 direct", d)))
+        .collect();
     println!(
-        "{:<8} {:>10} {:>12} {:>14} {:>14} {:>12} {:>14}",
+        "{:<9} {:>10} {:>12} {:>14} {:>14} {:>12} {:>14}",
         "",
         "wall MB/s",
         "durable MB/s",
@@ -409,9 +558,9 @@ fn print(r: &Report) {
         "CPU s/GiB",
         "server peak RSS"
     );
-    for (name, s) in [("LFUSYS", &r.lfusys), ("tusd", &r.tusd)] {
+    for &(name, s) in &systems {
         println!(
-            "{name:<8} {:>10.1} {:>12.1} {:>14.2} {:>14.2} {:>12.2} {:>14}",
+            "{name:<9} {:>10.1} {:>12.1} {:>14.2} {:>14.2} {:>12.2} {:>14}",
             s.wall_mb_per_s,
             s.durable_mb_per_s,
             s.client_cpu_seconds_per_gib,
@@ -420,7 +569,7 @@ fn print(r: &Report) {
             format_size(s.server_peak_rss_bytes)
         );
     }
-    for (name, s) in [("LFUSYS", &r.lfusys), ("tusd", &r.tusd)] {
+    for &(name, s) in &systems {
         let peaks: Vec<String> = s
             .process_peak_rss_bytes
             .iter()
@@ -438,6 +587,9 @@ fn print(r: &Report) {
         "LFUSYS / tusd: wall {:.2}×, durable {:.2}×, CPU {:.2}×",
         r.wall_ratio, r.durable_ratio, r.cpu_ratio
     );
+    if let Some(ratio) = r.s3_direct_wall_ratio {
+        println!("LFUSYS / S3 direct (aws-sdk-s3, same part checksums): wall {ratio:.2}×");
+    }
 }
 
 #[cfg(test)]
@@ -454,6 +606,23 @@ mod tests {
             absolute("http://127.0.0.1:1080/files/", "http://h/x"),
             "http://h/x"
         );
+    }
+
+    #[test]
+    fn every_system_takes_every_place_in_turn() {
+        let systems = [System::Tusd, System::Lfusys, System::DirectS3];
+        assert_eq!(order(&systems, 0), systems);
+        assert_eq!(
+            order(&systems, 1),
+            [System::Lfusys, System::DirectS3, System::Tusd]
+        );
+        assert_eq!(
+            order(&systems, 2),
+            [System::DirectS3, System::Tusd, System::Lfusys]
+        );
+        assert_eq!(order(&systems, 3), systems);
+        let two = [System::Tusd, System::Lfusys];
+        assert_eq!(order(&two, 1), [System::Lfusys, System::Tusd]);
     }
 
     #[test]

@@ -209,7 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::BenchTusd(args) => bench_tusd::run(args).await,
+        Command::BenchTusd(args) => Box::pin(bench_tusd::run(args)).await,
         Command::Load(args) => load::run(args).await,
         Command::Register {
             email,
