@@ -13,6 +13,7 @@
 #   bash scripts/bench-tusd.sh --s3                the same in S3 mode
 #   BENCH_SIZE=2GiB BENCH_PARALLEL=8 BENCH_ROUNDS=5 BENCH_DIR=/var/tmp/b bash scripts/bench-tusd.sh
 #   bash scripts/bench-tusd.sh --json             the report as JSON (every round's figures)
+#   bash scripts/bench-tusd.sh --no-sha256        LFUSYS without the file's SHA-256 (what it costs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"

@@ -3,8 +3,8 @@
 //! from round to round, so that neither always runs on a warmer machine).
 //!
 //! LFUSYS is driven by `lfusys upload`'s own code as it runs by default (every chunk verified,
-//! the whole file verified before it is published, its SHA-256 computed, durable: every chunk
-//! is fdatasynced). tusd is driven by a tus 1.0 client in this process with the same
+//! the whole file verified before it is published, its SHA-256 computed — unless
+//! `--no-sha256` — durable: every chunk is fdatasynced). tusd is driven by a tus 1.0 client in this process with the same
 //! parallelism: `-j` partial uploads (the concatenation extension), each one `PATCH` streamed
 //! from the file, then the final upload that concatenates them. tusd verifies nothing and
 //! syncs nothing; its "durable" time adds an fdatasync of every file it wrote for the upload
@@ -72,6 +72,9 @@ pub struct TusdBenchArgs {
     /// in every system's server CPU and peak RSS.
     #[arg(long = "store-pid", value_name = "NAME=PID")]
     pub store_pids: Vec<String>,
+    /// LFUSYS without the file's SHA-256 (`lfusys upload --no-sha256`): what the SHA-256 costs.
+    #[arg(long)]
+    pub no_sha256: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -471,6 +474,7 @@ async fn rounds(
         opts: UploadOptions {
             parallelism: args.parallel,
             progress: false,
+            declare_sha256: !args.no_sha256,
             ..UploadOptions::default()
         },
         http: reqwest::Client::new(),

@@ -138,6 +138,10 @@ pub struct FileInfo {
     /// Absent when the uploader declared no whole-file SHA-256.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// The CRC-64/NVME the server computed and verified (16 hex digits); absent for files of
+    /// versions before CRC checksums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
     pub created_at: String,
 }
 

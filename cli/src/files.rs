@@ -8,6 +8,8 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
+use lfusys_core::digest::{crc64_hex, Crc64Nvme};
+
 use crate::client::Api;
 use crate::upload::{backoff, with_retries};
 use lfusys_core::units::format_size;
@@ -100,50 +102,81 @@ pub async fn download(
     let file = std::fs::File::create(&partial)
         .with_context(|| format!("creating {}", partial.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let mut hasher = Sha256::new();
+    let mut digests = Digests::default();
     let mut received = 0u64;
-    let result = fetch_into(api, id, &mut out, &mut hasher, &mut received, &pb).await;
+    let result = fetch_into(api, id, &mut out, &mut digests, &mut received, &pb).await;
     pb.finish_and_clear();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
-    let digest = hex::encode(hasher.finalize());
-    // A file uploaded without a declared SHA-256 has none to compare with: its size still is.
-    let expected = info.sha256.as_deref();
-    if received != info.size || expected.is_some_and(|sha| sha != digest) {
+    let (sha256, crc) = digests.finish();
+    // Every checksum the File has is compared: the server's CRC-64/NVME (files of earlier
+    // versions have none) and the SHA-256 when the uploader declared one.
+    let expected_crc = info.crc64nvme.as_deref().map(str::to_ascii_lowercase);
+    let expected_sha = info.sha256.as_deref().map(str::to_ascii_lowercase);
+    if received != info.size
+        || expected_crc.as_ref().is_some_and(|c| *c != crc)
+        || expected_sha.as_ref().is_some_and(|s| *s != sha256)
+    {
         let _ = std::fs::remove_file(&partial);
         bail!(
-            "the downloaded bytes do not match the file (got {received} bytes, SHA-256 {digest}; expected {} bytes, {})",
+            "the downloaded bytes do not match the file (got {received} bytes, CRC-64/NVME {crc}, SHA-256 {sha256}; expected {} bytes, CRC-64/NVME {}, SHA-256 {}); nothing was written to {}",
             info.size,
-            expected.unwrap_or("no SHA-256 known")
+            expected_crc.as_deref().unwrap_or("unknown"),
+            expected_sha.as_deref().unwrap_or("unknown"),
+            target.display()
         );
     }
     std::fs::rename(&partial, &target).with_context(|| format!("writing {}", target.display()))?;
     if json {
         crate::print_json(
-            &serde_json::json!({"id": info.id, "path": target, "size": received, "sha256": digest}),
+            &serde_json::json!({"id": info.id, "path": target, "size": received,
+            "sha256": sha256, "crc64nvme": crc}),
         );
     } else {
+        let verified = match (&expected_crc, &expected_sha) {
+            (Some(_), Some(_)) => "CRC-64/NVME and SHA-256 verified",
+            (Some(_), None) => "CRC-64/NVME verified (the file has no SHA-256)",
+            (None, Some(_)) => "SHA-256 verified",
+            (None, None) => "size verified (the file has no checksum)",
+        };
         println!(
-            "Downloaded {} ({}) to {}, {}.",
+            "Downloaded {} ({}) to {}, {verified}.",
             info.name,
             format_size(received),
             target.display(),
-            if expected.is_some() {
-                "SHA-256 verified"
-            } else {
-                "size verified (the file has no SHA-256)"
-            }
         );
     }
     Ok(())
 }
 
+/// The checksums of the bytes a download receives, in the one pass that writes them.
+#[derive(Default)]
+struct Digests {
+    sha256: Sha256,
+    crc: Crc64Nvme,
+}
+
+impl Digests {
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        self.crc.update(bytes);
+    }
+
+    /// Both in lowercase hex: the SHA-256, the CRC-64/NVME.
+    fn finish(self) -> (String, String) {
+        (
+            hex::encode(self.sha256.finalize()),
+            crc64_hex(self.crc.finish()),
+        )
+    }
+}
+
 /// Attempts of a download request (and of resuming a cut-off body) on transient failures.
 const DOWNLOAD_ATTEMPTS: u32 = 6;
 
-/// Streams the file's bytes into `out` and `hasher`. A transient failure (the server busy or
+/// Streams the file's bytes into `out` and `digests`. A transient failure (the server busy or
 /// restarting, the connection cut) is retried with backoff, resuming from the bytes already
 /// written with a `Range` request conditional on the file's ETag; a server that answers the
 /// whole file instead (`200`) has it written again from the start.
@@ -151,7 +184,7 @@ async fn fetch_into(
     api: &Api,
     id: &str,
     out: &mut std::io::BufWriter<std::fs::File>,
-    hasher: &mut Sha256,
+    digests: &mut Digests,
     received: &mut u64,
     pb: &ProgressBar,
 ) -> anyhow::Result<()> {
@@ -166,7 +199,7 @@ async fn fetch_into(
             out.flush()?;
             out.get_mut().set_len(0)?;
             out.get_mut().seek(SeekFrom::Start(0))?;
-            *hasher = Sha256::new();
+            *digests = Digests::default();
             *received = 0;
             pb.set_position(0);
         }
@@ -179,7 +212,7 @@ async fn fetch_into(
             match body.next().await {
                 None => break None,
                 Some(Ok(chunk)) => {
-                    hasher.update(&chunk);
+                    digests.update(&chunk);
                     out.write_all(&chunk)?;
                     *received += chunk.len() as u64;
                     pb.inc(chunk.len() as u64);

@@ -390,7 +390,8 @@ fn bad_chunk_requests_are_refused_and_never_counted() {
 
 /// Without a SHA-256 (`--no-sha256`) the File has none (`null`), but it is still verified
 /// end to end by its CRC-64/NVME, which is also its ETag; its bytes are exactly the uploaded
-/// ones.
+/// ones, and `lfusys download` checks them against that CRC: a stored byte changed on disk is
+/// refused, and nothing is written.
 #[test]
 fn an_upload_without_a_sha256_is_verified_by_its_crc() {
     let dir = tempfile::tempdir().unwrap();
@@ -426,8 +427,41 @@ fn an_upload_without_a_sha256_is_verified_by_its_crc() {
         sha
     );
     let copy = dir.path().join("copy.bin");
-    client.download(&id, &copy);
+    let out = client.run(&["download", &id, "-o", copy.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("CRC-64/NVME verified (the file has no SHA-256)"),
+        "{said}"
+    );
     assert_eq!(sha256_file(&copy), sha);
+
+    // One byte of the stored file changed behind the server's back.
+    let stored = files_ending(&server.data_dir.join("blobs"), &id);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let mut bytes = std::fs::read(&stored[0]).unwrap();
+    bytes[MIB] ^= 0x01;
+    std::fs::write(&stored[0], &bytes).unwrap();
+    let again = dir.path().join("again.bin");
+    let out = client.run(&["download", &id, "-o", again.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the downloaded bytes do not match the file"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "expected {} bytes, CRC-64/NVME {crc}",
+            3 * MIB + 17
+        )),
+        "{err}"
+    );
+    assert!(!again.exists(), "nothing is written");
 }
 
 /// A download cut off midway resumes where it stopped (a `Range` request for the rest, made
