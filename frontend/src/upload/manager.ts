@@ -265,8 +265,8 @@ export interface ManagerOptions {
   chunkTimeoutMs?: number;
   /**
    * Whether each file's SHA-256 is computed (in the same pass) and declared too. Off by default:
-   * the CRC-64/NVME already verifies every byte end to end, and a SHA-256 in WebAssembly runs at
-   * a fraction of the upload's speed (docs/protocol.md "The web app").
+   * the CRC-64/NVME already verifies every byte end to end, and a SHA-256 in WebAssembly
+   * (234 MB/s on one core) slows a fast upload by about 40 % (docs/protocol.md "The web app").
    */
   sha256?: boolean;
 }
