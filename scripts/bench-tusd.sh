@@ -43,11 +43,8 @@ cargo build "${CARGO_SET[@]}" --release --bins
 bin="$CARGO_TARGET_DIR/release"
 
 mkdir -p "$dir"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pids=()
-stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; pids=(); }
+source scripts/bench-services.sh
 trap 'stop_all; rm -rf "$dir/data" "$dir/tusd"' EXIT
-wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "$1 did not answer" >&2; exit 1; }
 
 rm -rf "$dir/data" "$dir/tusd"
 mkdir -p "$dir/tusd"
@@ -66,7 +63,7 @@ if [[ $store == s3 ]]; then
   bucket=lfusys-bench
   LFUSYS_WEB_DIR=/nonexistent "$bin/lfusys" up --backend aws --s3-bucket "$bucket" --table-prefix bench- \
     --queue-name bench --create-resources --listen "127.0.0.1:$gp" >"$dir/lfusys.log" 2>&1 & pids+=($!); lfusys=$!
-  wait_http "http://127.0.0.1:$gp/readyz"
+  wait_ready "http://127.0.0.1:$gp"
   "$TOOLS/bin/tusd" -host 127.0.0.1 -port "$tp" -base-path /files/ -s3-bucket "$bucket" -s3-object-prefix tusd/ \
     -s3-endpoint "$LFUSYS_TEST_S3_URL" >"$dir/tusd.log" 2>&1 & pids+=($!); tusd=$!
   wait_http "http://127.0.0.1:$tp/files/"
@@ -75,15 +72,7 @@ if [[ $store == s3 ]]; then
     --lfusys-pid "sqs=$(cat "$run/moto-sqs.pid")" --store-pid "$(cat "$run/s3.kind")=$(cat "$run/s3.pid")"
     --s3-bucket "$bucket")
 else
-  sp=$(free_port); up=$(free_port)
-  export LFUSYS_SESSIONS_URL="http://127.0.0.1:$sp"
-  LFUSYS_SESSIONS_LISTEN="127.0.0.1:$sp" "$bin/sessions" >"$dir/sessions.log" 2>&1 & pids+=($!); sessions=$!
-  wait_http "http://127.0.0.1:$sp/readyz"
-  LFUSYS_GATEWAY_LISTEN="127.0.0.1:$gp" LFUSYS_PUBLIC_UPLOAD_URL="http://127.0.0.1:$up" LFUSYS_WEB_DIR=/nonexistent \
-    "$bin/gateway" >"$dir/gateway.log" 2>&1 & pids+=($!); gateway=$!
-  wait_http "http://127.0.0.1:$gp/readyz"
-  LFUSYS_UPLOADS_LISTEN="127.0.0.1:$up" "$bin/uploads" >"$dir/uploads.log" 2>&1 & pids+=($!); uploads=$!
-  wait_http "http://127.0.0.1:$up/readyz"
+  start_embedded_services "$gp"
   "$TOOLS/bin/tusd" -host 127.0.0.1 -port "$tp" -base-path /files/ -upload-dir "$dir/tusd" >"$dir/tusd.log" 2>&1 & pids+=($!); tusd=$!
   wait_http "http://127.0.0.1:$tp/files/"
   bench_args+=(--lfusys-pid "sessions=$sessions" --lfusys-pid "gateway=$gateway" --lfusys-pid "uploads=$uploads"

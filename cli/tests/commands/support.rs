@@ -133,6 +133,39 @@ pub fn committed_blobs(data_dir: &Path) -> usize {
     })
 }
 
+/// Flips one bit of the stored blob of File `file_id` at `offset`, behind the server's back
+/// (on the test backend of the server on `data_dir`: the local file, or the S3 object).
+pub fn corrupt_file_blob(data_dir: &Path, file_id: &str, offset: usize) {
+    let key = lfusys_core::ids::blob_key_for_file(file_id);
+    if test_backend() == "aws" {
+        let bucket = aws_names(data_dir).0;
+        block_on(async {
+            let s3 = s3().await;
+            let object = s3
+                .get_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+            let mut bytes = object.body.collect().await.unwrap().to_vec();
+            bytes[offset] ^= 0x01;
+            s3.put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(bytes.into())
+                .send()
+                .await
+                .unwrap();
+        });
+    } else {
+        let path = data_dir.join("blobs").join(key);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[offset] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+    }
+}
+
 /// Whether the test backend of the server on `data_dir` stores the blob of File `file_id`.
 pub fn file_blob_exists(data_dir: &Path, file_id: &str) -> bool {
     let key = lfusys_core::ids::blob_key_for_file(file_id);

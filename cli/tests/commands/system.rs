@@ -7,8 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::{
-    chunk_of, create_upload, files_ending, free_port, put_raw, sha256_file, upload_json,
-    write_file, Client, Server,
+    chunk_of, corrupt_file_blob, create_upload, files_ending, free_port, put_raw, sha256_file,
+    upload_json, write_file, Client, Server,
 };
 use test_support::wait;
 
@@ -441,11 +441,7 @@ fn an_upload_without_a_sha256_is_verified_by_its_crc() {
     assert_eq!(sha256_file(&copy), sha);
 
     // One byte of the stored file changed behind the server's back.
-    let stored = files_ending(&server.data_dir.join("blobs"), &id);
-    assert_eq!(stored.len(), 1, "{stored:?}");
-    let mut bytes = std::fs::read(&stored[0]).unwrap();
-    bytes[MIB] ^= 0x01;
-    std::fs::write(&stored[0], &bytes).unwrap();
+    corrupt_file_blob(&server.data_dir, &id, MIB);
     let again = dir.path().join("again.bin");
     let out = client.run(&["download", &id, "-o", again.to_str().unwrap()]);
     assert!(!out.status.success());
