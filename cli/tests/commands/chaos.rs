@@ -54,6 +54,8 @@ struct Service {
     bin: PathBuf,
     env: Vec<(String, String)>,
     /// Its `/readyz`.
+    /// `/healthz`: the process serves; `/readyz`: and its dependencies answer.
+    health_url: String,
     ready_url: String,
     log: PathBuf,
     child: Option<Child>,
@@ -86,6 +88,14 @@ impl Service {
             &format!("{} to be ready", self.name),
             Duration::from_secs(60),
             || reqwest::blocking::get(&self.ready_url).is_ok_and(|r| r.status().is_success()),
+        );
+    }
+
+    fn wait_serving(&self) {
+        wait::blocking(
+            &format!("{} to serve", self.name),
+            Duration::from_secs(60),
+            || reqwest::blocking::get(&self.health_url).is_ok_and(|r| r.status().is_success()),
         );
     }
 
@@ -199,6 +209,7 @@ fn service(
         name,
         bin: Path::new(BIN).parent().unwrap().join(bin),
         env,
+        health_url: format!("http://127.0.0.1:{port}/healthz"),
         ready_url: format!("http://127.0.0.1:{port}/readyz"),
         log: logs.join(format!("{name}.log")),
         child: None,
@@ -416,11 +427,15 @@ fn uploads_survive_random_kills_of_every_service() {
     }
 }
 
-/// Starts every service: the gateway first, as it makes the signing key the workers read.
+/// Starts every service: the gateway first, as it makes the signing key the workers read (it
+/// writes the key before it serves). It is *ready* only once a sessions replica answers, so the
+/// others start once it serves, and then all are waited for. (Waiting for the gateway to be
+/// ready first passed only while a sessions call through the balancer to no replica happened to
+/// fail with a status the probe counts as an answer.)
 fn start_all(all: &mut [Service]) {
     let gateway = all.iter().position(|s| s.name == "gateway").unwrap();
     all[gateway].start();
-    all[gateway].wait_ready();
+    all[gateway].wait_serving();
     for s in all.iter_mut().filter(|s| s.name != "gateway") {
         s.start();
     }
