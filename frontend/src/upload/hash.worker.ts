@@ -11,7 +11,7 @@ let runner: PassRunner | null = null;
 self.onmessage = (ev: MessageEvent<PassRequest>) => {
   const req = ev.data;
   if (req.op === 'open') {
-    runner = new PassRunner(req.file, req.plan, (msg: PassReply, transfer: Transferable[] = []) => self.postMessage(msg, transfer));
+    runner = new PassRunner(req.file, req.plan, (msg: PassReply) => self.postMessage(msg));
     return;
   }
   runner?.handle(req);

@@ -7,10 +7,10 @@
 // its state is the work in progress: its file's pass, its chunks in flight and retry timers, its
 // upload token, its speed meter.
 //
-// Every byte of a file is read once (docs/protocol.md "Checksums"): the pass worker reads the
-// file in order, computes each chunk's CRC-64/NVME and the whole file's SHA-256 and CRC-64/NVME,
-// compares the chunks the server holds with the server's CRCs, and hands the others over — their
-// ArrayBuffers transferred — against credits: one per free slot of the pool, so the page never
+// Every byte of a file is read once (docs/protocol.md "The web app"): the pass worker reads the
+// file in order, computes each chunk's CRC-64/NVME and the whole file's (and its SHA-256 when
+// asked), compares the chunks the server holds with the server's CRCs, and hands the others
+// over — as Blobs of the bytes read — against credits: one per free slot of the pool, so the page never
 // holds more than `parallel` chunks, whatever the files' sizes (a chunk waiting to be retried
 // keeps its slot and its bytes). Chunks go with `Content-Digest: crc64nvme=:…:`. The last chunk
 // the server lacks is held back until the whole-file checksums are declared (`PATCH`), which the

@@ -13,7 +13,7 @@ import { chunkRange } from '../lib/plan';
 import { createCRC64NVME, crc64Combine } from './checksum';
 import type { PassReply, PassRequest } from './protocol';
 
-export type Emit = (msg: PassReply, transfer?: Transferable[]) => void;
+export type Emit = (msg: PassReply) => void;
 
 /** A reason in words for an error reading the file. */
 export function describeReadError(e: unknown): string {
