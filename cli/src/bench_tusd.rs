@@ -4,11 +4,12 @@
 //!
 //! LFUSYS is driven by `lfusys upload`'s own code as it runs by default (every chunk verified,
 //! the whole file verified before it is published, its SHA-256 computed — unless
-//! `--no-sha256` — durable: every chunk is fdatasynced). tusd is driven by a tus 1.0 client in this process with the same
-//! parallelism: `-j` partial uploads (the concatenation extension), each one `PATCH` streamed
-//! from the file, then the final upload that concatenates them. tusd verifies nothing and
-//! syncs nothing; its "durable" time adds an fdatasync of every file it wrote for the upload
-//! (the partial uploads and their concatenation), which is what LFUSYS pays for as it goes.
+//! `--no-sha256` — durable: every chunk is fdatasynced). tusd is driven by a tus 1.0 client
+//! in this process with the same parallelism: `-j` partial uploads (the concatenation
+//! extension), each one `PATCH` streamed from the file, then the final upload that
+//! concatenates them. tusd verifies nothing and syncs nothing; its "durable" time adds an
+//! fdatasync of every file it wrote for the upload (the partial uploads and their
+//! concatenation), which is what LFUSYS pays for as it goes.
 //!
 //! Per system it prints the medians of wall and durable MB/s, the CPU seconds per GiB of the
 //! client (this process) and of the servers (`--lfusys-pid`, `--tusd-pid`: `/proc` times), the
@@ -548,10 +549,13 @@ fn print(r: &Report) {
         r.rounds,
         r.store
     );
-    let systems: Vec<(&str, &Summary)> = [("LFUSYS", &r.lfusys), ("tusd", &r.tusd)]
-        .into_iter()
-        .chain(r.s3_direct.as_ref().map(|d| ("S3 direct", d)))
-        .collect();
+    let systems: Vec<(&str, &Summary)> = [
+        (System::Lfusys.name(), &r.lfusys),
+        (System::Tusd.name(), &r.tusd),
+    ]
+    .into_iter()
+    .chain(r.s3_direct.as_ref().map(|d| (System::DirectS3.name(), d)))
+    .collect();
     println!(
         "{:<9} {:>10} {:>12} {:>14} {:>14} {:>12} {:>14}",
         "",

@@ -69,7 +69,7 @@ export function openSession(user: User): Session {
   return { user, manager, hasher };
 }
 
-/** Turns the whole-file SHA-256 on or off for the files added from now on, and remembers it. */
+/** Turns the whole-file SHA-256 on or off for the uploads that start from now on, and remembers it. */
 export function setComputeSha256(s: Session, on: boolean): void {
   s.manager.setComputeSha256(on);
   const store = storage();

@@ -53,7 +53,6 @@ struct Service {
     name: &'static str,
     bin: PathBuf,
     env: Vec<(String, String)>,
-    /// Its `/readyz`.
     /// `/healthz`: the process serves; `/readyz`: and its dependencies answer.
     health_url: String,
     ready_url: String,
