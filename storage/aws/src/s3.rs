@@ -23,6 +23,9 @@
 //!   an ETag is refused too).
 //! - `abort_upload` aborts the handle and every other multipart upload still open on the
 //!   upload's key (an orphan of a retried `CreateMultipartUpload`), so nothing is left behind.
+//! - Staged pieces (the tus / IETF appends that end inside a chunk) are objects of their own,
+//!   `staging/{upload_id}/{index}-{start}` (`PutObject`, whole or not at all), listed by
+//!   prefix; the chunk is sent as its part once whole. `abort_upload` deletes them too.
 //! - Reads are `GetObject`, with `Range` for partial reads; `presigned_url` signs a `GetObject`.
 
 use std::collections::HashMap;
@@ -54,7 +57,8 @@ use lfusys_core::digest::{
 use lfusys_core::ids;
 use lfusys_core::range::ByteRange;
 use storage::{
-    BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult, UploadId, WrittenChunk,
+    BlobStore, ByteStream, ChunkTarget, PartRef, StagedPiece, StoreError, StoreResult, UploadId,
+    WrittenChunk,
 };
 
 /// S3's limit on the parts of one multipart upload.
@@ -190,6 +194,52 @@ impl S3BlobStore {
             (key_marker, id_marker) = next;
         }
         Ok(ids)
+    }
+
+    /// The prefix of an upload's staged pieces; with `index`, of one chunk's.
+    fn staged_prefix(upload_id: &str, index: Option<u32>) -> String {
+        match index {
+            Some(index) => format!("staging/{upload_id}/{index:010}-"),
+            None => format!("staging/{upload_id}/"),
+        }
+    }
+
+    /// Keys and sizes of the objects under `prefix` (paginated).
+    async fn list_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, u64)>> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_error("S3 ListObjectsV2", e))?;
+            found.extend(out.contents().iter().filter_map(|o| {
+                let size = u64::try_from(o.size().unwrap_or_default()).ok()?;
+                Some((o.key()?.to_owned(), size))
+            }));
+            match out.next_continuation_token() {
+                Some(next)
+                    if out.is_truncated() == Some(true) && token.as_deref() != Some(next) =>
+                {
+                    token = Some(next.to_owned());
+                }
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deletes every object under `prefix`.
+    async fn delete_prefix(&self, prefix: &str) -> StoreResult<()> {
+        for (key, _) in self.list_prefix(prefix).await? {
+            self.delete_blob(&key).await?;
+        }
+        Ok(())
     }
 
     async fn object_exists(&self, key: &str) -> StoreResult<bool> {
@@ -343,6 +393,15 @@ impl http_body::Body for PartBody {
 }
 
 /// S3's answers to a part whose checksum does not match its body.
+/// What went wrong with a body the SDK read, as the store's error, if anything did.
+fn body_fault(fault: &Mutex<Option<BodyFault>>) -> Option<StoreError> {
+    let recorded = fault.lock().ok().and_then(|f| f.clone())?;
+    Some(match recorded {
+        BodyFault::Stream(e) => StoreError::body(e),
+        BodyFault::Length { expected, actual } => StoreError::LengthMismatch { expected, actual },
+    })
+}
+
 fn is_digest_mismatch(code: Option<&str>) -> bool {
     matches!(
         code,
@@ -526,14 +585,8 @@ impl BlobStore for S3BlobStore {
                 .request_checksum_calculation(RequestChecksumCalculation::WhenSupported);
             request.customize().config_override(calculate).send().await
         };
-        let recorded = fault.lock().ok().and_then(|f| f.clone());
-        if let Some(fault) = recorded {
-            return Err(match fault {
-                BodyFault::Stream(e) => StoreError::body(e),
-                BodyFault::Length { expected, actual } => {
-                    StoreError::LengthMismatch { expected, actual }
-                }
-            });
+        if let Some(e) = body_fault(&fault) {
+            return Err(e);
         }
         let out = result.map_err(|e| match error_code(&e) {
             code if is_digest_mismatch(code) => StoreError::DigestMismatch,
@@ -695,7 +748,74 @@ impl BlobStore for S3BlobStore {
                 Err(e) => return Err(sdk_error("S3 AbortMultipartUpload", e)),
             }
         }
+        self.delete_prefix(&Self::staged_prefix(upload_id, None))
+            .await
+    }
+
+    async fn stage_piece(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        start: u64,
+        len: u64,
+        body: ByteStream,
+    ) -> StoreResult<()> {
+        let key = format!("{}{start:020}", Self::staged_prefix(upload_id, Some(index)));
+        let fault = Arc::new(Mutex::new(None));
+        let sent = Arc::new(OnceLock::new());
+        let piece = PartBody::new(body, len, sent, Arc::clone(&fault));
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_length(len as i64)
+            .body(SdkByteStream::from_body_1_x(piece))
+            .send()
+            .await;
+        if let Some(e) = body_fault(&fault) {
+            return Err(e);
+        }
+        result.map_err(|e| sdk_error("S3 PutObject (staged piece)", e))?;
         Ok(())
+    }
+
+    async fn staged_pieces(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+    ) -> StoreResult<Vec<StagedPiece>> {
+        let prefix = Self::staged_prefix(upload_id, Some(index));
+        let mut pieces: Vec<StagedPiece> = self
+            .list_prefix(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|(key, len)| {
+                let start = key.strip_prefix(&prefix)?.parse().ok()?;
+                Some(StagedPiece { start, len })
+            })
+            .collect();
+        pieces.sort();
+        Ok(pieces)
+    }
+
+    async fn read_staged(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        piece: StagedPiece,
+    ) -> StoreResult<ByteStream> {
+        let key = format!(
+            "{}{:020}",
+            Self::staged_prefix(upload_id, Some(index)),
+            piece.start
+        );
+        self.read_blob(&key, None).await
+    }
+
+    async fn discard_staged(&self, upload_id: &UploadId, index: u32) -> StoreResult<()> {
+        self.delete_prefix(&Self::staged_prefix(upload_id, Some(index)))
+            .await
     }
 
     async fn blob_size(&self, blob_key: &str) -> StoreResult<u64> {

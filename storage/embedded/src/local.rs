@@ -14,7 +14,11 @@
 //!   expected one (nothing is read back), then is fsync + rename of the part file, so no byte is
 //!   copied; the manifest is removed after.
 //!
-//! Aborting removes the part file, then the manifest. A manifest without its part file (a crash
+//! - `uploads/{upload_id}.staged/{index}-{start}`: staged pieces of chunks that arrive in more
+//!   than one request (tus / IETF appends), one file each, written beside as `….tmp`, synced
+//!   and renamed into place, so a listed piece is whole.
+//!
+//! Aborting removes the part file, then the manifest, then the staged pieces. A manifest without its part file (a crash
 //! between the two steps of a commit or an abort) is removed by `idle_blob_uploads` once idle.
 
 use std::collections::BTreeMap;
@@ -31,7 +35,8 @@ use tokio::task::JoinHandle;
 use lfusys_core::digest::{crc64_hex, crc64nvme, crc64nvme_of_pieces, Crc64, Crc64Nvme};
 use lfusys_core::range::ByteRange;
 use storage::{
-    BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult, UploadId, WrittenChunk,
+    BlobStore, ByteStream, ChunkTarget, PartRef, StagedPiece, StoreError, StoreResult, UploadId,
+    WrittenChunk,
 };
 
 /// Size of the buffers small body frames are coalesced into before a positioned write.
@@ -41,6 +46,8 @@ const READ_BUFFER: usize = 1024 * 1024;
 const UPLOADS_DIR: &str = "uploads";
 const PART_SUFFIX: &str = ".part";
 const MANIFEST_SUFFIX: &str = ".manifest";
+const STAGED_SUFFIX: &str = ".staged";
+const TMP_SUFFIX: &str = ".tmp";
 
 #[derive(Debug, Clone)]
 pub struct LocalBlobStore {
@@ -74,6 +81,14 @@ impl LocalBlobStore {
             .root
             .join(UPLOADS_DIR)
             .join(format!("{upload_id}{MANIFEST_SUFFIX}")))
+    }
+
+    fn staged_dir(&self, upload_id: &str) -> StoreResult<PathBuf> {
+        validate_upload_id(upload_id)?;
+        Ok(self
+            .root
+            .join(UPLOADS_DIR)
+            .join(format!("{upload_id}{STAGED_SUFFIX}")))
     }
 
     fn blob_path(&self, blob_key: &str) -> StoreResult<PathBuf> {
@@ -163,6 +178,52 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Removes a file that may already be gone.
 fn remove_if_present(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The file name of a staged piece: chunk index and start, fixed width so names sort by both.
+fn piece_name(index: u32, start: u64) -> String {
+    format!("{index:010}-{start:020}")
+}
+
+/// The staged pieces of chunk `index` in `dir` (none when it does not exist), by start.
+fn list_pieces(dir: &Path, index: u32) -> StoreResult<Vec<StagedPiece>> {
+    let prefix = format!("{index:010}-");
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut pieces = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(start) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.parse::<u64>().ok())
+        else {
+            continue; // another chunk's piece, or one still being written (`.tmp`)
+        };
+        match entry.metadata() {
+            Ok(meta) => pieces.push(StagedPiece {
+                start,
+                len: meta.len(),
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    pieces.sort();
+    Ok(pieces)
+}
+
+/// Removes a directory tree that may already be gone.
+fn remove_dir_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -503,26 +564,27 @@ impl PositionedWriter {
     }
 }
 
+/// Writes exactly `len` bytes of `body`; a longer or shorter body is a `LengthMismatch`.
 async fn stream_into(
     writer: &mut PositionedWriter,
-    target: &ChunkTarget,
+    len: u64,
     mut body: ByteStream,
 ) -> StoreResult<()> {
     let mut received: u64 = 0;
     while let Some(frame) = body.next().await {
         let frame = frame.map_err(|e| StoreError::body_from(e.to_string(), e))?;
         received += frame.len() as u64;
-        if received > target.len {
+        if received > len {
             return Err(StoreError::LengthMismatch {
-                expected: target.len,
+                expected: len,
                 actual: received,
             });
         }
         writer.push(&frame).await?;
     }
-    if received != target.len {
+    if received != len {
         return Err(StoreError::LengthMismatch {
-            expected: target.len,
+            expected: len,
             actual: received,
         });
     }
@@ -585,7 +647,7 @@ impl BlobStore for LocalBlobStore {
         })
         .await?;
         let mut writer = PositionedWriter::new(file, target.offset);
-        let written = match stream_into(&mut writer, target, body).await {
+        let written = match stream_into(&mut writer, target.len, body).await {
             Ok(()) => writer.finish().await.map_err(|e| (e, true)),
             Err(e) => {
                 let touched = writer.abandon().await;
@@ -683,10 +745,87 @@ impl BlobStore for LocalBlobStore {
     async fn abort_upload(&self, upload_id: &UploadId, _handle: Option<&str>) -> StoreResult<()> {
         let part = self.part_path(upload_id)?;
         let manifest = self.manifest_path(upload_id)?;
+        let staged = self.staged_dir(upload_id)?;
         // The part file first: a manifest without one is known to be garbage.
         blocking(move || {
             remove_if_present(&part)?;
             remove_if_present(&manifest)?;
+            remove_dir_if_present(&staged)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stage_piece(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        start: u64,
+        len: u64,
+        body: ByteStream,
+    ) -> StoreResult<()> {
+        let dir = self.staged_dir(upload_id)?;
+        let name = piece_name(index, start);
+        let path = dir.join(&name);
+        let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+        let opened = {
+            let (dir, tmp) = (dir.clone(), tmp.clone());
+            blocking(move || {
+                std::fs::create_dir_all(&dir)?;
+                Ok(File::create(&tmp)?)
+            })
+            .await?
+        };
+        let mut writer = PositionedWriter::new(opened, 0);
+        let streamed = stream_into(&mut writer, len, body).await;
+        let finished = match streamed {
+            Ok(()) => writer.finish().await.map(drop),
+            Err(e) => {
+                writer.abandon().await;
+                Err(e)
+            }
+        };
+        blocking(move || {
+            if let Err(e) = finished {
+                remove_if_present(&tmp)?;
+                return Err(e);
+            }
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(&dir)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn staged_pieces(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+    ) -> StoreResult<Vec<StagedPiece>> {
+        let dir = self.staged_dir(upload_id)?;
+        blocking(move || list_pieces(&dir, index)).await
+    }
+
+    async fn read_staged(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        piece: StagedPiece,
+    ) -> StoreResult<ByteStream> {
+        let path = self
+            .staged_dir(upload_id)?
+            .join(piece_name(index, piece.start));
+        let name = format!("staged piece {index}/{}", piece.start);
+        let file = blocking(move || File::open(&path).map_err(|e| not_found_or(e, &name))).await?;
+        Ok(Box::pin(positioned_reader(Arc::new(file), 0, piece.len)))
+    }
+
+    async fn discard_staged(&self, upload_id: &UploadId, index: u32) -> StoreResult<()> {
+        let dir = self.staged_dir(upload_id)?;
+        blocking(move || {
+            for piece in list_pieces(&dir, index)? {
+                remove_if_present(&dir.join(piece_name(index, piece.start)))?;
+            }
             Ok(())
         })
         .await

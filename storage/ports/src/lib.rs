@@ -187,6 +187,32 @@ pub struct PartRef {
     pub etag: Option<String>,
 }
 
+/// Bytes of a chunk kept apart until the rest of the chunk arrives (see
+/// [`BlobStore::stage_piece`]): `len` bytes from `start` within the chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StagedPiece {
+    pub start: u64,
+    pub len: u64,
+}
+
+impl StagedPiece {
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+}
+
+/// How many bytes from the chunk's start `pieces` (ascending by start) hold without a gap.
+pub fn staged_prefix(pieces: &[StagedPiece]) -> u64 {
+    let mut end = 0;
+    for piece in pieces {
+        if piece.start > end {
+            break;
+        }
+        end = end.max(piece.end());
+    }
+    end
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// Prepares storage for an upload of `size` bytes; returns the backend's handle of it, if
@@ -219,8 +245,42 @@ pub trait BlobStore: Send + Sync + 'static {
         whole_crc64nvme: Crc64,
     ) -> StoreResult<()>;
 
-    /// Releases the storage of an unfinished upload. Idempotent; without the handle (a crash
-    /// before it was recorded), whatever was begun for `upload_id` is released.
+    /// Keeps `len` bytes that belong at `start` within chunk `index` apart from the chunk's
+    /// place, durably, until the rest of the chunk arrives: the appends of the tus and IETF
+    /// protocols may end anywhere, and a chunk is written to its place (an S3 part) only whole.
+    /// A piece is listed by [`BlobStore::staged_pieces`] only once all of it is stored; a
+    /// piece at the same `start` replaces the one before.
+    async fn stage_piece(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        start: u64,
+        len: u64,
+        body: ByteStream,
+    ) -> StoreResult<()>;
+
+    /// The staged pieces of chunk `index`, ascending by start.
+    async fn staged_pieces(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+    ) -> StoreResult<Vec<StagedPiece>>;
+
+    /// Streams one staged piece back (to be written with the rest of its chunk).
+    async fn read_staged(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        piece: StagedPiece,
+    ) -> StoreResult<ByteStream>;
+
+    /// Deletes the staged pieces of chunk `index`. Idempotent. [`BlobStore::abort_upload`]
+    /// deletes those of every chunk.
+    async fn discard_staged(&self, upload_id: &UploadId, index: u32) -> StoreResult<()>;
+
+    /// Releases the storage of an unfinished upload, its staged pieces included. Idempotent;
+    /// without the handle (a crash before it was recorded), whatever was begun for `upload_id`
+    /// is released.
     async fn abort_upload(&self, upload_id: &UploadId, handle: Option<&str>) -> StoreResult<()>;
 
     /// Upload ids of blob uploads in progress not written since `before_ms` (at most

@@ -18,7 +18,7 @@ use lfusys_core::range::ByteRange;
 use sha2::{Digest, Sha256};
 
 use super::fixtures::{body, part, pattern, target};
-use crate::{BlobStore, ByteStream, PartRef, StoreError, UploadId};
+use crate::{staged_prefix, BlobStore, ByteStream, PartRef, StagedPiece, StoreError, UploadId};
 
 /// Opens blob stores of one backend for the cases.
 pub trait BlobHarness: Sync {
@@ -487,4 +487,120 @@ pub async fn an_abort_without_the_handle_releases_what_was_begun<H: BlobHarness>
     s.abort_upload(&UploadId::from(&ids::new_upload_id()), None)
         .await
         .unwrap();
+}
+
+async fn read_piece<S: BlobStore>(s: &S, id: &UploadId, index: u32, piece: StagedPiece) -> Vec<u8> {
+    let mut stream = s.read_staged(id, index, piece).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(b) = stream.next().await {
+        out.extend_from_slice(&b.unwrap());
+    }
+    out
+}
+
+/// Pieces of a chunk staged by separate requests are listed by start with their lengths,
+/// read back byte for byte, and the chunk written whole from them commits; a piece whose
+/// body fails or is short is not listed; another chunk's pieces are apart; discarding one
+/// chunk's pieces leaves the others', and an abort removes them all.
+pub async fn staged_pieces_wait_apart_until_their_chunk_is_whole<H: BlobHarness>(h: &H) {
+    let (_place, s) = fresh(h).await;
+    let id = ids::new_upload_id();
+    let upload = UploadId::from(&id);
+    let data = pattern(CHUNK + TAIL, 11);
+    let handle = s.begin_upload(&upload, data.len() as u64).await.unwrap();
+    assert!(s.staged_pieces(&upload, 0).await.unwrap().is_empty());
+
+    let (first, second) = data[..CHUNK].split_at(1_234_567);
+    s.stage_piece(&upload, 0, 0, first.len() as u64, body(first, 100_000))
+        .await
+        .unwrap();
+    // A body that breaks off, and one shorter than it said: neither is a piece.
+    let broken: ByteStream = Box::pin(futures::stream::iter(vec![
+        Ok(Bytes::copy_from_slice(&second[..1000])),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "gone",
+        )),
+    ]));
+    let start = first.len() as u64;
+    assert!(s
+        .stage_piece(&upload, 0, start, second.len() as u64, broken)
+        .await
+        .is_err());
+    assert!(matches!(
+        s.stage_piece(
+            &upload,
+            0,
+            start,
+            second.len() as u64 + 1,
+            body(second, 65_536)
+        )
+        .await,
+        Err(StoreError::LengthMismatch { .. })
+    ));
+    let pieces = s.staged_pieces(&upload, 0).await.unwrap();
+    assert_eq!(
+        pieces,
+        vec![StagedPiece {
+            start: 0,
+            len: start
+        }]
+    );
+    s.stage_piece(&upload, 0, start, 500, body(&second[..500], 7))
+        .await
+        .unwrap();
+    // Another chunk's piece stays apart.
+    s.stage_piece(&upload, 1, 0, 10, body(&data[CHUNK..CHUNK + 10], 3))
+        .await
+        .unwrap();
+    let pieces = s.staged_pieces(&upload, 0).await.unwrap();
+    assert_eq!(pieces.len(), 2, "{pieces:?}");
+    assert_eq!(staged_prefix(&pieces), start + 500);
+    assert_eq!(read_piece(&s, &upload, 0, pieces[0]).await, first);
+    assert_eq!(read_piece(&s, &upload, 0, pieces[1]).await, &second[..500]);
+
+    // The chunk, whole from its pieces and the rest, goes to its place and commits.
+    let mut chunk = Vec::new();
+    for p in &pieces {
+        chunk.extend(read_piece(&s, &upload, 0, *p).await);
+    }
+    chunk.extend_from_slice(&second[500..]);
+    assert_eq!(chunk, &data[..CHUNK]);
+    let w0 = s
+        .write_chunk(
+            &target(&id, handle.as_deref(), 0, 0, &chunk),
+            body(&chunk, 1 << 20),
+        )
+        .await
+        .unwrap();
+    s.discard_staged(&upload, 0).await.unwrap();
+    s.discard_staged(&upload, 0).await.unwrap();
+    assert!(s.staged_pieces(&upload, 0).await.unwrap().is_empty());
+    assert_eq!(s.staged_pieces(&upload, 1).await.unwrap().len(), 1);
+    let tail = &data[CHUNK..];
+    let w1 = s
+        .write_chunk(
+            &target(&id, handle.as_deref(), 1, CHUNK as u64, tail),
+            body(tail, 4096),
+        )
+        .await
+        .unwrap();
+    let parts = [part(0, &chunk, w0), part(1, tail, w1)];
+    let key = key_for(&id);
+    s.complete_upload(&upload, handle.as_deref(), &parts, &key, whole_of(&parts))
+        .await
+        .unwrap();
+    assert_eq!(
+        Sha256::digest(read_all(h, &s, &key, None).await).as_slice(),
+        Sha256::digest(&data).as_slice()
+    );
+
+    // An abort releases the pieces left.
+    let other = UploadId::from(&ids::new_upload_id());
+    let handle = s.begin_upload(&other, 100).await.unwrap();
+    s.stage_piece(&other, 0, 0, 10, body(&data[..10], 4))
+        .await
+        .unwrap();
+    s.abort_upload(&other, handle.as_deref()).await.unwrap();
+    assert!(s.staged_pieces(&other, 0).await.unwrap().is_empty());
 }

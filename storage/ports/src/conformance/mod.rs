@@ -133,6 +133,7 @@ macro_rules! __blob_cases {
             an_abort_without_the_handle_releases_what_was_begun,
             chunks_at_each_others_place_do_not_commit,
             a_wrong_whole_crc_commits_nothing,
+            staged_pieces_wait_apart_until_their_chunk_is_whole,
         }
     };
 }
