@@ -1,28 +1,31 @@
-//! Request authentication: bearer or cookie access tokens, the CSRF double submit for
-//! cookie-authenticated writes, auth cookies, and the client's address.
+//! Request authentication as an extractor ([`AuthUser`], by [`service_kit::access`]: bearer or
+//! cookie access tokens, the CSRF double submit for cookie-authenticated writes), auth
+//! cookies, and the client's address.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cookie::{Cookie, SameSite};
 use lfusys_core::ids::UserId;
-use lfusys_core::tokens::TokenError;
 use rand::RngCore;
+use service_kit::access;
 use service_kit::problem::Problem;
 use sha2::{Digest, Sha256};
 
 use crate::config::CookieSecure;
 use crate::state::GatewayState;
 
-pub const ACCESS_COOKIE: &str = "lfusys_access";
+pub use service_kit::access::{
+    access_token, check_csrf, cookie_value, is_state_changing, ACCESS_COOKIE, CSRF_COOKIE,
+    CSRF_HEADER,
+};
+
 pub const REFRESH_COOKIE: &str = "lfusys_refresh";
-pub const CSRF_COOKIE: &str = "lfusys_csrf";
-pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The refresh cookie is only sent to the auth endpoints.
 pub const REFRESH_COOKIE_PATH: &str = "/api/v1/auth";
 
@@ -65,101 +68,19 @@ impl FromRequestParts<GatewayState> for AuthUser {
         parts: &mut Parts,
         state: &GatewayState,
     ) -> Result<Self, Self::Rejection> {
-        let (token, via_cookie) = match access_token(&parts.headers) {
-            Ok(Some(found)) => found,
-            Ok(None) => return Err(Problem::unauthorized("authentication required").into()),
-            Err(p) => return Err(p.into()),
-        };
-        let claims = state.verifier().verify_access(&token).map_err(|e| {
-            Problem::unauthorized(match e {
-                TokenError::Expired => "the access token has expired",
-                _ => "the access token is invalid",
-            })
-        })?;
-        match state.auth().is_family_revoked(&claims.fam).await {
-            Ok(false) => {}
-            Ok(true) => return Err(Problem::unauthorized("the session has been signed out").into()),
-            Err(e) => {
-                tracing::error!(error = %e, "auth store failed checking a token family");
-                return Err(Problem::unavailable(
-                    "the auth store is unavailable; try again shortly",
-                )
-                .with_retry_after(1)
-                .into());
-            }
-        }
-        if via_cookie && is_state_changing(&parts.method) {
-            check_csrf(&parts.headers)?;
-        }
+        let caller = access::authenticate(
+            &parts.headers,
+            &parts.method,
+            state.verifier(),
+            state.auth().as_ref(),
+        )
+        .await?;
         Ok(Self {
-            user_id: claims.sub.into(),
-            family: claims.fam,
-            via_cookie,
+            user_id: caller.user_id,
+            family: caller.family,
+            via_cookie: caller.via_cookie,
         })
     }
-}
-
-/// The access token of a request: `Authorization: Bearer` first, else the cookie.
-/// `Ok(None)` when there is neither; a non-bearer `Authorization` header is an error.
-pub fn access_token(headers: &HeaderMap) -> Result<Option<(String, bool)>, Problem> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, rest) = v.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| rest.trim().to_owned())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Problem::unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
-        return Ok(Some((token, false)));
-    }
-    Ok(cookie_value(headers, ACCESS_COOKIE).map(|t| (t, true)))
-}
-
-pub fn is_state_changing(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    )
-}
-
-/// Double submit: the `X-CSRF-Token` header must equal the `lfusys_csrf` cookie.
-pub fn check_csrf(headers: &HeaderMap) -> Result<(), Problem> {
-    let cookie = cookie_value(headers, CSRF_COOKIE);
-    let header = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-    match (cookie, header) {
-        (Some(c), Some(h))
-            if !c.is_empty() && constant_time_eq(c.as_bytes(), h.trim().as_bytes()) =>
-        {
-            Ok(())
-        }
-        _ => Err(Problem::forbidden(
-            "csrf",
-            "cookie-authenticated requests that change state must send the X-CSRF-Token header \
-             equal to the lfusys_csrf cookie",
-        )),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The value of a cookie in the request's `Cookie` header(s).
-pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
 }
 
 /// A fresh random secret: 32 bytes, base64url without padding.
