@@ -244,7 +244,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     uploads_cfg.sessions_url.clone_from(&sessions_url);
     uploads_cfg.public_key_file = gateway_cfg.public_key_file();
     uploads_cfg.assembly_visibility = Duration::from_secs(args.assembly_visibility_secs.max(1));
+    uploads_cfg.max_upload_size = args.max_upload_size;
     let uploads_state = uploads::WorkerState::open(&uploads_cfg).await?;
+    // The gateway's origin is the public one: tus clients find `/api/v1/tus` there.
+    let tus_routes = uploads::tus::router(uploads_state.clone());
 
     let stop = CancellationToken::new();
     let on = |t: &CancellationToken| {
@@ -259,7 +262,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>(uploads::serve(uploads_listener, uploads_state, u).await?)
     });
     let gateway_task = tokio::spawn(async move {
-        Ok::<_, anyhow::Error>(gateway::serve(gateway_listener, gateway_state, g).await?)
+        Ok::<_, anyhow::Error>(
+            gateway::serve_with(gateway_listener, gateway_state, tus_routes, g).await?,
+        )
     });
 
     print_banner(

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 /// No upload is cut into more chunks than this (the S3 multipart part limit).
 pub const MAX_CHUNKS: u64 = 10_000;
 
+/// The largest accepted upload unless configured (`LFUSYS_MAX_UPLOAD_SIZE`): 5 TiB.
+pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 5 << 40;
+
 /// The planning rules of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanPolicy {

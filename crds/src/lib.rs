@@ -74,7 +74,7 @@ pub struct LfusysClusterSpec {
     /// Token signing.
     #[serde(default)]
     pub auth: AuthSpec,
-    /// The Ingress routing `/api/v1/chunks` to the workers and everything else to the gateway.
+    /// The Ingress routing `/api/v1/chunks` and `/api/v1/tus` to the workers and everything else to the gateway.
     #[serde(default)]
     pub ingress: IngressSpec,
 }

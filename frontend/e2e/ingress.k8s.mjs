@@ -1,16 +1,20 @@
 // The web app of a deployed cluster, in Debian's headless Chromium, through the Ingress of the
 // real test cluster (LFUSYS_INGRESS_URL): register → sign in → upload two files at once (one
 // ≥ 256 MiB; chunks go to the upload workers by the Ingress's /api/v1/chunks rule) → both
-// listed → download one and compare its SHA-256. Run by operator/tests/pods.rs (from
+// listed → download one and compare its SHA-256; then tus-js-client in Node uploads through the
+// Ingress's /api/v1/tus rule to the workers. Run by operator/tests/pods.rs (from
 // scripts/test-k8s-pods.sh), not by `npm run e2e`: it needs the cluster. Screenshots go to
 // e2e/artifacts/ingress-*.png.
 
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
+import * as tus from 'tus-js-client';
 import { AppPage, stepper } from './app-page.mjs';
-import { ARTIFACTS, launchBrowser, makeFile, tempDir } from './harness.mjs';
+import { apiCall, ARTIFACTS, launchBrowser, makeFile, sha256File, tempDir } from './harness.mjs';
 
 const MiB = 1024 * 1024;
 const BIG = { name: 'ingress-dataset.bin', size: 256 * MiB + 777 };
@@ -77,5 +81,39 @@ describe('the web app through the Ingress of a real cluster', { concurrency: fal
     assert.equal(Number(await app.fileRow(BIG.name).getAttribute('data-size')), BIG.size);
     await app.shot('04-files');
     await app.downloadMatches(BIG.name, path.join(tmp, 'downloaded.bin'), path.join(tmp, BIG.name));
+  });
+
+  step('a tus client uploads through the Ingress, PATCHes to the workers', async () => {
+    const { access_token: token } = await apiCall(BASE, 'POST', '/api/v1/auth/login', {
+      body: { email: EMAIL, password: PASSWORD },
+    });
+    const file = path.join(tmp, SMALL.name);
+    // 2 MiB PATCHes: the first ends inside the server's chunk and is staged by one worker
+    // Pod, the next may land on another.
+    const url = await new Promise((resolve, reject) => {
+      const upload = new tus.Upload(createReadStream(file), {
+        endpoint: `${BASE}/api/v1/tus`,
+        headers: { Authorization: `Bearer ${token}` },
+        chunkSize: 2 * MiB,
+        metadata: { filename: 'ingress-tus.txt', filetype: 'text/plain' },
+        onSuccess: () => resolve(upload.url),
+        onError: reject,
+      });
+      upload.start();
+    });
+    assert.equal(new URL(url).origin, new URL(BASE).origin);
+    const id = new URL(url).pathname.split('/').pop();
+    let status;
+    for (let i = 0; i < 30 && status?.state !== 'completed'; i++) {
+      status = await apiCall(BASE, 'GET', `/api/v1/uploads/${id}?wait=20`, { token });
+    }
+    assert.equal(status.state, 'completed', JSON.stringify(status));
+    const res = await fetch(`${BASE}/api/v1/files/${status.file_id}/content`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(res.status, 200);
+    const h = createHash('sha256');
+    for await (const part of res.body) h.update(part);
+    assert.equal(h.digest('hex'), await sha256File(file));
   });
 });

@@ -142,7 +142,21 @@ pub async fn serve(
     state: GatewayState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    serve_with(listener, state, Router::new(), shutdown).await
+}
+
+/// [`serve`], with `routes` of another service on the same listener, outside the gateway's
+/// own layers: `lfusys up` serves the upload workers' tus endpoint on the gateway's origin,
+/// as the Ingress does in a cluster (DESIGN §3 step 7).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: GatewayState,
+    routes: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let service = routes
+        .merge(app(state.clone()))
+        .into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;

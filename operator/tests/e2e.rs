@@ -226,6 +226,7 @@ async fn assert_ingress_routes(s: &Scenario) {
         routes,
         [
             ("/api/v1/chunks".to_owned(), format!("{CLUSTER}-uploads")),
+            ("/api/v1/tus".to_owned(), format!("{CLUSTER}-uploads")),
             ("/".to_owned(), format!("{CLUSTER}-gateway")),
         ]
     );

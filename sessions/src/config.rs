@@ -10,11 +10,12 @@ use stores::StorageConfig;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
+#[cfg(test)]
 const TIB: u64 = 1024 * 1024 * MIB;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_CHUNK_SIZE: u64 = 16 * MIB;
-pub const DEFAULT_MAX_UPLOAD_SIZE: u64 = 5 * TIB;
+pub use lfusys_core::plan::DEFAULT_MAX_UPLOAD_SIZE;
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(86_400);
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_CHUNK_LEASE: Duration = Duration::from_secs(20);

@@ -23,7 +23,8 @@ pub const DEFAULT_SESSIONS_URL: &str = "http://127.0.0.1:50051";
 /// | `LFUSYS_ASSEMBLERS` | 16 per core (16 to 256) | assembler tasks in this process; `0` = chunk ingest only |
 /// | `LFUSYS_ASSEMBLY_VISIBILITY_SECS` | `30` | how long a received assembly job stays invisible; renewed every third of it while the job runs |
 /// | `LFUSYS_ASSEMBLY_MAX_ATTEMPTS` | `5` | deliveries of one job before the upload is failed (dead letter) |
-/// | `LFUSYS_CORS_ORIGINS` | `*` | comma-separated origins allowed to `PUT` chunks from a browser; `*` = any |
+/// | `LFUSYS_MAX_UPLOAD_SIZE` | `5TiB` | the largest upload, as the sessions service is configured (announced as tus's `Tus-Max-Size`) |
+/// | `LFUSYS_CORS_ORIGINS` | `*` | comma-separated origins allowed to upload from a browser (native chunks, tus); `*` = any |
 /// Assemblies per worker by default: sixteen per core, from 16 to 256. A small upload's
 /// assembly mostly waits (the blob commit's syncs, the sessions service's writes), so many run
 /// side by side on one core: on the 2-core benchmark machine 4 completed ~126 small uploads/s,
@@ -46,6 +47,8 @@ pub struct Config {
     pub assembly_max_attempts: u32,
     /// Allowed browser origins; a single `*` allows any origin.
     pub cors_allowed_origins: Vec<String>,
+    /// The largest upload the sessions service accepts (it decides; tus clients are told).
+    pub max_upload_size: u64,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             assembly_visibility: Duration::from_secs(30),
             assembly_max_attempts: 5,
             cors_allowed_origins: vec!["*".to_owned()],
+            max_upload_size: lfusys_core::plan::DEFAULT_MAX_UPLOAD_SIZE,
         }
     }
 
@@ -78,6 +82,7 @@ impl Config {
             PathBuf::from,
         );
         c.listen = env.parse("LFUSYS_UPLOADS_LISTEN", c.listen)?;
+        c.max_upload_size = env.positive_size("LFUSYS_MAX_UPLOAD_SIZE", c.max_upload_size)?;
         if let Some(url) = env.get("LFUSYS_SESSIONS_URL") {
             c.sessions_url = url;
         }

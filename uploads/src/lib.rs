@@ -9,12 +9,16 @@
 //! - **Assembly**: `Config::assemblers` tasks consume the assembly queue and turn complete
 //!   uploads into Files. See [`assembler`].
 //!
+//! - **tus 1.0.0** at `/api/v1/tus` (DESIGN §3 step 7): uploads by tus-js-client, Uppy and the
+//!   other tus clients, authenticated as the user, through the same ingest core. See [`tus`].
+//!
 //! Both run inside [`serve`]; `/healthz`, `/readyz` and `/metrics` come with [`app`].
 
 pub mod assembler;
 pub mod chunks;
 mod config;
 pub mod ingest;
+pub mod tus;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +29,7 @@ use axum::Router;
 use lfusys_core::tokens::{KeyError, TokenVerifier};
 use service_kit::observability::{ops_router, ReadinessCheck};
 use sessions_api::proto::sessions_client::SessionsClient;
-use storage::{BlobStore, JobQueue, StoreError};
+use storage::{AuthStore, BlobStore, JobQueue, StoreError};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -55,6 +59,8 @@ pub struct WorkerState {
 
 struct Inner {
     verifier: TokenVerifier,
+    /// Users' token families, to refuse the access token of a signed-out session (tus).
+    auth: Arc<dyn AuthStore>,
     blob: Arc<dyn BlobStore>,
     queue: Arc<dyn JobQueue>,
     sessions: SessionsClient<Channel>,
@@ -64,6 +70,7 @@ struct Inner {
 impl WorkerState {
     pub fn new(
         verifier: TokenVerifier,
+        auth: Arc<dyn AuthStore>,
         blob: Arc<dyn BlobStore>,
         queue: Arc<dyn JobQueue>,
         sessions: SessionsClient<Channel>,
@@ -72,6 +79,7 @@ impl WorkerState {
         Self {
             inner: Arc::new(Inner {
                 verifier,
+                auth,
                 blob,
                 queue,
                 sessions,
@@ -84,11 +92,19 @@ impl WorkerState {
     /// the sessions service.
     pub async fn open(config: &Config) -> Result<Self, Error> {
         let verifier = TokenVerifier::load(&config.public_key_file)?;
+        let auth = config.storage.auth_store().await?;
         let blob = config.storage.blob_store().await?;
         let queue = config.storage.job_queue().await?;
         // Connects on first use, so workers may start before the sessions service.
         let sessions = sessions_api::client::connect_lazy(&config.sessions_url)?;
-        Ok(Self::new(verifier, blob, queue, sessions, config.clone()))
+        Ok(Self::new(
+            verifier,
+            auth,
+            blob,
+            queue,
+            sessions,
+            config.clone(),
+        ))
     }
 
     pub fn config(&self) -> &Config {
@@ -97,6 +113,10 @@ impl WorkerState {
 
     pub(crate) fn verifier(&self) -> &TokenVerifier {
         &self.inner.verifier
+    }
+
+    pub(crate) fn auth(&self) -> &Arc<dyn AuthStore> {
+        &self.inner.auth
     }
 
     pub(crate) fn blob(&self) -> &Arc<dyn BlobStore> {
@@ -117,6 +137,7 @@ impl WorkerState {
 pub fn app(state: WorkerState) -> Router {
     let cors = cors_layer(&state.config().cors_allowed_origins);
     chunks::router(state.clone())
+        .merge(tus::router(state.clone()))
         .merge(ops_router(readiness(state)))
         .fallback(service_kit::problem::not_found_fallback)
         .layer(axum::middleware::from_fn(
@@ -141,16 +162,55 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             .collect();
         AllowOrigin::list(list)
     };
+    let named = |names: &[&'static str]| -> Vec<HeaderName> {
+        names.iter().map(|n| HeaderName::from_static(n)).collect()
+    };
+    let mut allowed = vec![header::AUTHORIZATION, header::CONTENT_TYPE];
+    allowed.extend(named(&[
+        "content-digest",
+        "x-csrf-token",
+        "x-http-method-override",
+        "x-requested-with",
+        "tus-resumable",
+        "upload-length",
+        "upload-metadata",
+        "upload-offset",
+        "upload-defer-length",
+        "upload-concat",
+        "upload-checksum",
+        "upload-complete",
+        "upload-draft-interop-version",
+    ]));
+    // What browsers let tus clients read (and `Retry-After` of a 409 chunk-in-progress or 503).
+    let mut exposed = vec![header::RETRY_AFTER, header::LOCATION];
+    exposed.extend(named(&[
+        "upload-offset",
+        "upload-length",
+        "upload-metadata",
+        "upload-defer-length",
+        "upload-concat",
+        "upload-expires",
+        "upload-complete",
+        "upload-draft-interop-version",
+        "upload-limit",
+        "tus-version",
+        "tus-resumable",
+        "tus-extension",
+        "tus-max-size",
+        "tus-checksum-algorithm",
+    ]));
     CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([Method::PUT])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("content-digest"),
+        .allow_methods([
+            Method::PUT,
+            Method::POST,
+            Method::HEAD,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
         ])
-        // Browsers read Retry-After of a 409 chunk-in-progress (or 503) only when it is exposed.
-        .expose_headers([header::RETRY_AFTER])
+        .allow_headers(allowed)
+        .expose_headers(exposed)
         .max_age(Duration::from_secs(3600))
 }
 

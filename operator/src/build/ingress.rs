@@ -9,9 +9,11 @@ use super::{child_meta, Component};
 
 /// The path prefix of the chunk endpoints, served by the workers (DESIGN §3).
 pub const CHUNKS_PREFIX: &str = "/api/v1/chunks";
+/// The path prefix of the tus endpoint, served by the workers (DESIGN §3 step 7).
+pub const TUS_PREFIX: &str = "/api/v1/tus";
 
-/// `{name}`: one origin for browsers; `/api/v1/chunks` goes to the workers, everything else
-/// to the gateway. `None` when the spec disables it.
+/// `{name}`: one origin for browsers and tus clients; `/api/v1/chunks` and `/api/v1/tus` go
+/// to the workers, everything else to the gateway. `None` when the spec disables it.
 #[must_use]
 pub fn ingress(cluster: &LfusysCluster) -> Option<Ingress> {
     let spec = &cluster.spec.ingress;
@@ -33,7 +35,8 @@ pub fn ingress(cluster: &LfusysCluster) -> Option<Ingress> {
         },
     };
     let mut meta = child_meta(cluster, cluster.name_any(), None);
-    // Chunks are up to the configured chunk size; a proxy default of 1 MiB would refuse them.
+    // Chunks are up to the configured chunk size and a tus PATCH may carry a whole file; a
+    // proxy default of 1 MiB would refuse them.
     meta.annotations = Some(
         [
             ("nginx.ingress.kubernetes.io/proxy-body-size", "0"),
@@ -52,6 +55,7 @@ pub fn ingress(cluster: &LfusysCluster) -> Option<Ingress> {
                 http: Some(HTTPIngressRuleValue {
                     paths: vec![
                         path(CHUNKS_PREFIX, Component::Uploads),
+                        path(TUS_PREFIX, Component::Uploads),
                         path("/", Component::Gateway),
                     ],
                 }),
@@ -80,7 +84,7 @@ mod tests {
     }
 
     #[test]
-    fn chunks_go_to_the_workers_and_the_rest_to_the_gateway() {
+    fn chunks_and_tus_go_to_the_workers_and_the_rest_to_the_gateway() {
         let ing = ingress(&minimal()).unwrap();
         assert_eq!(ing.metadata.name.as_deref(), Some("files"));
         let spec = ing.spec.unwrap();
@@ -97,7 +101,11 @@ mod tests {
             .collect();
         assert_eq!(
             routes,
-            [("/api/v1/chunks", "files-uploads"), ("/", "files-gateway")]
+            [
+                ("/api/v1/chunks", "files-uploads"),
+                ("/api/v1/tus", "files-uploads"),
+                ("/", "files-gateway")
+            ]
         );
         assert!(spec.tls.is_none());
     }

@@ -175,13 +175,7 @@ pub async fn ingest_chunk(
 ) -> Result<Outcome, IngestError> {
     check_declared_len(req.index, chunk_len(&req.plan, req.index)?, req.len)?;
     let calls = ChunkCalls::new(state.sessions(), req);
-    let begin = match calls.begin("").await {
-        Ok(begin) => begin,
-        Err(e) => {
-            drain(body, req.len).await;
-            return Err(e);
-        }
-    };
+    let (begin, body) = begin_or_drain(&calls, body, req.len).await?;
     match sessions::begin_outcome(&begin) {
         BeginChunkOutcome::Claimed => {}
         BeginChunkOutcome::Gone => {
@@ -201,6 +195,22 @@ pub async fn ingest_chunk(
         Err(e) => {
             // Released before the answer, so that the client's retry finds the chunk free.
             lease.release().await;
+            Err(e)
+        }
+    }
+}
+
+/// `BeginChunk`, or — when it fails — the body read to its end (so that the client gets the
+/// answer) and the error.
+async fn begin_or_drain(
+    calls: &ChunkCalls,
+    body: ByteStream,
+    len: u64,
+) -> Result<(BeginChunkResponse, ByteStream), IngestError> {
+    match calls.begin("").await {
+        Ok(begin) => Ok((begin, body)),
+        Err(e) => {
+            drain(body, len).await;
             Err(e)
         }
     }
@@ -293,6 +303,62 @@ async fn store(
     let tally = Tally::take(&tally);
     metrics::counter!("lfusys_bytes_received_total").increment(tally.count);
     body::verify(req, tally, written.map(Some))
+}
+
+/// Keeps `len` bytes of chunk `req.index`, from `start` within it, apart until the rest of
+/// the chunk arrives ([`storage::BlobStore::stage_piece`]) — for the tus / IETF appends that
+/// end inside a chunk. Under the chunk's lease, renewed while the piece streams and always
+/// given back (the chunk is not recorded); a body that breaks off or is short stages nothing.
+/// A chunk already stored, or an upload that takes no chunks, is refused as by
+/// [`ingest_chunk`].
+pub async fn stage_piece(
+    state: &WorkerState,
+    req: &ChunkRequest,
+    start: u64,
+    len: u64,
+    body: ByteStream,
+) -> Result<(), IngestError> {
+    let calls = ChunkCalls::new(state.sessions(), req);
+    // What this body must be: `len` bytes (the lease is on the whole chunk).
+    let req = &ChunkRequest { len, ..req.clone() };
+    let (begin, body) = begin_or_drain(&calls, body, req.len).await?;
+    match sessions::begin_outcome(&begin) {
+        BeginChunkOutcome::Claimed => {}
+        BeginChunkOutcome::AlreadyStored => {
+            drain(body, req.len).await;
+            return Err(IngestError::NotAccepting {
+                state: Some(lfusys_core::state::UploadState::Uploading),
+            });
+        }
+        _ => {
+            drain(body, req.len).await;
+            return Err(sessions::begin_refusal(&begin, req.index));
+        }
+    }
+    let lease = calls.lease(&begin.claim_id);
+    // Counted and CRC'd here: the store's staging answers no CRC.
+    let tally = Arc::new(Mutex::new(Tally::new(req, false)));
+    let abort = CancellationToken::new();
+    let stream = body::metered(body, req.len, Arc::clone(&tally), abort.clone());
+    let lease_ms = (begin.lease_expires_at_ms - lfusys_core::clock::now_ms()).max(300);
+    let upload_id = UploadId::from(&req.upload_id);
+    let write = state
+        .blob()
+        .stage_piece(&upload_id, req.index, start, req.len, stream);
+    let claim_id = begin.claim_id.as_str();
+    let calls = &calls;
+    let renew = move || calls.renew(claim_id);
+    let written = lease::write_with_lease(
+        async { write.await.map(|()| None) },
+        Duration::from_millis(lease_ms as u64 / 3),
+        renew,
+        &abort,
+    )
+    .await;
+    lease.release().await;
+    let tally = Tally::take(&tally);
+    metrics::counter!("lfusys_bytes_received_total").increment(tally.count);
+    body::verify(req, tally, written?).map(drop)
 }
 
 /// Where the chunk goes in the blob store: its own index and offset — except under the

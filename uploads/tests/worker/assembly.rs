@@ -12,7 +12,8 @@ use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::range::ByteRange;
 use lfusys_core::state::UploadState;
 use storage::{
-    BlobStore, ByteStream, ChunkTarget, PartRef, StoreError, StoreResult, UploadId, WrittenChunk,
+    BlobStore, ByteStream, ChunkTarget, PartRef, StagedPiece, StoreError, StoreResult, UploadId,
+    WrittenChunk,
 };
 
 async fn upload_all(h: &Harness, up: &TestUpload) {
@@ -187,6 +188,36 @@ impl BlobStore for SlowCommit {
     }
     async fn abort_upload(&self, upload_id: &UploadId, handle: Option<&str>) -> StoreResult<()> {
         self.inner.abort_upload(upload_id, handle).await
+    }
+    async fn stage_piece(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        start: u64,
+        len: u64,
+        body: ByteStream,
+    ) -> StoreResult<()> {
+        self.inner
+            .stage_piece(upload_id, index, start, len, body)
+            .await
+    }
+    async fn staged_pieces(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+    ) -> StoreResult<Vec<StagedPiece>> {
+        self.inner.staged_pieces(upload_id, index).await
+    }
+    async fn read_staged(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        piece: StagedPiece,
+    ) -> StoreResult<ByteStream> {
+        self.inner.read_staged(upload_id, index, piece).await
+    }
+    async fn discard_staged(&self, upload_id: &UploadId, index: u32) -> StoreResult<()> {
+        self.inner.discard_staged(upload_id, index).await
     }
     async fn blob_size(&self, blob_key: &str) -> StoreResult<u64> {
         self.inner.blob_size(blob_key).await

@@ -512,6 +512,7 @@ async fn readiness_fails_without_the_sessions_service() {
     config.assemblers = 0;
     let state = uploads::WorkerState::new(
         h.signer.verifier(),
+        storage.auth_store().await.unwrap(),
         storage.blob_store().await.unwrap(),
         storage.job_queue().await.unwrap(),
         sessions_api::client::connect_lazy(&dead_url).unwrap(),

@@ -297,6 +297,7 @@ impl Harness {
         let queue = CountingQueue::new(storage.job_queue().await.unwrap());
         let state = uploads::WorkerState::new(
             self.signer.verifier(),
+            storage.auth_store().await.unwrap(),
             blob,
             Arc::clone(&queue) as Arc<dyn JobQueue>,
             sessions_api::client::connect_lazy(&self.sessions_url).unwrap(),

@@ -1,0 +1,304 @@
+// tus 1.0.0 end to end (DESIGN §3 step 7): the real tus-js-client (npm) in Node against a real
+// `lfusys up`, through the gateway's origin at /api/v1/tus, authenticated with the user's
+// access token. Every upload ends as a File whose bytes are the source's (SHA-256 of the
+// download), listed and cancelled like native uploads.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { once } from 'node:events';
+
+import * as tus from 'tus-js-client';
+
+import { apiCall, makeFile, sha256File, startServer, tempDir } from './harness.mjs';
+
+const MIB = 1024 * 1024;
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+let server;
+let dir;
+let token;
+let endpoint;
+
+async function signIn(base, email) {
+  const password = 'correct horse battery staple';
+  await apiCall(base, 'POST', '/api/v1/auth/register', { body: { email, password } });
+  const login = await apiCall(base, 'POST', '/api/v1/auth/login', { body: { email, password } });
+  return login.access_token;
+}
+
+/** Runs a tus-js-client upload to its end; resolves with the upload and the bytes it sent. */
+function tusUpload(file, options = {}) {
+  return new Promise((resolve, reject) => {
+    let sent = 0;
+    const upload = new tus.Upload(createReadStream(file), {
+      endpoint,
+      headers: { Authorization: `Bearer ${options.token ?? token}` },
+      retryDelays: [0, 200, 500],
+      metadata: { filename: path.basename(file), filetype: 'application/octet-stream' },
+      ...options,
+      onProgress(bytes) {
+        sent = Math.max(sent, bytes);
+        options.onProgress?.(bytes, upload);
+      },
+      onSuccess: () => resolve({ upload, sent }),
+      onError: reject,
+    });
+    options.onCreate?.(upload);
+    upload.start();
+  });
+}
+
+const uploadIdOf = (url) => new URL(url, endpoint).pathname.split('/').pop();
+
+/** Waits (long polls) until the upload is completed; answers its File. */
+async function fileOf(uploadId, who = token) {
+  for (let i = 0; i < 30; i++) {
+    const up = await apiCall(server.url, 'GET', `/api/v1/uploads/${uploadId}?wait=20`, { token: who });
+    if (up.state === 'completed') return apiCall(server.url, 'GET', `/api/v1/files/${up.file_id}`, { token: who });
+    assert.ok(['uploading', 'assembling'].includes(up.state), `upload ${uploadId} is ${up.state}: ${up.error ?? ''}`);
+  }
+  throw new Error(`upload ${uploadId} did not complete`);
+}
+
+/** SHA-256 of a File's content as the server serves it. */
+async function downloadedSha256(fileId) {
+  const res = await fetch(new URL(`/api/v1/files/${fileId}/content`, server.url), {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.equal(res.status, 200);
+  const h = createHash('sha256');
+  for await (const chunk of res.body) h.update(chunk);
+  return h.digest('hex');
+}
+
+async function assertPublished(uploadId, file) {
+  const f = await fileOf(uploadId);
+  assert.equal(f.name, path.basename(file));
+  assert.equal(f.content_type, 'application/octet-stream');
+  assert.equal(await downloadedSha256(f.id), await sha256File(file));
+  return f;
+}
+
+/** A raw tus request. */
+function tusCall(method, url, headers = {}, body = undefined, who = token) {
+  return fetch(new URL(url, endpoint), {
+    method,
+    headers: { 'tus-resumable': '1.0.0', authorization: `Bearer ${who}`, ...headers },
+    body,
+  });
+}
+
+before(async () => {
+  dir = await tempDir('lfusys-tus-');
+  server = await startServer({ dataDir: path.join(dir, 'data') });
+  endpoint = new URL('/api/v1/tus', server.url).href;
+  token = await signIn(server.url, 'tus@example.com');
+});
+
+after(async () => {
+  await server?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('tus-js-client against lfusys up', () => {
+  test('one upload in one PATCH becomes a File with the same bytes', async () => {
+    const file = path.join(dir, 'one.bin');
+    await makeFile(file, 37 * MIB + 12_345);
+    const { upload } = await tusUpload(file);
+    assert.match(upload.url, /\/api\/v1\/tus\/[\w-]+$/);
+    await assertPublished(uploadIdOf(upload.url), file);
+  });
+
+  test('PATCHes that end inside chunks (5 MiB against the server chunks) are staged and resumed', async () => {
+    const file = path.join(dir, 'pieces.bin');
+    await makeFile(file, 40 * MIB + 7);
+    const { upload } = await tusUpload(file, { chunkSize: 5 * MIB + 3 });
+    await assertPublished(uploadIdOf(upload.url), file);
+  });
+
+  test('an aborted upload resumes from the offset the server reports, sending only the rest', async () => {
+    const file = path.join(dir, 'abort.bin');
+    const size = 48 * MIB;
+    await makeFile(file, size);
+    let first;
+    const aborted = new Promise((resolve) => {
+      tusUpload(file, {
+        chunkSize: 4 * MIB,
+        onProgress(bytes, upload) {
+          if (bytes >= 20 * MIB && !first) {
+            first = upload;
+            upload.abort().then(resolve);
+          }
+        },
+      }).catch(() => undefined);
+    });
+    await aborted;
+    const head = await tusCall('HEAD', first.url);
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('tus-resumable'), '1.0.0');
+    assert.equal(head.headers.get('upload-length'), String(size));
+    assert.equal(head.headers.get('cache-control'), 'no-store');
+    const offset = Number(head.headers.get('upload-offset'));
+    assert.ok(offset >= 16 * MIB && offset < size, `offset ${offset}`);
+    assert.equal(offset % (4 * MIB), 0, 'the offset is where an acknowledged PATCH ended');
+    // A PATCH at another offset is refused and told the right one.
+    const wrong = await tusCall('PATCH', first.url, {
+      'upload-offset': String(offset + 1),
+      'content-type': 'application/offset+octet-stream',
+    }, Buffer.alloc(10));
+    assert.equal(wrong.status, 409);
+    assert.equal(wrong.headers.get('upload-offset'), String(offset));
+
+    const patchedAt = [];
+    const { upload } = await tusUpload(file, {
+      uploadUrl: first.url,
+      chunkSize: 4 * MIB,
+      onBeforeRequest(req) {
+        if (req.getMethod() === 'PATCH') patchedAt.push(Number(req.getHeader('Upload-Offset')));
+      },
+    });
+    assert.equal(upload.url, first.url);
+    // Only the missing bytes were sent: from the reported offset on, in order.
+    assert.equal(patchedAt[0], offset);
+    assert.deepEqual(patchedAt, patchedAt.map((_, i) => offset + i * 4 * MIB));
+    await assertPublished(uploadIdOf(upload.url), file);
+  });
+
+  test('a second process resumes a crashed one with the stored URL', async () => {
+    const file = path.join(dir, 'crash.bin');
+    await makeFile(file, 30 * MIB + 1);
+    const run = async (opts) => {
+      const child = spawn(process.execPath, [path.join(HERE, 'tus-client.mjs'), JSON.stringify({
+        file, endpoint, token, name: 'crash.bin', chunkSize: 3 * MIB, ...opts,
+      })], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d) => { out += d; });
+      const [code] = await once(child, 'exit');
+      return { code, events: out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
+    };
+    const crashed = await run({ stopAfter: 12 * MIB });
+    assert.equal(crashed.code, 3, JSON.stringify(crashed.events));
+    const url = crashed.events.find((e) => e.url)?.url;
+    assert.ok(url, 'the first process learnt its upload URL');
+    const resumed = await run({ uploadUrl: url });
+    assert.equal(resumed.code, 0, JSON.stringify(resumed.events));
+    assert.equal(resumed.events.at(-1).done, url);
+    // It went on from where the first one stopped: its first acknowledgement is past 12 MiB.
+    const firstAck = resumed.events.find((e) => e.progress !== undefined)?.progress;
+    assert.ok(firstAck > 12 * MIB, `first acknowledged offset ${firstAck}`);
+    await assertPublished(uploadIdOf(url), file);
+  });
+
+  test('uploadDataDuringCreation stores the body of the POST', async () => {
+    const file = path.join(dir, 'creation.bin');
+    await makeFile(file, 21 * MIB + 5);
+    let patches = 0;
+    const { upload } = await tusUpload(file, {
+      uploadDataDuringCreation: true,
+      chunkSize: 8 * MIB,
+      onBeforeRequest(req) {
+        if (req.getMethod() === 'PATCH') patches++;
+      },
+    });
+    // 21 MiB in 8 MiB requests: the POST carried the first, two PATCHes the rest.
+    assert.equal(patches, 2);
+    await assertPublished(uploadIdOf(upload.url), file);
+  });
+
+  test('termination cancels the upload and releases it', async () => {
+    const file = path.join(dir, 'terminate.bin');
+    await makeFile(file, 20 * MIB);
+    let target;
+    await new Promise((resolve) => {
+      tusUpload(file, {
+        chunkSize: 4 * MIB,
+        onProgress(bytes, upload) {
+          if (bytes >= 8 * MIB && !target) {
+            target = upload;
+            upload.abort(true).then(resolve);
+          }
+        },
+      }).catch(() => undefined);
+    });
+    const id = uploadIdOf(target.url);
+    const status = await apiCall(server.url, 'GET', `/api/v1/uploads/${id}`, { token });
+    assert.equal(status.state, 'cancelled');
+    const head = await tusCall('HEAD', target.url);
+    assert.equal(head.status, 410);
+    const listed = await apiCall(server.url, 'GET', '/api/v1/uploads', { token });
+    assert.ok(!listed.items.some((u) => u.upload_id === id));
+  });
+
+  test('uploads in progress are listed like native ones', async () => {
+    const res = await tusCall('POST', endpoint, {
+      'upload-length': String(3 * MIB),
+      'upload-metadata': `filename ${Buffer.from('listed.bin').toString('base64')}`,
+    });
+    assert.equal(res.status, 201);
+    const id = uploadIdOf(res.headers.get('location'));
+    assert.ok(res.headers.get('upload-expires'));
+    const listed = await apiCall(server.url, 'GET', '/api/v1/uploads', { token });
+    const item = listed.items.find((u) => u.upload_id === id);
+    assert.equal(item?.name, 'listed.bin');
+    assert.equal(item?.size, 3 * MIB);
+  });
+});
+
+describe('the tus protocol rules', () => {
+  test('OPTIONS tells the version, the extensions and the largest size', async () => {
+    const res = await fetch(endpoint, { method: 'OPTIONS' });
+    assert.equal(res.status, 204);
+    assert.equal(res.headers.get('tus-version'), '1.0.0');
+    assert.equal(res.headers.get('tus-resumable'), '1.0.0');
+    const ext = res.headers.get('tus-extension').split(',');
+    for (const e of ['creation', 'creation-with-upload', 'termination', 'expiration']) assert.ok(ext.includes(e), e);
+    assert.ok(Number(res.headers.get('tus-max-size')) > 0);
+  });
+
+  test('another version is 412, no token 401, another user\'s upload 404', async () => {
+    const v = await fetch(endpoint, { method: 'POST', headers: { 'tus-resumable': '0.2.2', authorization: `Bearer ${token}`, 'upload-length': '10' } });
+    assert.equal(v.status, 412);
+    assert.equal(v.headers.get('tus-version'), '1.0.0');
+    const anon = await fetch(endpoint, { method: 'POST', headers: { 'tus-resumable': '1.0.0', 'upload-length': '10' } });
+    assert.equal(anon.status, 401);
+    assert.equal(anon.headers.get('content-type'), 'application/problem+json');
+    const created = await tusCall('POST', endpoint, { 'upload-length': '10' });
+    assert.equal(created.status, 201);
+    const url = created.headers.get('location');
+    const other = await signIn(server.url, 'other-tus@example.com');
+    assert.equal((await tusCall('HEAD', url, {}, undefined, other)).status, 404);
+    const patch = await tusCall('PATCH', url, {
+      'upload-offset': '0',
+      'content-type': 'application/offset+octet-stream',
+    }, Buffer.alloc(10), other);
+    assert.equal(patch.status, 404);
+    assert.equal((await tusCall('DELETE', url, {}, undefined, other)).status, 404);
+  });
+
+  test('bad requests get problem+json with the reason', async () => {
+    const noLength = await tusCall('POST', endpoint, {});
+    assert.equal(noLength.status, 400);
+    assert.match((await noLength.json()).detail, /Upload-Length is required/);
+    const huge = await tusCall('POST', endpoint, { 'upload-length': String(2 ** 50) });
+    assert.equal(huge.status, 413);
+    const created = await tusCall('POST', endpoint, { 'upload-length': '10' });
+    const url = created.headers.get('location');
+    const media = await tusCall('PATCH', url, { 'upload-offset': '0', 'content-type': 'text/plain' }, 'x');
+    assert.equal(media.status, 415);
+    const past = await tusCall('PATCH', url, {
+      'upload-offset': '0',
+      'content-type': 'application/offset+octet-stream',
+    }, Buffer.alloc(11));
+    assert.equal(past.status, 413);
+    const offsetless = await tusCall('PATCH', url, { 'content-type': 'application/offset+octet-stream' }, Buffer.alloc(1));
+    assert.equal(offsetless.status, 400);
+    // Nothing of those was stored.
+    const head = await tusCall('HEAD', url);
+    assert.equal(head.headers.get('upload-offset'), '0');
+  });
+});

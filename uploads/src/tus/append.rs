@@ -1,0 +1,330 @@
+//! Appending a request body at an upload's offset: the one use case of tus's `PATCH` (and of
+//! creation-with-upload), mapped onto the chunk plan.
+//!
+//! An append may start and end anywhere. Its body is cut at the chunk boundaries:
+//!
+//! - a part that completes a chunk goes to the chunk's place through the protocol-neutral
+//!   ingest core ([`ingest::ingest_chunk`]: lease, stream, record), behind the bytes of the
+//!   chunk that earlier appends staged — read back from the blob store, the only bytes ever
+//!   read back, and only when an append ended inside a chunk;
+//! - a part that ends inside a chunk (the body's `Content-Length` says so) is staged
+//!   ([`ingest::stage_piece`]), durably, apart from the chunk's place, until the rest arrives.
+//!
+//! So the offset an upload reports ([`offset_of`]) counts only bytes that are durably stored:
+//! the chunks recorded in order from the first, plus the staged prefix of the next one. A
+//! body that breaks off keeps every chunk it completed and every piece it staged; the bytes
+//! of a chunk it was streaming when it broke are lost and sent again. A body of unknown length
+//! (chunked) is taken chunk by chunk the same way; if it ends inside a chunk, that chunk's
+//! part of it is refused and must be sent again. Two appends racing on one upload never mix
+//! bytes: each part is written under the chunk's lease (`409` with `Retry-After` for the other).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use lfusys_core::digest::ChunkDigests;
+use lfusys_core::plan::UploadPlan;
+use sessions_api::proto;
+use storage::{staged_prefix, ByteStream, StagedPiece, UploadId};
+use tokio::sync::Mutex;
+
+use crate::ingest::{self, ChunkRequest, IngestError};
+use crate::WorkerState;
+
+/// How many bytes of an upload in progress are durably stored, in order from its first byte.
+pub async fn offset_of(state: &WorkerState, upload: &proto::Upload) -> Result<u64, IngestError> {
+    let plan = plan_of(upload);
+    let Some(next) = first_missing(&upload.received_chunks, plan.total_chunks) else {
+        return Ok(plan.size);
+    };
+    let pieces = staged(state, upload, next).await?;
+    let len = plan.chunk_len(next).unwrap_or_default();
+    Ok(plan.offset(next) + staged_prefix(&pieces).min(len))
+}
+
+/// The first chunk index not in `received` (ascending), if any below `total`.
+fn first_missing(received: &[u32], total: u32) -> Option<u32> {
+    let mut next = 0;
+    for &index in received {
+        if index != next {
+            break;
+        }
+        next += 1;
+    }
+    (next < total).then_some(next)
+}
+
+fn plan_of(upload: &proto::Upload) -> UploadPlan {
+    UploadPlan::new(upload.size, upload.chunk_size)
+}
+
+async fn staged(
+    state: &WorkerState,
+    upload: &proto::Upload,
+    index: u32,
+) -> Result<Vec<StagedPiece>, IngestError> {
+    state
+        .blob()
+        .staged_pieces(&UploadId::from(&upload.upload_id), index)
+        .await
+        .map_err(IngestError::StorageUnavailable)
+}
+
+/// The end of an append: the offset it reached, and why it stopped short of its body's end.
+#[derive(Debug)]
+pub struct Appended {
+    pub offset: u64,
+    pub error: Option<IngestError>,
+}
+
+/// Appends `body` (of `declared` bytes, when the request said) to `upload` at `offset`, which
+/// the caller checked is the upload's offset. Stops at the first part that is refused.
+pub async fn append(
+    state: &WorkerState,
+    upload: &proto::Upload,
+    mut offset: u64,
+    declared: Option<u64>,
+    body: ByteStream,
+) -> Appended {
+    let plan = plan_of(upload);
+    let body = Splitter::new(body);
+    let mut remaining = declared;
+    while offset < plan.size && remaining != Some(0) {
+        let index = u32::try_from(offset / plan.chunk_size).unwrap_or(u32::MAX);
+        let chunk_start = plan.offset(index);
+        let Some(chunk_len) = plan.chunk_len(index) else {
+            break;
+        };
+        let within = offset - chunk_start;
+        let rest = chunk_len - within;
+        let part = match remaining {
+            Some(r) if r < rest => r,
+            _ => rest,
+        };
+        let req = ChunkRequest {
+            owner_id: upload.owner_id.clone(),
+            upload_id: upload.upload_id.clone(),
+            plan,
+            index,
+            len: chunk_len,
+            digests: ChunkDigests::default(),
+        };
+        let result = if part < rest {
+            ingest::stage_piece(state, &req, within, part, body.take(part)).await
+        } else {
+            complete_chunk(state, upload, &req, within, body.take(part)).await
+        };
+        if let Err(error) = result {
+            return Appended {
+                offset,
+                error: Some(error),
+            };
+        }
+        offset += part;
+        remaining = remaining.map(|r| r - part);
+    }
+    Appended {
+        offset,
+        error: None,
+    }
+}
+
+/// Chunk `req.index` whole: its first `within` bytes from the staged pieces, the rest from
+/// `tail`; once recorded, its pieces are discarded.
+async fn complete_chunk(
+    state: &WorkerState,
+    upload: &proto::Upload,
+    req: &ChunkRequest,
+    within: u64,
+    tail: ByteStream,
+) -> Result<(), IngestError> {
+    let body = if within == 0 {
+        tail
+    } else {
+        let pieces = staged(state, upload, req.index).await?;
+        Box::pin(staged_bytes(state, req, pieces, within).chain(tail))
+    };
+    ingest::ingest_chunk(state, req, body).await?;
+    let upload_id = UploadId::from(&req.upload_id);
+    if let Err(e) = state.blob().discard_staged(&upload_id, req.index).await {
+        // Harmless: the upload's abort or commit removes them too.
+        tracing::warn!(error = %e, upload_id = %req.upload_id, index = req.index, "could not discard the staged pieces of a recorded chunk");
+    }
+    Ok(())
+}
+
+/// The first `len` bytes of a chunk from its staged pieces (ascending by start; they may
+/// overlap, all hold the same file's bytes at their places), read lazily.
+fn staged_bytes(
+    state: &WorkerState,
+    req: &ChunkRequest,
+    pieces: Vec<StagedPiece>,
+    len: u64,
+) -> ByteStream {
+    let mut spans = Vec::new();
+    let mut covered = 0;
+    for piece in pieces {
+        if covered >= len || piece.start > covered {
+            break;
+        }
+        if piece.end() <= covered {
+            continue;
+        }
+        let end = piece.end().min(len);
+        spans.push((piece, covered - piece.start, end - covered));
+        covered = end;
+    }
+    let (blob, upload_id, index) = (
+        Arc::clone(state.blob()),
+        UploadId::from(&req.upload_id),
+        req.index,
+    );
+    let short = covered < len;
+    let stream = futures::stream::iter(spans)
+        .then(move |(piece, skip, take)| {
+            let (blob, upload_id) = (Arc::clone(&blob), upload_id.clone());
+            async move {
+                let read = blob
+                    .read_staged(&upload_id, index, piece)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                Ok::<_, std::io::Error>(slice(read, skip, take))
+            }
+        })
+        .try_flatten();
+    if short {
+        // The pieces went missing since the offset was taken: the chunk must not be written.
+        let missing = futures::stream::once(async {
+            Err(std::io::Error::other(
+                "the chunk's staged bytes are gone; ask for the upload's offset again",
+            ))
+        });
+        return Box::pin(stream.chain(missing));
+    }
+    Box::pin(stream)
+}
+
+/// `take` bytes of `stream` after skipping `skip`.
+fn slice(stream: ByteStream, skip: u64, take: u64) -> ByteStream {
+    Box::pin(futures::stream::unfold(
+        (stream, skip, take),
+        |(mut s, mut skip, take)| async move {
+            loop {
+                if take == 0 {
+                    return None;
+                }
+                let mut bytes = match s.next().await? {
+                    Ok(b) => b,
+                    Err(e) => return Some((Err(e), (s, 0, 0))),
+                };
+                let n = bytes.len() as u64;
+                if skip >= n {
+                    skip -= n;
+                    continue;
+                }
+                let _ = bytes.split_to(skip as usize);
+                if bytes.len() as u64 > take {
+                    bytes.truncate(take as usize);
+                }
+                let left = take - bytes.len() as u64;
+                return Some((Ok(bytes), (s, 0, left)));
+            }
+        },
+    ))
+}
+
+/// One request body handed out in consecutive parts, each a stream of its own.
+#[derive(Clone)]
+struct Splitter {
+    inner: Arc<Mutex<(ByteStream, Option<Bytes>)>>,
+}
+
+impl Splitter {
+    fn new(body: ByteStream) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new((body, None))),
+        }
+    }
+
+    /// The next `n` bytes of the body (fewer if it ends first). Parts must be read in order.
+    fn take(&self, n: u64) -> ByteStream {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(futures::stream::unfold(
+            (inner, n),
+            |(inner, left)| async move {
+                if left == 0 {
+                    return None;
+                }
+                let mut guard = inner.lock().await;
+                let (stream, held) = &mut *guard;
+                let mut bytes = match held.take() {
+                    Some(b) => b,
+                    None => match stream.next().await? {
+                        Ok(b) => b,
+                        Err(e) => {
+                            drop(guard);
+                            return Some((Err(e), (inner, 0)));
+                        }
+                    },
+                };
+                if bytes.len() as u64 > left {
+                    *held = Some(bytes.split_off(left as usize));
+                }
+                let taken = bytes.len() as u64;
+                drop(guard);
+                Some((Ok(bytes), (inner, left - taken)))
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_of(frames: &[&[u8]]) -> ByteStream {
+        let frames: Vec<std::io::Result<Bytes>> = frames
+            .iter()
+            .map(|f| Ok(Bytes::copy_from_slice(f)))
+            .collect();
+        Box::pin(futures::stream::iter(frames))
+    }
+
+    async fn collect(s: ByteStream) -> Vec<u8> {
+        s.try_fold(Vec::new(), |mut acc, b| async move {
+            acc.extend_from_slice(&b);
+            Ok(acc)
+        })
+        .await
+        .unwrap()
+    }
+
+    #[test]
+    fn the_first_missing_chunk() {
+        assert_eq!(first_missing(&[], 3), Some(0));
+        assert_eq!(first_missing(&[0, 1], 3), Some(2));
+        assert_eq!(first_missing(&[0, 2], 3), Some(1));
+        assert_eq!(first_missing(&[1, 2], 3), Some(0));
+        assert_eq!(first_missing(&[0, 1, 2], 3), None);
+    }
+
+    #[tokio::test]
+    async fn parts_of_a_body_are_consecutive_and_exact() {
+        let body = Splitter::new(stream_of(&[b"abc", b"defgh", b"", b"ij"]));
+        assert_eq!(collect(body.take(2)).await, b"ab");
+        assert_eq!(collect(body.take(4)).await, b"cdef");
+        assert_eq!(collect(body.take(0)).await, b"");
+        assert_eq!(collect(body.take(10)).await, b"ghij");
+        assert_eq!(collect(body.take(3)).await, b"");
+    }
+
+    #[tokio::test]
+    async fn slices_skip_and_take() {
+        assert_eq!(
+            collect(slice(stream_of(&[b"abc", b"defgh", b"ij"]), 4, 5)).await,
+            b"efghi"
+        );
+        assert_eq!(collect(slice(stream_of(&[b"abc"]), 0, 3)).await, b"abc");
+        assert_eq!(collect(slice(stream_of(&[b"abc"]), 3, 0)).await, b"");
+    }
+}
