@@ -31,15 +31,37 @@ use tokio::sync::Mutex;
 use crate::ingest::{self, ChunkRequest, IngestError};
 use crate::WorkerState;
 
-/// How many bytes of an upload in progress are durably stored, in order from its first byte.
-pub async fn offset_of(state: &WorkerState, upload: &proto::Upload) -> Result<u64, IngestError> {
+/// Where an upload in progress stands: how many bytes are durably stored, in order from its
+/// first byte, and the staged pieces of the chunk that offset falls in (an append there
+/// starts from them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Offset {
+    pub at: u64,
+    staged: Vec<StagedPiece>,
+}
+
+impl Offset {
+    /// The offset of a new upload.
+    pub fn start() -> Self {
+        Self::default()
+    }
+}
+
+/// Where `upload` stands (see [`Offset`]).
+pub async fn offset_of(state: &WorkerState, upload: &proto::Upload) -> Result<Offset, IngestError> {
     let plan = plan_of(upload);
     let Some(next) = first_missing(&upload.received_chunks, plan.total_chunks) else {
-        return Ok(plan.size);
+        return Ok(Offset {
+            at: plan.size,
+            staged: Vec::new(),
+        });
     };
-    let pieces = staged(state, upload, next).await?;
+    let staged = staged(state, upload, next).await?;
     let len = plan.chunk_len(next).unwrap_or_default();
-    Ok(plan.offset(next) + staged_prefix(&pieces).min(len))
+    Ok(Offset {
+        at: plan.offset(next) + staged_prefix(&staged).min(len),
+        staged,
+    })
 }
 
 /// The first chunk index not in `received` (ascending), if any below `total`.
@@ -77,16 +99,18 @@ pub struct Appended {
     pub error: Option<IngestError>,
 }
 
-/// Appends `body` (of `declared` bytes, when the request said) to `upload` at `offset`, which
-/// the caller checked is the upload's offset. Stops at the first part that is refused.
+/// Appends `body` (of `declared` bytes, when the request said) to `upload` at `start`, which
+/// the caller checked is the offset the request names. Stops at the first part that is
+/// refused.
 pub async fn append(
     state: &WorkerState,
     upload: &proto::Upload,
-    mut offset: u64,
+    start: Offset,
     declared: Option<u64>,
     body: ByteStream,
 ) -> Appended {
     let plan = plan_of(upload);
+    let (mut offset, mut staged) = (start.at, Some(start.staged));
     let body = Splitter::new(body);
     let mut remaining = declared;
     while offset < plan.size && remaining != Some(0) {
@@ -112,7 +136,9 @@ pub async fn append(
         let result = if part < rest {
             ingest::stage_piece(state, &req, within, part, body.take(part)).await
         } else {
-            complete_chunk(state, upload, &req, within, body.take(part)).await
+            // Only the first chunk can have staged pieces: every later one starts whole.
+            let pieces = staged.take().unwrap_or_default();
+            complete_chunk(state, &req, pieces, within, body.take(part)).await
         };
         if let Err(error) = result {
             return Appended {
@@ -129,19 +155,18 @@ pub async fn append(
     }
 }
 
-/// Chunk `req.index` whole: its first `within` bytes from the staged pieces, the rest from
+/// Chunk `req.index` whole: its first `within` bytes from its staged `pieces`, the rest from
 /// `tail`; once recorded, its pieces are discarded.
 async fn complete_chunk(
     state: &WorkerState,
-    upload: &proto::Upload,
     req: &ChunkRequest,
+    pieces: Vec<StagedPiece>,
     within: u64,
     tail: ByteStream,
 ) -> Result<(), IngestError> {
     let body = if within == 0 {
         tail
     } else {
-        let pieces = staged(state, upload, req.index).await?;
         Box::pin(staged_bytes(state, req, pieces, within).chain(tail))
     };
     ingest::ingest_chunk(state, req, body).await?;

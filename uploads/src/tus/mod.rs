@@ -257,7 +257,7 @@ async fn created(
             return Err(refuse(past_length(upload.size)));
         }
         let body = into_stream(body);
-        let appended = spawn_append(state, &upload, 0, declared, body).await;
+        let appended = spawn_append(state, &upload, append::Offset::start(), declared, body).await;
         if let Some(e) = appended.error {
             // The upload exists all the same; the client asks for its offset and goes on.
             tracing::info!(upload_id = %upload.upload_id, error = %e, "the body of a creation was not all stored");
@@ -301,13 +301,14 @@ fn past_length(size: u64) -> Problem {
 async fn spawn_append(
     state: &WorkerState,
     upload: &proto::Upload,
-    offset: u64,
+    start: append::Offset,
     declared: Option<u64>,
     body: ByteStream,
 ) -> append::Appended {
     let (state, upload) = (state.clone(), upload.clone());
+    let offset = start.at;
     let task =
-        tokio::spawn(async move { append::append(&state, &upload, offset, declared, body).await });
+        tokio::spawn(async move { append::append(&state, &upload, start, declared, body).await });
     match task.await {
         Ok(appended) => appended,
         Err(e) => append::Appended {
@@ -331,9 +332,12 @@ async fn status(
     let result: Result<Response, Problem> = async {
         let upload = upload_of(&state, &caller, &path_id(path)?).await?;
         let offset = match not_appendable(&upload) {
-            None => append::offset_of(&state, &upload)
-                .await
-                .map_err(Problem::from)?,
+            None => {
+                append::offset_of(&state, &upload)
+                    .await
+                    .map_err(Problem::from)?
+                    .at
+            }
             Some(p) if p.status == StatusCode::CONFLICT.as_u16() => upload.size,
             Some(p) => return Err(p),
         };
@@ -393,20 +397,23 @@ async fn patch(
         let current = append::offset_of(&state, &upload)
             .await
             .map_err(Problem::from)?;
-        if offset != current {
+        if offset != current.at {
             let mut p = Problem::conflict(
                 "mismatching-upload-offset",
-                format!("Upload-Offset is {offset} but the upload's offset is {current}"),
+                format!(
+                    "Upload-Offset is {offset} but the upload's offset is {}",
+                    current.at
+                ),
             )
             .into_response();
             p.headers_mut()
-                .insert(UPLOAD_OFFSET, HeaderValue::from(current));
+                .insert(UPLOAD_OFFSET, HeaderValue::from(current.at));
             return Ok(p);
         }
         if declared.is_some_and(|d| offset + d > upload.size) {
             return Err(past_length(upload.size));
         }
-        let appended = spawn_append(&state, &upload, offset, declared, into_stream(body)).await;
+        let appended = spawn_append(&state, &upload, current, declared, into_stream(body)).await;
         if let Some(e) = appended.error {
             return Err(Problem::from(e));
         }
