@@ -736,6 +736,7 @@ impl CommitRun {
                     index,
                     size: chunk_size,
                     claim_id: String::new(),
+                    ..Default::default()
                 })
                 .await
             {
@@ -760,6 +761,7 @@ impl CommitRun {
                 size: chunk_size,
                 etag: format!("\"{index}\""),
                 crc64nvme,
+                ..Default::default()
             };
             match client.commit_chunk(commit).await {
                 Ok(r) if r.get_ref().outcome() == CommitChunkOutcome::Stored => {

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod jobs;
 pub mod plan;
 pub mod range;
+pub mod sha256_chain;
 pub mod state;
 pub mod tokens;
 pub mod units;

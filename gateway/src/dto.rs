@@ -158,7 +158,8 @@ pub struct FileInfo {
     pub sha256: Option<String>,
     /// `client`: the uploading client computed it in the same pass over the file as the
     /// CRC-64/NVME it declared, which the server verified; `declared`: declared at creation,
-    /// checked by no one; `server`: the server hashed the stored file (earlier versions).
+    /// checked by no one; `received`: the workers hashed the bytes in the order they received
+    /// them (a tus upload); `server`: the server hashed the stored file (earlier versions).
     /// `null` with no SHA-256.
     pub sha256_source: Option<String>,
     /// Whole-file CRC-64/NVME (16 hex digits), computed by the server from the bytes it

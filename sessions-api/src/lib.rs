@@ -95,6 +95,7 @@ mod tests {
             storage::Sha256Source::Client,
             storage::Sha256Source::Declared,
             storage::Sha256Source::Server,
+            storage::Sha256Source::Received,
         ] {
             assert_eq!(sha256_source(source.as_str()), Some(source));
         }

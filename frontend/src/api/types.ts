@@ -65,10 +65,11 @@ export interface FileInfo {
   sha256: string | null;
   /**
    * `client`: computed by the uploading client in the pass that computed the CRC-64/NVME the
-   * server verified; `declared`: declared at creation, checked by no one; `server`: hashed by the
+   * server verified; `declared`: declared at creation, checked by no one; `received`: hashed by the
+   * workers in the order they received the bytes (a tus upload); `server`: hashed by the
    * server (files of earlier versions). Null without a SHA-256.
    */
-  sha256_source?: 'client' | 'declared' | 'server' | null;
+  sha256_source?: 'client' | 'declared' | 'received' | 'server' | null;
   /** The whole-file CRC-64/NVME (16 hex digits) the server computed and verified; null for files of earlier versions. */
   crc64nvme?: string | null;
   created_at: string;

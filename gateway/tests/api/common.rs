@@ -203,6 +203,7 @@ impl Harness {
                     index,
                     size: len,
                     claim_id: String::new(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -229,6 +230,7 @@ impl Harness {
                     size: len,
                     etag: written.etag.unwrap_or_default(),
                     crc64nvme: written.crc64nvme,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

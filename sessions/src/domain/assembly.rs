@@ -2,15 +2,17 @@
 //! parts (each with its CRC-64/NVME), commits the blob once the blob store has verified it
 //! against the whole file's CRC (the parts' CRCs combined, and the one the client declared,
 //! if it did), and publishes the File with that CRC — or fails the upload with the reason
-//! stated. The File's SHA-256 is the one the client declared; who vouches for it is its
-//! `sha256_source`. Redelivered or duplicated jobs are harmless: the File id derives from the
+//! stated. The File's SHA-256 is the one the client declared or, when it declared none, the
+//! one the workers hashed as they received the file in order (the last chunk's SHA-256 chain,
+//! see `chunks`); who vouches for it is its `sha256_source`. Redelivered or duplicated jobs are harmless: the File id derives from the
 //! upload id and every step is idempotent. The callers are workers: these rules take no owner.
 
 use lfusys_core::clock::now_ms;
-use lfusys_core::digest::Crc64;
+use lfusys_core::digest::{to_hex, Crc64};
 use lfusys_core::failpoint;
 use lfusys_core::ids::{self, FileId, UploadId};
 use lfusys_core::jobs::AssemblyJob;
+use lfusys_core::sha256_chain::Sha256Chain;
 use lfusys_core::state::UploadState;
 use storage::{ChunkRecord, FileRecord, Sha256Source, StoreError, UploadRecord};
 
@@ -74,6 +76,11 @@ impl SessionsDomain {
             other => return Err(Conflict::NotAssembling(other).into()),
         }
         check_assembled(&rec, crc64nvme, size)?;
+        let last = match (rec.sha256.is_none(), rec.total_chunks.checked_sub(1)) {
+            (true, Some(index)) => self.chunk(&rec.upload_id, index).await?,
+            _ => None,
+        };
+        let (sha256, sha256_source) = file_sha256(&rec, last.as_ref());
         let now = now_ms();
         let file = FileRecord {
             blob_key: ids::blob_key_for_file(&file_id),
@@ -83,8 +90,8 @@ impl SessionsDomain {
             name: rec.name.clone(),
             size: rec.size,
             content_type: rec.content_type.clone(),
-            sha256: rec.sha256.clone(),
-            sha256_source: sha256_source(&rec),
+            sha256,
+            sha256_source,
             crc64nvme: Some(crc64nvme),
             created_at_ms: now,
         };
@@ -161,14 +168,27 @@ fn check_assembled(rec: &UploadRecord, crc64nvme: Crc64, size: u64) -> DomainRes
     Ok(())
 }
 
-/// Who vouches for the SHA-256 a File gets from its upload: the client, when it declared the
-/// whole-file CRC-64/NVME too (computed in the same pass, and the server verified that CRC);
-/// no one, when only the SHA-256 declared at creation is known; none without a SHA-256.
-fn sha256_source(rec: &UploadRecord) -> Option<Sha256Source> {
+/// The SHA-256 a File gets from its upload and who vouches for it: the client, when it
+/// declared the whole-file CRC-64/NVME too (computed in the same pass, and the server verified
+/// that CRC); no one, when only the SHA-256 declared at creation is known. Without a declared
+/// one, the chain of the `last` chunk finished, when it covers the whole file: the workers
+/// hashed the bytes as received. None otherwise.
+fn file_sha256(
+    rec: &UploadRecord,
+    last: Option<&ChunkRecord>,
+) -> (Option<String>, Option<Sha256Source>) {
     match (&rec.sha256, rec.crc64nvme) {
-        (Some(_), Some(_)) => Some(Sha256Source::Client),
-        (Some(_), None) => Some(Sha256Source::Declared),
-        (None, _) => None,
+        (Some(sha), Some(_)) => return (Some(sha.clone()), Some(Sha256Source::Client)),
+        (Some(sha), None) => return (Some(sha.clone()), Some(Sha256Source::Declared)),
+        (None, _) => {}
+    }
+    let chain = last
+        .and_then(|c| c.sha256_chain.as_deref())
+        .and_then(|bytes| Sha256Chain::from_bytes(bytes).ok())
+        .filter(|chain| chain.len() == rec.size);
+    match chain {
+        Some(chain) => (Some(to_hex(&chain.finish())), Some(Sha256Source::Received)),
+        None => (None, None),
     }
 }
 
@@ -247,16 +267,46 @@ mod tests {
     #[test]
     fn the_sha256_source_says_who_vouches() {
         let sha = "ab".repeat(32);
+        let source = |rec: &UploadRecord| file_sha256(rec, None).1;
         assert_eq!(
-            sha256_source(&rec(Some(&sha), Some(7))),
+            source(&rec(Some(&sha), Some(7))),
             Some(Sha256Source::Client)
         );
+        assert_eq!(source(&rec(Some(&sha), None)), Some(Sha256Source::Declared));
+        assert_eq!(file_sha256(&rec(None, Some(7)), None), (None, None));
+        assert_eq!(file_sha256(&rec(None, None), None), (None, None));
+    }
+
+    #[test]
+    fn without_a_declared_sha256_the_last_chunk_s_chain_gives_it() {
+        let upload = rec(None, None);
+        let data = vec![5u8; usize::try_from(upload.size).unwrap()];
+        let mut chain = Sha256Chain::new();
+        chain.update(&data);
+        let last = |chain: Option<Vec<u8>>| ChunkRecord {
+            index: upload.total_chunks - 1,
+            size: 1,
+            crc64nvme: 0,
+            etag: None,
+            sha256_chain: chain,
+        };
+        let expected = to_hex(&<sha2::Sha256 as sha2::Digest>::digest(&data).into());
         assert_eq!(
-            sha256_source(&rec(Some(&sha), None)),
-            Some(Sha256Source::Declared)
+            file_sha256(&upload, Some(&last(Some(chain.to_bytes())))),
+            (Some(expected), Some(Sha256Source::Received))
         );
-        assert_eq!(sha256_source(&rec(None, Some(7))), None);
-        assert_eq!(sha256_source(&rec(None, None)), None);
+        // A chain that stops short of the file's end, a broken one, or none: no SHA-256.
+        let mut short = Sha256Chain::new();
+        short.update(&data[1..]);
+        for broken in [Some(short.to_bytes()), Some(vec![1, 2]), None] {
+            assert_eq!(file_sha256(&upload, Some(&last(broken))), (None, None));
+        }
+        // A declared SHA-256 wins over a chain.
+        let sha = "ab".repeat(32);
+        assert_eq!(
+            file_sha256(&rec(Some(&sha), None), Some(&last(Some(chain.to_bytes())))),
+            (Some(sha), Some(Sha256Source::Declared))
+        );
     }
 
     #[test]

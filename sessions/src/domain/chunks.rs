@@ -12,12 +12,21 @@
 //! of the same chunk from another one by the body's CRC; a commit of a stored chunk compares
 //! the CRCs itself. A chunk sent past the upload's expiry expires the upload on the spot and is
 //! answered `Gone`.
+//!
+//! A worker that receives the file in order (a tus append) asks its claim for the file's
+//! running SHA-256 before the chunk (`core::sha256_chain`): the empty state for chunk 0, the
+//! state chunk `index - 1` was recorded with otherwise. It hashes the chunk on and commits the
+//! state after it, which must cover exactly the bytes up to the chunk's end; the assembler
+//! finishes the last chunk's into the file's SHA-256. An upload that declared its SHA-256 gets
+//! no chain, nor does a chunk whose predecessor was stored without one (the chain is broken:
+//! the file then has no SHA-256 unless the client declares one).
 
 use lfusys_core::clock::now_ms;
 use lfusys_core::digest::Crc64;
 use lfusys_core::failpoint;
 use lfusys_core::ids::{self, ClaimId, UploadId, UserId};
 use lfusys_core::plan::UploadPlan;
+use lfusys_core::sha256_chain::Sha256Chain;
 use lfusys_core::state::UploadState;
 use storage::{ChunkRecord, ClaimOutcome, CommitOutcome, UploadRecord};
 
@@ -34,6 +43,8 @@ pub struct ClaimRequest {
     pub size: u64,
     /// Renews this claim; `None` for a new one.
     pub claim_id: Option<ClaimId>,
+    /// Asks for the file's running SHA-256 before this chunk ([`ClaimAnswer::sha256_chain`]).
+    pub sha256_chain: bool,
 }
 
 /// How a claim ended.
@@ -69,6 +80,9 @@ pub struct ClaimAnswer {
     pub storage_handle: Option<String>,
     /// The stored chunk's CRC-64/NVME; `Some` exactly when [`ClaimVerdict::AlreadyStored`].
     pub stored_crc64nvme: Option<Crc64>,
+    /// The serialised SHA-256 state of the bytes before the chunk, when claimed, asked for and
+    /// known (see the module header).
+    pub sha256_chain: Option<Vec<u8>>,
 }
 
 /// A worker's record of a chunk it wrote under a claim.
@@ -84,6 +98,8 @@ pub struct CommitRequest {
     pub claim_id: Option<ClaimId>,
     /// The blob store's receipt of the part, if it gave one.
     pub etag: Option<String>,
+    /// The file's running SHA-256 after the chunk, when the claim carried the one before it.
+    pub sha256_chain: Option<Vec<u8>>,
 }
 
 /// How a commit ended.
@@ -146,13 +162,17 @@ impl SessionsDomain {
             // The received count is only needed by requests that end here; a claimed chunk
             // learns it from its commit (counting on every claim would cost O(chunks)).
             ClaimOutcome::Claimed { lease_until_ms } => {
-                return Ok(answer(
+                let mut claimed = answer(
                     &known,
                     (ClaimVerdict::Claimed, None),
                     UploadState::Uploading,
                     (Some(claim_id), lease_until_ms),
                     0,
-                ));
+                );
+                if req.sha256_chain {
+                    claimed.sha256_chain = self.chain_before(&known, req.index).await?;
+                }
+                return Ok(claimed);
             }
             ClaimOutcome::NotAccepting(state) => {
                 (self.settled_verdict(&known, state, req.index).await?, state)
@@ -220,11 +240,25 @@ impl SessionsDomain {
         if state.is_gone() {
             return Ok((ClaimVerdict::Gone, None));
         }
-        let chunks = self.chunks(&rec.upload_id).await?;
-        Ok(match chunks.iter().find(|c| c.index == index) {
+        let chunk = self.chunk(&rec.upload_id, index).await?;
+        Ok(match chunk {
             Some(c) => (ClaimVerdict::AlreadyStored, Some(c.crc64nvme)),
             None => (ClaimVerdict::NotAccepting, None),
         })
+    }
+
+    /// The file's running SHA-256 before chunk `index` (see the module header).
+    async fn chain_before(&self, rec: &UploadRecord, index: u32) -> DomainResult<Option<Vec<u8>>> {
+        if rec.sha256.is_some() {
+            return Ok(None);
+        }
+        let Some(previous) = index.checked_sub(1) else {
+            return Ok(Some(Sha256Chain::new().to_bytes()));
+        };
+        Ok(self
+            .chunk(&rec.upload_id, previous)
+            .await?
+            .and_then(|c| c.sha256_chain))
     }
 
     /// Records a chunk written under its claim; the commit that completes the set enqueues
@@ -238,11 +272,15 @@ impl SessionsDomain {
                 "claim_id is required: commit a chunk under the claim of BeginChunk",
             ));
         };
+        if let Some(chain) = &req.sha256_chain {
+            check_chain(&rec, req.index, chain)?;
+        }
         let chunk = ChunkRecord {
             index: req.index,
             size: req.size,
             crc64nvme: req.crc64nvme,
             etag: req.etag,
+            sha256_chain: req.sha256_chain,
         };
         let outcome = self
             .state
@@ -378,16 +416,40 @@ fn answer(
         total_chunks: known.total_chunks,
         storage_handle: known.storage_handle.clone(),
         stored_crc64nvme,
+        sha256_chain: None,
     }
+}
+
+fn plan_of(rec: &UploadRecord) -> UploadPlan {
+    UploadPlan {
+        size: rec.size,
+        chunk_size: rec.chunk_size,
+        total_chunks: rec.total_chunks,
+    }
+}
+
+/// Checks that a committed SHA-256 chain is one and covers the file up to the chunk's end: a
+/// chain that does not would give the File a SHA-256 of other bytes.
+fn check_chain(rec: &UploadRecord, index: u32, chain: &[u8]) -> DomainResult<()> {
+    let plan = plan_of(rec);
+    let end = plan.offset(index) + plan.chunk_len(index).unwrap_or(0);
+    let chain = Sha256Chain::from_bytes(chain)
+        .map_err(|e| DomainError::invalid("sha256_chain", e.to_string()))?;
+    if chain.len() != end {
+        return Err(DomainError::invalid(
+            "sha256_chain",
+            format!(
+                "the SHA-256 chain after chunk {index} must cover the file's first {end} bytes, it covers {}",
+                chain.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a chunk index and its length against the upload's plan.
 fn check_chunk(rec: &UploadRecord, index: u32, size: Option<u64>) -> DomainResult<()> {
-    let plan = UploadPlan {
-        size: rec.size,
-        chunk_size: rec.chunk_size,
-        total_chunks: rec.total_chunks,
-    };
+    let plan = plan_of(rec);
     let Some(expected) = plan.chunk_len(index) else {
         return Err(DomainError::invalid(
             "index",
@@ -451,5 +513,28 @@ mod tests {
             "{e:?}"
         );
         assert!(e.to_string().contains("out of range"));
+    }
+
+    #[test]
+    fn a_chain_must_cover_the_file_up_to_the_chunks_end() {
+        let r = rec(10, 4);
+        let mut chain = Sha256Chain::new();
+        chain.update(&[7; 8]);
+        assert!(check_chain(&r, 1, &chain.to_bytes()).is_ok());
+        let e = check_chain(&r, 0, &chain.to_bytes()).unwrap_err();
+        assert!(e.to_string().contains("first 4 bytes, it covers 8"), "{e}");
+        chain.update(&[7; 2]);
+        assert!(check_chain(&r, 2, &chain.to_bytes()).is_ok());
+        let e = check_chain(&r, 2, b"nonsense").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DomainError::InvalidArgument {
+                    field: "sha256_chain",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 }

@@ -133,6 +133,14 @@ impl SessionsDomain {
             .map_err(DomainError::storage("listing the chunks"))
     }
 
+    async fn chunk(&self, upload_id: &UploadId, index: u32) -> DomainResult<Option<ChunkRecord>> {
+        self.state
+            .metadata
+            .get_chunk(upload_id, index)
+            .await
+            .map_err(DomainError::storage("reading the chunk"))
+    }
+
     async fn received_count(&self, upload_id: &UploadId) -> DomainResult<u32> {
         self.state
             .metadata

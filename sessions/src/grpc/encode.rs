@@ -129,6 +129,7 @@ mod tests {
             size,
             crc64nvme: 100 + u64::from(index),
             etag: None,
+            sha256_chain: None,
         };
         let chunks = [chunk(0, 4), chunk(2, 2)];
         let p = upload(&rec, &Received::Chunks(&chunks));

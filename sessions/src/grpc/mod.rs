@@ -125,6 +125,7 @@ impl Sessions for SessionsService {
                 index: req.index,
                 size: req.size,
                 claim_id: claim(&req.claim_id),
+                sha256_chain: req.sha256_chain,
             })
             .await?;
         let mut resp = BeginChunkResponse {
@@ -135,6 +136,7 @@ impl Sessions for SessionsService {
             storage_handle: answer.storage_handle.unwrap_or_default(),
             state: encode::state(answer.state),
             stored_crc64nvme: answer.stored_crc64nvme.unwrap_or_default(),
+            sha256_chain: answer.sha256_chain,
             ..Default::default()
         };
         resp.set_outcome(encode::claim_verdict(answer.verdict));
@@ -156,6 +158,7 @@ impl Sessions for SessionsService {
                 crc64nvme: req.crc64nvme,
                 claim_id: claim(&req.claim_id),
                 etag: sessions_api::optional(&req.etag).map(str::to_owned),
+                sha256_chain: (!req.sha256_chain.is_empty()).then_some(req.sha256_chain),
             })
             .await?;
         let mut resp = CommitChunkResponse {

@@ -113,6 +113,7 @@ impl Harness {
                 index,
                 size,
                 claim_id: claim_id.into(),
+                ..Default::default()
             })
             .await
             .map(tonic::Response::into_inner)
@@ -298,6 +299,7 @@ pub fn commit_request(
         size: data.len() as u64,
         etag: String::new(),
         crc64nvme: crc64nvme(data),
+        ..Default::default()
     }
 }
 

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use lfusys_core::digest::crc64nvme;
 use lfusys_core::ids::ClaimId;
+use lfusys_core::sha256_chain::Sha256Chain;
 use lfusys_core::state::UploadState;
 use sessions::domain::checksums::DeclaredChecksums;
 use sessions::domain::chunks::{ClaimRequest, ClaimVerdict, CommitRequest, CommitVerdict};
 use sessions::domain::create::NewUpload;
 use sessions::domain::{Conflict, DomainError, Subject};
 use sessions::{Config, SessionsDomain, SessionsState};
+use storage::Sha256Source;
 use stores::StorageConfig;
 use test_support::data::sha256_hex;
 
@@ -44,6 +46,7 @@ fn claim(upload_id: &str, index: u32, data: &[u8]) -> ClaimRequest {
         index,
         size: data.len() as u64,
         claim_id: None,
+        sha256_chain: false,
     }
 }
 
@@ -56,6 +59,7 @@ fn commit(upload_id: &str, index: u32, data: &[u8], claim_id: Option<ClaimId>) -
         crc64nvme: crc64nvme(data),
         claim_id,
         etag: None,
+        sha256_chain: None,
     }
 }
 
@@ -183,6 +187,91 @@ async fn the_last_commit_completes_the_set_and_enqueues_its_job() {
     let status = d.get_upload(&"alice".into(), &rec.upload_id).await.unwrap();
     assert_eq!(status.chunks.len(), 2);
     assert_eq!(status.upload.state, UploadState::Assembling);
+}
+
+/// A worker that receives the file in order gets the file's SHA-256 state before each chunk
+/// and commits the one after it; the File's SHA-256 is the last one finished (`received`).
+/// A chain that does not end at the chunk's end is refused; a chunk stored without a chain
+/// breaks it, and the File then has no SHA-256.
+#[tokio::test]
+async fn a_sha256_chain_carried_through_the_chunks_gives_the_file_its_sha256() {
+    let (_dir, _state, d) = domain().await;
+    let data: Vec<u8> = (0..3 * CHUNK + 7).map(|i| (i * 13 % 251) as u8).collect();
+    let run = |break_at: Option<u32>| {
+        let (d, data) = (&d, &data);
+        async move {
+            let rec = d
+                .create_upload(new_upload("in-order.bin", data.len() as u64))
+                .await
+                .unwrap();
+            for (index, chunk) in data.chunks(CHUNK as usize).enumerate() {
+                let index = index as u32;
+                let ask = break_at != Some(index);
+                let claimed = d
+                    .begin_chunk(ClaimRequest {
+                        sha256_chain: ask,
+                        ..claim(&rec.upload_id, index, chunk)
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(claimed.verdict, ClaimVerdict::Claimed);
+                let chain = claimed.sha256_chain.map(|before| {
+                    let mut chain = Sha256Chain::from_bytes(&before).unwrap();
+                    assert_eq!(
+                        chain.len(),
+                        u64::from(index) * CHUNK,
+                        "the state before the chunk"
+                    );
+                    chain.update(chunk);
+                    chain
+                });
+                if break_at.is_some_and(|b| index > b) {
+                    assert!(
+                        chain.is_none(),
+                        "a chain broken at chunk {break_at:?} stays broken"
+                    );
+                }
+                let mut commit = commit(&rec.upload_id, index, chunk, claimed.claim_id);
+                if let Some(chain) = &chain {
+                    // A chain that covers less than the chunk's end is refused, and records nothing.
+                    let mut short = chain.clone();
+                    if index == 0 {
+                        short = Sha256Chain::new();
+                    } else {
+                        short.update(b"x");
+                    }
+                    let err = d
+                        .commit_chunk(CommitRequest {
+                            sha256_chain: Some(short.to_bytes()),
+                            ..commit.clone()
+                        })
+                        .await
+                        .unwrap_err();
+                    assert!(
+                        matches!(
+                            err,
+                            DomainError::InvalidArgument {
+                                field: "sha256_chain",
+                                ..
+                            }
+                        ),
+                        "{err:?}"
+                    );
+                    commit.sha256_chain = Some(chain.to_bytes());
+                }
+                let committed = d.commit_chunk(commit).await.unwrap();
+                assert_eq!(committed.verdict, CommitVerdict::Stored);
+            }
+            d.complete_assembly(&rec.upload_id, crc64nvme(data), rec.size)
+                .await
+                .unwrap()
+        }
+    };
+    let file = run(None).await;
+    assert_eq!(file.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+    assert_eq!(file.sha256_source, Some(Sha256Source::Received));
+    let file = run(Some(1)).await;
+    assert_eq!((file.sha256, file.sha256_source), (None, None));
 }
 
 /// An upload that became assembling but whose job was never sent (the process died between

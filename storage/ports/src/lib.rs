@@ -360,6 +360,10 @@ pub struct ChunkRecord {
     pub crc64nvme: Crc64,
     /// The blob store's receipt of the chunk (see [`BlobStore::write_chunk`]).
     pub etag: Option<String>,
+    /// The file's running SHA-256 after this chunk (`lfusys_core::sha256_chain`, serialised),
+    /// when the worker hashed it on from the previous chunk's: only for tus appends of uploads
+    /// that declared no SHA-256, which arrive in order.
+    pub sha256_chain: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -393,6 +397,10 @@ pub enum Sha256Source {
     /// The server read the stored file back and hashed it (files published before LFUSYS
     /// verified files by their CRC-64/NVME).
     Server,
+    /// The workers hashed the bytes in the order they received them, chunk after chunk (a tus
+    /// upload, whose client declares no checksum of the file): it names the bytes the server
+    /// stored, which it verified by their CRC-64/NVME.
+    Received,
 }
 
 impl Sha256Source {
@@ -402,6 +410,7 @@ impl Sha256Source {
             Self::Client => "client",
             Self::Declared => "declared",
             Self::Server => "server",
+            Self::Received => "received",
         }
     }
 
@@ -411,6 +420,7 @@ impl Sha256Source {
             "client" => Some(Self::Client),
             "declared" => Some(Self::Declared),
             "server" => Some(Self::Server),
+            "received" => Some(Self::Received),
             _ => None,
         }
     }
@@ -488,6 +498,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<UploadRecord>>;
     /// Recorded chunks of an upload, ascending by index.
     async fn list_chunks(&self, upload_id: &UploadId) -> StoreResult<Vec<ChunkRecord>>;
+    /// One recorded chunk, `None` when it is not recorded.
+    async fn get_chunk(&self, upload_id: &UploadId, index: u32)
+        -> StoreResult<Option<ChunkRecord>>;
 
     /// How many chunks of an upload are recorded (a store may keep a count rather than list).
     async fn received_count(&self, upload_id: &UploadId) -> StoreResult<u32> {

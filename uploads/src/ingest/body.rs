@@ -2,7 +2,9 @@
 //! declared one, cut off when it runs long, breaks or stalls — and afterwards compared with
 //! what was declared (DESIGN §3 step 2: `413` longer, `400` shorter, `422` digest mismatch).
 //! The store computes the CRC-64/NVME of what it writes; a body that is not stored gets it
-//! computed here. The body is never buffered whole: it streams through.
+//! computed here. A body received in order carries the file's running SHA-256 on
+//! (`core::sha256_chain`) when its claim handed one over. The body is never buffered whole: it
+//! streams through.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use lfusys_core::digest::{crc64_hex, to_hex, Crc64Nvme, Sha256};
+use lfusys_core::sha256_chain::Sha256Chain;
 use sha2::Digest;
 use storage::{ByteStream, StoreError, WrittenChunk};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +31,8 @@ pub(crate) struct Tally {
     sha256: Option<sha2::Sha256>,
     /// Only for a body that is not stored (the store computes the CRC of what it writes).
     crc64nvme: Option<Crc64Nvme>,
+    /// The file's running SHA-256, when the claim handed it over: hashed on, then committed.
+    pub(crate) sha256_chain: Option<Sha256Chain>,
     pub(crate) count: u64,
     failure: Option<BodyFailure>,
 }
@@ -87,6 +92,9 @@ pub(crate) fn metered(
                     }
                     if let Some(c) = t.crc64nvme.as_mut() {
                         c.update(&bytes);
+                    }
+                    if let Some(chain) = t.sha256_chain.as_mut() {
+                        chain.update(&bytes);
                     }
                     t.count += bytes.len() as u64;
                     drop(t);
@@ -251,6 +259,7 @@ mod tests {
                 sha256: Some(digest),
                 crc64nvme: None,
             },
+            sha256_chain: false,
         }
     }
 

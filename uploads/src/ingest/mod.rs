@@ -20,6 +20,11 @@
 //! 4. records the chunk with its CRC-64/NVME (`CommitChunk`), which completes the set
 //!    exactly once.
 //!
+//! An adapter that receives the file in order (tus) asks for the file's running SHA-256
+//! ([`ChunkRequest::sha256_chain`]): the claim hands over the state before the chunk, the
+//! body is hashed on as it streams (the one SHA-256 pass of the file, on the server), and the
+//! commit records the state after it, from which the assembler finishes the File's SHA-256.
+//!
 //! A good chunk costs exactly two calls (`BeginChunk`, `CommitChunk`). Once the lease is
 //! granted, every path that does not record the chunk gives it back (a [`LeaseGuard`]): the
 //! failures before answering, and a request future that is dropped or panics, in the
@@ -41,6 +46,7 @@ use lfusys_core::digest::{crc64_hex, to_hex, ChunkDigests};
 use lfusys_core::failpoint;
 use lfusys_core::ids::UploadId;
 use lfusys_core::plan::UploadPlan;
+use lfusys_core::sha256_chain::Sha256Chain;
 use lfusys_core::tokens::UploadClaims;
 use serde::{Deserialize, Serialize};
 use sessions_api::proto::{BeginChunkOutcome, BeginChunkResponse, CommitChunkOutcome};
@@ -70,6 +76,9 @@ pub struct ChunkRequest {
     pub len: u64,
     /// The checksums the client declared for the chunk (`Content-Digest`).
     pub digests: ChunkDigests,
+    /// The bytes arrive in file order (tus): carry the file's running SHA-256 through this
+    /// chunk, when the sessions service hands it over.
+    pub sha256_chain: bool,
 }
 
 impl ChunkRequest {
@@ -82,6 +91,7 @@ impl ChunkRequest {
             index,
             len,
             digests,
+            sha256_chain: false,
         }
     }
 
@@ -249,10 +259,10 @@ async fn store_and_commit(
     begin: &BeginChunkResponse,
     body: ByteStream,
 ) -> Result<Outcome, IngestError> {
-    let written = store(state, req, calls, begin, body).await?;
+    let (written, chain) = store(state, req, calls, begin, body).await?;
     failpoint::hit(failpoint::AFTER_CHUNK_STORED);
     let crc = written.crc64nvme;
-    let committed = calls.commit(&begin.claim_id, written).await?;
+    let committed = calls.commit(&begin.claim_id, written, chain).await?;
     if committed.completed_set {
         tracing::info!(upload_id = %req.upload_id, "last chunk recorded; the upload is queued for assembly");
     }
@@ -271,14 +281,15 @@ async fn store_and_commit(
 }
 
 /// Streams the body to the chunk's place in the blob store while renewing the lease, and
-/// verifies it; returns what the store wrote (its CRC-64/NVME, S3's ETag).
+/// verifies it; returns what the store wrote (its CRC-64/NVME, S3's ETag) and the file's
+/// SHA-256 chain after the chunk, when the claim handed one over.
 async fn store(
     state: &WorkerState,
     req: &ChunkRequest,
     calls: &ChunkCalls,
     begin: &BeginChunkResponse,
     body: ByteStream,
-) -> Result<WrittenChunk, IngestError> {
+) -> Result<(WrittenChunk, Option<Vec<u8>>), IngestError> {
     let (index, offset) = place_of(req);
     let target = ChunkTarget {
         upload_id: UploadId::from(&req.upload_id),
@@ -288,7 +299,9 @@ async fn store(
         len: req.len,
         crc64nvme: req.digests.crc64nvme,
     };
-    let tally = Arc::new(Mutex::new(Tally::new(req, true)));
+    let mut tally = Tally::new(req, true);
+    tally.sha256_chain = chain_before(req, begin);
+    let tally = Arc::new(Mutex::new(tally));
     let abort = CancellationToken::new();
     let stream = body::metered(body, req.len, Arc::clone(&tally), abort.clone());
     let lease_ms = (begin.lease_expires_at_ms - lfusys_core::clock::now_ms()).max(300);
@@ -300,9 +313,31 @@ async fn store(
     let renew = move || calls.renew(claim_id);
     let written = lease::write_with_lease(write, renew_every, renew, &abort).await?;
     metrics::histogram!("lfusys_chunk_write_seconds").record(started.elapsed().as_secs_f64());
-    let tally = Tally::take(&tally);
+    let mut tally = Tally::take(&tally);
     metrics::counter!("lfusys_bytes_received_total").increment(tally.count);
-    body::verify(req, tally, written.map(Some))
+    let chain = tally.sha256_chain.take().map(|c| c.to_bytes());
+    Ok((body::verify(req, tally, written.map(Some))?, chain))
+}
+
+/// The file's SHA-256 before the chunk, when asked for and handed over. A state that is not
+/// one of the bytes before the chunk (which the sessions service never hands out) is dropped:
+/// the file then gets no SHA-256 rather than a wrong one.
+fn chain_before(req: &ChunkRequest, begin: &BeginChunkResponse) -> Option<Sha256Chain> {
+    if !req.sha256_chain {
+        return None;
+    }
+    let offset = req.plan.offset(req.index);
+    match Sha256Chain::from_bytes(begin.sha256_chain.as_deref()?) {
+        Ok(chain) if chain.len() == offset => Some(chain),
+        Ok(chain) => {
+            tracing::warn!(upload_id = %req.upload_id, index = req.index, covers = chain.len(), offset, "the SHA-256 chain handed over does not end at the chunk; the file gets no SHA-256");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(upload_id = %req.upload_id, index = req.index, error = %e, "the SHA-256 chain handed over is unreadable; the file gets no SHA-256");
+            None
+        }
+    }
 }
 
 /// Keeps `len` bytes of chunk `req.index`, from `start` within it, apart until the rest of
@@ -318,8 +353,13 @@ pub async fn stage_piece(
     len: u64,
     body: ByteStream,
 ) -> Result<(), IngestError> {
+    // A staged piece carries no SHA-256 chain: the whole chunk is hashed when it is stored.
+    let req = &ChunkRequest {
+        sha256_chain: false,
+        ..req.clone()
+    };
+    // The lease is on the whole chunk; this body must be `len` bytes.
     let calls = ChunkCalls::new(state.sessions(), req);
-    // What this body must be: `len` bytes (the lease is on the whole chunk).
     let req = &ChunkRequest { len, ..req.clone() };
     let (begin, body) = begin_or_drain(&calls, body, req.len).await?;
     match sessions::begin_outcome(&begin) {
@@ -412,6 +452,7 @@ mod tests {
                 sha256: Some([0xab; 32]),
                 crc64nvme: None,
             },
+            sha256_chain: false,
         };
         let r = Outcome::Stored(req.receipt(0xff, 3, 3, true));
         assert_eq!(

@@ -22,6 +22,7 @@ pub(crate) struct ChunkCalls {
     upload_id: String,
     index: u32,
     size: u64,
+    sha256_chain: bool,
 }
 
 impl ChunkCalls {
@@ -32,6 +33,7 @@ impl ChunkCalls {
             upload_id: req.upload_id.clone(),
             index: req.index,
             size: req.len,
+            sha256_chain: req.sha256_chain,
         }
     }
 
@@ -43,6 +45,7 @@ impl ChunkCalls {
             index: self.index,
             size: self.size,
             claim_id: claim_id.to_owned(),
+            sha256_chain: self.sha256_chain,
         };
         self.client
             .clone()
@@ -67,12 +70,14 @@ impl ChunkCalls {
         }
     }
 
-    /// `CommitChunk` under `claim_id` of the chunk the store wrote; `Ok` only when the chunk
-    /// is (now or already) recorded.
+    /// `CommitChunk` under `claim_id` of the chunk the store wrote (with the file's SHA-256
+    /// chain after it, if it carried one); `Ok` only when the chunk is (now or already)
+    /// recorded.
     pub(crate) async fn commit(
         &self,
         claim_id: &str,
         written: WrittenChunk,
+        sha256_chain: Option<Vec<u8>>,
     ) -> Result<CommitChunkResponse, IngestError> {
         let req = CommitChunkRequest {
             owner_id: self.owner_id.clone(),
@@ -82,6 +87,7 @@ impl ChunkCalls {
             size: self.size,
             etag: written.etag.unwrap_or_default(),
             crc64nvme: written.crc64nvme,
+            sha256_chain: sha256_chain.unwrap_or_default(),
         };
         let res = self
             .client

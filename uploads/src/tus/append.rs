@@ -132,6 +132,8 @@ pub async fn append(
             index,
             len: chunk_len,
             digests: ChunkDigests::default(),
+            // tus bytes arrive in file order: the file's SHA-256 is hashed on as they do.
+            sha256_chain: true,
         };
         let result = if part < rest {
             ingest::stage_piece(state, &req, within, part, body.take(part)).await

@@ -165,6 +165,12 @@ pub(super) fn record_attr(index: u32) -> String {
     format!("r{index}")
 }
 
+/// Attribute of the file's SHA-256 chain after chunk `index` (binary), when the chunk was
+/// recorded with one (`ChunkRecord::sha256_chain`).
+pub(super) fn chain_attr(index: u32) -> String {
+    format!("h{index}")
+}
+
 /// Attribute of the id of the lease on chunk `index`.
 pub(super) fn claim_attr(index: u32) -> String {
     format!("c{index}")
@@ -207,13 +213,25 @@ pub(super) fn record_from(index: u32, v: &AttributeValue) -> StoreResult<ChunkRe
         crc64nvme,
         // Records written before receipts were optional end in a space for none.
         etag: parts.next().filter(|e| !e.is_empty()).map(str::to_owned),
+        sha256_chain: None,
     })
+}
+
+/// A record with the chain its item keeps beside it.
+fn with_chain(item: &Item, mut record: ChunkRecord) -> StoreResult<ChunkRecord> {
+    let attr = chain_attr(record.index);
+    record.sha256_chain = match item.get(&attr) {
+        None => None,
+        Some(AttributeValue::B(bytes)) => Some(bytes.clone().into_inner()),
+        Some(_) => return Err(malformed(&attr)),
+    };
+    Ok(record)
 }
 
 /// Chunk `index`'s record in its group's item, if it is recorded.
 pub(super) fn record_in(item: &Item, index: u32) -> StoreResult<Option<ChunkRecord>> {
     item.get(&record_attr(index))
-        .map(|v| record_from(index, v))
+        .map(|v| record_from(index, v).and_then(|r| with_chain(item, r)))
         .transpose()
 }
 
@@ -225,7 +243,12 @@ pub(super) fn records_in(item: &Item) -> StoreResult<Vec<ChunkRecord>> {
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            Some(digits.parse().ok().map(|index| record_from(index, v)))
+            Some(
+                digits
+                    .parse()
+                    .ok()
+                    .map(|index| record_from(index, v).and_then(|r| with_chain(item, r))),
+            )
         })
         .map(|r| r.unwrap_or_else(|| Err(malformed("r…"))))
         .collect()
@@ -306,6 +329,7 @@ mod tests {
             size: 1024,
             crc64nvme: 0xfedc_ba98_7654_3210,
             etag: Some("\"0a1b\"".into()),
+            sha256_chain: None,
         };
         assert_eq!(
             record_value(&chunk),
@@ -345,7 +369,21 @@ mod tests {
             ("idx".to_owned(), n(0)),
             ("n".to_owned(), n(1)),
         ]);
-        assert_eq!(records_in(&item).ok(), Some(vec![no_etag]));
+        assert_eq!(records_in(&item).ok(), Some(vec![no_etag.clone()]));
+        // The chain beside a record is part of it; a chain of another type is refused.
+        let chained = ChunkRecord {
+            sha256_chain: Some(vec![1, 2, 3]),
+            ..no_etag.clone()
+        };
+        let mut item = item;
+        item.insert(
+            "h7".to_owned(),
+            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![1, 2, 3])),
+        );
+        assert_eq!(records_in(&item).ok(), Some(vec![chained.clone()]));
+        assert_eq!(record_in(&item, 7).ok(), Some(Some(chained)));
+        item.insert("h7".to_owned(), s("not bytes"));
+        assert!(record_in(&item, 7).is_err());
     }
 
     /// A File's checksums round-trip (the CRC as a number, above `i64::MAX` too); a File

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
 };
@@ -23,9 +24,9 @@ use super::attrs::{
     built, get_n, get_s, is_condition_failed, n, opt_n, s, transact, Expr, TxOutcome,
 };
 use super::items::{
-    claim_attr, conditional, created_key, file_from, file_item, group_len, group_of, groups,
-    head_from, lease_ms, record_attr, record_in, record_value, records_in, until_attr, upload_from,
-    upload_item, Promotion, UploadHead, CHUNKS_PER_ITEM,
+    chain_attr, claim_attr, conditional, created_key, file_from, file_item, group_len, group_of,
+    groups, head_from, lease_ms, record_attr, record_in, record_value, records_in, until_attr,
+    upload_from, upload_item, Promotion, UploadHead, CHUNKS_PER_ITEM,
 };
 use super::tables::{batch_get, batch_write, check_table};
 use super::{
@@ -492,6 +493,30 @@ impl MetadataStore for DynamoMetadataStore {
         Ok(chunks)
     }
 
+    /// One projected read of the chunk's group item.
+    async fn get_chunk(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+    ) -> StoreResult<Option<ChunkRecord>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.chunks)
+            .set_key(Some(Self::group_key(upload_id, group_of(index))))
+            .consistent_read(true)
+            .projection_expression("#r, #h")
+            .expression_attribute_names("#r", record_attr(index))
+            .expression_attribute_names("#h", chain_attr(index))
+            .send()
+            .await
+            .map_err(|e| sdk_error("DynamoDB GetItem chunks", e))?;
+        match out.item() {
+            Some(item) => record_in(item, index),
+            None => Ok(None),
+        }
+    }
+
     /// The groups' counts (one query of small projections; not on the path of a chunk).
     async fn received_count(&self, upload_id: &UploadId) -> StoreResult<u32> {
         Ok(self
@@ -619,14 +644,19 @@ impl MetadataStore for DynamoMetadataStore {
         now_ms: i64,
     ) -> StoreResult<CommitOutcome> {
         let group = group_of(chunk.index);
+        let set = if chunk.sha256_chain.is_some() {
+            "SET #r = :rec, #h = :h"
+        } else {
+            "SET #r = :rec"
+        };
         // Requiring the lease also keeps a record from outliving `delete_chunks`: that deletes
         // the group's item, and its leases with it.
-        let req = self
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.tables.chunks)
             .set_key(Some(Self::group_key(upload_id, group)))
-            .update_expression("SET #r = :rec REMOVE #c, #u ADD #n :one, #left :minus")
+            .update_expression(format!("{set} REMOVE #c, #u ADD #n :one, #left :minus"))
             .condition_expression("#c = :c AND attribute_not_exists(#r)")
             .expression_attribute_names("#r", record_attr(chunk.index))
             .expression_attribute_names("#c", claim_attr(chunk.index))
@@ -638,6 +668,11 @@ impl MetadataStore for DynamoMetadataStore {
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":minus", n(-1))
             .return_values(ReturnValue::UpdatedNew);
+        if let Some(chain) = &chunk.sha256_chain {
+            req = req
+                .expression_attribute_names("#h", chain_attr(chunk.index))
+                .expression_attribute_values(":h", AttributeValue::B(Blob::new(chain.clone())));
+        }
         let counts = match conditional(req, "DynamoDB UpdateItem chunks (record)").await? {
             Ok(new) => new,
             Err(old) => {

@@ -20,7 +20,7 @@ use storage::{
 };
 
 /// The schema's steps, oldest first (see `Db::open`).
-const MIGRATIONS: &[&str] = &[SCHEMA, OUTBOX, CHECKSUMS];
+const MIGRATIONS: &[&str] = &[SCHEMA, OUTBOX, CHECKSUMS, SHA256_CHAIN];
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id      TEXT PRIMARY KEY,
@@ -95,6 +95,13 @@ ALTER TABLE files ADD COLUMN crc64nvme INTEGER;
 ALTER TABLE files ADD COLUMN sha256_source TEXT;
 UPDATE files SET sha256_source = 'server' WHERE sha256 <> '';
 ";
+/// Version 4: the file's running SHA-256 after a chunk (`ChunkRecord::sha256_chain`), NULL for
+/// a chunk stored without one.
+const SHA256_CHAIN: &str = "
+ALTER TABLE chunks ADD COLUMN sha256_chain BLOB;
+";
+/// The columns `chunk_from_row` reads.
+const CHUNK_COLUMNS: &str = "idx, size, crc64nvme, etag, sha256_chain";
 
 const UPLOAD_COLUMNS: &str =
     "upload_id, owner_id, name, size, content_type, sha256, chunk_size, total_chunks, \
@@ -188,6 +195,7 @@ fn chunk_from_row(r: &Row<'_>) -> rusqlite::Result<ChunkRecord> {
         size: r.get(1)?,
         crc64nvme: crc_from_sql(r.get(2)?),
         etag: none_if_empty(r.get(3)?),
+        sha256_chain: r.get(4)?,
     })
 }
 
@@ -346,11 +354,31 @@ impl MetadataStore for SqliteMetadataStore {
         let id = upload_id.to_string();
         self.db
             .call(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT idx, size, crc64nvme, etag FROM chunks WHERE upload_id = ?1 ORDER BY idx",
-                )?;
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {CHUNK_COLUMNS} FROM chunks WHERE upload_id = ?1 ORDER BY idx"
+                ))?;
                 let rows = stmt.query_map([id], chunk_from_row)?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn get_chunk(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+    ) -> StoreResult<Option<ChunkRecord>> {
+        let id = upload_id.to_string();
+        self.db
+            .call(move |c| {
+                Ok(c.query_row(
+                    &format!(
+                        "SELECT {CHUNK_COLUMNS} FROM chunks WHERE upload_id = ?1 AND idx = ?2"
+                    ),
+                    params![id, index],
+                    chunk_from_row,
+                )
+                .optional()?)
             })
             .await
     }
@@ -473,14 +501,15 @@ impl MetadataStore for SqliteMetadataStore {
                         return Ok(CommitOutcome::NotAccepting(UploadState::Uploading));
                     }
                     tx.execute(
-                        "INSERT INTO chunks (upload_id, idx, size, sha256, etag, crc64nvme) \
-                         VALUES (?1, ?2, ?3, '', ?4, ?5)",
+                        "INSERT INTO chunks (upload_id, idx, size, sha256, etag, crc64nvme, sha256_chain) \
+                         VALUES (?1, ?2, ?3, '', ?4, ?5, ?6)",
                         params![
                             upload_id,
                             chunk.index,
                             chunk.size,
                             empty_if_none(chunk.etag.as_deref()),
-                            crc_to_sql(chunk.crc64nvme)
+                            crc_to_sql(chunk.crc64nvme),
+                            chunk.sha256_chain
                         ],
                     )?;
                     tx.execute(
@@ -889,7 +918,8 @@ mod tests {
                 index: 0,
                 size: 10,
                 crc64nvme: 0,
-                etag: None
+                etag: None,
+                sha256_chain: None
             }]
         );
         assert_eq!(

@@ -36,6 +36,7 @@ pub fn chunk(index: u32, crc64nvme: lfusys_core::digest::Crc64) -> ChunkRecord {
         size: 10,
         crc64nvme,
         etag: None,
+        sha256_chain: None,
     }
 }
 

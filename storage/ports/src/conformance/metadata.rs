@@ -793,6 +793,40 @@ pub async fn delete_chunks_drops_claims(h: &impl MetadataHarness) {
     ));
 }
 
+/// A chunk is read back alone as it was recorded, its SHA-256 chain with it (the bytes as
+/// given: a store keeps them, never reads them); an unrecorded chunk is `None`.
+pub async fn chunks_are_read_one_by_one_with_their_sha256_chain(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    let id = UploadId::from("u");
+    s.insert_upload(&upload("u", "o", 40, T0)).await.unwrap();
+    assert_eq!(s.get_chunk(&id, 0).await.unwrap(), None);
+    store_chunk(&s, "u", 0, 0xaa).await;
+    // Chunk 33 is in another group of a store that keeps chunks in groups.
+    let chained = |index, crc| crate::ChunkRecord {
+        sha256_chain: Some((0..=104u8).map(|b| b ^ index as u8).collect()),
+        ..chunk(index, crc)
+    };
+    for index in [1, 33] {
+        let claim = ClaimId::from(&format!("c{index}"));
+        s.claim_chunk(&id, index, &claim, LEASE, T0).await.unwrap();
+        assert!(matches!(
+            s.commit_chunk(&id, &chained(index, 0xbb), &claim, T0)
+                .await
+                .unwrap(),
+            CommitOutcome::Stored { .. }
+        ));
+    }
+    assert_eq!(s.get_chunk(&id, 0).await.unwrap(), Some(chunk(0, 0xaa)));
+    assert_eq!(s.get_chunk(&id, 1).await.unwrap(), Some(chained(1, 0xbb)));
+    assert_eq!(s.get_chunk(&id, 33).await.unwrap(), Some(chained(33, 0xbb)));
+    assert_eq!(s.get_chunk(&id, 2).await.unwrap(), None);
+    assert_eq!(
+        s.list_chunks(&id).await.unwrap(),
+        vec![chunk(0, 0xaa), chained(1, 0xbb), chained(33, 0xbb)]
+    );
+    assert_eq!(s.get_chunk(&UploadId::from("nope"), 0).await.unwrap(), None);
+}
+
 /// Two writers of one chunk: the first one's lease runs out, the second takes the chunk over
 /// and records it; the first, which wrote other bytes meanwhile, then commits: a conflict, and
 /// the chunk keeps the second one's CRC, which a claim answers. A commit of that CRC is a retry.

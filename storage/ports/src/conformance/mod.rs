@@ -85,6 +85,7 @@ macro_rules! __metadata_cases {
             publish_is_atomic_and_idempotent,
             files_paginate_newest_first,
             delete_chunks_drops_claims,
+            chunks_are_read_one_by_one_with_their_sha256_chain,
             a_commit_racing_a_stored_chunk_of_another_crc_conflicts,
             declared_checksums_apply_once_while_uploading,
         }
