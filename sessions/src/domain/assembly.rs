@@ -4,8 +4,9 @@
 //! if it did), and publishes the File with that CRC — or fails the upload with the reason
 //! stated. The File's SHA-256 is the one the client declared or, when it declared none, the
 //! one the workers hashed as they received the file in order (the last chunk's SHA-256 chain,
-//! see `chunks`); who vouches for it is its `sha256_source`. Redelivered or duplicated jobs are harmless: the File id derives from the
-//! upload id and every step is idempotent. The callers are workers: these rules take no owner.
+//! see `chunks`); who vouches for it is its `sha256_source`. Redelivered or duplicated jobs
+//! are harmless: the File id derives from the upload id and every step is idempotent. The
+//! callers are workers: these rules take no owner.
 
 use lfusys_core::clock::now_ms;
 use lfusys_core::digest::{to_hex, Crc64};

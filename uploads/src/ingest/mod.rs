@@ -354,13 +354,11 @@ pub async fn stage_piece(
     body: ByteStream,
 ) -> Result<(), IngestError> {
     // A staged piece carries no SHA-256 chain: the whole chunk is hashed when it is stored.
-    let req = &ChunkRequest {
-        sha256_chain: false,
-        ..req.clone()
-    };
+    let mut whole = req.clone();
+    whole.sha256_chain = false;
     // The lease is on the whole chunk; this body must be `len` bytes.
-    let calls = ChunkCalls::new(state.sessions(), req);
-    let req = &ChunkRequest { len, ..req.clone() };
+    let calls = ChunkCalls::new(state.sessions(), &whole);
+    let req = &ChunkRequest { len, ..whole };
     let (begin, body) = begin_or_drain(&calls, body, req.len).await?;
     match sessions::begin_outcome(&begin) {
         BeginChunkOutcome::Claimed => {}

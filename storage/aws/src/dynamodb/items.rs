@@ -217,9 +217,10 @@ pub(super) fn record_from(index: u32, v: &AttributeValue) -> StoreResult<ChunkRe
     })
 }
 
-/// A record with the chain its item keeps beside it.
-fn with_chain(item: &Item, mut record: ChunkRecord) -> StoreResult<ChunkRecord> {
-    let attr = chain_attr(record.index);
+/// Chunk `index`'s record `v` in `item`, with the chain the item keeps beside it.
+fn record_with_chain(item: &Item, index: u32, v: &AttributeValue) -> StoreResult<ChunkRecord> {
+    let mut record = record_from(index, v)?;
+    let attr = chain_attr(index);
     record.sha256_chain = match item.get(&attr) {
         None => None,
         Some(AttributeValue::B(bytes)) => Some(bytes.clone().into_inner()),
@@ -231,7 +232,7 @@ fn with_chain(item: &Item, mut record: ChunkRecord) -> StoreResult<ChunkRecord> 
 /// Chunk `index`'s record in its group's item, if it is recorded.
 pub(super) fn record_in(item: &Item, index: u32) -> StoreResult<Option<ChunkRecord>> {
     item.get(&record_attr(index))
-        .map(|v| record_from(index, v).and_then(|r| with_chain(item, r)))
+        .map(|v| record_with_chain(item, index, v))
         .transpose()
 }
 
@@ -247,7 +248,7 @@ pub(super) fn records_in(item: &Item) -> StoreResult<Vec<ChunkRecord>> {
                 digits
                     .parse()
                     .ok()
-                    .map(|index| record_from(index, v).and_then(|r| with_chain(item, r))),
+                    .map(|index| record_with_chain(item, index, v)),
             )
         })
         .map(|r| r.unwrap_or_else(|| Err(malformed("r…"))))
