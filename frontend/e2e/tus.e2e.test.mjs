@@ -94,6 +94,7 @@ function tusCall(method, url, headers = {}, body = undefined, who = token) {
     method,
     headers: { 'tus-resumable': '1.0.0', authorization: `Bearer ${who}`, ...headers },
     body,
+    duplex: 'half',
   });
 }
 
@@ -260,8 +261,9 @@ describe('the tus protocol rules', () => {
     assert.equal(res.headers.get('tus-version'), '1.0.0');
     assert.equal(res.headers.get('tus-resumable'), '1.0.0');
     const ext = res.headers.get('tus-extension').split(',');
-    for (const e of ['creation', 'creation-with-upload', 'termination', 'expiration']) assert.ok(ext.includes(e), e);
+    for (const e of ['creation', 'creation-with-upload', 'termination', 'expiration', 'checksum']) assert.ok(ext.includes(e), e);
     assert.ok(Number(res.headers.get('tus-max-size')) > 0);
+    assert.equal(res.headers.get('tus-checksum-algorithm'), 'sha1,sha256');
   });
 
   test('another version is 412, no token 401, another user\'s upload 404', async () => {
@@ -304,5 +306,83 @@ describe('the tus protocol rules', () => {
     // Nothing of those was stored.
     const head = await tusCall('HEAD', url);
     assert.equal(head.headers.get('upload-offset'), '0');
+  });
+
+  test('checksum: a body that matches its Upload-Checksum is kept; one that does not is 460 and nothing of it is kept', async () => {
+    const digest = (alg, bytes) => `${alg} ${createHash(alg).update(bytes).digest('base64')}`;
+    const probe = await tusCall('POST', endpoint, { 'upload-length': String(64 * MIB) });
+    const chunk = (await apiCall(server.url, 'GET', `/api/v1/uploads/${uploadIdOf(probe.headers.get('location'))}`, { token })).chunk_size;
+    await tusCall('DELETE', probe.headers.get('location'));
+
+    const source = (await import('node:crypto')).randomBytes(2 * chunk + 1000);
+    const created = await tusCall('POST', endpoint, {
+      'upload-length': String(source.length),
+      'upload-metadata': `filename ${Buffer.from('checked.bin').toString('base64')},filetype ${Buffer.from('application/octet-stream').toString('base64')}`,
+    });
+    const url = created.headers.get('location');
+    const id = uploadIdOf(url);
+    const stream = { 'content-type': 'application/offset+octet-stream' };
+    const offset = async () => Number((await tusCall('HEAD', url)).headers.get('upload-offset'));
+
+    // A whole chunk and a piece of the next, one byte flipped on the way: nothing is kept,
+    // neither the whole chunk (written, never recorded) nor the piece.
+    const first = source.subarray(0, chunk + 500);
+    const flipped = Buffer.from(first);
+    flipped[chunk - 7] ^= 0x01;
+    const bad = await tusCall('PATCH', url, { ...stream, 'upload-offset': '0', 'upload-checksum': digest('sha1', first) }, flipped);
+    assert.equal(bad.status, 460);
+    assert.equal(bad.headers.get('content-type'), 'application/problem+json');
+    const problem = await bad.json();
+    assert.equal(problem.type, 'https://lfusys.io/problems/checksum-mismatch');
+    assert.match(problem.detail, /nothing of it was kept/);
+    assert.equal(bad.headers.get('upload-offset'), '0');
+    assert.equal(await offset(), 0);
+    assert.deepEqual((await apiCall(server.url, 'GET', `/api/v1/uploads/${id}`, { token })).received_chunks, []);
+
+    // The same bytes, unflipped: kept.
+    const good = await tusCall('PATCH', url, { ...stream, 'upload-offset': '0', 'upload-checksum': digest('sha1', first) }, first);
+    assert.equal(good.status, 204, await good.text());
+    assert.equal(good.headers.get('upload-offset'), String(chunk + 500));
+    assert.equal(await offset(), chunk + 500);
+
+    // The rest with a SHA-256 of other bytes: refused, the offset stays; then the right one.
+    const rest = source.subarray(chunk + 500);
+    const wrong = await tusCall('PATCH', url, { ...stream, 'upload-offset': String(chunk + 500), 'upload-checksum': digest('sha256', Buffer.from('other')) }, rest);
+    assert.equal(wrong.status, 460);
+    assert.equal(await offset(), chunk + 500);
+    const unspoken = await tusCall('PATCH', url, { ...stream, 'upload-offset': String(chunk + 500), 'upload-checksum': digest('md5', rest) }, rest);
+    assert.equal(unspoken.status, 400);
+    assert.match((await unspoken.json()).detail, /`md5` is not spoken here/);
+    const unframed = await tusCall('PATCH', url, { ...stream, 'upload-offset': String(chunk + 500), 'upload-checksum': digest('sha256', rest) },
+      new Blob([rest]).stream());
+    assert.equal(unframed.status, 411);
+    const last = await tusCall('PATCH', url, { ...stream, 'upload-offset': String(chunk + 500), 'upload-checksum': digest('sha256', rest) }, rest);
+    assert.equal(last.status, 204, await last.text());
+    assert.equal(last.headers.get('upload-offset'), String(source.length));
+
+    const f = await fileOf(id);
+    assert.equal(f.sha256, createHash('sha256').update(source).digest('hex'));
+    assert.equal(f.sha256_source, 'received');
+    assert.equal(await downloadedSha256(f.id), f.sha256);
+  });
+
+  test('checksum: a creation whose body does not match is 460; the upload exists, empty', async () => {
+    const body = Buffer.from('the first bytes of a file');
+    const res = await tusCall('POST', endpoint, {
+      'upload-length': '1000',
+      'content-type': 'application/offset+octet-stream',
+      'upload-checksum': `sha1 ${createHash('sha1').update('something else').digest('base64')}`,
+    }, body);
+    assert.equal(res.status, 460);
+    const url = res.headers.get('location');
+    assert.match(url, /\/api\/v1\/tus\/[\w-]+$/);
+    assert.equal((await tusCall('HEAD', url)).headers.get('upload-offset'), '0');
+    const again = await tusCall('PATCH', url, {
+      'upload-offset': '0',
+      'content-type': 'application/offset+octet-stream',
+      'upload-checksum': `sha1 ${createHash('sha1').update(body).digest('base64')}`,
+    }, body);
+    assert.equal(again.status, 204);
+    assert.equal(again.headers.get('upload-offset'), String(body.length));
   });
 });

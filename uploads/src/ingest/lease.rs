@@ -25,26 +25,35 @@ type Release = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// Releases a chunk's lease unless disarmed; see the module documentation.
 #[must_use = "dropping the guard at once releases the lease"]
 pub struct LeaseGuard {
-    release: Option<Release>,
+    // In a mutex only so that the guard is `Sync` (a held chunk is shared while its lease is
+    // renewed); it is taken once, never contended.
+    release: std::sync::Mutex<Option<Release>>,
 }
 
 impl LeaseGuard {
     /// A guard whose release is `release` (a future: nothing happens before it is run).
     pub fn new(release: impl Future<Output = ()> + Send + 'static) -> Self {
         Self {
-            release: Some(Box::pin(release)),
+            release: std::sync::Mutex::new(Some(Box::pin(release))),
         }
     }
 
     /// The lease is used up (the chunk was recorded): nothing will be released.
-    pub fn disarm(mut self) {
-        self.release = None;
+    pub fn disarm(self) {
+        drop(self.take());
+    }
+
+    fn take(&self) -> Option<Release> {
+        self.release
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Releases the lease now and waits until that is done. The release runs as its own
     /// task, so that cancelling the caller midway does not cut it off.
-    pub async fn release(mut self) {
-        let Some(release) = self.release.take() else {
+    pub async fn release(self) {
+        let Some(release) = self.take() else {
             return;
         };
         match tokio::runtime::Handle::try_current() {
@@ -60,7 +69,7 @@ impl LeaseGuard {
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        let Some(release) = self.release.take() else {
+        let Some(release) = self.take() else {
             return;
         };
         match tokio::runtime::Handle::try_current() {

@@ -39,6 +39,7 @@ mod error;
 mod lease;
 mod sessions;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -183,6 +184,133 @@ pub async fn ingest_chunk(
     req: &ChunkRequest,
     body: ByteStream,
 ) -> Result<Outcome, IngestError> {
+    match write_chunk(state, req, None, body).await? {
+        Written::Settled(outcome) => Ok(outcome),
+        Written::Held(held) => held.commit().await,
+    }
+}
+
+/// What writing a chunk left: a chunk already stored with these bytes (nothing written), or
+/// the chunk written to its place under its lease and not yet recorded.
+#[derive(Debug)]
+pub enum Written {
+    Settled(Outcome),
+    Held(Box<HeldChunk>),
+}
+
+/// A chunk written to its place and verified, under its lease, not yet recorded: until
+/// [`HeldChunk::commit`] nothing of it is part of the upload (a later write of the chunk
+/// replaces its bytes). Dropped or [released](HeldChunk::release), its lease is given back.
+/// An adapter holds chunks when something after them decides whether they are kept (the tus
+/// checksum of a whole request); it renews them ([`HeldChunk::renew`]) every
+/// [`HeldChunk::renew_every`] meanwhile.
+pub struct HeldChunk {
+    req: ChunkRequest,
+    calls: ChunkCalls,
+    claim_id: String,
+    lease: LeaseGuard,
+    written: WrittenChunk,
+    chain: Option<Sha256Chain>,
+    renew_every: Duration,
+}
+
+impl std::fmt::Debug for HeldChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldChunk")
+            .field("upload_id", &self.req.upload_id)
+            .field("index", &self.req.index)
+            .field("claim_id", &self.claim_id)
+            .field("crc64nvme", &self.written.crc64nvme)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeldChunk {
+    pub fn upload_id(&self) -> &str {
+        &self.req.upload_id
+    }
+
+    pub fn index(&self) -> u32 {
+        self.req.index
+    }
+
+    /// The file's SHA-256 state after this chunk, when it carried the chain: the next chunk
+    /// of the same request goes on from it (this one is not recorded yet, so the sessions
+    /// service cannot hand it over).
+    pub fn sha256_chain(&self) -> Option<Sha256Chain> {
+        self.chain.clone()
+    }
+
+    /// How often the lease must be renewed while the chunk is held.
+    pub fn renew_every(&self) -> Duration {
+        self.renew_every
+    }
+
+    /// A renewal of the lease, to run while the chunk is held; an error means it is lost
+    /// (the commit will then be refused). It owns what it needs: the held chunk stays free.
+    pub fn renewal(&self) -> impl Future<Output = Result<(), IngestError>> + Send + 'static {
+        let (calls, claim_id) = (self.calls.clone(), self.claim_id.clone());
+        async move { calls.renew(&claim_id).await }
+    }
+
+    /// Records the chunk (`CommitChunk`), which completes the set exactly once.
+    pub async fn commit(self) -> Result<Outcome, IngestError> {
+        failpoint::hit(failpoint::AFTER_CHUNK_STORED);
+        let Self {
+            req,
+            calls,
+            claim_id,
+            lease,
+            written,
+            chain,
+            ..
+        } = self;
+        let crc = written.crc64nvme;
+        let committed = match calls
+            .commit(&claim_id, written, chain.map(|c| c.to_bytes()))
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                // Released before the answer, so that the client's retry finds the chunk free.
+                lease.release().await;
+                return Err(e);
+            }
+        };
+        lease.disarm();
+        if committed.completed_set {
+            tracing::info!(upload_id = %req.upload_id, "last chunk recorded; the upload is queued for assembly");
+        }
+        let receipt = req.receipt(
+            crc,
+            committed.received_count,
+            committed.total_chunks,
+            committed.complete,
+        );
+        let stored =
+            CommitChunkOutcome::try_from(committed.outcome) == Ok(CommitChunkOutcome::Stored);
+        Ok(if stored {
+            Outcome::Stored(receipt)
+        } else {
+            Outcome::AlreadyStored(receipt)
+        })
+    }
+
+    /// Gives the lease back now: the chunk is not kept.
+    pub async fn release(self) {
+        self.lease.release().await;
+    }
+}
+
+/// Leases chunk `req.index` and writes `body` to its place, verified, without recording it.
+/// `chain` is the file's SHA-256 state before the chunk when the caller has it (the chunk
+/// before is held, not recorded); otherwise the claim hands it over.
+pub async fn write_chunk(
+    state: &WorkerState,
+    req: &ChunkRequest,
+    chain: Option<Sha256Chain>,
+    body: ByteStream,
+) -> Result<Written, IngestError> {
     check_declared_len(req.index, chunk_len(&req.plan, req.index)?, req.len)?;
     let calls = ChunkCalls::new(state.sessions(), req);
     let (begin, body) = begin_or_drain(&calls, body, req.len).await?;
@@ -192,16 +320,27 @@ pub async fn ingest_chunk(
             drain(body, req.len).await;
             return Err(sessions::begin_refusal(&begin, req.index));
         }
-        other => return answer_unclaimed(req, other, &begin, body).await,
+        other => {
+            return answer_unclaimed(req, other, &begin, body)
+                .await
+                .map(Written::Settled)
+        }
     }
     // The chunk is ours until recorded: the guard gives it back on every other path,
     // including this future being dropped before it ends.
     let lease = calls.lease(&begin.claim_id);
-    match store_and_commit(state, req, &calls, &begin, body).await {
-        Ok(outcome) => {
-            lease.disarm();
-            Ok(outcome)
-        }
+    let chain = chain_before(req, chain, &begin);
+    let renew_every = renew_every(&begin);
+    match store(state, req, &calls, &begin, chain, body).await {
+        Ok((written, chain)) => Ok(Written::Held(Box::new(HeldChunk {
+            req: req.clone(),
+            calls,
+            claim_id: begin.claim_id,
+            lease,
+            written,
+            chain,
+            renew_every,
+        }))),
         Err(e) => {
             // Released before the answer, so that the client's retry finds the chunk free.
             lease.release().await;
@@ -251,45 +390,17 @@ async fn answer_unclaimed(
     Err(sessions::begin_refusal(begin, req.index))
 }
 
-/// Under the lease: stream and verify, then `CommitChunk`.
-async fn store_and_commit(
-    state: &WorkerState,
-    req: &ChunkRequest,
-    calls: &ChunkCalls,
-    begin: &BeginChunkResponse,
-    body: ByteStream,
-) -> Result<Outcome, IngestError> {
-    let (written, chain) = store(state, req, calls, begin, body).await?;
-    failpoint::hit(failpoint::AFTER_CHUNK_STORED);
-    let crc = written.crc64nvme;
-    let committed = calls.commit(&begin.claim_id, written, chain).await?;
-    if committed.completed_set {
-        tracing::info!(upload_id = %req.upload_id, "last chunk recorded; the upload is queued for assembly");
-    }
-    let receipt = req.receipt(
-        crc,
-        committed.received_count,
-        committed.total_chunks,
-        committed.complete,
-    );
-    let stored = CommitChunkOutcome::try_from(committed.outcome) == Ok(CommitChunkOutcome::Stored);
-    Ok(if stored {
-        Outcome::Stored(receipt)
-    } else {
-        Outcome::AlreadyStored(receipt)
-    })
-}
-
 /// Streams the body to the chunk's place in the blob store while renewing the lease, and
 /// verifies it; returns what the store wrote (its CRC-64/NVME, S3's ETag) and the file's
-/// SHA-256 chain after the chunk, when the claim handed one over.
+/// SHA-256 chain after the chunk, when `chain` (the state before it) was given.
 async fn store(
     state: &WorkerState,
     req: &ChunkRequest,
     calls: &ChunkCalls,
     begin: &BeginChunkResponse,
+    chain: Option<Sha256Chain>,
     body: ByteStream,
-) -> Result<(WrittenChunk, Option<Vec<u8>>), IngestError> {
+) -> Result<(WrittenChunk, Option<Sha256Chain>), IngestError> {
     let (index, offset) = place_of(req);
     let target = ChunkTarget {
         upload_id: UploadId::from(&req.upload_id),
@@ -300,44 +411,50 @@ async fn store(
         crc64nvme: req.digests.crc64nvme,
     };
     let mut tally = Tally::new(req, true);
-    tally.sha256_chain = chain_before(req, begin);
+    tally.sha256_chain = chain;
     let tally = Arc::new(Mutex::new(tally));
     let abort = CancellationToken::new();
     let stream = body::metered(body, req.len, Arc::clone(&tally), abort.clone());
-    let lease_ms = (begin.lease_expires_at_ms - lfusys_core::clock::now_ms()).max(300);
-    let renew_every = Duration::from_millis(lease_ms as u64 / 3);
-
     let started = Instant::now();
     let write = state.blob().write_chunk(&target, stream);
     let claim_id = begin.claim_id.as_str();
     let renew = move || calls.renew(claim_id);
-    let written = lease::write_with_lease(write, renew_every, renew, &abort).await?;
+    let written = lease::write_with_lease(write, renew_every(begin), renew, &abort).await?;
     metrics::histogram!("lfusys_chunk_write_seconds").record(started.elapsed().as_secs_f64());
     let mut tally = Tally::take(&tally);
     metrics::counter!("lfusys_bytes_received_total").increment(tally.count);
-    let chain = tally.sha256_chain.take().map(|c| c.to_bytes());
+    let chain = tally.sha256_chain.take();
     Ok((body::verify(req, tally, written.map(Some))?, chain))
 }
 
-/// The file's SHA-256 before the chunk, when asked for and handed over. A state that is not
-/// one of the bytes before the chunk (which the sessions service never hands out) is dropped:
-/// the file then gets no SHA-256 rather than a wrong one.
-fn chain_before(req: &ChunkRequest, begin: &BeginChunkResponse) -> Option<Sha256Chain> {
+/// The file's SHA-256 before the chunk, when asked for: `given` by the caller, else handed
+/// over by the claim. A state that is not one of the bytes before the chunk (which the
+/// sessions service never hands out) is dropped: the file then gets no SHA-256 rather than a
+/// wrong one.
+fn chain_before(
+    req: &ChunkRequest,
+    given: Option<Sha256Chain>,
+    begin: &BeginChunkResponse,
+) -> Option<Sha256Chain> {
     if !req.sha256_chain {
         return None;
     }
     let offset = req.plan.offset(req.index);
-    match Sha256Chain::from_bytes(begin.sha256_chain.as_deref()?) {
-        Ok(chain) if chain.len() == offset => Some(chain),
-        Ok(chain) => {
-            tracing::warn!(upload_id = %req.upload_id, index = req.index, covers = chain.len(), offset, "the SHA-256 chain handed over does not end at the chunk; the file gets no SHA-256");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(upload_id = %req.upload_id, index = req.index, error = %e, "the SHA-256 chain handed over is unreadable; the file gets no SHA-256");
-            None
-        }
+    let chain = match given {
+        Some(chain) => chain,
+        None => match Sha256Chain::from_bytes(begin.sha256_chain.as_deref()?) {
+            Ok(chain) => chain,
+            Err(e) => {
+                tracing::warn!(upload_id = %req.upload_id, index = req.index, error = %e, "the SHA-256 chain handed over is unreadable; the file gets no SHA-256");
+                return None;
+            }
+        },
+    };
+    if chain.len() != offset {
+        tracing::warn!(upload_id = %req.upload_id, index = req.index, covers = chain.len(), offset, "the SHA-256 chain does not end at the chunk; the file gets no SHA-256");
+        return None;
     }
+    Some(chain)
 }
 
 /// Keeps `len` bytes of chunk `req.index`, from `start` within it, apart until the rest of
@@ -378,7 +495,6 @@ pub async fn stage_piece(
     let tally = Arc::new(Mutex::new(Tally::new(req, false)));
     let abort = CancellationToken::new();
     let stream = body::metered(body, req.len, Arc::clone(&tally), abort.clone());
-    let lease_ms = (begin.lease_expires_at_ms - lfusys_core::clock::now_ms()).max(300);
     let upload_id = UploadId::from(&req.upload_id);
     let write = state
         .blob()
@@ -388,7 +504,7 @@ pub async fn stage_piece(
     let renew = move || calls.renew(claim_id);
     let written = lease::write_with_lease(
         async { write.await.map(|()| None) },
-        Duration::from_millis(lease_ms as u64 / 3),
+        renew_every(&begin),
         renew,
         &abort,
     )
@@ -397,6 +513,12 @@ pub async fn stage_piece(
     let tally = Tally::take(&tally);
     metrics::counter!("lfusys_bytes_received_total").increment(tally.count);
     body::verify(req, tally, written?).map(drop)
+}
+
+/// How often a lease `begin` granted is renewed: every third of what is left of it.
+fn renew_every(begin: &BeginChunkResponse) -> Duration {
+    let lease_ms = (begin.lease_expires_at_ms - lfusys_core::clock::now_ms()).max(300);
+    Duration::from_millis(lease_ms as u64 / 3)
 }
 
 /// Where the chunk goes in the blob store: its own index and offset — except under the

@@ -16,6 +16,7 @@ use super::{ChunkRequest, Gone, IngestError, LeaseGuard};
 use crate::WorkerState;
 
 /// The calls about one chunk, with what every one of them names.
+#[derive(Clone)]
 pub(crate) struct ChunkCalls {
     client: SessionsClient<Channel>,
     owner_id: String,

@@ -24,11 +24,12 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use lfusys_core::digest::ChunkDigests;
 use lfusys_core::plan::UploadPlan;
+use lfusys_core::sha256_chain::Sha256Chain;
 use sessions_api::proto;
 use storage::{staged_prefix, ByteStream, StagedPiece, UploadId};
 use tokio::sync::Mutex;
 
-use crate::ingest::{self, ChunkRequest, IngestError};
+use crate::ingest::{self, ChunkRequest, HeldChunk, IngestError, Written};
 use crate::WorkerState;
 
 /// Where an upload in progress stands: how many bytes are durably stored, in order from its
@@ -102,17 +103,23 @@ pub struct Appended {
 /// Appends `body` (of `declared` bytes, when the request said) to `upload` at `start`, which
 /// the caller checked is the offset the request names. Stops at the first part that is
 /// refused.
+///
+/// With `hold`, the chunks the body completes are written to their places but recorded only
+/// once the whole body has passed (a checksum of it decides, [`super::checksum`]); a body
+/// that fails anywhere keeps nothing. Their leases are renewed meanwhile.
 pub async fn append(
     state: &WorkerState,
     upload: &proto::Upload,
     start: Offset,
     declared: Option<u64>,
     body: ByteStream,
+    hold: bool,
 ) -> Appended {
     let plan = plan_of(upload);
     let (mut offset, mut staged) = (start.at, Some(start.staged));
     let body = Splitter::new(body);
     let mut remaining = declared;
+    let mut held: Vec<(Box<HeldChunk>, Vec<StagedPiece>)> = Vec::new();
     while offset < plan.size && remaining != Some(0) {
         let index = u32::try_from(offset / plan.chunk_size).unwrap_or(u32::MAX);
         let chunk_start = plan.offset(index);
@@ -136,13 +143,33 @@ pub async fn append(
             sha256_chain: true,
         };
         let result = if part < rest {
-            ingest::stage_piece(state, &req, within, part, body.take(part)).await
+            let staging = ingest::stage_piece(state, &req, within, part, body.take(part));
+            renewing(&held, staging).await
         } else {
             // Only the first chunk can have staged pieces: every later one starts whole.
             let pieces = staged.take().unwrap_or_default();
-            complete_chunk(state, &req, pieces, within, body.take(part)).await
+            // A held chunk before this one is not recorded: its chain is handed on here.
+            let chain = held.last().and_then(|(h, _)| h.sha256_chain());
+            let tail = body.take(part);
+            let writing = write_whole(state, &req, &pieces, within, chain, tail);
+            match renewing(&held, writing).await {
+                Ok(Written::Held(chunk)) if hold => {
+                    held.push((chunk, pieces));
+                    Ok(())
+                }
+                Ok(Written::Held(chunk)) => record(state, chunk, &pieces).await,
+                Ok(Written::Settled(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
         };
         if let Err(error) = result {
+            if hold {
+                release(held).await;
+                return Appended {
+                    offset: start.at,
+                    error: Some(error),
+                };
+            }
             return Appended {
                 offset,
                 error: Some(error),
@@ -151,33 +178,93 @@ pub async fn append(
         offset += part;
         remaining = remaining.map(|r| r - part);
     }
+    // The whole body has passed (and with it its checksum): the held chunks are kept, in order.
+    let mut chunks = held.into_iter();
+    while let Some((chunk, pieces)) = chunks.next() {
+        let at = plan.offset(chunk.index()).max(start.at);
+        if let Err(error) = record(state, chunk, &pieces).await {
+            release(chunks.collect()).await;
+            return Appended {
+                offset: at,
+                error: Some(error),
+            };
+        }
+    }
     Appended {
         offset,
         error: None,
     }
 }
 
-/// Chunk `req.index` whole: its first `within` bytes from its staged `pieces`, the rest from
-/// `tail`; once recorded, its pieces are discarded.
-async fn complete_chunk(
+/// Writes chunk `req.index` whole, not yet recorded: its first `within` bytes from its
+/// staged `pieces`, the rest from `tail`.
+async fn write_whole(
     state: &WorkerState,
     req: &ChunkRequest,
-    pieces: Vec<StagedPiece>,
+    pieces: &[StagedPiece],
     within: u64,
+    chain: Option<Sha256Chain>,
     tail: ByteStream,
-) -> Result<(), IngestError> {
+) -> Result<Written, IngestError> {
     let body = if within == 0 {
         tail
     } else {
-        Box::pin(staged_bytes(state, req, pieces, within).chain(tail))
+        Box::pin(staged_bytes(state, req, pieces.to_vec(), within).chain(tail))
     };
-    ingest::ingest_chunk(state, req, body).await?;
-    let upload_id = UploadId::from(&req.upload_id);
-    if let Err(e) = state.blob().discard_staged(&upload_id, req.index).await {
+    ingest::write_chunk(state, req, chain, body).await
+}
+
+/// Records a written chunk; its staged pieces, now part of it, are discarded.
+async fn record(
+    state: &WorkerState,
+    chunk: Box<HeldChunk>,
+    pieces: &[StagedPiece],
+) -> Result<(), IngestError> {
+    let (upload_id, index) = (UploadId::from(chunk.upload_id()), chunk.index());
+    chunk.commit().await?;
+    if pieces.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = state.blob().discard_staged(&upload_id, index).await {
         // Harmless: the upload's abort or commit removes them too.
-        tracing::warn!(error = %e, upload_id = %req.upload_id, index = req.index, "could not discard the staged pieces of a recorded chunk");
+        tracing::warn!(error = %e, %upload_id, index, "could not discard the staged pieces of a recorded chunk");
     }
     Ok(())
+}
+
+/// Gives back the leases of chunks that are not kept.
+async fn release(held: Vec<(Box<HeldChunk>, Vec<StagedPiece>)>) {
+    for (chunk, _) in held {
+        chunk.release().await;
+    }
+}
+
+/// Runs `work` while renewing the leases of the `held` chunks.
+async fn renewing<T>(
+    held: &[(Box<HeldChunk>, Vec<StagedPiece>)],
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let Some(every) = held.iter().map(|(h, _)| h.renew_every()).min() else {
+        return work.await;
+    };
+    tokio::pin!(work);
+    let every = every.max(std::time::Duration::from_millis(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                let renewals: Vec<_> = held.iter().map(|(c, _)| (c.index(), c.renewal())).collect();
+                for (index, renewal) in renewals {
+                    if let Err(e) = renewal.await {
+                        // Its commit will be refused; the request then answers why.
+                        tracing::warn!(error = %e, index, "could not renew the lease of a held chunk");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The first `len` bytes of a chunk from its staged pieces (ascending by start; they may

@@ -12,6 +12,7 @@ pub const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
 pub const TUS_VERSION_HEADER: HeaderName = HeaderName::from_static("tus-version");
 pub const TUS_EXTENSION: HeaderName = HeaderName::from_static("tus-extension");
 pub const TUS_MAX_SIZE: HeaderName = HeaderName::from_static("tus-max-size");
+pub const TUS_CHECKSUM_ALGORITHM: HeaderName = HeaderName::from_static("tus-checksum-algorithm");
 pub const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
 pub const UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
 pub const UPLOAD_METADATA: HeaderName = HeaderName::from_static("upload-metadata");

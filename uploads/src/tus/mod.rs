@@ -3,10 +3,10 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `OPTIONS /api/v1/tus[/{id}]` | `204`: `Tus-Version`, `Tus-Extension`, `Tus-Max-Size` |
+//! | `OPTIONS /api/v1/tus[/{id}]` | `204`: `Tus-Version`, `Tus-Extension`, `Tus-Max-Size`, `Tus-Checksum-Algorithm` |
 //! | `POST /api/v1/tus` with `Upload-Length`, `Upload-Metadata` (`filename`/`name`, `filetype`/`type`) | `201`, `Location: /api/v1/tus/{upload_id}`, `Upload-Expires`; with a body (`application/offset+octet-stream`, creation-with-upload) also `Upload-Offset` |
 //! | `HEAD /api/v1/tus/{id}` | `200`: `Upload-Offset` (bytes durably stored), `Upload-Length`, `Upload-Metadata`, `Upload-Expires`, `Cache-Control: no-store` |
-//! | `PATCH /api/v1/tus/{id}` with `Upload-Offset`, `application/offset+octet-stream` | `204` with the new `Upload-Offset`; `409` when `Upload-Offset` is not the upload's; `415` another media type; `413` past `Upload-Length` |
+//! | `PATCH /api/v1/tus/{id}` with `Upload-Offset`, `application/offset+octet-stream`, optionally `Upload-Checksum` | `204` with the new `Upload-Offset`; `409` when `Upload-Offset` is not the upload's; `415` another media type; `413` past `Upload-Length`; `460` when the body's checksum is not the declared one ([`checksum`]: nothing of it is kept) |
 //! | `DELETE /api/v1/tus/{id}` | `204` (the upload is cancelled, its storage released); `409` once it is assembling or completed |
 //!
 //! Every answer carries `Tus-Resumable: 1.0.0`; a request (but `OPTIONS`) without that
@@ -24,6 +24,7 @@
 //! listener too, and the Ingress routes `/api/v1/tus` to the workers.
 
 mod append;
+mod checksum;
 mod headers;
 
 use axum::body::Body;
@@ -43,9 +44,9 @@ use storage::ByteStream;
 use crate::ingest::IngestError;
 use crate::WorkerState;
 use headers::{
-    TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION, TUS_VERSION_HEADER, UPLOAD_CHECKSUM,
-    UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_LENGTH, UPLOAD_METADATA,
-    UPLOAD_OFFSET,
+    TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION,
+    TUS_VERSION_HEADER, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_LENGTH,
+    UPLOAD_METADATA, UPLOAD_OFFSET,
 };
 
 /// The creation endpoint.
@@ -53,7 +54,7 @@ pub const TUS_ROUTE: &str = "/api/v1/tus";
 /// One upload.
 pub const TUS_UPLOAD_ROUTE: &str = "/api/v1/tus/{upload_id}";
 /// The extensions spoken.
-const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration";
+const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration,checksum";
 
 /// The tus routes, for the workers' app and for `lfusys up`'s gateway listener.
 pub fn router(state: WorkerState) -> Router {
@@ -103,6 +104,10 @@ async fn options(State(state): State<WorkerState>) -> Response {
     let h = res.headers_mut();
     h.insert(TUS_VERSION_HEADER, HeaderValue::from_static(TUS_VERSION));
     h.insert(TUS_EXTENSION, HeaderValue::from_static(EXTENSIONS));
+    h.insert(
+        TUS_CHECKSUM_ALGORITHM,
+        HeaderValue::from_static(checksum::ALGORITHMS),
+    );
     h.insert(
         TUS_MAX_SIZE,
         HeaderValue::from(state.config().max_upload_size),
@@ -235,9 +240,11 @@ async fn created(
     let meta = headers::metadata(headers).map_err(refuse)?;
     let with_body = headers::is_offset_stream(headers);
     let declared = declared_length(headers).map_err(refuse)?;
-    if with_body {
-        check_checksum_absent(headers).map_err(refuse)?;
-    }
+    let checked = if with_body {
+        Checked::of(headers, declared).map_err(refuse)?
+    } else {
+        None
+    };
     let upload = state
         .sessions()
         .create_upload(proto::CreateUploadRequest {
@@ -256,8 +263,25 @@ async fn created(
         if declared.is_some_and(|d| d > upload.size) {
             return Err(refuse(past_length(upload.size)));
         }
-        let body = into_stream(body);
-        let appended = spawn_append(state, &upload, append::Offset::start(), declared, body).await;
+        let appended = spawn_append(
+            state,
+            &upload,
+            append::Offset::start(),
+            declared,
+            body,
+            checked,
+        )
+        .await;
+        let Append {
+            appended,
+            mismatched,
+        } = appended;
+        if mismatched {
+            // The upload exists, empty; the client sends its first bytes again.
+            let mut refused = checksum_mismatch(appended.offset);
+            set_location(&mut refused, &upload);
+            return Err(refused);
+        }
         if let Some(e) = appended.error {
             // The upload exists all the same; the client asks for its offset and goes on.
             tracing::info!(upload_id = %upload.upload_id, error = %e, "the body of a creation was not all stored");
@@ -268,24 +292,54 @@ async fn created(
         res.headers_mut()
             .insert(UPLOAD_OFFSET, HeaderValue::from(0));
     }
-    let h = res.headers_mut();
-    if let Ok(loc) = HeaderValue::from_str(&format!("{TUS_ROUTE}/{}", upload.upload_id)) {
-        h.insert(header::LOCATION, loc);
-    }
-    h.insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
+    set_location(&mut res, &upload);
+    res.headers_mut()
+        .insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
     Ok(res)
 }
 
-/// The checksum extension is not spoken yet: a request that asks for a checksum to be
-/// verified is refused rather than stored unverified.
-fn check_checksum_absent(headers: &HeaderMap) -> Result<(), Problem> {
-    if headers.contains_key(&UPLOAD_CHECKSUM) {
-        return Err(Problem::bad_request(
-            "tus-extension",
-            "the checksum extension is not supported: send the body without Upload-Checksum",
-        ));
+/// `Location` of a created upload.
+fn set_location(res: &mut Response, upload: &proto::Upload) {
+    if let Ok(loc) = HeaderValue::from_str(&format!("{TUS_ROUTE}/{}", upload.upload_id)) {
+        res.headers_mut().insert(header::LOCATION, loc);
     }
-    Ok(())
+}
+
+/// A request body whose `Upload-Checksum` is checked as it streams.
+struct Checked {
+    checksum: checksum::Checksum,
+    len: u64,
+}
+
+impl Checked {
+    /// The request's checksum, if it declares one; a checksum needs `Content-Length`.
+    fn of(headers: &HeaderMap, declared: Option<u64>) -> Result<Option<Self>, Problem> {
+        let Some(checksum) = checksum::declared(headers)? else {
+            return Ok(None);
+        };
+        let Some(len) = declared else {
+            return Err(Problem::new(
+                StatusCode::LENGTH_REQUIRED,
+                "length-required",
+                "a body with Upload-Checksum needs Content-Length: its checksum is checked at its last byte",
+            ));
+        };
+        Ok(Some(Self { checksum, len }))
+    }
+}
+
+/// `460 Checksum Mismatch`: nothing of the body was kept.
+fn checksum_mismatch(offset: u64) -> Response {
+    let status = StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut res = Problem::new(
+        status,
+        "checksum-mismatch",
+        format!("the body's checksum is not the one Upload-Checksum declares; nothing of it was kept, the upload's offset is still {offset}"),
+    )
+    .into_response();
+    res.headers_mut()
+        .insert(UPLOAD_OFFSET, HeaderValue::from(offset));
+    res
 }
 
 fn past_length(size: u64) -> Problem {
@@ -297,25 +351,48 @@ fn past_length(size: u64) -> Problem {
 }
 
 /// Runs an append in a task of its own, so that it ends in order (chunks recorded or leases
-/// given back) even when the client goes away.
+/// given back) even when the client goes away. A `checked` body keeps nothing unless its
+/// checksum matches; the answer says which ([`Append::mismatched`]).
 async fn spawn_append(
     state: &WorkerState,
     upload: &proto::Upload,
     start: append::Offset,
     declared: Option<u64>,
-    body: ByteStream,
-) -> append::Appended {
+    body: Body,
+    checked: Option<Checked>,
+) -> Append {
     let (state, upload) = (state.clone(), upload.clone());
     let offset = start.at;
+    let (body, verdict) = match checked {
+        Some(Checked { checksum, len }) => {
+            let (body, verdict) = checksum::verified(into_stream(body), len, checksum);
+            (body, Some(verdict))
+        }
+        None => (into_stream(body), None),
+    };
+    let hold = verdict.is_some();
     let task =
-        tokio::spawn(async move { append::append(&state, &upload, start, declared, body).await });
-    match task.await {
+        tokio::spawn(
+            async move { append::append(&state, &upload, start, declared, body, hold).await },
+        );
+    let appended = match task.await {
         Ok(appended) => appended,
         Err(e) => append::Appended {
             offset,
             error: Some(IngestError::Crashed(e)),
         },
+    };
+    Append {
+        mismatched: verdict.is_some_and(|v| v.mismatched()),
+        appended,
     }
+}
+
+/// How an append ended.
+struct Append {
+    appended: append::Appended,
+    /// The body's checksum was not the declared one (nothing was kept).
+    mismatched: bool,
 }
 
 /// `HEAD /api/v1/tus/{id}`: the offset to resume from.
@@ -388,8 +465,8 @@ async fn patch(
                 "Upload-Offset is required: where the body goes in the upload",
             ));
         };
-        check_checksum_absent(&headers)?;
         let declared = declared_length(&headers)?;
+        let checked = Checked::of(&headers, declared)?;
         let upload = upload_of(&state, &caller, &path_id(path)?).await?;
         if let Some(p) = not_appendable(&upload) {
             return Err(p);
@@ -413,7 +490,13 @@ async fn patch(
         if declared.is_some_and(|d| offset + d > upload.size) {
             return Err(past_length(upload.size));
         }
-        let appended = spawn_append(&state, &upload, current, declared, into_stream(body)).await;
+        let Append {
+            appended,
+            mismatched,
+        } = spawn_append(&state, &upload, current, declared, body, checked).await;
+        if mismatched {
+            return Ok(checksum_mismatch(appended.offset));
+        }
         if let Some(e) = appended.error {
             return Err(Problem::from(e));
         }
