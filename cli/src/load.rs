@@ -789,6 +789,7 @@ impl CommitRun {
                         size: u64::from(self.per_upload) * COMMIT_CHUNK_SIZE,
                         content_type: "application/octet-stream".into(),
                         sha256: String::new(),
+                        length_deferred: false,
                     })
                     .await?
                     .into_inner();

@@ -70,6 +70,38 @@ impl PlanPolicy {
 
 const MIB: u64 = 1024 * 1024;
 
+impl PlanPolicy {
+    /// The plan of an upload whose length is not known yet (tus `creation-defer-length`): the
+    /// preferred chunk size, and the most such an upload may hold — [`MAX_CHUNKS`] chunks of
+    /// it, or the largest accepted upload if that is less. The chunk size cannot grow once
+    /// bytes arrive, so a deferred upload is bounded by it.
+    pub fn deferred_plan(&self) -> UploadPlan {
+        let chunk_size = self.preferred_chunk_size.max(self.min_chunk_size).max(1);
+        let bound = chunk_size
+            .saturating_mul(MAX_CHUNKS)
+            .min(self.max_upload_size)
+            .max(1);
+        UploadPlan::new(bound, chunk_size)
+    }
+}
+
+impl UploadPlan {
+    /// This plan (of a deferred upload, its bound) cut to the declared `size`: the same chunk
+    /// size, fewer chunks.
+    pub fn declared(&self, size: u64) -> Result<Self, PlanError> {
+        if size == 0 {
+            return Err(PlanError::EmptyOrNegative);
+        }
+        if size > self.size {
+            return Err(PlanError::TooLarge {
+                size,
+                max: self.size,
+            });
+        }
+        Ok(Self::new(size, self.chunk_size))
+    }
+}
+
 impl UploadPlan {
     /// A plan for `size` bytes in chunks of `chunk_size` (both non-zero).
     pub fn new(size: u64, chunk_size: u64) -> Self {
@@ -163,5 +195,32 @@ mod tests {
             policy().plan(6 * 1024 * GIB),
             Err(PlanError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_deferred_plan_is_bounded_and_cut_to_the_declared_size() {
+        let p = policy();
+        let bound = p.deferred_plan();
+        let chunk = p.preferred_chunk_size.max(p.min_chunk_size);
+        assert_eq!(bound.chunk_size, chunk);
+        assert_eq!(bound.size, (chunk * MAX_CHUNKS).min(p.max_upload_size));
+        let cut = bound.declared(chunk * 3 + 1).unwrap();
+        assert_eq!((cut.chunk_size, cut.total_chunks), (chunk, 4));
+        assert_eq!(cut.chunk_len(3), Some(1));
+        assert_eq!(bound.declared(0), Err(PlanError::EmptyOrNegative));
+        assert_eq!(
+            bound.declared(bound.size + 1),
+            Err(PlanError::TooLarge {
+                size: bound.size + 1,
+                max: bound.size
+            })
+        );
+        // A deployment that takes less than MAX_CHUNKS chunks' worth.
+        let small = PlanPolicy {
+            max_upload_size: chunk * 5 / 2,
+            ..p
+        };
+        assert_eq!(small.deferred_plan().size, chunk * 5 / 2);
+        assert_eq!(small.deferred_plan().total_chunks, 3);
     }
 }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -35,7 +35,7 @@ async function signIn(base, email) {
 function tusUpload(file, options = {}) {
   return new Promise((resolve, reject) => {
     let sent = 0;
-    const upload = new tus.Upload(createReadStream(file), {
+    const upload = new tus.Upload(options.source ?? createReadStream(file), {
       endpoint,
       headers: { Authorization: `Bearer ${options.token ?? token}` },
       retryDelays: [0, 200, 500],
@@ -215,6 +215,31 @@ describe('tus-js-client against lfusys up', () => {
     await assertPublished(uploadIdOf(upload.url), file);
   });
 
+  test('uploadLengthDeferred: the length comes with the last PATCH', async () => {
+    const file = path.join(dir, 'deferred.bin');
+    const size = 21 * MIB + 5;
+    await makeFile(file, size);
+    let deferred;
+    const lengths = [];
+    // A Buffer source: tus-js-client 4.3.1's Node stream source stalls (before sending) on a
+    // last slice shorter than chunkSize when the length is deferred.
+    const { upload } = await tusUpload(file, {
+      source: await readFile(file),
+      uploadLengthDeferred: true,
+      chunkSize: 5 * MIB + 3,
+      onBeforeRequest(req) {
+        if (req.getMethod() === 'POST') deferred = req.getHeader('Upload-Defer-Length');
+        if (req.getMethod() === 'PATCH') lengths.push(req.getHeader('Upload-Length') ?? null);
+      },
+    });
+    assert.equal(deferred, '1');
+    assert.equal(lengths.length, 5);
+    assert.equal(lengths.at(-1), String(size));
+    assert.ok(lengths.slice(0, -1).every((l) => l === null), JSON.stringify(lengths));
+    const f = await assertPublished(uploadIdOf(upload.url), file);
+    assert.equal(f.size, size);
+  });
+
   test('termination cancels the upload and releases it', async () => {
     const file = path.join(dir, 'terminate.bin');
     await makeFile(file, 20 * MIB);
@@ -261,7 +286,7 @@ describe('the tus protocol rules', () => {
     assert.equal(res.headers.get('tus-version'), '1.0.0');
     assert.equal(res.headers.get('tus-resumable'), '1.0.0');
     const ext = res.headers.get('tus-extension').split(',');
-    for (const e of ['creation', 'creation-with-upload', 'termination', 'expiration', 'checksum']) assert.ok(ext.includes(e), e);
+    for (const e of ['creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration', 'checksum']) assert.ok(ext.includes(e), e);
     assert.ok(Number(res.headers.get('tus-max-size')) > 0);
     assert.equal(res.headers.get('tus-checksum-algorithm'), 'sha1,sha256');
   });
@@ -384,5 +409,68 @@ describe('the tus protocol rules', () => {
     }, body);
     assert.equal(again.status, 204);
     assert.equal(again.headers.get('upload-offset'), String(body.length));
+  });
+
+  test('creation-defer-length: HEAD says the length is deferred until a PATCH declares it', async () => {
+    const source = (await import('node:crypto')).randomBytes(3000);
+    const both = await tusCall('POST', endpoint, { 'upload-length': '10', 'upload-defer-length': '1' });
+    assert.equal(both.status, 400);
+    assert.match((await both.json()).detail, /not both/);
+    assert.equal((await tusCall('POST', endpoint, { 'upload-defer-length': '2' })).status, 400);
+
+    const created = await tusCall('POST', endpoint, { 'upload-defer-length': '1' });
+    assert.equal(created.status, 201);
+    const url = created.headers.get('location');
+    const id = uploadIdOf(url);
+    let head = await tusCall('HEAD', url);
+    assert.equal(head.headers.get('upload-defer-length'), '1');
+    assert.equal(head.headers.get('upload-length'), null);
+    const stream = { 'content-type': 'application/offset+octet-stream' };
+    const first = await tusCall('PATCH', url, { ...stream, 'upload-offset': '0' }, source.subarray(0, 1000));
+    assert.equal(first.status, 204);
+    assert.equal(first.headers.get('upload-offset'), '1000');
+    const listed = await apiCall(server.url, 'GET', `/api/v1/uploads/${id}`, { token });
+    assert.equal(listed.length_deferred, true);
+
+    // A length shorter than what is stored with this body is refused, and nothing changes.
+    const short = await tusCall('PATCH', url, { ...stream, 'upload-offset': '1000', 'upload-length': '1500' }, source.subarray(1000));
+    assert.equal(short.status, 400);
+    assert.match((await short.json()).detail, /shorter than/);
+    head = await tusCall('HEAD', url);
+    assert.equal(head.headers.get('upload-defer-length'), '1');
+    assert.equal(head.headers.get('upload-offset'), '1000');
+
+    const last = await tusCall('PATCH', url, { ...stream, 'upload-offset': '1000', 'upload-length': '3000' }, source.subarray(1000));
+    assert.equal(last.status, 204, await last.text());
+    assert.equal(last.headers.get('upload-offset'), '3000');
+    const f = await fileOf(id);
+    assert.equal(f.size, 3000);
+    assert.equal(f.sha256, createHash('sha256').update(source).digest('hex'));
+    assert.equal(await downloadedSha256(f.id), f.sha256);
+    // Once set, the length does not change.
+    head = await tusCall('HEAD', url);
+    assert.equal(head.headers.get('upload-length'), '3000');
+  });
+
+  test('creation-defer-length: an empty PATCH declaring the length at a chunk boundary completes the upload', async () => {
+    const created = await tusCall('POST', endpoint, { 'upload-defer-length': '1' });
+    const url = created.headers.get('location');
+    const id = uploadIdOf(url);
+    const chunk = (await apiCall(server.url, 'GET', `/api/v1/uploads/${id}`, { token })).chunk_size;
+    const source = (await import('node:crypto')).randomBytes(2 * chunk);
+    const stream = { 'content-type': 'application/offset+octet-stream' };
+    for (const at of [0, chunk]) {
+      const res = await tusCall('PATCH', url, { ...stream, 'upload-offset': String(at) }, source.subarray(at, at + chunk));
+      assert.equal(res.status, 204);
+    }
+    let up = await apiCall(server.url, 'GET', `/api/v1/uploads/${id}`, { token });
+    assert.deepEqual([up.state, up.length_deferred, up.received_chunks], ['uploading', true, [0, 1]]);
+    const last = await tusCall('PATCH', url, { ...stream, 'upload-offset': String(2 * chunk), 'upload-length': String(2 * chunk) }, Buffer.alloc(0));
+    assert.equal(last.status, 204, await last.text());
+    assert.equal(last.headers.get('upload-offset'), String(2 * chunk));
+    const f = await fileOf(id);
+    assert.equal(f.size, 2 * chunk);
+    assert.equal(f.sha256, createHash('sha256').update(source).digest('hex'));
+    assert.equal(await downloadedSha256(f.id), f.sha256);
   });
 });

@@ -113,7 +113,11 @@ pub struct UploadToken {
 pub struct UploadStatus {
     pub upload_id: String,
     pub name: String,
+    /// The file's size; while `length_deferred`, the most the upload may hold.
     pub size: u64,
+    /// Created without a length (tus `creation-defer-length`) that is not declared yet:
+    /// `size` and `total_chunks` are the upload's bound until it is.
+    pub length_deferred: bool,
     pub content_type: String,
     /// The whole file's SHA-256 the client declared (at creation, or with `crc64nvme`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -204,6 +208,7 @@ impl From<proto::Upload> for UploadStatus {
             upload_id: u.upload_id,
             name: u.name,
             size: u.size,
+            length_deferred: u.length_deferred,
             content_type: u.content_type,
             sha256: non_empty(u.sha256),
             crc64nvme: u.crc64nvme.map(crc64_hex),

@@ -36,7 +36,10 @@ export type UploadState = 'uploading' | 'assembling' | 'completed' | 'failed' | 
 export interface UploadStatus {
   upload_id: string;
   name: string;
+  /** The file's size; while `length_deferred`, the most the upload may hold. */
   size: number;
+  /** Created without a length (a tus client's `Upload-Defer-Length`) not declared yet. */
+  length_deferred?: boolean;
   content_type: string;
   /** The whole file's SHA-256 declared (at creation, or with the checksums). */
   sha256?: string;

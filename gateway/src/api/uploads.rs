@@ -135,6 +135,7 @@ pub async fn create_upload(
             size: new.size,
             content_type: new.content_type,
             sha256: new.sha256,
+            length_deferred: false,
         })
         .await?
         .into_inner();

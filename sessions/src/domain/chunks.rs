@@ -389,7 +389,7 @@ impl SessionsDomain {
 
     /// Sends the job of an upload that just became assembling. A failure is logged, not
     /// answered: the upload is safely assembling and in the outbox, which the relay drains.
-    async fn send_job(&self, upload_id: &UploadId) {
+    pub(super) async fn send_job(&self, upload_id: &UploadId) {
         if let Err(e) = send_assembly_job(&self.state, upload_id).await {
             tracing::warn!(%upload_id, error = %e, "cannot send the assembly job now; the outbox relay will");
         }
@@ -485,6 +485,7 @@ mod tests {
             crc64nvme: None,
             chunk_size,
             total_chunks: plan.total_chunks,
+            length_deferred: false,
             state: UploadState::Uploading,
             storage_handle: None,
             error: None,

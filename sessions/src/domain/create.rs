@@ -22,6 +22,9 @@ pub struct NewUpload {
     pub content_type: String,
     /// The whole file's SHA-256 in hex; empty when the client declares none.
     pub sha256: String,
+    /// The client does not know the length yet (`size` is ignored): the upload is planned
+    /// for the most it may hold and cut when the length is declared ([`super::length`]).
+    pub length_deferred: bool,
 }
 
 impl SessionsDomain {
@@ -31,7 +34,11 @@ impl SessionsDomain {
         validate::file_name(&new.name)?;
         let content_type = validate::content_type(&new.content_type)?;
         let sha256 = validate::optional_sha256_hex("sha256", &new.sha256)?;
-        let plan = self.state.policy.plan(new.size)?;
+        let plan = if new.length_deferred {
+            self.state.policy.deferred_plan()
+        } else {
+            self.state.policy.plan(new.size)?
+        };
 
         let upload_id = UploadId::generate();
         let handle = self
@@ -53,6 +60,7 @@ impl SessionsDomain {
             crc64nvme: None,
             chunk_size: plan.chunk_size,
             total_chunks: plan.total_chunks,
+            length_deferred: new.length_deferred,
             state: UploadState::Uploading,
             storage_handle: handle,
             error: None,
@@ -81,6 +89,7 @@ impl SessionsDomain {
             size = rec.size,
             chunk_size = rec.chunk_size,
             total_chunks = rec.total_chunks,
+            length_deferred = rec.length_deferred,
             "upload created"
         );
         Ok(rec)

@@ -42,6 +42,10 @@ pub enum Conflict {
     AssembledChecksumDiffers,
     #[error("the upload is {0}: whole-file checksums are declared while it is uploading")]
     NotUploading(UploadState),
+    #[error("the upload is {0}: its length is declared while it is uploading")]
+    LengthNotDeclarable(UploadState),
+    #[error("the upload's length is {0} bytes; it cannot change")]
+    LengthSet(u64),
 }
 
 /// The failure of a sessions rule.

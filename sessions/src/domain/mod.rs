@@ -27,6 +27,7 @@ pub mod chunks;
 pub mod create;
 pub mod error;
 pub mod files;
+pub mod length;
 pub mod listing;
 pub mod validate;
 
@@ -194,6 +195,7 @@ pub(crate) fn test_upload(
         crc64nvme,
         chunk_size: 10,
         total_chunks: 1,
+        length_deferred: false,
         state,
         storage_handle: None,
         error: None,

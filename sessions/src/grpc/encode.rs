@@ -43,6 +43,7 @@ pub fn upload(rec: &UploadRecord, received: &Received<'_>) -> proto::Upload {
         storage_handle: rec.storage_handle.clone().unwrap_or_default(),
         crc64nvme: rec.crc64nvme,
         received_crc64nvme,
+        length_deferred: rec.length_deferred,
     }
 }
 
@@ -116,6 +117,7 @@ mod tests {
             crc64nvme: Some(u64::MAX),
             chunk_size: 4,
             total_chunks: 3,
+            length_deferred: false,
             state: UploadState::Uploading,
             storage_handle: None,
             error: None,

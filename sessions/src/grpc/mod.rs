@@ -10,9 +10,9 @@ use sessions_api::proto::sessions_server::Sessions;
 use sessions_api::proto::{
     self, Assembly, BeginChunkRequest, BeginChunkResponse, CancelUploadRequest, CommitChunkRequest,
     CommitChunkResponse, CompleteAssemblyRequest, CreateUploadRequest, DeclareChecksumsRequest,
-    DeleteFileRequest, DeleteFileResponse, FailUploadRequest, GetAssemblyRequest, GetFileRequest,
-    GetUploadRequest, ListFilesRequest, ListFilesResponse, ListUploadsRequest, ListUploadsResponse,
-    ReleaseChunkRequest, ReleaseChunkResponse,
+    DeclareLengthRequest, DeleteFileRequest, DeleteFileResponse, FailUploadRequest,
+    GetAssemblyRequest, GetFileRequest, GetUploadRequest, ListFilesRequest, ListFilesResponse,
+    ListUploadsRequest, ListUploadsResponse, ReleaseChunkRequest, ReleaseChunkResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -61,6 +61,7 @@ impl Sessions for SessionsService {
                 size: req.size,
                 content_type: req.content_type,
                 sha256: req.sha256,
+                length_deferred: req.length_deferred,
             })
             .await?;
         Ok(upload_without_chunks(&rec))
@@ -242,6 +243,18 @@ impl Sessions for SessionsService {
                 sha256: req.sha256,
                 crc64nvme: req.crc64nvme,
             })
+            .await?;
+        Ok(upload_without_chunks(&rec))
+    }
+
+    async fn declare_length(
+        &self,
+        request: Request<DeclareLengthRequest>,
+    ) -> Result<Response<proto::Upload>, Status> {
+        let req = request.into_inner();
+        let rec = self
+            .domain
+            .declare_length(&req.owner_id.into(), &req.upload_id.into(), req.size)
             .await?;
         Ok(upload_without_chunks(&rec))
     }

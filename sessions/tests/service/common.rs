@@ -79,6 +79,7 @@ impl Harness {
                 size,
                 content_type: String::new(),
                 sha256: String::new(),
+                length_deferred: false,
             })
             .await
             .unwrap()

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lfusys_core::digest::crc64nvme;
-use lfusys_core::ids::ClaimId;
+use lfusys_core::ids::{ClaimId, UserId};
 use lfusys_core::sha256_chain::Sha256Chain;
 use lfusys_core::state::UploadState;
 use sessions::domain::checksums::DeclaredChecksums;
@@ -36,6 +36,7 @@ fn new_upload(name: &str, size: u64) -> NewUpload {
         size,
         content_type: String::new(),
         sha256: String::new(),
+        length_deferred: false,
     }
 }
 
@@ -111,6 +112,131 @@ async fn refusals_name_what_went_wrong() {
         ),
         "{err:?}"
     );
+}
+
+/// Chunks `indices` of `data` (cut at CHUNK) claimed and recorded; answers whether the last
+/// commit completed the set.
+async fn store_chunks(d: &SessionsDomain, upload_id: &str, data: &[u8], indices: &[u32]) -> bool {
+    let mut completed = false;
+    for &index in indices {
+        let start = index as usize * CHUNK as usize;
+        let chunk = &data[start..(start + CHUNK as usize).min(data.len())];
+        let claimed = d.begin_chunk(claim(upload_id, index, chunk)).await.unwrap();
+        assert_eq!(claimed.verdict, ClaimVerdict::Claimed);
+        let committed = d
+            .commit_chunk(commit(upload_id, index, chunk, claimed.claim_id))
+            .await
+            .unwrap();
+        assert_eq!(committed.verdict, CommitVerdict::Stored);
+        completed = committed.completed_set;
+    }
+    completed
+}
+
+/// An upload created without its length takes chunks of the deferred plan; its length is
+/// declared once, must hold what is stored and fit the bound, and the chunk or the
+/// declaration that makes the set whole enqueues the job.
+#[tokio::test]
+async fn a_deferred_length_is_declared_once_and_the_set_completes_by_chunk_or_by_declaration() {
+    let (_dir, state, d) = domain().await;
+    let alice = UserId::from("alice");
+    let deferred = NewUpload {
+        length_deferred: true,
+        ..new_upload("stream.bin", 0)
+    };
+    let rec = d.create_upload(deferred.clone()).await.unwrap();
+    assert!(rec.length_deferred);
+    assert_eq!(rec.chunk_size, CHUNK);
+    let bound = rec.size;
+    assert!(bound >= 3 * CHUNK, "{bound}");
+    let data: Vec<u8> = (0..2 * CHUNK + 100).map(|i| (i * 7) as u8).collect();
+    assert!(!store_chunks(&d, &rec.upload_id, &data, &[0, 1]).await);
+
+    for (size, why) in [(2 * CHUNK - 1, "chunk 1 is stored"), (0, "positive")] {
+        let err = d
+            .declare_length(&alice, &rec.upload_id, size)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{size}: {err}");
+    }
+    let err = d
+        .declare_length(&alice, &rec.upload_id, bound + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::TooLarge { .. }), "{err:?}");
+    let err = d
+        .declare_length(&"bob".into(), &rec.upload_id, data.len() as u64)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DomainError::NotFound(_)), "{err:?}");
+
+    let declared = d
+        .declare_length(&alice, &rec.upload_id, data.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            declared.size,
+            declared.total_chunks,
+            declared.length_deferred,
+            declared.state
+        ),
+        (data.len() as u64, 3, false, UploadState::Uploading)
+    );
+    let again = d
+        .declare_length(&alice, &rec.upload_id, data.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(again.size, declared.size);
+    let err = d
+        .declare_length(&alice, &rec.upload_id, data.len() as u64 + 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DomainError::Conflict(Conflict::LengthSet(n)) if n == data.len() as u64),
+        "{err:?}"
+    );
+    assert_eq!(state.queue.depth().await.unwrap().visible, 0);
+    assert!(
+        store_chunks(&d, &rec.upload_id, &data, &[2]).await,
+        "the last chunk completes it"
+    );
+    assert_eq!(state.queue.depth().await.unwrap().visible, 1);
+
+    // Every chunk there before the length: the declaration completes the set.
+    let whole = d.create_upload(deferred).await.unwrap();
+    assert!(!store_chunks(&d, &whole.upload_id, &data[..2 * CHUNK as usize], &[0, 1]).await);
+    let done = d
+        .declare_length(&alice, &whole.upload_id, 2 * CHUNK)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.state, done.total_chunks),
+        (UploadState::Assembling, 2)
+    );
+    assert_eq!(state.queue.depth().await.unwrap().visible, 2);
+    let err = d
+        .declare_length(&alice, &whole.upload_id, 2 * CHUNK + 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DomainError::Conflict(Conflict::LengthSet(_))),
+        "{err:?}"
+    );
+
+    // A length for an upload that knew it: only the same one.
+    let known = d.create_upload(new_upload("k.bin", 10)).await.unwrap();
+    assert_eq!(
+        d.declare_length(&alice, &known.upload_id, 10)
+            .await
+            .unwrap()
+            .size,
+        10
+    );
+    assert!(d
+        .declare_length(&alice, &known.upload_id, 11)
+        .await
+        .is_err());
 }
 
 #[tokio::test]

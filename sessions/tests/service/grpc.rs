@@ -46,6 +46,7 @@ fn create_req(name: &str, size: u64, sha256: &str) -> CreateUploadRequest {
         size,
         content_type: String::new(),
         sha256: sha256.into(),
+        length_deferred: false,
     }
 }
 
@@ -815,6 +816,7 @@ async fn uploads_stuck_in_assembling_get_their_job_again() {
         crc64nvme: None,
         chunk_size: 10,
         total_chunks: 1,
+        length_deferred: false,
         state: State::Assembling,
         storage_handle: None,
         error: None,

@@ -524,6 +524,11 @@ fn io_error(e: impl std::fmt::Display) -> std::io::Error {
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
+    /// A multipart upload has no size: the parts listed at completion make the object.
+    async fn set_upload_size(&self, _upload_id: &UploadId, _size: u64) -> StoreResult<()> {
+        Ok(())
+    }
+
     async fn begin_upload(&self, upload_id: &UploadId, _size: u64) -> StoreResult<Option<String>> {
         let key = Self::key_for_upload(upload_id);
         let out = self

@@ -620,6 +620,20 @@ impl BlobStore for LocalBlobStore {
         .await
     }
 
+    async fn set_upload_size(&self, upload_id: &UploadId, size: u64) -> StoreResult<()> {
+        let path = self.part_path(upload_id)?;
+        blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| not_found_or(e, "upload storage"))?;
+            file.set_len(size)?;
+            file.sync_all()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn write_chunk(
         &self,
         target: &ChunkTarget,

@@ -278,6 +278,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// deletes those of every chunk.
     async fn discard_staged(&self, upload_id: &UploadId, index: u32) -> StoreResult<()>;
 
+    /// Sets the size of an upload begun with a larger one (its length was deferred, and is
+    /// now declared): chunks are written only below it from now on, and the committed file
+    /// has exactly this size. Idempotent. Only local disk keeps a size (S3 needs nothing).
+    async fn set_upload_size(&self, upload_id: &UploadId, size: u64) -> StoreResult<()>;
+
     /// Releases the storage of an unfinished upload, its staged pieces included. Idempotent;
     /// without the handle (a crash before it was recorded), whatever was begun for `upload_id`
     /// is released.
@@ -341,6 +346,10 @@ pub struct UploadRecord {
     pub crc64nvme: Option<Crc64>,
     pub chunk_size: u64,
     pub total_chunks: u32,
+    /// The client did not know the file's length at creation (tus `creation-defer-length`):
+    /// `size` and `total_chunks` are then the most the upload may hold, until the length is
+    /// declared ([`MetadataStore::declare_size`]).
+    pub length_deferred: bool,
     pub state: UploadState,
     /// The blob store's handle of the upload (see [`BlobStore::begin_upload`]).
     pub storage_handle: Option<String>,
@@ -478,6 +487,16 @@ pub enum CommitOutcome {
     NotAccepting(UploadState),
 }
 
+/// Result of declaring a deferred length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeDeclared {
+    /// The upload is not uploading with its length deferred (or does not exist).
+    NotApplied,
+    /// Set; `completed_set` when every chunk was recorded already and the upload moved to
+    /// assembling.
+    Applied { completed_set: bool },
+}
+
 /// A page of an owner's files, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilePage {
@@ -554,6 +573,18 @@ pub trait MetadataStore: Send + Sync + 'static {
         crc64nvme: Crc64,
         now_ms: i64,
     ) -> StoreResult<bool>;
+
+    /// Sets the length of an upload created with a deferred one: `size` and `total_chunks`,
+    /// only while it is uploading with its length deferred. When `total_chunks` chunks are
+    /// recorded already, the same write moves it to assembling (and into the outbox of
+    /// jobs), as the commit that completes a set does.
+    async fn declare_size(
+        &self,
+        upload_id: &UploadId,
+        size: u64,
+        total_chunks: u32,
+        now_ms: i64,
+    ) -> StoreResult<SizeDeclared>;
 
     /// Conditional state change: applies only if the current state is one of `from`.
     /// Returns whether it applied. A move to assembling puts the upload into the outbox of

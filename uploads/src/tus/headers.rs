@@ -46,6 +46,18 @@ pub fn number(headers: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, Pro
         })
 }
 
+/// Whether a creation defers its length: `Upload-Defer-Length: 1` (the only value).
+pub fn defer_length(headers: &HeaderMap) -> Result<bool, Problem> {
+    match headers.get(&UPLOAD_DEFER_LENGTH) {
+        None => Ok(false),
+        Some(v) if v.as_bytes() == b"1" => Ok(true),
+        Some(_) => Err(Problem::bad_request(
+            "invalid-header",
+            "Upload-Defer-Length must be 1: the length is declared by a later PATCH",
+        )),
+    }
+}
+
 /// What an upload's `Upload-Metadata` says LFUSYS keeps: the file's name and media type.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metadata {

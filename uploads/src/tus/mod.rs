@@ -4,8 +4,8 @@
 //! | request | answer |
 //! |---|---|
 //! | `OPTIONS /api/v1/tus[/{id}]` | `204`: `Tus-Version`, `Tus-Extension`, `Tus-Max-Size`, `Tus-Checksum-Algorithm` |
-//! | `POST /api/v1/tus` with `Upload-Length`, `Upload-Metadata` (`filename`/`name`, `filetype`/`type`) | `201`, `Location: /api/v1/tus/{upload_id}`, `Upload-Expires`; with a body (`application/offset+octet-stream`, creation-with-upload) also `Upload-Offset` |
-//! | `HEAD /api/v1/tus/{id}` | `200`: `Upload-Offset` (bytes durably stored), `Upload-Length`, `Upload-Metadata`, `Upload-Expires`, `Cache-Control: no-store` |
+//! | `POST /api/v1/tus` with `Upload-Length` (or `Upload-Defer-Length: 1`), `Upload-Metadata` (`filename`/`name`, `filetype`/`type`) | `201`, `Location: /api/v1/tus/{upload_id}`, `Upload-Expires`; with a body (`application/offset+octet-stream`, creation-with-upload) also `Upload-Offset` |
+//! | `HEAD /api/v1/tus/{id}` | `200`: `Upload-Offset` (bytes durably stored), `Upload-Length` (or `Upload-Defer-Length: 1` until a `PATCH` declares it), `Upload-Metadata`, `Upload-Expires`, `Cache-Control: no-store` |
 //! | `PATCH /api/v1/tus/{id}` with `Upload-Offset`, `application/offset+octet-stream`, optionally `Upload-Checksum` | `204` with the new `Upload-Offset`; `409` when `Upload-Offset` is not the upload's; `415` another media type; `413` past `Upload-Length`; `460` when the body's checksum is not the declared one ([`checksum`]: nothing of it is kept) |
 //! | `DELETE /api/v1/tus/{id}` | `204` (the upload is cancelled, its storage released); `409` once it is assembling or completed |
 //!
@@ -54,7 +54,8 @@ pub const TUS_ROUTE: &str = "/api/v1/tus";
 /// One upload.
 pub const TUS_UPLOAD_ROUTE: &str = "/api/v1/tus/{upload_id}";
 /// The extensions spoken.
-const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration,checksum";
+const EXTENSIONS: &str =
+    "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum";
 
 /// The tus routes, for the workers' app and for `lfusys up`'s gateway listener.
 pub fn router(state: WorkerState) -> Router {
@@ -217,26 +218,29 @@ async fn created(
     body: Body,
 ) -> Result<Response, Response> {
     let refuse = |p: Problem| p.into_response();
-    if headers.contains_key(&UPLOAD_DEFER_LENGTH) {
-        return Err(refuse(Problem::bad_request(
-            "tus-extension",
-            "creation-defer-length is not supported: send Upload-Length",
-        )));
-    }
     if headers.contains_key(&UPLOAD_CONCAT) {
         return Err(refuse(Problem::bad_request(
             "tus-extension",
             "concatenation is not supported: upload the file as one upload",
         )));
     }
-    let size = headers::number(headers, &UPLOAD_LENGTH)
-        .map_err(refuse)?
-        .ok_or_else(|| {
-            refuse(Problem::bad_request(
+    let size = headers::number(headers, &UPLOAD_LENGTH).map_err(refuse)?;
+    let deferred = headers::defer_length(headers).map_err(refuse)?;
+    match (size, deferred) {
+        (Some(_), true) => {
+            return Err(refuse(Problem::bad_request(
                 "invalid-header",
-                "Upload-Length is required: the file's size in bytes",
-            ))
-        })?;
+                "send Upload-Length or Upload-Defer-Length: 1, not both",
+            )))
+        }
+        (None, false) => {
+            return Err(refuse(Problem::bad_request(
+                "invalid-header",
+                "Upload-Length is required: the file's size in bytes (or Upload-Defer-Length: 1 when it is not known yet)",
+            )))
+        }
+        _ => {}
+    }
     let meta = headers::metadata(headers).map_err(refuse)?;
     let with_body = headers::is_offset_stream(headers);
     let declared = declared_length(headers).map_err(refuse)?;
@@ -250,14 +254,15 @@ async fn created(
         .create_upload(proto::CreateUploadRequest {
             owner_id: caller.user_id.to_string(),
             name: meta.name.unwrap_or_else(|| "untitled".to_owned()),
-            size,
+            size: size.unwrap_or_default(),
             content_type: meta.content_type.unwrap_or_default(),
             sha256: String::new(),
+            length_deferred: deferred,
         })
         .await
         .map_err(|s| refuse(Problem::from(s)))?
         .into_inner();
-    tracing::info!(upload_id = %upload.upload_id, size = upload.size, chunks = upload.total_chunks, "tus upload created");
+    tracing::info!(upload_id = %upload.upload_id, size = upload.size, chunks = upload.total_chunks, length_deferred = upload.length_deferred, "tus upload created");
     let mut res = StatusCode::CREATED.into_response();
     if with_body && declared != Some(0) {
         if declared.is_some_and(|d| d > upload.size) {
@@ -395,6 +400,48 @@ struct Append {
     mismatched: bool,
 }
 
+/// `Upload-Length` on a `PATCH`: the length of an upload created without one
+/// (creation-defer-length), at least `reach` (where this request's body ends); on an upload
+/// whose length is known, only that length. Answers the upload as it is now.
+async fn declare_length(
+    state: &WorkerState,
+    caller: &Caller,
+    upload: proto::Upload,
+    length: u64,
+    reach: u64,
+) -> Result<proto::Upload, Problem> {
+    if !upload.length_deferred {
+        if length != upload.size {
+            return Err(Problem::bad_request(
+                "invalid-header",
+                format!(
+                    "Upload-Length is {length} but the upload's length is {} bytes; it cannot change",
+                    upload.size
+                ),
+            ));
+        }
+        return Ok(upload);
+    }
+    if length < reach {
+        return Err(Problem::bad_request(
+            "invalid-header",
+            format!("Upload-Length {length} is shorter than the upload's bytes with this request's body, {reach}"),
+        ));
+    }
+    let req = proto::DeclareLengthRequest {
+        owner_id: caller.user_id.to_string(),
+        upload_id: upload.upload_id.clone(),
+        size: length,
+    };
+    state
+        .sessions()
+        .declare_length(req)
+        .await
+        .map_err(Problem::from)?;
+    tracing::info!(upload_id = %upload.upload_id, length, "tus upload length declared");
+    upload_of(state, caller, &upload.upload_id).await
+}
+
 /// `HEAD /api/v1/tus/{id}`: the offset to resume from.
 async fn status(
     State(state): State<WorkerState>,
@@ -421,7 +468,11 @@ async fn status(
         let mut res = StatusCode::OK.into_response();
         let h = res.headers_mut();
         h.insert(UPLOAD_OFFSET, HeaderValue::from(offset));
-        h.insert(UPLOAD_LENGTH, HeaderValue::from(upload.size));
+        if upload.length_deferred {
+            h.insert(UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1"));
+        } else {
+            h.insert(UPLOAD_LENGTH, HeaderValue::from(upload.size));
+        }
         if let Ok(v) = HeaderValue::from_str(&headers::encode_metadata(
             &upload.name,
             &upload.content_type,
@@ -467,7 +518,8 @@ async fn patch(
         };
         let declared = declared_length(&headers)?;
         let checked = Checked::of(&headers, declared)?;
-        let upload = upload_of(&state, &caller, &path_id(path)?).await?;
+        let length = headers::number(&headers, &UPLOAD_LENGTH)?;
+        let mut upload = upload_of(&state, &caller, &path_id(path)?).await?;
         if let Some(p) = not_appendable(&upload) {
             return Err(p);
         }
@@ -486,6 +538,16 @@ async fn patch(
             p.headers_mut()
                 .insert(UPLOAD_OFFSET, HeaderValue::from(current.at));
             return Ok(p);
+        }
+        if let Some(length) = length {
+            upload = declare_length(
+                &state,
+                &caller,
+                upload,
+                length,
+                offset + declared.unwrap_or(0),
+            )
+            .await?;
         }
         if declared.is_some_and(|d| offset + d > upload.size) {
             return Err(past_length(upload.size));

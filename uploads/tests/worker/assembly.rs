@@ -166,6 +166,9 @@ impl BlobStore for SlowCommit {
     async fn begin_upload(&self, upload_id: &UploadId, size: u64) -> StoreResult<Option<String>> {
         self.inner.begin_upload(upload_id, size).await
     }
+    async fn set_upload_size(&self, upload_id: &UploadId, size: u64) -> StoreResult<()> {
+        self.inner.set_upload_size(upload_id, size).await
+    }
     async fn write_chunk(
         &self,
         target: &ChunkTarget,

@@ -341,6 +341,7 @@ impl Harness {
                 size: size as u64,
                 content_type: String::new(),
                 sha256: declared_sha256.clone().unwrap_or_default(),
+                length_deferred: false,
             })
             .await
             .unwrap()

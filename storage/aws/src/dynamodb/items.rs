@@ -32,6 +32,9 @@ pub(super) fn upload_item(u: &UploadRecord) -> Item {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if u.length_deferred {
+        item.insert(LENGTH_DEFERRED.into(), AttributeValue::Bool(true));
+    }
     if let Some(sha) = &u.sha256 {
         item.insert("sha256".into(), s(sha));
     }
@@ -61,6 +64,13 @@ pub(super) fn upload_item(u: &UploadRecord) -> Item {
     item
 }
 
+/// Present (true) while an upload's length is deferred; removed when it is declared.
+pub(super) const LENGTH_DEFERRED: &str = "length_deferred";
+
+pub(super) fn is_length_deferred(item: &Item) -> bool {
+    matches!(item.get(LENGTH_DEFERRED), Some(AttributeValue::Bool(true)))
+}
+
 pub(super) fn upload_from(item: &Item) -> StoreResult<UploadRecord> {
     let state = get_s(item, "state")?;
     Ok(UploadRecord {
@@ -73,6 +83,7 @@ pub(super) fn upload_from(item: &Item) -> StoreResult<UploadRecord> {
         crc64nvme: opt_n(item, "crc64nvme"),
         chunk_size: get_n(item, "chunk_size")?,
         total_chunks: get_n(item, "total_chunks")?,
+        length_deferred: is_length_deferred(item),
         state: UploadState::parse(&state).ok_or_else(|| malformed("state"))?,
         // Items written before handles were optional hold "" for none.
         storage_handle: opt_s(item, "storage_handle").filter(|h| !h.is_empty()),

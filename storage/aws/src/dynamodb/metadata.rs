@@ -17,7 +17,8 @@ use lfusys_core::digest::Crc64;
 use lfusys_core::state::UploadState;
 use storage::{
     decode_cursor, encode_cursor, ChunkRecord, ClaimId, ClaimOutcome, CommitOutcome, FileId,
-    FilePage, FileRecord, MetadataStore, StoreError, StoreResult, UploadId, UploadRecord, UserId,
+    FilePage, FileRecord, MetadataStore, SizeDeclared, StoreError, StoreResult, UploadId,
+    UploadRecord, UserId,
 };
 
 use super::attrs::{
@@ -26,7 +27,7 @@ use super::attrs::{
 use super::items::{
     chain_attr, claim_attr, conditional, created_key, file_from, file_item, group_len, group_of,
     groups, head_from, lease_ms, record_attr, record_in, record_value, records_in, until_attr,
-    upload_from, upload_item, Promotion, UploadHead, CHUNKS_PER_ITEM,
+    upload_from, upload_item, Promotion, UploadHead, CHUNKS_PER_ITEM, LENGTH_DEFERRED,
 };
 use super::tables::{batch_get, batch_write, check_table};
 use super::{
@@ -205,6 +206,47 @@ impl DynamoMetadataStore {
             })
             .collect::<StoreResult<Vec<_>>>()?;
         batch_write(&self.client, &self.tables.chunks, puts).await
+    }
+
+    /// The last group of an upload whose length was just declared (`total` chunks): its
+    /// `last` and `left` cut to its new length if it was made for the larger bound, and the
+    /// group promoted once complete. Answers whether this moved the upload to assembling.
+    async fn cut_last_group(&self, upload_id: &str, total: u32, now_ms: i64) -> StoreResult<bool> {
+        let group = group_of(total - 1);
+        let Some(item) = self
+            .get_item(&self.tables.chunks, Self::group_key(upload_id, group))
+            .await?
+        else {
+            // Made when its first chunk is claimed, from the new total.
+            return Ok(false);
+        };
+        let new_last = total - 1;
+        let mut left = opt_n::<i64>(&item, "left").unwrap_or(1);
+        if let Some(old_last) = opt_n::<u32>(&item, "last").filter(|&l| l > new_last) {
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.tables.chunks)
+                .set_key(Some(Self::group_key(upload_id, group)))
+                .update_expression("SET #last = :new ADD #left :minus")
+                .condition_expression("#last = :old")
+                .expression_attribute_names("#last", "last")
+                .expression_attribute_names("#left", "left")
+                .expression_attribute_values(":new", n(new_last))
+                .expression_attribute_values(":old", n(old_last))
+                .expression_attribute_values(":minus", n(-i64::from(old_last - new_last)))
+                .return_values(ReturnValue::AllNew);
+            left = match conditional(req, "DynamoDB UpdateItem chunks (cut)").await? {
+                Ok(new) | Err(new) => opt_n::<i64>(&new, "left").unwrap_or(1),
+            };
+        }
+        if left > 0 {
+            return Ok(false);
+        }
+        match self.promote(upload_id, group).await? {
+            Promotion::Counted { all: true, .. } => self.mark_assembling(upload_id, now_ms).await,
+            _ => Ok(false),
+        }
     }
 
     /// Creates a group's item again if it is missing while the upload is uploading (what a
@@ -424,10 +466,15 @@ impl MetadataStore for DynamoMetadataStore {
             }
             Err(e) => return Err(sdk_error("DynamoDB PutItem uploads", e)),
         }
-        if let Err(e) = self
-            .create_groups(&upload.upload_id, upload.total_chunks)
-            .await
-        {
+        // An upload whose length is deferred gets its groups one by one as chunks are claimed
+        // (`restore_group`): it may end far below the most it may hold.
+        let groups_made = if upload.length_deferred {
+            Ok(())
+        } else {
+            self.create_groups(&upload.upload_id, upload.total_chunks)
+                .await
+        };
+        if let Err(e) = groups_made {
             // Nothing refers to the upload yet: take it back rather than leave it half made.
             let _ = self
                 .client
@@ -752,6 +799,66 @@ impl MetadataStore for DynamoMetadataStore {
             Err(e) if is_condition_failed(&e) => Ok(false),
             Err(e) => Err(sdk_error("DynamoDB UpdateItem uploads (checksums)", e)),
         }
+    }
+
+    /// Two steps, each conditional and safe to repeat: the upload item takes the size (and
+    /// gives up the groups past the new end from `groups_left`), then the new last group, if
+    /// it exists, is cut to its new length — and promoted when that leaves it complete. A
+    /// retry after a crash between them finds the size set and does the second step again.
+    async fn declare_size(
+        &self,
+        upload_id: &UploadId,
+        size: u64,
+        total_chunks: u32,
+        now_ms: i64,
+    ) -> StoreResult<SizeDeclared> {
+        let Some(item) = self
+            .get_item(&self.tables.uploads, Self::upload_key(upload_id))
+            .await?
+        else {
+            return Ok(SizeDeclared::NotApplied);
+        };
+        let current = upload_from(&item)?;
+        if current.state != UploadState::Uploading
+            || total_chunks > current.total_chunks
+            || (!current.length_deferred && current.size != size)
+        {
+            return Ok(SizeDeclared::NotApplied);
+        }
+        if current.length_deferred {
+            let cut = groups(current.total_chunks) - groups(total_chunks);
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.tables.uploads)
+                .set_key(Some(Self::upload_key(upload_id)))
+                .update_expression(
+                    "SET #size = :size, total_chunks = :total, updated_at_ms = :now \
+                     ADD groups_left :cut REMOVE #deferred",
+                )
+                .condition_expression(
+                    "#st = :uploading AND #deferred = :yes AND total_chunks = :bound",
+                )
+                .expression_attribute_names("#size", "size")
+                .expression_attribute_names("#st", "state")
+                .expression_attribute_names("#deferred", LENGTH_DEFERRED)
+                .expression_attribute_values(":size", n(size))
+                .expression_attribute_values(":total", n(total_chunks))
+                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":cut", n(-i64::from(cut)))
+                .expression_attribute_values(":yes", AttributeValue::Bool(true))
+                .expression_attribute_values(":bound", n(current.total_chunks))
+                .expression_attribute_values(":uploading", s(UploadState::Uploading.as_str()));
+            if conditional(req, "DynamoDB UpdateItem uploads (size)")
+                .await?
+                .is_err()
+            {
+                // Declared or closed meanwhile: the caller reads again.
+                return Ok(SizeDeclared::NotApplied);
+            }
+        }
+        let completed_set = self.cut_last_group(upload_id, total_chunks, now_ms).await?;
+        Ok(SizeDeclared::Applied { completed_set })
     }
 
     /// `error`, when given, replaces the stored reason; otherwise the reason is kept. Moving to

@@ -15,12 +15,12 @@ use lfusys_core::digest::Crc64;
 use lfusys_core::state::UploadState;
 use storage::{
     decode_cursor, encode_cursor, ChunkRecord, ClaimId, ClaimOutcome, CommitOutcome, FileId,
-    FilePage, FileRecord, MetadataStore, Sha256Source, StoreError, StoreResult, UploadId,
-    UploadRecord, UserId,
+    FilePage, FileRecord, MetadataStore, Sha256Source, SizeDeclared, StoreError, StoreResult,
+    UploadId, UploadRecord, UserId,
 };
 
 /// The schema's steps, oldest first (see `Db::open`).
-const MIGRATIONS: &[&str] = &[SCHEMA, OUTBOX, CHECKSUMS, SHA256_CHAIN];
+const MIGRATIONS: &[&str] = &[SCHEMA, OUTBOX, CHECKSUMS, SHA256_CHAIN, LENGTH_DEFERRED];
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id      TEXT PRIMARY KEY,
@@ -100,13 +100,17 @@ UPDATE files SET sha256_source = 'server' WHERE sha256 <> '';
 const SHA256_CHAIN: &str = "
 ALTER TABLE chunks ADD COLUMN sha256_chain BLOB;
 ";
+/// Version 5: an upload whose length is deferred (`UploadRecord::length_deferred`).
+const LENGTH_DEFERRED: &str = "
+ALTER TABLE uploads ADD COLUMN length_deferred INTEGER NOT NULL DEFAULT 0;
+";
 /// The columns `chunk_from_row` reads.
 const CHUNK_COLUMNS: &str = "idx, size, crc64nvme, etag, sha256_chain";
 
 const UPLOAD_COLUMNS: &str =
     "upload_id, owner_id, name, size, content_type, sha256, chunk_size, total_chunks, \
      state, storage_handle, error, file_id, created_at_ms, updated_at_ms, expires_at_ms, \
-     crc64nvme";
+     crc64nvme, length_deferred";
 const FILE_COLUMNS: &str =
     "file_id, owner_id, upload_id, name, size, content_type, sha256, blob_key, created_at_ms, \
      crc64nvme, sha256_source";
@@ -156,6 +160,7 @@ fn upload_from_row(r: &Row<'_>) -> rusqlite::Result<UploadRecord> {
         updated_at_ms: r.get(13)?,
         expires_at_ms: r.get(14)?,
         crc64nvme: r.get::<_, Option<i64>>(15)?.map(i64::cast_unsigned),
+        length_deferred: r.get(16)?,
     })
 }
 
@@ -283,7 +288,7 @@ impl MetadataStore for SqliteMetadataStore {
                 c.execute(
                     &format!(
                         "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES \
-                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
                     ),
                     params![
                         u.upload_id.as_str(),
@@ -301,7 +306,8 @@ impl MetadataStore for SqliteMetadataStore {
                         u.created_at_ms,
                         u.updated_at_ms,
                         u.expires_at_ms,
-                        u.crc64nvme.map(crc_to_sql)
+                        u.crc64nvme.map(crc_to_sql),
+                        u.length_deferred
                     ],
                 )?;
                 Ok(())
@@ -549,6 +555,59 @@ impl MetadataStore for SqliteMetadataStore {
                      WHERE upload_id = ?1 AND state = 'uploading' AND crc64nvme IS NULL",
                     params![upload_id, crc_to_sql(crc64nvme), sha256, now_ms],
                 )? > 0)
+            })
+            .await
+    }
+
+    /// One transaction: the size, and the move to assembling when every chunk is recorded.
+    async fn declare_size(
+        &self,
+        upload_id: &UploadId,
+        size: u64,
+        total_chunks: u32,
+        now_ms: i64,
+    ) -> StoreResult<SizeDeclared> {
+        let upload_id = upload_id.to_string();
+        self.db
+            .call(move |c| {
+                immediate(c, |tx| {
+                    let row: Option<(String, u64, u32, bool)> = tx
+                        .query_row(
+                            "SELECT state, size, total_chunks, length_deferred FROM uploads \
+                             WHERE upload_id = ?1",
+                            params![upload_id],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        )
+                        .optional()?;
+                    let Some((state, current, bound, deferred)) = row else {
+                        return Ok(SizeDeclared::NotApplied);
+                    };
+                    if state != UploadState::Uploading.as_str() || total_chunks > bound {
+                        return Ok(SizeDeclared::NotApplied);
+                    }
+                    if !deferred {
+                        // A retry of the declaration that applied: nothing more to do.
+                        return Ok(if current == size {
+                            SizeDeclared::Applied {
+                                completed_set: false,
+                            }
+                        } else {
+                            SizeDeclared::NotApplied
+                        });
+                    }
+                    tx.execute(
+                        "UPDATE uploads SET size = ?2, total_chunks = ?3, length_deferred = 0, \
+                         updated_at_ms = ?4 WHERE upload_id = ?1",
+                        params![upload_id, size, total_chunks, now_ms],
+                    )?;
+                    let completed_set = received(tx, &upload_id)? == total_chunks
+                        && tx.execute(
+                            "UPDATE uploads SET state = 'assembling', updated_at_ms = ?2, job_unsent = 1 \
+                             WHERE upload_id = ?1 AND state = 'uploading'",
+                            params![upload_id, now_ms],
+                        )? == 1;
+                    Ok(SizeDeclared::Applied { completed_set })
+                })
             })
             .await
     }

@@ -18,6 +18,7 @@ pub fn upload(id: &str, owner: &str, total_chunks: u32, created_at_ms: i64) -> U
         crc64nvme: None,
         chunk_size: 10,
         total_chunks,
+        length_deferred: false,
         state: UploadState::Uploading,
         storage_handle: None,
         error: None,

@@ -12,7 +12,8 @@ use lfusys_core::state::UploadState;
 use super::fixtures::{chunk, file, upload};
 use super::scenarios::last_chunks_at_once;
 use crate::{
-    ClaimId, ClaimOutcome, CommitOutcome, MetadataStore, StoreError, UploadId, UploadRecord, UserId,
+    ClaimId, ClaimOutcome, CommitOutcome, MetadataStore, SizeDeclared, StoreError, UploadId,
+    UploadRecord, UserId,
 };
 
 /// Opens metadata stores of one backend for the cases.
@@ -981,4 +982,116 @@ pub async fn declared_checksums_apply_once_while_uploading(h: &impl MetadataHarn
     drop(s);
     let s = h.open(&place).await;
     assert_eq!(declared(&s, "plain").await, (Some(sha_x), Some(7), T0 + 1));
+}
+
+/// An upload created with its length deferred holds at most its bound; declaring the length
+/// cuts it (once: a retry of the same size applies again, another size does not), and the
+/// declaration completes the set when every chunk of the new plan is recorded already — also
+/// when the chunks end exactly at a group's end in a store that keeps chunks in groups.
+pub async fn a_deferred_length_is_declared_once_and_may_complete_the_set(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    let deferred = |id: &str| UploadRecord {
+        length_deferred: true,
+        ..upload(id, "o", 100, T0)
+    };
+    // 34 chunks recorded across two groups, then the length: 35 chunks.
+    s.insert_upload(&deferred("d")).await.unwrap();
+    let cut = UploadId::from("d");
+    assert!(s.get_upload(&cut).await.unwrap().unwrap().length_deferred);
+    for index in 0..34 {
+        store_chunk(&s, "d", index, 0xd0).await;
+    }
+    assert_eq!(
+        s.declare_size(&cut, 345, 35, T0 + 1).await.unwrap(),
+        SizeDeclared::Applied {
+            completed_set: false
+        }
+    );
+    let rec = s.get_upload(&cut).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.size, rec.total_chunks, rec.length_deferred),
+        (345, 35, false)
+    );
+    assert_eq!(rec.state, UploadState::Uploading);
+    assert_eq!(
+        s.declare_size(&cut, 345, 35, T0 + 2).await.unwrap(),
+        SizeDeclared::Applied {
+            completed_set: false
+        },
+        "a retry"
+    );
+    assert_eq!(
+        s.declare_size(&cut, 341, 35, T0 + 2).await.unwrap(),
+        SizeDeclared::NotApplied,
+        "the length is set"
+    );
+    assert!(matches!(
+        store_chunk(&s, "d", 34, 0xd0).await,
+        CommitOutcome::Stored {
+            received: 35,
+            completed_set: true
+        }
+    ));
+
+    // Every chunk there, ending at a group's end: the declaration completes the set.
+    s.insert_upload(&deferred("e")).await.unwrap();
+    let whole = UploadId::from("e");
+    for index in 0..32 {
+        store_chunk(&s, "e", index, 0xe0).await;
+    }
+    assert_eq!(
+        s.declare_size(&whole, 320, 32, T0 + 1).await.unwrap(),
+        SizeDeclared::Applied {
+            completed_set: true
+        }
+    );
+    assert_eq!(
+        s.get_upload(&whole).await.unwrap().unwrap().state,
+        UploadState::Assembling
+    );
+    assert!(ids(&s.list_unsent_jobs(10).await.unwrap()).contains(&"e"));
+    assert_eq!(
+        s.declare_size(&whole, 320, 32, T0 + 2).await.unwrap(),
+        SizeDeclared::NotApplied,
+        "no longer uploading"
+    );
+
+    // Declared before any chunk: the plan is the new one; nothing past it is claimed.
+    s.insert_upload(&deferred("g")).await.unwrap();
+    let early = UploadId::from("g");
+    assert_eq!(
+        s.declare_size(&early, 25, 3, T0 + 1).await.unwrap(),
+        SizeDeclared::Applied {
+            completed_set: false
+        }
+    );
+    assert!(s
+        .claim_chunk(&early, 3, &ClaimId::from("past"), LEASE, T0 + 2)
+        .await
+        .is_err());
+    for index in 0..2 {
+        store_chunk(&s, "g", index, 0x90).await;
+    }
+    assert!(matches!(
+        store_chunk(&s, "g", 2, 0x90).await,
+        CommitOutcome::Stored {
+            completed_set: true,
+            ..
+        }
+    ));
+
+    // An upload of a known length, or none at all.
+    s.insert_upload(&upload("k", "o", 3, T0)).await.unwrap();
+    assert_eq!(
+        s.declare_size(&UploadId::from("k"), 20, 2, T0 + 1)
+            .await
+            .unwrap(),
+        SizeDeclared::NotApplied
+    );
+    assert_eq!(
+        s.declare_size(&UploadId::from("nope"), 20, 2, T0 + 1)
+            .await
+            .unwrap(),
+        SizeDeclared::NotApplied
+    );
 }

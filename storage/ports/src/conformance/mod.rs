@@ -88,6 +88,7 @@ macro_rules! __metadata_cases {
             chunks_are_read_one_by_one_with_their_sha256_chain,
             a_commit_racing_a_stored_chunk_of_another_crc_conflicts,
             declared_checksums_apply_once_while_uploading,
+            a_deferred_length_is_declared_once_and_may_complete_the_set,
         }
     };
 }
