@@ -26,10 +26,11 @@
 mod append;
 mod checksum;
 mod headers;
+mod ietf;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -48,6 +49,7 @@ use headers::{
     TUS_VERSION_HEADER, UPLOAD_CONCAT, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_LENGTH,
     UPLOAD_METADATA, UPLOAD_OFFSET,
 };
+use ietf::Interop;
 
 /// The creation endpoint.
 pub const TUS_ROUTE: &str = "/api/v1/tus";
@@ -74,14 +76,31 @@ pub fn router(state: WorkerState) -> Router {
         .with_state(state)
 }
 
-/// `Tus-Resumable` on every answer; a request of another version (but `OPTIONS`, which
-/// discovers it) is `412` with the versions spoken.
-async fn protocol_version(req: Request, next: Next) -> Response {
-    let spoken = req.method() == Method::OPTIONS
+/// Which protocol a request speaks: the IETF draft when it names an interop version, tus
+/// otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Tus,
+    Ietf(Interop),
+}
+
+/// Tells the handlers the request's [`Dialect`]. A tus request (but `OPTIONS`, which
+/// discovers the version) without `Tus-Resumable: 1.0.0` is `412` with the versions spoken; a
+/// draft version not spoken is `400`. Every answer names the protocol it speaks:
+/// `Tus-Resumable`, or the draft's `Upload-Draft-Interop-Version`.
+async fn protocol_version(mut req: Request, next: Next) -> Response {
+    let dialect = match Interop::of(req.headers()) {
+        Ok(Some(v)) => Dialect::Ietf(v),
+        Ok(None) => Dialect::Tus,
+        Err(p) => return p.into_response(),
+    };
+    let spoken = dialect != Dialect::Tus
+        || req.method() == Method::OPTIONS
         || req
             .headers()
             .get(&TUS_RESUMABLE)
             .is_some_and(|v| v.as_bytes() == TUS_VERSION.as_bytes());
+    req.extensions_mut().insert(dialect);
     let mut res = if spoken {
         next.run(req).await
     } else {
@@ -95,8 +114,16 @@ async fn protocol_version(req: Request, next: Next) -> Response {
             .insert(TUS_VERSION_HEADER, HeaderValue::from_static(TUS_VERSION));
         res
     };
-    res.headers_mut()
-        .insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+    match dialect {
+        Dialect::Tus => {
+            res.headers_mut()
+                .insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+        }
+        Dialect::Ietf(v) => {
+            res.headers_mut()
+                .insert(ietf::UPLOAD_DRAFT_INTEROP_VERSION, v.header());
+        }
+    }
     res
 }
 
@@ -112,6 +139,10 @@ async fn options(State(state): State<WorkerState>) -> Response {
     h.insert(
         TUS_MAX_SIZE,
         HeaderValue::from(state.config().max_upload_size),
+    );
+    h.insert(
+        ietf::UPLOAD_LIMIT,
+        ietf::limit(state.config().max_upload_size),
     );
     res
 }
@@ -195,9 +226,11 @@ fn not_appendable(upload: &proto::Upload) -> Option<Problem> {
     }
 }
 
-/// `POST /api/v1/tus`: creation, and creation-with-upload.
+/// `POST /api/v1/tus`: creation, and creation-with-upload (tus); creation with the file or
+/// its first part as the body (the IETF draft).
 async fn create(
     State(state): State<WorkerState>,
+    Extension(dialect): Extension<Dialect>,
     method: Method,
     headers: HeaderMap,
     body: Body,
@@ -206,101 +239,211 @@ async fn create(
         Ok(c) => c,
         Err(res) => return res,
     };
-    match created(&state, &caller, &headers, body).await {
+    match created(&state, dialect, &caller, &headers, body).await {
         Ok(res) | Err(res) => res,
+    }
+}
+
+/// What a creation asks for, in either protocol's words.
+struct Creation {
+    /// `None`: deferred.
+    size: Option<u64>,
+    name: Option<String>,
+    content_type: Option<String>,
+    /// The request carries the upload's first bytes.
+    with_body: bool,
+    /// `Content-Length`.
+    declared: Option<u64>,
+    checked: Option<Checked>,
+    /// The body completes the upload (the draft's `Upload-Complete`).
+    completes: bool,
+}
+
+impl Creation {
+    fn tus(headers: &HeaderMap) -> Result<Self, Problem> {
+        if headers.contains_key(&UPLOAD_CONCAT) {
+            return Err(Problem::bad_request(
+                "tus-extension",
+                "concatenation is not supported: upload the file as one upload",
+            ));
+        }
+        let size = headers::number(headers, &UPLOAD_LENGTH)?;
+        match (size, headers::defer_length(headers)?) {
+            (Some(_), true) => {
+                return Err(Problem::bad_request(
+                    "invalid-header",
+                    "send Upload-Length or Upload-Defer-Length: 1, not both",
+                ))
+            }
+            (None, false) => {
+                return Err(Problem::bad_request(
+                    "invalid-header",
+                    "Upload-Length is required: the file's size in bytes (or Upload-Defer-Length: 1 when it is not known yet)",
+                ))
+            }
+            _ => {}
+        }
+        let meta = headers::metadata(headers)?;
+        let with_body = headers::is_offset_stream(headers);
+        let declared = declared_length(headers)?;
+        let checked = if with_body {
+            Checked::of(checksum::declared(headers)?, declared)?
+        } else {
+            None
+        };
+        Ok(Self {
+            size,
+            name: meta.name,
+            content_type: meta.content_type,
+            with_body: with_body && declared != Some(0),
+            declared,
+            checked,
+            completes: false,
+        })
+    }
+
+    fn ietf(version: Interop, headers: &HeaderMap) -> Result<Self, Problem> {
+        let completes = version.completes(headers)?;
+        let declared = declared_length(headers)?;
+        let size = match (headers::number(headers, &UPLOAD_LENGTH)?, completes, declared) {
+            (Some(length), true, Some(body)) if length != body => {
+                return Err(Problem::bad_request(
+                    "invalid-header",
+                    format!("Upload-Length is {length} but the body that completes the upload is {body} bytes"),
+                ))
+            }
+            (Some(length), _, _) => Some(length),
+            (None, true, body) => body,
+            (None, false, _) => None,
+        };
+        // tus-js-client sends Upload-Metadata in the draft's protocol too.
+        let meta = headers::metadata(headers)?;
+        let (name, content_type) = ietf::representation(headers);
+        Ok(Self {
+            size,
+            name: meta.name.or(name),
+            content_type: meta.content_type.or(content_type),
+            with_body: declared != Some(0),
+            declared,
+            checked: Checked::of(ietf::content_digest(headers)?, declared)?,
+            completes,
+        })
     }
 }
 
 async fn created(
     state: &WorkerState,
+    dialect: Dialect,
     caller: &Caller,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Response> {
     let refuse = |p: Problem| p.into_response();
-    if headers.contains_key(&UPLOAD_CONCAT) {
+    let new = match dialect {
+        Dialect::Tus => Creation::tus(headers),
+        Dialect::Ietf(v) => Creation::ietf(v, headers),
+    }
+    .map_err(refuse)?;
+    if new.size == Some(0) {
         return Err(refuse(Problem::bad_request(
-            "tus-extension",
-            "concatenation is not supported: upload the file as one upload",
+            "empty-upload",
+            "an upload holds at least one byte",
         )));
     }
-    let size = headers::number(headers, &UPLOAD_LENGTH).map_err(refuse)?;
-    let deferred = headers::defer_length(headers).map_err(refuse)?;
-    match (size, deferred) {
-        (Some(_), true) => {
-            return Err(refuse(Problem::bad_request(
-                "invalid-header",
-                "send Upload-Length or Upload-Defer-Length: 1, not both",
-            )))
-        }
-        (None, false) => {
-            return Err(refuse(Problem::bad_request(
-                "invalid-header",
-                "Upload-Length is required: the file's size in bytes (or Upload-Defer-Length: 1 when it is not known yet)",
-            )))
-        }
-        _ => {}
-    }
-    let meta = headers::metadata(headers).map_err(refuse)?;
-    let with_body = headers::is_offset_stream(headers);
-    let declared = declared_length(headers).map_err(refuse)?;
-    let checked = if with_body {
-        Checked::of(headers, declared).map_err(refuse)?
-    } else {
-        None
-    };
-    let upload = state
+    let mut upload = state
         .sessions()
         .create_upload(proto::CreateUploadRequest {
             owner_id: caller.user_id.to_string(),
-            name: meta.name.unwrap_or_else(|| "untitled".to_owned()),
-            size: size.unwrap_or_default(),
-            content_type: meta.content_type.unwrap_or_default(),
+            name: new.name.unwrap_or_else(|| "untitled".to_owned()),
+            size: new.size.unwrap_or_default(),
+            content_type: new.content_type.unwrap_or_default(),
             sha256: String::new(),
-            length_deferred: deferred,
+            length_deferred: new.size.is_none(),
         })
         .await
         .map_err(|s| refuse(Problem::from(s)))?
         .into_inner();
-    tracing::info!(upload_id = %upload.upload_id, size = upload.size, chunks = upload.total_chunks, length_deferred = upload.length_deferred, "tus upload created");
+    tracing::info!(upload_id = %upload.upload_id, size = upload.size, chunks = upload.total_chunks, length_deferred = upload.length_deferred, ?dialect, "resumable upload created");
     let mut res = StatusCode::CREATED.into_response();
-    if with_body && declared != Some(0) {
-        if declared.is_some_and(|d| d > upload.size) {
+    set_location(&mut res, &upload);
+    let mut offset = 0;
+    if new.with_body {
+        if new.declared.is_some_and(|d| d > upload.size) {
             return Err(refuse(past_length(upload.size)));
         }
-        let appended = spawn_append(
-            state,
-            &upload,
-            append::Offset::start(),
-            declared,
-            body,
-            checked,
-        )
-        .await;
+        let start = append::Offset::start();
         let Append {
             appended,
             mismatched,
-        } = appended;
+        } = spawn_append(state, &upload, start, new.declared, body, new.checked).await;
         if mismatched {
             // The upload exists, empty; the client sends its first bytes again.
-            let mut refused = checksum_mismatch(appended.offset);
+            let mut refused = digest_mismatch(dialect, appended.offset);
             set_location(&mut refused, &upload);
             return Err(refused);
         }
         if let Some(e) = appended.error {
             // The upload exists all the same; the client asks for its offset and goes on.
             tracing::info!(upload_id = %upload.upload_id, error = %e, "the body of a creation was not all stored");
+        } else if new.completes {
+            match complete(state, caller, &upload, appended.offset).await {
+                Ok(done) => upload = done,
+                Err(p) => {
+                    let mut refused = p.into_response();
+                    set_location(&mut refused, &upload);
+                    return Err(refused);
+                }
+            }
         }
-        res.headers_mut()
-            .insert(UPLOAD_OFFSET, HeaderValue::from(appended.offset));
-    } else if with_body {
-        res.headers_mut()
-            .insert(UPLOAD_OFFSET, HeaderValue::from(0));
+        offset = appended.offset;
     }
-    set_location(&mut res, &upload);
-    res.headers_mut()
-        .insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
+    let h = res.headers_mut();
+    match dialect {
+        Dialect::Tus => {
+            if new.with_body || headers::is_offset_stream(headers) {
+                h.insert(UPLOAD_OFFSET, HeaderValue::from(offset));
+            }
+            h.insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
+        }
+        Dialect::Ietf(v) => {
+            h.insert(UPLOAD_OFFSET, HeaderValue::from(offset));
+            ietf_progress(h, v, &upload, offset, state.config().max_upload_size);
+        }
+    }
     Ok(res)
+}
+
+/// The body that completes an upload (the draft's `Upload-Complete`) ended at `offset`: the
+/// length, if deferred, is declared by it; a known one must be it. Answers the upload.
+async fn complete(
+    state: &WorkerState,
+    caller: &Caller,
+    upload: &proto::Upload,
+    offset: u64,
+) -> Result<proto::Upload, Problem> {
+    if upload.length_deferred {
+        return declare_length(state, caller, upload.clone(), offset, offset).await;
+    }
+    if offset != upload.size {
+        return Err(Problem::bad_request(
+            "incomplete-upload",
+            format!(
+                "the request says it completes the upload, but the upload is {} bytes and its bytes end at {offset}",
+                upload.size
+            ),
+        ));
+    }
+    Ok(upload.clone())
+}
+
+/// The draft's view of an upload at `offset`: complete or not, its length once known, the
+/// sizes taken.
+fn ietf_progress(h: &mut HeaderMap, v: Interop, upload: &proto::Upload, offset: u64, max: u64) {
+    v.set_complete(h, !upload.length_deferred && offset == upload.size);
+    if !upload.length_deferred {
+        h.insert(UPLOAD_LENGTH, HeaderValue::from(upload.size));
+    }
+    h.insert(ietf::UPLOAD_LIMIT, ietf::limit(max));
 }
 
 /// `Location` of a created upload.
@@ -310,36 +453,47 @@ fn set_location(res: &mut Response, upload: &proto::Upload) {
     }
 }
 
-/// A request body whose `Upload-Checksum` is checked as it streams.
+/// A request body whose checksum (tus `Upload-Checksum`, the draft's `Content-Digest`) is
+/// checked as it streams.
 struct Checked {
     checksum: checksum::Checksum,
     len: u64,
 }
 
 impl Checked {
-    /// The request's checksum, if it declares one; a checksum needs `Content-Length`.
-    fn of(headers: &HeaderMap, declared: Option<u64>) -> Result<Option<Self>, Problem> {
-        let Some(checksum) = checksum::declared(headers)? else {
+    /// A body's declared `checksum`, if any; a checksum needs `Content-Length`.
+    fn of(
+        checksum: Option<checksum::Checksum>,
+        declared: Option<u64>,
+    ) -> Result<Option<Self>, Problem> {
+        let Some(checksum) = checksum else {
             return Ok(None);
         };
         let Some(len) = declared else {
             return Err(Problem::new(
                 StatusCode::LENGTH_REQUIRED,
                 "length-required",
-                "a body with Upload-Checksum needs Content-Length: its checksum is checked at its last byte",
+                "a body with a checksum needs Content-Length: its checksum is checked at its last byte",
             ));
         };
         Ok(Some(Self { checksum, len }))
     }
 }
 
-/// `460 Checksum Mismatch`: nothing of the body was kept.
-fn checksum_mismatch(offset: u64) -> Response {
-    let status = StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST);
+/// The body's checksum was not the declared one; nothing of it was kept. tus answers `460
+/// Checksum Mismatch`, the draft (RFC 9530 names no status) `400`.
+fn digest_mismatch(dialect: Dialect, offset: u64) -> Response {
+    let (status, header) = match dialect {
+        Dialect::Tus => (
+            StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+            "Upload-Checksum",
+        ),
+        Dialect::Ietf(_) => (StatusCode::BAD_REQUEST, "Content-Digest"),
+    };
     let mut res = Problem::new(
         status,
         "checksum-mismatch",
-        format!("the body's checksum is not the one Upload-Checksum declares; nothing of it was kept, the upload's offset is still {offset}"),
+        format!("the body's checksum is not the one {header} declares; nothing of it was kept, the upload's offset is still {offset}"),
     )
     .into_response();
     res.headers_mut()
@@ -445,6 +599,7 @@ async fn declare_length(
 /// `HEAD /api/v1/tus/{id}`: the offset to resume from.
 async fn status(
     State(state): State<WorkerState>,
+    Extension(dialect): Extension<Dialect>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -465,31 +620,93 @@ async fn status(
             Some(p) if p.status == StatusCode::CONFLICT.as_u16() => upload.size,
             Some(p) => return Err(p),
         };
-        let mut res = StatusCode::OK.into_response();
+        let mut res = match dialect {
+            // Drafts -01 and -02 answer 204; later ones allow it.
+            Dialect::Ietf(_) => StatusCode::NO_CONTENT.into_response(),
+            Dialect::Tus => StatusCode::OK.into_response(),
+        };
         let h = res.headers_mut();
         h.insert(UPLOAD_OFFSET, HeaderValue::from(offset));
-        if upload.length_deferred {
-            h.insert(UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1"));
-        } else {
-            h.insert(UPLOAD_LENGTH, HeaderValue::from(upload.size));
-        }
-        if let Ok(v) = HeaderValue::from_str(&headers::encode_metadata(
-            &upload.name,
-            &upload.content_type,
-        )) {
-            h.insert(UPLOAD_METADATA, v);
-        }
-        h.insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match dialect {
+            Dialect::Ietf(v) => {
+                ietf_progress(h, v, &upload, offset, state.config().max_upload_size);
+            }
+            Dialect::Tus => {
+                if upload.length_deferred {
+                    h.insert(UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1"));
+                } else {
+                    h.insert(UPLOAD_LENGTH, HeaderValue::from(upload.size));
+                }
+                if let Ok(v) = HeaderValue::from_str(&headers::encode_metadata(
+                    &upload.name,
+                    &upload.content_type,
+                )) {
+                    h.insert(UPLOAD_METADATA, v);
+                }
+                h.insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
+            }
+        }
         Ok(res)
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// What an append asks for, in either protocol's words.
+struct Patch {
+    offset: u64,
+    /// `Content-Length`.
+    declared: Option<u64>,
+    checked: Option<Checked>,
+    /// `Upload-Length` (tus, deferred length).
+    length: Option<u64>,
+    /// The body completes the upload (the draft's `Upload-Complete`).
+    completes: bool,
+}
+
+impl Patch {
+    fn of(dialect: Dialect, headers: &HeaderMap) -> Result<Self, Problem> {
+        let media_ok = match dialect {
+            Dialect::Tus => headers::is_offset_stream(headers),
+            Dialect::Ietf(v) => !v.checks_media_type() || ietf::is_partial_upload(headers),
+        };
+        if !media_ok {
+            let media = match dialect {
+                Dialect::Tus => headers::OFFSET_OCTET_STREAM,
+                Dialect::Ietf(_) => ietf::PARTIAL_UPLOAD,
+            };
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                format!("a PATCH body is `Content-Type: {media}`"),
+            ));
+        }
+        let Some(offset) = headers::number(headers, &UPLOAD_OFFSET)? else {
+            return Err(Problem::bad_request(
+                "invalid-header",
+                "Upload-Offset is required: where the body goes in the upload",
+            ));
+        };
+        let declared = declared_length(headers)?;
+        let (checksum, completes) = match dialect {
+            Dialect::Tus => (checksum::declared(headers)?, false),
+            Dialect::Ietf(v) => (ietf::content_digest(headers)?, v.completes(headers)?),
+        };
+        Ok(Self {
+            offset,
+            declared,
+            checked: Checked::of(checksum, declared)?,
+            length: headers::number(headers, &UPLOAD_LENGTH)?,
+            completes,
+        })
+    }
+}
+
 /// `PATCH /api/v1/tus/{id}`: appends the body at `Upload-Offset`.
 async fn patch(
     State(state): State<WorkerState>,
+    Extension(dialect): Extension<Dialect>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -500,25 +717,8 @@ async fn patch(
         Err(res) => return res,
     };
     let result: Result<Response, Problem> = async {
-        if !headers::is_offset_stream(&headers) {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                format!(
-                    "a PATCH body is `Content-Type: {}`",
-                    headers::OFFSET_OCTET_STREAM
-                ),
-            ));
-        }
-        let Some(offset) = headers::number(&headers, &UPLOAD_OFFSET)? else {
-            return Err(Problem::bad_request(
-                "invalid-header",
-                "Upload-Offset is required: where the body goes in the upload",
-            ));
-        };
-        let declared = declared_length(&headers)?;
-        let checked = Checked::of(&headers, declared)?;
-        let length = headers::number(&headers, &UPLOAD_LENGTH)?;
+        let req = Patch::of(dialect, &headers)?;
+        let (offset, declared) = (req.offset, req.declared);
         let mut upload = upload_of(&state, &caller, &path_id(path)?).await?;
         if let Some(p) = not_appendable(&upload) {
             return Err(p);
@@ -527,27 +727,16 @@ async fn patch(
             .await
             .map_err(Problem::from)?;
         if offset != current.at {
-            let mut p = Problem::conflict(
-                "mismatching-upload-offset",
-                format!(
-                    "Upload-Offset is {offset} but the upload's offset is {}",
-                    current.at
-                ),
-            )
-            .into_response();
-            p.headers_mut()
-                .insert(UPLOAD_OFFSET, HeaderValue::from(current.at));
-            return Ok(p);
+            return Ok(mismatching_offset(dialect, current.at, offset));
         }
+        // The length, when the request says it: tus's Upload-Length, or where a body of known
+        // length that completes the upload ends.
+        let reach = offset + declared.unwrap_or(0);
+        let length = req
+            .length
+            .or_else(|| (req.completes && declared.is_some()).then_some(reach));
         if let Some(length) = length {
-            upload = declare_length(
-                &state,
-                &caller,
-                upload,
-                length,
-                offset + declared.unwrap_or(0),
-            )
-            .await?;
+            upload = declare_length(&state, &caller, upload, length, reach).await?;
         }
         if declared.is_some_and(|d| offset + d > upload.size) {
             return Err(past_length(upload.size));
@@ -555,21 +744,52 @@ async fn patch(
         let Append {
             appended,
             mismatched,
-        } = spawn_append(&state, &upload, current, declared, body, checked).await;
+        } = spawn_append(&state, &upload, current, declared, body, req.checked).await;
         if mismatched {
-            return Ok(checksum_mismatch(appended.offset));
+            return Ok(digest_mismatch(dialect, appended.offset));
         }
         if let Some(e) = appended.error {
             return Err(Problem::from(e));
         }
+        if req.completes {
+            upload = complete(&state, &caller, &upload, appended.offset).await?;
+        }
         let mut res = StatusCode::NO_CONTENT.into_response();
         let h = res.headers_mut();
         h.insert(UPLOAD_OFFSET, HeaderValue::from(appended.offset));
-        h.insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
+        match dialect {
+            Dialect::Tus => {
+                h.insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
+            }
+            Dialect::Ietf(v) => {
+                ietf_progress(
+                    h,
+                    v,
+                    &upload,
+                    appended.offset,
+                    state.config().max_upload_size,
+                );
+            }
+        }
         Ok(res)
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `409`: `Upload-Offset` is not the upload's, with the right one.
+fn mismatching_offset(dialect: Dialect, expected: u64, provided: u64) -> Response {
+    if let Dialect::Ietf(_) = dialect {
+        return ietf::mismatching_offset(expected, provided);
+    }
+    let mut res = Problem::conflict(
+        "mismatching-upload-offset",
+        format!("Upload-Offset is {provided} but the upload's offset is {expected}"),
+    )
+    .into_response();
+    res.headers_mut()
+        .insert(UPLOAD_OFFSET, HeaderValue::from(expected));
+    res
 }
 
 /// `DELETE /api/v1/tus/{id}`: termination, the native cancel.
