@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The web app (frontend/): npm ci, ESLint, tsc, Vitest, the production build, then the end-to-end
 # test in Debian's headless Chromium against a real `lfusys up` (the release binary, as the test
-# suite builds it; built if missing). Installs Debian's chromium when /usr/bin/chromium is missing (CI runs as root).
+# suite builds it; built if missing), and the tus / IETF end-to-end tests once more on the AWS
+# backends (MinIO, moto: scripts/aws-servers.sh). Installs Debian's chromium when
+# /usr/bin/chromium is missing (CI runs as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/cargo-set.sh
@@ -40,3 +42,12 @@ build_release --test commands
 
 step "web app: end to end in headless Chromium (playwright-core)"
 (cd frontend && npm run --silent e2e)
+
+step "web app: the tus and IETF end-to-end tests again, on the AWS backends (MinIO for S3, moto for DynamoDB and SQS)"
+# In a subshell: the servers' AWS_* settings stay out of the rest, and the trap stops them.
+(
+  trap 'bash scripts/aws-servers.sh stop' EXIT
+  bash scripts/aws-servers.sh start
+  eval "$(bash scripts/aws-servers.sh env)"
+  cd frontend && LFUSYS_E2E_BACKEND=aws node --test --test-concurrency=1 e2e/tus.e2e.test.mjs
+)

@@ -51,6 +51,30 @@ export async function freePort() {
 }
 
 /**
+ * The backends of `lfusys up` for the end-to-end tests: embedded, or with
+ * `LFUSYS_E2E_BACKEND=aws` the AWS ones on the test servers `scripts/aws-servers.sh` started
+ * (its `env` in the environment): MinIO for S3, moto for DynamoDB and SQS, under names no other
+ * run uses, created by the server.
+ */
+function backend() {
+  if (process.env.LFUSYS_E2E_BACKEND !== 'aws') return { args: [], env: {} };
+  const need = (name) => {
+    if (!process.env[name]) throw new Error(`${name} is not set: eval "$(bash scripts/aws-servers.sh env)"`);
+    return process.env[name];
+  };
+  const name = `lfusys-e2e-${randomBytes(4).toString('hex')}`;
+  return {
+    args: ['--backend', 'aws', '--create-resources', '--s3-bucket', name, '--table-prefix', `${name}-`, '--queue-name', `${name}.fifo`],
+    env: {
+      AWS_ENDPOINT_URL_S3: need('LFUSYS_TEST_S3_URL'),
+      // MinIO checks these; moto takes any.
+      AWS_ACCESS_KEY_ID: need('LFUSYS_TEST_S3_ACCESS_KEY'),
+      AWS_SECRET_ACCESS_KEY: need('LFUSYS_TEST_S3_SECRET_KEY'),
+    },
+  };
+}
+
+/**
  * Starts `lfusys up` on a free port with a fresh data dir, serving the built web app.
  * @param {{ binary?: string, dataDir: string, args?: string[], timeoutMs?: number }} opts
  */
@@ -59,9 +83,10 @@ export async function startServer({ binary = lfusysBinary(), dataDir, args = [],
   const webDir = path.join(FRONTEND, 'dist');
   if (!existsSync(path.join(webDir, 'index.html'))) throw new Error('frontend/dist is missing: run npm run build');
   const port = await freePort();
-  const proc = spawn(binary, ['up', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--web-dir', webDir, ...args], {
+  const stores = backend();
+  const proc = spawn(binary, ['up', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--web-dir', webDir, ...stores.args, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    env: { ...process.env, ...stores.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
   let out = '';
   let err = '';
