@@ -2,7 +2,7 @@
 # The web app (frontend/): npm ci, ESLint, tsc, Vitest, the production build, then the end-to-end
 # test in Debian's headless Chromium against a real `lfusys up` (the release binary, as the test
 # suite builds it; built if missing), and the tus / IETF end-to-end tests once more on the AWS
-# backends (MinIO, moto: scripts/aws-servers.sh). Installs Debian's chromium when
+# backends (MinIO, moto: scripts/aws-servers.sh), with the Uppy one. Installs Debian's chromium when
 # /usr/bin/chromium is missing (CI runs as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,11 +43,11 @@ build_release --test commands
 step "web app: end to end in headless Chromium (playwright-core)"
 (cd frontend && npm run --silent e2e)
 
-step "web app: the tus and IETF end-to-end tests again, on the AWS backends (MinIO for S3, moto for DynamoDB and SQS)"
+step "web app: the tus, IETF and Uppy end-to-end tests again, on the AWS backends (MinIO for S3, moto for DynamoDB and SQS)"
 # In a subshell: the servers' AWS_* settings stay out of the rest, and the trap stops them.
 (
   trap 'bash scripts/aws-servers.sh stop' EXIT
   bash scripts/aws-servers.sh start
   eval "$(bash scripts/aws-servers.sh env)"
-  cd frontend && LFUSYS_E2E_BACKEND=aws node --test --test-concurrency=1 e2e/tus.e2e.test.mjs
+  cd frontend && LFUSYS_E2E_BACKEND=aws node --test --test-concurrency=1 e2e/tus.e2e.test.mjs e2e/uppy.e2e.test.mjs
 )
