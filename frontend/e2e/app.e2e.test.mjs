@@ -9,7 +9,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe } from 'node:test';
 import { AppPage, stepper } from './app-page.mjs';
-import { ARTIFACTS, apiCall, crc64nvmeFile, launchBrowser, makeFile, sha256File, startServer, tempDir } from './harness.mjs';
+import { ARTIFACTS, apiCall, crc64nvmeFile, launchBrowser, makeFile, sha256File, startServer, tempDir, throttleUploads } from './harness.mjs';
 
 const MiB = 1024 * 1024;
 const BIG = { name: 'dataset-72MiB.bin', size: 72 * MiB };
@@ -44,17 +44,6 @@ async function inPage(pathname) {
   }, pathname);
 }
 
-async function throttleUploads(p) {
-  const cdp = await p.context().newCDPSession(p);
-  await cdp.send('Network.enable');
-  await cdp.send('Network.emulateNetworkConditions', {
-    offline: false,
-    latency: 0,
-    downloadThroughput: -1,
-    uploadThroughput: UPLOAD_BYTES_PER_S,
-  });
-}
-
 describe('web app end to end', { concurrency: false }, () => {
   before(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
@@ -71,7 +60,7 @@ describe('web app end to end', { concurrency: false }, () => {
     app = new AppPage(page, { timeout: T.long });
     // Leaving mid-upload asks for confirmation (beforeunload): the test says yes.
     page.on('dialog', (d) => void d.accept());
-    await throttleUploads(page);
+    await throttleUploads(page, UPLOAD_BYTES_PER_S);
   });
 
   after(async () => {

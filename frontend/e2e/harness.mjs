@@ -147,6 +147,18 @@ export async function launchBrowser({ viewport = { width: 1280, height: 860 }, d
   };
 }
 
+/** Holds the page's upload bandwidth to `bytesPerSecond` (Chromium's network emulation). */
+export async function throttleUploads(page, bytesPerSecond) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false,
+    latency: 0,
+    downloadThroughput: -1,
+    uploadThroughput: bytesPerSecond,
+  });
+}
+
 /** Writes `size` random (incompressible) bytes to `file`. */
 export async function makeFile(file, size) {
   await mkdir(path.dirname(file), { recursive: true });

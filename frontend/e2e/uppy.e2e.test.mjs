@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { build } from 'vite';
 
-import { ARTIFACTS, apiCall, launchBrowser, makeFile, sha256File, startServer, tempDir } from './harness.mjs';
+import { ARTIFACTS, apiCall, launchBrowser, makeFile, sha256File, startServer, tempDir, throttleUploads } from './harness.mjs';
 
 const MIB = 1024 * 1024;
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -64,14 +64,7 @@ test('Uppy Dashboard with @uppy/tus: two files uploaded, paused and resumed, lis
   await page.goto(`${server.url}${PAGE}index.html`);
   const endpoint = new URL('/api/v1/tus', server.url).href;
   await page.evaluate((opts) => window.startUppy(opts), { endpoint, token, chunkSize: 4 * MIB });
-  const cdp = await page.context().newCDPSession(page);
-  await cdp.send('Network.enable');
-  await cdp.send('Network.emulateNetworkConditions', {
-    offline: false,
-    latency: 0,
-    downloadThroughput: -1,
-    uploadThroughput: 4 * MIB,
-  });
+  await throttleUploads(page, 4 * MIB);
 
   await page.locator('input.uppy-Dashboard-input').first().setInputFiles(FILES.map((f) => path.join(dir, f.name)));
   await page.getByRole('button', { name: 'Upload 2 files' }).click();
