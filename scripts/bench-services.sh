@@ -10,10 +10,11 @@ wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sle
 wait_ready() { for _ in $(seq 200); do curl -sf "$1/readyz" >/dev/null && return 0; sleep 0.05; done; echo "$1 did not become ready" >&2; exit 1; }
 
 # Starts sessions, the gateway (on port $1) and one upload worker, each waited for until ready;
-# sets `sessions`, `gateway`, `uploads` to their pids.
+# sets `sessions`, `gateway`, `uploads` to their pids and `uploads_url` to the workers' URL.
 start_embedded_services() {
   local gp=$1 sp up
   sp=$(free_port); up=$(free_port)
+  uploads_url="http://127.0.0.1:$up"
   export LFUSYS_SESSIONS_URL="http://127.0.0.1:$sp"
   LFUSYS_SESSIONS_LISTEN="127.0.0.1:$sp" "$bin/sessions" >"$dir/sessions.log" 2>&1 & pids+=($!); sessions=$!
   wait_ready "http://127.0.0.1:$sp"

@@ -14,6 +14,9 @@
 #   BENCH_SIZE=2GiB BENCH_PARALLEL=8 BENCH_ROUNDS=5 BENCH_DIR=/var/tmp/b bash scripts/bench-tusd.sh
 #   bash scripts/bench-tusd.sh --json             the report as JSON (every round's figures)
 #   bash scripts/bench-tusd.sh --no-sha256        LFUSYS without the file's SHA-256 (what it costs)
+#   BENCH_PARALLEL=1 bash scripts/bench-tusd.sh   one stream; then LFUSYS is also driven through
+#                                                 its tus endpoint by the client that drives tusd
+#                                                 (issue 11: the same tus client program)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
@@ -68,15 +71,22 @@ if [[ $store == s3 ]]; then
     -s3-endpoint "$LFUSYS_TEST_S3_URL" >"$dir/tusd.log" 2>&1 & pids+=($!); tusd=$!
   wait_http "http://127.0.0.1:$tp/files/"
   run="$LFUSYS_AWS_SERVERS_DIR"
+  tus_endpoint="http://127.0.0.1:$gp/api/v1/tus"
   bench_args+=(--lfusys-pid "lfusys=$lfusys" --lfusys-pid "dynamodb=$(cat "$run/moto-dynamodb.pid")"
     --lfusys-pid "sqs=$(cat "$run/moto-sqs.pid")" --store-pid "$(cat "$run/s3.kind")=$(cat "$run/s3.pid")"
     --s3-bucket "$bucket")
 else
   start_embedded_services "$gp"
+  # The workers serve the tus endpoint (the Ingress routes it to them in a cluster).
+  tus_endpoint="$uploads_url/api/v1/tus"
   "$TOOLS/bin/tusd" -host 127.0.0.1 -port "$tp" -base-path /files/ -upload-dir "$dir/tusd" >"$dir/tusd.log" 2>&1 & pids+=($!); tusd=$!
   wait_http "http://127.0.0.1:$tp/files/"
   bench_args+=(--lfusys-pid "sessions=$sessions" --lfusys-pid "gateway=$gateway" --lfusys-pid "uploads=$uploads"
     --tusd-dir "$dir/tusd")
+fi
+
+if [[ $parallel == 1 ]]; then
+  bench_args+=(--lfusys-tus "$tus_endpoint")
 fi
 
 config=$(mktemp -d)

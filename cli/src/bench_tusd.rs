@@ -76,6 +76,11 @@ pub struct TusdBenchArgs {
     /// LFUSYS without the file's SHA-256 (`lfusys upload --no-sha256`): what the SHA-256 costs.
     #[arg(long)]
     pub no_sha256: bool,
+    /// LFUSYS's tus endpoint (e.g. `http://127.0.0.1:8081/api/v1/tus`): adds LFUSYS driven by
+    /// the very tus client that drives tusd, as a third system (`-j 1`: LFUSYS does not speak
+    /// tus concatenation yet).
+    #[arg(long)]
+    pub lfusys_tus: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -85,6 +90,7 @@ pub struct TusdBenchArgs {
 enum System {
     Tusd,
     Lfusys,
+    LfusysTus,
     DirectS3,
 }
 
@@ -93,6 +99,7 @@ impl System {
         match self {
             System::Tusd => "tusd",
             System::Lfusys => "LFUSYS",
+            System::LfusysTus => "LFUSYS tus",
             System::DirectS3 => "S3 direct",
         }
     }
@@ -168,6 +175,12 @@ struct Report {
     /// LFUSYS / the direct S3 upload, wall clock.
     #[serde(skip_serializing_if = "Option::is_none")]
     s3_direct_wall_ratio: Option<f64>,
+    /// LFUSYS driven by the tus client that drives tusd (`--lfusys-tus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lfusys_tus: Option<Summary>,
+    /// LFUSYS over tus / tusd: wall, durable, CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tus_ratios: Option<(f64, f64, f64)>,
 }
 
 fn self_cpu() -> f64 {
@@ -209,15 +222,18 @@ where
     Ok((run, made))
 }
 
-/// A tus 1.0 upload of `source` to `endpoint`: `parallel` partial uploads, each one `PATCH`
-/// streamed from its range of the file, then the final one that concatenates them. Returns
-/// the URLs of every upload it created (the partial ones and the final one).
+/// A tus 1.0 upload of `source` to `endpoint`: one upload with one `PATCH` streamed from the
+/// file, or (`parallel` > 1) as many partial uploads, each one `PATCH` streamed from its range
+/// of the file, then the final one that concatenates them. `bearer`: the access token the
+/// server wants (LFUSYS; tusd wants none). Returns the URLs of every upload it created (the
+/// partial ones and the final one).
 async fn tus_upload(
     http: &reqwest::Client,
     endpoint: &str,
     source: &Path,
     size: u64,
     parallel: usize,
+    bearer: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
     let parts = parallel.max(1) as u64;
     let part = size.div_ceil(parts);
@@ -225,17 +241,24 @@ async fn tus_upload(
         .map(|i| (i * part, ((i + 1) * part).min(size)))
         .filter(|(a, b)| b > a)
         .collect();
-    let partials = futures::future::try_join_all(ranges.iter().map(|&(start, end)| async move {
+    let concat = ranges.len() > 1;
+    let request = |method: reqwest::Method, url: &str| {
+        let req = http.request(method, url).header("Tus-Resumable", "1.0.0");
+        match bearer {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
+    };
+    let uploads = futures::future::try_join_all(ranges.iter().map(|&(start, end)| async move {
         let len = end - start;
-        let created = http
-            .post(endpoint)
-            .header("Tus-Resumable", "1.0.0")
-            .header("Upload-Length", len.to_string())
-            .header("Upload-Concat", "partial")
-            .send()
-            .await?;
+        let mut create =
+            request(reqwest::Method::POST, endpoint).header("Upload-Length", len.to_string());
+        if concat {
+            create = create.header("Upload-Concat", "partial");
+        }
+        let created = create.send().await?;
         if created.status() != reqwest::StatusCode::CREATED {
-            bail!("tusd refused a partial upload: {}", created.status());
+            bail!("the tus server refused an upload: {}", created.status());
         }
         let location = absolute(endpoint, location_of(&created)?);
         let mut file = tokio::fs::File::open(source).await?;
@@ -244,9 +267,7 @@ async fn tus_upload(
             tokio::io::AsyncReadExt::take(file, len),
             1 << 20,
         );
-        let patched = http
-            .patch(&location)
-            .header("Tus-Resumable", "1.0.0")
+        let patched = request(reqwest::Method::PATCH, &location)
             .header("Upload-Offset", "0")
             .header("Content-Type", "application/offset+octet-stream")
             .header("Content-Length", len.to_string())
@@ -254,22 +275,25 @@ async fn tus_upload(
             .send()
             .await?;
         if patched.status() != reqwest::StatusCode::NO_CONTENT {
-            bail!("tusd refused a PATCH: {}", patched.status());
+            bail!("the tus server refused a PATCH: {}", patched.status());
         }
         Ok::<_, anyhow::Error>(location)
     }))
     .await?;
-    let concat = format!("final;{}", partials.join(" "));
-    let finished = http
-        .post(endpoint)
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Concat", concat)
+    if !concat {
+        return Ok(uploads);
+    }
+    let finished = request(reqwest::Method::POST, endpoint)
+        .header("Upload-Concat", format!("final;{}", uploads.join(" ")))
         .send()
         .await?;
     if finished.status() != reqwest::StatusCode::CREATED {
-        bail!("tusd refused the concatenation: {}", finished.status());
+        bail!(
+            "the tus server refused the concatenation: {}",
+            finished.status()
+        );
     }
-    let mut all = partials;
+    let mut all = uploads;
     all.push(absolute(endpoint, location_of(&finished)?));
     Ok(all)
 }
@@ -278,7 +302,7 @@ fn location_of(res: &reqwest::Response) -> anyhow::Result<&str> {
     res.headers()
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .context("tusd's answer has no Location")
+        .context("the tus server's answer has no Location")
 }
 
 /// A `Location` resolved against the endpoint's origin.
@@ -423,6 +447,7 @@ impl Contest<'_> {
                 self.source,
                 args.size,
                 args.parallel,
+                None,
             )
             .await?;
             let seconds = match &args.tusd_dir {
@@ -439,6 +464,45 @@ impl Contest<'_> {
             Some(dir) => remove_tusd_files(dir, &urls),
             None => delete_tus_uploads(&self.http, &urls).await,
         }
+        Ok(run)
+    }
+
+    /// LFUSYS through its tus endpoint, by the client that drives tusd; done once the File is
+    /// published (assembled and verified), as `lfusys upload` is.
+    async fn lfusys_tus(&self) -> anyhow::Result<Run> {
+        let endpoint = self.args.lfusys_tus.as_deref().unwrap_or_default();
+        let token = self.api.access_token().await?;
+        let (run, file_id) = measured(&self.lfusys_procs, async {
+            let urls = tus_upload(
+                &self.http,
+                endpoint,
+                self.source,
+                self.args.size,
+                1,
+                Some(&token),
+            )
+            .await?;
+            let upload_id = urls
+                .first()
+                .and_then(|u| u.rsplit('/').next())
+                .context("no tus upload was created")?;
+            for _ in 0..60 {
+                let status = self.api.upload_status_wait(upload_id, 20).await?;
+                match status.state.as_str() {
+                    "completed" => {
+                        let file = status
+                            .file_id
+                            .context("a completed upload names its File")?;
+                        return Ok((0.0, file));
+                    }
+                    "uploading" | "assembling" => {}
+                    other => bail!("the tus upload ended {other}: {:?}", status.error),
+                }
+            }
+            bail!("the tus upload did not complete in 20 minutes")
+        })
+        .await?;
+        self.api.delete_file(&file_id).await?;
         Ok(run)
     }
 
@@ -485,11 +549,20 @@ async fn rounds(
         part_size: None,
     };
     let mut systems = vec![System::Tusd, System::Lfusys];
+    if args.lfusys_tus.is_some() {
+        if args.parallel > 1 {
+            bail!(
+                "--lfusys-tus runs one stream (-j 1): LFUSYS does not speak tus concatenation yet"
+            );
+        }
+        systems.push(System::LfusysTus);
+    }
     if args.s3_bucket.is_some() {
         // After LFUSYS in the first round: it takes LFUSYS's chunk size.
         systems.push(System::DirectS3);
     }
-    let (mut ours, mut theirs, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut theirs, mut direct, mut tus) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let total = args.rounds.max(1);
     for round in 0..total {
         for system in order(&systems, round) {
@@ -497,6 +570,7 @@ async fn rounds(
             let (run, runs) = match system {
                 System::Lfusys => (Box::pin(contest.lfusys()).await?, &mut ours),
                 System::Tusd => (Box::pin(contest.tusd()).await?, &mut theirs),
+                System::LfusysTus => (Box::pin(contest.lfusys_tus()).await?, &mut tus),
                 System::DirectS3 => (Box::pin(contest.direct_s3()).await?, &mut direct),
             };
             eprintln!("  {}", run.line(args.size));
@@ -508,6 +582,14 @@ async fn rounds(
         summary(args.size, &contest.tusd_procs, theirs),
     );
     let s3_direct = (!direct.is_empty()).then(|| summary(args.size, &contest.direct_procs, direct));
+    let lfusys_tus = (!tus.is_empty()).then(|| summary(args.size, &contest.lfusys_procs, tus));
+    let tus_ratios = lfusys_tus.as_ref().map(|t| {
+        (
+            t.wall_mb_per_s / tusd.wall_mb_per_s,
+            t.durable_mb_per_s / tusd.durable_mb_per_s,
+            t.cpu_seconds_per_gib / tusd.cpu_seconds_per_gib,
+        )
+    });
     Ok(Report {
         size_bytes: args.size,
         parallel: args.parallel,
@@ -524,6 +606,8 @@ async fn rounds(
             .as_ref()
             .map(|d| lfusys.wall_mb_per_s / d.wall_mb_per_s),
         s3_direct,
+        lfusys_tus,
+        tus_ratios,
         lfusys,
         tusd,
     })
@@ -554,10 +638,11 @@ fn print(r: &Report) {
         (System::Tusd.name(), &r.tusd),
     ]
     .into_iter()
+    .chain(r.lfusys_tus.as_ref().map(|t| (System::LfusysTus.name(), t)))
     .chain(r.s3_direct.as_ref().map(|d| (System::DirectS3.name(), d)))
     .collect();
     println!(
-        "{:<9} {:>10} {:>12} {:>14} {:>14} {:>12} {:>14}",
+        "{:<10} {:>10} {:>12} {:>14} {:>14} {:>12} {:>14}",
         "",
         "wall MB/s",
         "durable MB/s",
@@ -568,7 +653,7 @@ fn print(r: &Report) {
     );
     for &(name, s) in &systems {
         println!(
-            "{name:<9} {:>10.1} {:>12.1} {:>14.2} {:>14.2} {:>12.2} {:>14}",
+            "{name:<10} {:>10.1} {:>12.1} {:>14.2} {:>14.2} {:>12.2} {:>14}",
             s.wall_mb_per_s,
             s.durable_mb_per_s,
             s.client_cpu_seconds_per_gib,
@@ -595,6 +680,11 @@ fn print(r: &Report) {
         "LFUSYS / tusd: wall {:.2}×, durable {:.2}×, CPU {:.2}×",
         r.wall_ratio, r.durable_ratio, r.cpu_ratio
     );
+    if let Some((wall, durable, cpu)) = r.tus_ratios {
+        println!(
+            "LFUSYS over tus (the same tus client) / tusd: wall {wall:.2}×, durable {durable:.2}×, CPU {cpu:.2}×"
+        );
+    }
     if let Some(ratio) = r.s3_direct_wall_ratio {
         println!("LFUSYS / S3 direct (aws-sdk-s3, same part checksums): wall {ratio:.2}×");
     }

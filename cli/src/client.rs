@@ -414,6 +414,18 @@ impl Api {
         .await
     }
 
+    /// The access token of the login, for a client of another protocol that authenticates as
+    /// the user (tus: `Authorization: Bearer`); refreshed first if it has run out.
+    pub async fn access_token(&self) -> Result<String, ApiError> {
+        self.me().await?;
+        self.creds
+            .lock()
+            .await
+            .as_ref()
+            .map(|c| c.access_token.clone())
+            .ok_or_else(|| ApiError::NotLoggedIn(self.server.clone()))
+    }
+
     pub async fn unfinished_uploads(&self) -> Result<Vec<UploadStatus>, ApiError> {
         let page: Page<UploadStatus> = self
             .authed_json(Method::GET, "/api/v1/uploads", None)
