@@ -586,4 +586,30 @@ describe('the IETF resumable-upload draft on the same endpoint', () => {
     assert.equal(gone.status, 204);
     assert.equal(gone.headers.get('upload-draft-interop-version'), '6');
   });
+
+  test('Repr-Digest: the whole file\'s SHA-256 declared at creation is checked against the bytes received', async () => {
+    const source = (await import('node:crypto')).randomBytes(MIB + 17);
+    const repr = (bytes) => `sha-256=:${createHash('sha256').update(bytes).digest('base64')}:`;
+    const upload = async (declared) => {
+      const created = await fetch(endpoint, { method: 'POST', headers: draft('6', { 'upload-complete': '?0', 'upload-length': String(source.length), 'repr-digest': declared }) });
+      assert.equal(created.status, 201, await created.text());
+      const url = new URL(created.headers.get('location'), endpoint).href;
+      const done = await fetch(url, { method: 'PATCH', headers: draft('6', { 'upload-offset': '0', 'upload-complete': '?1', 'content-type': 'application/partial-upload' }), body: source });
+      assert.equal(done.status, 204, await done.text());
+      return uploadIdOf(url);
+    };
+    const f = await fileOf(await upload(repr(source)));
+    assert.equal(f.sha256, createHash('sha256').update(source).digest('hex'));
+    assert.equal(f.sha256_source, 'received');
+
+    const wrongId = await upload(repr(Buffer.from('another file')));
+    let up;
+    for (let i = 0; i < 30; i++) {
+      up = await apiCall(server.url, 'GET', `/api/v1/uploads/${wrongId}?wait=20`, { token });
+      if (!['uploading', 'assembling'].includes(up.state)) break;
+    }
+    assert.equal(up.state, 'failed');
+    assert.match(up.error, /SHA-256 mismatch/);
+    assert.equal(up.file_id, undefined);
+  });
 });

@@ -77,11 +77,18 @@ impl SessionsDomain {
             other => return Err(Conflict::NotAssembling(other).into()),
         }
         check_assembled(&rec, crc64nvme, size)?;
-        let last = match (rec.sha256.is_none(), rec.total_chunks.checked_sub(1)) {
+        let last = match (rec.crc64nvme.is_none(), rec.total_chunks.checked_sub(1)) {
             (true, Some(index)) => self.chunk(&rec.upload_id, index).await?,
             _ => None,
         };
-        let (sha256, sha256_source) = file_sha256(&rec, last.as_ref());
+        let (sha256, sha256_source) = match file_sha256(&rec, last.as_ref()) {
+            Ok(found) => found,
+            Err(reason) => {
+                // The bytes received are not the file the client described: never published.
+                self.fail_upload(&rec.upload_id, &reason).await?;
+                return Err(Conflict::AssembledSha256Differs.into());
+            }
+        };
         let now = now_ms();
         let file = FileRecord {
             blob_key: ids::blob_key_for_file(&file_id),
@@ -171,25 +178,29 @@ fn check_assembled(rec: &UploadRecord, crc64nvme: Crc64, size: u64) -> DomainRes
 
 /// The SHA-256 a File gets from its upload and who vouches for it: the client, when it
 /// declared the whole-file CRC-64/NVME too (computed in the same pass, and the server verified
-/// that CRC); no one, when only the SHA-256 declared at creation is known. Without a declared
-/// one, the chain of the `last` chunk finished, when it covers the whole file: the workers
-/// hashed the bytes as received. None otherwise.
+/// that CRC). Otherwise the chain of the `last` chunk finished, when it covers the whole file
+/// (the workers hashed the bytes as received): it must be the SHA-256 declared at creation, if
+/// one was (the IETF draft's `Repr-Digest`) — `Err` with the reason when not. Without a chain,
+/// a declared SHA-256 is vouched for by no one. None otherwise.
 fn file_sha256(
     rec: &UploadRecord,
     last: Option<&ChunkRecord>,
-) -> (Option<String>, Option<Sha256Source>) {
-    match (&rec.sha256, rec.crc64nvme) {
-        (Some(sha), Some(_)) => return (Some(sha.clone()), Some(Sha256Source::Client)),
-        (Some(sha), None) => return (Some(sha.clone()), Some(Sha256Source::Declared)),
-        (None, _) => {}
+) -> Result<(Option<String>, Option<Sha256Source>), String> {
+    if let (Some(sha), Some(_)) = (&rec.sha256, rec.crc64nvme) {
+        return Ok((Some(sha.clone()), Some(Sha256Source::Client)));
     }
-    let chain = last
+    let received = last
         .and_then(|c| c.sha256_chain.as_deref())
         .and_then(|bytes| Sha256Chain::from_bytes(bytes).ok())
-        .filter(|chain| chain.len() == rec.size);
-    match chain {
-        Some(chain) => (Some(to_hex(&chain.finish())), Some(Sha256Source::Received)),
-        None => (None, None),
+        .filter(|chain| chain.len() == rec.size)
+        .map(|chain| to_hex(&chain.finish()));
+    match (&rec.sha256, received) {
+        (Some(declared), Some(received)) if *declared != received => Err(format!(
+            "whole-file SHA-256 mismatch: the client declared {declared}, the bytes received hash to {received}"
+        )),
+        (_, Some(received)) => Ok((Some(received), Some(Sha256Source::Received))),
+        (Some(declared), None) => Ok((Some(declared.clone()), Some(Sha256Source::Declared))),
+        (None, None) => Ok((None, None)),
     }
 }
 
@@ -268,14 +279,14 @@ mod tests {
     #[test]
     fn the_sha256_source_says_who_vouches() {
         let sha = "ab".repeat(32);
-        let source = |rec: &UploadRecord| file_sha256(rec, None).1;
+        let source = |rec: &UploadRecord| file_sha256(rec, None).unwrap().1;
         assert_eq!(
             source(&rec(Some(&sha), Some(7))),
             Some(Sha256Source::Client)
         );
         assert_eq!(source(&rec(Some(&sha), None)), Some(Sha256Source::Declared));
-        assert_eq!(file_sha256(&rec(None, Some(7)), None), (None, None));
-        assert_eq!(file_sha256(&rec(None, None), None), (None, None));
+        assert_eq!(file_sha256(&rec(None, Some(7)), None), Ok((None, None)));
+        assert_eq!(file_sha256(&rec(None, None), None), Ok((None, None)));
     }
 
     #[test]
@@ -294,20 +305,30 @@ mod tests {
         let expected = to_hex(&<sha2::Sha256 as sha2::Digest>::digest(&data).into());
         assert_eq!(
             file_sha256(&upload, Some(&last(Some(chain.to_bytes())))),
-            (Some(expected), Some(Sha256Source::Received))
+            Ok((Some(expected.clone()), Some(Sha256Source::Received)))
         );
         // A chain that stops short of the file's end, a broken one, or none: no SHA-256.
         let mut short = Sha256Chain::new();
         short.update(&data[1..]);
         for broken in [Some(short.to_bytes()), Some(vec![1, 2]), None] {
-            assert_eq!(file_sha256(&upload, Some(&last(broken))), (None, None));
+            assert_eq!(file_sha256(&upload, Some(&last(broken))), Ok((None, None)));
         }
-        // A declared SHA-256 wins over a chain.
-        let sha = "ab".repeat(32);
+        // A declared SHA-256 (Repr-Digest) is checked against the chain: the same is received
+        // (verified), another fails the upload with both named.
         assert_eq!(
-            file_sha256(&rec(Some(&sha), None), Some(&last(Some(chain.to_bytes())))),
-            (Some(sha), Some(Sha256Source::Declared))
+            file_sha256(
+                &rec(Some(&expected), None),
+                Some(&last(Some(chain.to_bytes())))
+            ),
+            Ok((Some(expected.clone()), Some(Sha256Source::Received)))
         );
+        let other = "ab".repeat(32);
+        let why = file_sha256(
+            &rec(Some(&other), None),
+            Some(&last(Some(chain.to_bytes()))),
+        )
+        .unwrap_err();
+        assert!(why.contains(&other) && why.contains(&expected), "{why}");
     }
 
     #[test]

@@ -249,7 +249,9 @@ impl SessionsDomain {
 
     /// The file's running SHA-256 before chunk `index` (see the module header).
     async fn chain_before(&self, rec: &UploadRecord, index: u32) -> DomainResult<Option<Vec<u8>>> {
-        if rec.sha256.is_some() {
+        // A SHA-256 the client vouches for with its CRC needs no second one; a SHA-256 only
+        // declared (the IETF draft's Repr-Digest) is checked against this one at assembly.
+        if rec.sha256.is_some() && rec.crc64nvme.is_some() {
             return Ok(None);
         }
         let Some(previous) = index.checked_sub(1) else {

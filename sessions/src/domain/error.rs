@@ -40,6 +40,10 @@ pub enum Conflict {
         "the assembled file's CRC-64/NVME differs from the one the client declared; fail the upload instead"
     )]
     AssembledChecksumDiffers,
+    #[error(
+        "the bytes received do not hash to the SHA-256 the client declared; the upload is failed"
+    )]
+    AssembledSha256Differs,
     #[error("the upload is {0}: whole-file checksums are declared while it is uploading")]
     NotUploading(UploadState),
     #[error("the upload is {0}: its length is declared while it is uploading")]

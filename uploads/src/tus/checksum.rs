@@ -42,7 +42,7 @@ impl Algorithm {
         }
     }
 
-    fn digest_len(self) -> usize {
+    pub(super) fn digest_len(self) -> usize {
         match self {
             Self::Sha1 => 20,
             Self::Sha256 => 32,

@@ -35,6 +35,7 @@ pub const UPLOAD_COMPLETE: HeaderName = HeaderName::from_static("upload-complete
 pub const UPLOAD_INCOMPLETE: HeaderName = HeaderName::from_static("upload-incomplete");
 pub const UPLOAD_LIMIT: HeaderName = HeaderName::from_static("upload-limit");
 pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("content-digest");
+pub const REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 
 /// The media type of an append from interop version 6 on.
 pub const PARTIAL_UPLOAD: &str = "application/partial-upload";
@@ -157,13 +158,29 @@ fn disposition_filename(value: &str) -> Option<String> {
 /// `Upload-Checksum`: `sha-256` is checked (and `sha` — SHA-1 — of older clients); a digest
 /// of only other algorithms is not, and is refused rather than ignored.
 pub fn content_digest(headers: &HeaderMap) -> Result<Option<Checksum>, Problem> {
-    let Some(value) = headers.get(&CONTENT_DIGEST) else {
+    digest_of(headers, &CONTENT_DIGEST, true)
+}
+
+/// `Repr-Digest` (RFC 9530) of a creation: the whole file's SHA-256 (lowercase hex), which the
+/// File must have — the workers' SHA-256 of the bytes received is checked against it at
+/// assembly, and a mismatch fails the upload.
+pub fn repr_digest(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    Ok(digest_of(headers, &REPR_DIGEST, false)?.map(|c| hex::encode(c.digest)))
+}
+
+/// The first digest of `name` in an algorithm checked here (`sha-256`; `sha` too if `sha1`).
+fn digest_of(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    sha1: bool,
+) -> Result<Option<Checksum>, Problem> {
+    let Some(value) = headers.get(name) else {
         return Ok(None);
     };
     let invalid = |why: &str| {
         Problem::bad_request(
             "invalid-digest",
-            format!("Content-Digest must be `sha-256=:<base64>:`: {why}"),
+            format!("{name} must be `sha-256=:<base64>:`: {why}"),
         )
     };
     let text = value.to_str().map_err(|_| invalid("it is not text"))?;
@@ -173,7 +190,7 @@ pub fn content_digest(headers: &HeaderMap) -> Result<Option<Checksum>, Problem> 
         };
         let algorithm = match alg.trim() {
             "sha-256" => Algorithm::Sha256,
-            "sha" => Algorithm::Sha1,
+            "sha" if sha1 => Algorithm::Sha1,
             _ => continue,
         };
         let encoded = digest
@@ -184,6 +201,14 @@ pub fn content_digest(headers: &HeaderMap) -> Result<Option<Checksum>, Problem> 
         let digest = STANDARD
             .decode(encoded)
             .map_err(|_| invalid("the digest is not base64"))?;
+        if digest.len() != algorithm.digest_len() {
+            return Err(invalid(&format!(
+                "a {} digest is {} bytes, this one is {}",
+                alg.trim(),
+                algorithm.digest_len(),
+                digest.len()
+            )));
+        }
         return Ok(Some(Checksum { algorithm, digest }));
     }
     Err(invalid("no sha-256 digest in it"))
@@ -276,6 +301,12 @@ mod tests {
         assert_eq!((c.algorithm, c.digest), (Algorithm::Sha256, vec![9u8; 32]));
         assert!(content_digest(&with(&[(&CONTENT_DIGEST, "md5=:AAAA:")])).is_err());
         assert!(content_digest(&with(&[(&CONTENT_DIGEST, "sha-256=abc")])).is_err());
+        assert!(content_digest(&with(&[(&CONTENT_DIGEST, "sha-256=:AAAA:")])).is_err());
         assert_eq!(content_digest(&HeaderMap::new()).unwrap(), None);
+        let h = with(&[(&REPR_DIGEST, &format!("sha-256=:{sha}:"))]);
+        assert_eq!(repr_digest(&h).unwrap(), Some("09".repeat(32)));
+        // SHA-1 is no file checksum here.
+        let sha1 = STANDARD.encode([1u8; 20]);
+        assert!(repr_digest(&with(&[(&REPR_DIGEST, &format!("sha=:{sha1}:"))])).is_err());
     }
 }

@@ -257,6 +257,8 @@ struct Creation {
     checked: Option<Checked>,
     /// The body completes the upload (the draft's `Upload-Complete`).
     completes: bool,
+    /// The whole file's SHA-256 the client declares (the draft's `Repr-Digest`), lowercase hex.
+    sha256: Option<String>,
 }
 
 impl Creation {
@@ -299,6 +301,7 @@ impl Creation {
             declared,
             checked,
             completes: false,
+            sha256: None,
         })
     }
 
@@ -327,6 +330,7 @@ impl Creation {
             declared,
             checked: Checked::of(ietf::content_digest(headers)?, declared)?,
             completes,
+            sha256: ietf::repr_digest(headers)?,
         })
     }
 }
@@ -357,7 +361,7 @@ async fn created(
             name: new.name.unwrap_or_else(|| "untitled".to_owned()),
             size: new.size.unwrap_or_default(),
             content_type: new.content_type.unwrap_or_default(),
-            sha256: String::new(),
+            sha256: new.sha256.unwrap_or_default(),
             length_deferred: new.size.is_none(),
         })
         .await
