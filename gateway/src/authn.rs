@@ -6,15 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cookie::{Cookie, SameSite};
 use lfusys_core::ids::UserId;
 use rand::RngCore;
 use service_kit::access;
-use service_kit::problem::Problem;
 use sha2::{Digest, Sha256};
 
 use crate::config::CookieSecure;
@@ -40,26 +39,7 @@ pub struct AuthUser {
 }
 
 /// The rejection of [`AuthUser`]: a problem, plus `WWW-Authenticate` on 401.
-#[derive(Debug)]
-pub struct AuthRejection(pub Problem);
-
-impl IntoResponse for AuthRejection {
-    fn into_response(self) -> Response {
-        let unauthorized = self.0.status == StatusCode::UNAUTHORIZED.as_u16();
-        let mut res = self.0.into_response();
-        if unauthorized {
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        res
-    }
-}
-
-impl From<Problem> for AuthRejection {
-    fn from(p: Problem) -> Self {
-        Self(p)
-    }
-}
+pub use service_kit::access::Rejection as AuthRejection;
 
 impl FromRequestParts<GatewayState> for AuthUser {
     type Rejection = AuthRejection;

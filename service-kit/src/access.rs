@@ -6,7 +6,8 @@
 //! The gateway authenticates every API call this way, and the upload workers the tus / IETF
 //! requests (DESIGN §3 step 7), which carry the user's token rather than an upload token.
 
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use cookie::Cookie;
 use lfusys_core::ids::UserId;
 use lfusys_core::tokens::{TokenError, TokenVerifier};
@@ -26,6 +27,30 @@ pub struct Caller {
     pub family: String,
     /// Authenticated by the `lfusys_access` cookie (not a bearer header).
     pub via_cookie: bool,
+}
+
+/// A refused authentication as an answer: its problem+json, with the `WWW-Authenticate:
+/// Bearer` challenge on a `401` (RFC 6750). The rejection of every extractor that
+/// authenticates a user (the gateway's API, the workers' tus endpoint).
+#[derive(Debug)]
+pub struct Rejection(pub Problem);
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let unauthorized = self.0.status == StatusCode::UNAUTHORIZED.as_u16();
+        let mut res = self.0.into_response();
+        if unauthorized {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}
+
+impl From<Problem> for Rejection {
+    fn from(p: Problem) -> Self {
+        Self(p)
+    }
 }
 
 /// Authenticates a request by its headers (see the module documentation). A refusal is

@@ -94,6 +94,10 @@ pub enum IngestError {
     Gone(Gone),
     #[error("chunk {index} is already stored with other content (another CRC-64/NVME)")]
     DigestConflict { index: u32 },
+    /// An append that ends inside the chunk found it stored meanwhile (a racing request of
+    /// the same upload recorded it): the upload's offset has moved on.
+    #[error("chunk {index} was stored meanwhile by another request; ask for the upload's offset and go on from there")]
+    StoredMeanwhile { index: u32 },
     /// Another request holds the chunk's lease right now (answered with `Retry-After`).
     #[error("another request is writing chunk {index} right now; retry shortly")]
     ChunkInProgress { index: u32 },
@@ -235,6 +239,7 @@ impl From<IngestError> for Problem {
             E::DigestMismatch { .. } => (S::UNPROCESSABLE_ENTITY, "digest-mismatch", None),
             E::UploadNotFound | E::Gone(_) => (S::GONE, "upload-gone", None),
             E::DigestConflict { .. } => (S::CONFLICT, "digest-conflict", None),
+            E::StoredMeanwhile { .. } => (S::CONFLICT, "mismatching-upload-offset", None),
             E::ChunkInProgress { .. } => (S::CONFLICT, "chunk-in-progress", RETRY_AFTER_SECS),
             E::LeaseLost { .. } | E::WriteStopped { .. } => {
                 (S::CONFLICT, "chunk-in-progress", None)
@@ -318,6 +323,7 @@ mod tests {
             (IngestError::Gone(Gone::Expired), 410, "upload-gone", "the upload has expired".into(), None),
             (IngestError::Gone(Gone::CancelledOrExpired), 410, "upload-gone", "the upload was cancelled or has expired".into(), None),
             (IngestError::DigestConflict { index: 0 }, 409, "digest-conflict", "chunk 0 is already stored with other content (another CRC-64/NVME)".into(), None),
+            (IngestError::StoredMeanwhile { index: 4 }, 409, "mismatching-upload-offset", "chunk 4 was stored meanwhile by another request; ask for the upload's offset and go on from there".into(), None),
             (IngestError::ChunkInProgress { index: 0 }, 409, "chunk-in-progress", "another request is writing chunk 0 right now; retry shortly".into(), Some(1)),
             (IngestError::LeaseLost { index: 0 }, 409, "chunk-in-progress", "the lease on chunk 0 was lost while writing it; retry".into(), None),
             (IngestError::WriteStopped { index: 0 }, 409, "chunk-in-progress", "writing chunk 0 was stopped; retry".into(), None),

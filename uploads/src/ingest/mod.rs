@@ -481,9 +481,7 @@ pub async fn stage_piece(
         BeginChunkOutcome::Claimed => {}
         BeginChunkOutcome::AlreadyStored => {
             drain(body, req.len).await;
-            return Err(IngestError::NotAccepting {
-                state: Some(lfusys_core::state::UploadState::Uploading),
-            });
+            return Err(IngestError::StoredMeanwhile { index: req.index });
         }
         _ => {
             drain(body, req.len).await;

@@ -30,7 +30,8 @@ mod ietf;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -42,7 +43,7 @@ use service_kit::problem::Problem;
 use sessions_api::proto;
 use storage::ByteStream;
 
-use crate::ingest::IngestError;
+use crate::ingest::{self, IngestError};
 use crate::WorkerState;
 use headers::{
     TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_MAX_SIZE, TUS_RESUMABLE, TUS_VERSION,
@@ -147,23 +148,27 @@ async fn options(State(state): State<WorkerState>) -> Response {
     res
 }
 
-/// The user a request comes from, or the answer refusing it (`401` with `WWW-Authenticate`).
-async fn caller(
-    state: &WorkerState,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Result<Caller, Response> {
-    access::authenticate(headers, method, state.verifier(), state.auth().as_ref())
+/// The user a request comes from (`Authorization: Bearer <access token>`, or the cookie with
+/// `X-CSRF-Token`); refused with `401` and its `WWW-Authenticate` challenge.
+struct User(Caller);
+
+impl FromRequestParts<WorkerState> for User {
+    type Rejection = access::Rejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &WorkerState,
+    ) -> Result<Self, Self::Rejection> {
+        access::authenticate(
+            &parts.headers,
+            &parts.method,
+            state.verifier(),
+            state.auth().as_ref(),
+        )
         .await
-        .map_err(|p| {
-            let unauthorized = p.status == StatusCode::UNAUTHORIZED.as_u16();
-            let mut res = p.into_response();
-            if unauthorized {
-                res.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            res
-        })
+        .map(User)
+        .map_err(access::Rejection)
+    }
 }
 
 /// The caller's upload `id`, as the sessions service has it (`404` for anyone else's).
@@ -231,17 +236,19 @@ fn not_appendable(upload: &proto::Upload) -> Option<Problem> {
 async fn create(
     State(state): State<WorkerState>,
     Extension(dialect): Extension<Dialect>,
-    method: Method,
+    User(caller): User,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let caller = match caller(&state, &method, &headers).await {
-        Ok(c) => c,
-        Err(res) => return res,
-    };
-    match created(&state, dialect, &caller, &headers, body).await {
+    let mut body = Some(body);
+    let res = match created(&state, dialect, &caller, &headers, &mut body).await {
         Ok(res) | Err(res) => res,
+    };
+    if let Some(unread) = body {
+        // Refused before its body was read (or it had none).
+        drain_refused(unread, &headers).await;
     }
+    res
 }
 
 /// What a creation asks for, in either protocol's words.
@@ -340,7 +347,7 @@ async fn created(
     dialect: Dialect,
     caller: &Caller,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Option<Body>,
 ) -> Result<Response, Response> {
     let refuse = |p: Problem| p.into_response();
     let new = match dialect {
@@ -379,7 +386,15 @@ async fn created(
         let Append {
             appended,
             mismatched,
-        } = spawn_append(state, &upload, start, new.declared, body, new.checked).await;
+        } = spawn_append(
+            state,
+            &upload,
+            start,
+            new.declared,
+            body.take().unwrap_or_default(),
+            new.checked,
+        )
+        .await;
         if mismatched {
             // The upload exists, empty; the client sends its first bytes again.
             let mut refused = digest_mismatch(dialect, appended.offset);
@@ -604,57 +619,48 @@ async fn declare_length(
 async fn status(
     State(state): State<WorkerState>,
     Extension(dialect): Extension<Dialect>,
-    method: Method,
-    headers: HeaderMap,
+    User(caller): User,
     path: Result<Path<String>, PathRejection>,
-) -> Response {
-    let caller = match caller(&state, &method, &headers).await {
-        Ok(c) => c,
-        Err(res) => return res,
-    };
-    let result: Result<Response, Problem> = async {
-        let upload = upload_of(&state, &caller, &path_id(path)?).await?;
-        let offset = match not_appendable(&upload) {
-            None => {
-                append::offset_of(&state, &upload)
-                    .await
-                    .map_err(Problem::from)?
-                    .at
-            }
-            Some(p) if p.status == StatusCode::CONFLICT.as_u16() => upload.size,
-            Some(p) => return Err(p),
-        };
-        let mut res = match dialect {
-            // Drafts -01 and -02 answer 204; later ones allow it.
-            Dialect::Ietf(_) => StatusCode::NO_CONTENT.into_response(),
-            Dialect::Tus => StatusCode::OK.into_response(),
-        };
-        let h = res.headers_mut();
-        h.insert(UPLOAD_OFFSET, HeaderValue::from(offset));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        match dialect {
-            Dialect::Ietf(v) => {
-                ietf_progress(h, v, &upload, offset, state.config().max_upload_size);
-            }
-            Dialect::Tus => {
-                if upload.length_deferred {
-                    h.insert(UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1"));
-                } else {
-                    h.insert(UPLOAD_LENGTH, HeaderValue::from(upload.size));
-                }
-                if let Ok(v) = HeaderValue::from_str(&headers::encode_metadata(
-                    &upload.name,
-                    &upload.content_type,
-                )) {
-                    h.insert(UPLOAD_METADATA, v);
-                }
-                h.insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
-            }
+) -> Result<Response, Problem> {
+    let upload = upload_of(&state, &caller, &path_id(path)?).await?;
+    let offset = match not_appendable(&upload) {
+        None => {
+            append::offset_of(&state, &upload)
+                .await
+                .map_err(Problem::from)?
+                .at
         }
-        Ok(res)
+        Some(p) if p.status == StatusCode::CONFLICT.as_u16() => upload.size,
+        Some(p) => return Err(p),
+    };
+    let mut res = match dialect {
+        // Drafts -01 and -02 answer 204; later ones allow it.
+        Dialect::Ietf(_) => StatusCode::NO_CONTENT.into_response(),
+        Dialect::Tus => StatusCode::OK.into_response(),
+    };
+    let h = res.headers_mut();
+    h.insert(UPLOAD_OFFSET, HeaderValue::from(offset));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    match dialect {
+        Dialect::Ietf(v) => {
+            ietf_progress(h, v, &upload, offset, state.config().max_upload_size);
+        }
+        Dialect::Tus => {
+            if upload.length_deferred {
+                h.insert(UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1"));
+            } else {
+                h.insert(UPLOAD_LENGTH, HeaderValue::from(upload.size));
+            }
+            if let Ok(v) = HeaderValue::from_str(&headers::encode_metadata(
+                &upload.name,
+                &upload.content_type,
+            )) {
+                h.insert(UPLOAD_METADATA, v);
+            }
+            h.insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
+        }
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    Ok(res)
 }
 
 /// What an append asks for, in either protocol's words.
@@ -711,74 +717,134 @@ impl Patch {
 async fn patch(
     State(state): State<WorkerState>,
     Extension(dialect): Extension<Dialect>,
-    method: Method,
+    User(caller): User,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
-    let caller = match caller(&state, &method, &headers).await {
-        Ok(c) => c,
-        Err(res) => return res,
-    };
-    let result: Result<Response, Problem> = async {
-        let req = Patch::of(dialect, &headers)?;
-        let (offset, declared) = (req.offset, req.declared);
-        let mut upload = upload_of(&state, &caller, &path_id(path)?).await?;
-        if let Some(p) = not_appendable(&upload) {
-            return Err(p);
-        }
-        let current = append::offset_of(&state, &upload)
+    match admitted(&state, dialect, &caller, &headers, path).await {
+        Ok(append) => appended(&state, dialect, &caller, append, body)
             .await
-            .map_err(Problem::from)?;
-        if offset != current.at {
-            return Ok(mismatching_offset(dialect, current.at, offset));
+            .unwrap_or_else(IntoResponse::into_response),
+        Err(refused) => {
+            drain_refused(body, &headers).await;
+            refused
         }
-        // The length, when the request says it: tus's Upload-Length, or where a body of known
-        // length that completes the upload ends.
-        let reach = offset + declared.unwrap_or(0);
-        let length = req
-            .length
-            .or_else(|| (req.completes && declared.is_some()).then_some(reach));
-        if let Some(length) = length {
-            upload = declare_length(&state, &caller, upload, length, reach).await?;
-        }
-        if declared.is_some_and(|d| offset + d > upload.size) {
-            return Err(past_length(upload.size));
-        }
-        let Append {
-            appended,
-            mismatched,
-        } = spawn_append(&state, &upload, current, declared, body, req.checked).await;
-        if mismatched {
-            return Ok(digest_mismatch(dialect, appended.offset));
-        }
-        if let Some(e) = appended.error {
-            return Err(Problem::from(e));
-        }
-        if req.completes {
-            upload = complete(&state, &caller, &upload, appended.offset).await?;
-        }
-        let mut res = StatusCode::NO_CONTENT.into_response();
-        let h = res.headers_mut();
-        h.insert(UPLOAD_OFFSET, HeaderValue::from(appended.offset));
-        match dialect {
-            Dialect::Tus => {
-                h.insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
-            }
-            Dialect::Ietf(v) => {
-                ietf_progress(
-                    h,
-                    v,
-                    &upload,
-                    appended.offset,
-                    state.config().max_upload_size,
-                );
-            }
-        }
-        Ok(res)
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Reads (some of) the body of a request refused before it was read, so that a client still
+/// sending gets the answer rather than a reset connection (a `409` tells a tus client where to
+/// go on from).
+async fn drain_refused(body: Body, headers: &HeaderMap) {
+    let limit = declared_length(headers)
+        .ok()
+        .flatten()
+        .unwrap_or(u64::MAX)
+        .min(REFUSED_BODY_DRAIN);
+    ingest::drain(into_stream(body), limit).await;
+}
+
+/// The most of a refused `PATCH` body read before the answer; a longer one is cut off (the
+/// client sees a broken connection, asks `HEAD` and goes on from there).
+const REFUSED_BODY_DRAIN: u64 = 64 << 20;
+
+/// An append the request's headers and the upload admit, before its body is read.
+struct Admitted {
+    req: Patch,
+    upload: proto::Upload,
+    current: append::Offset,
+}
+
+/// Every check of a `PATCH` that needs no body: its headers, the upload (the caller's, taking
+/// appends), the offset, a length it declares.
+async fn admitted(
+    state: &WorkerState,
+    dialect: Dialect,
+    caller: &Caller,
+    headers: &HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Admitted, Response> {
+    let refuse = |p: Problem| p.into_response();
+    let req = Patch::of(dialect, headers).map_err(refuse)?;
+    let (offset, declared) = (req.offset, req.declared);
+    let mut upload = upload_of(state, caller, &path_id(path).map_err(refuse)?)
+        .await
+        .map_err(refuse)?;
+    if let Some(p) = not_appendable(&upload) {
+        return Err(refuse(p));
+    }
+    let current = append::offset_of(state, &upload)
+        .await
+        .map_err(|e| refuse(Problem::from(e)))?;
+    if offset != current.at {
+        return Err(mismatching_offset(dialect, current.at, offset));
+    }
+    // The length, when the request says it: tus's Upload-Length, or where a body of known
+    // length that completes the upload ends.
+    let reach = offset + declared.unwrap_or(0);
+    let length = req
+        .length
+        .or_else(|| (req.completes && declared.is_some()).then_some(reach));
+    if let Some(length) = length {
+        upload = declare_length(state, caller, upload, length, reach)
+            .await
+            .map_err(refuse)?;
+    }
+    if declared.is_some_and(|d| offset + d > upload.size) {
+        return Err(refuse(past_length(upload.size)));
+    }
+    Ok(Admitted {
+        req,
+        upload,
+        current,
+    })
+}
+
+/// The admitted append, and its answer.
+async fn appended(
+    state: &WorkerState,
+    dialect: Dialect,
+    caller: &Caller,
+    admitted: Admitted,
+    body: Body,
+) -> Result<Response, Problem> {
+    let Admitted {
+        req,
+        mut upload,
+        current,
+    } = admitted;
+    let Append {
+        appended,
+        mismatched,
+    } = spawn_append(state, &upload, current, req.declared, body, req.checked).await;
+    if mismatched {
+        return Ok(digest_mismatch(dialect, appended.offset));
+    }
+    if let Some(e) = appended.error {
+        return Err(Problem::from(e));
+    }
+    if req.completes {
+        upload = complete(state, caller, &upload, appended.offset).await?;
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.insert(UPLOAD_OFFSET, HeaderValue::from(appended.offset));
+    match dialect {
+        Dialect::Tus => {
+            h.insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
+        }
+        Dialect::Ietf(v) => {
+            ietf_progress(
+                h,
+                v,
+                &upload,
+                appended.offset,
+                state.config().max_upload_size,
+            );
+        }
+    }
+    Ok(res)
 }
 
 /// `409`: `Upload-Offset` is not the upload's, with the right one.
@@ -799,29 +865,20 @@ fn mismatching_offset(dialect: Dialect, expected: u64, provided: u64) -> Respons
 /// `DELETE /api/v1/tus/{id}`: termination, the native cancel.
 async fn terminate(
     State(state): State<WorkerState>,
-    method: Method,
-    headers: HeaderMap,
+    User(caller): User,
     path: Result<Path<String>, PathRejection>,
-) -> Response {
-    let caller = match caller(&state, &method, &headers).await {
-        Ok(c) => c,
-        Err(res) => return res,
+) -> Result<Response, Problem> {
+    let id = path_id(path)?;
+    let req = proto::CancelUploadRequest {
+        owner_id: caller.user_id.to_string(),
+        upload_id: id,
     };
-    let result: Result<Response, Problem> = async {
-        let id = path_id(path)?;
-        let req = proto::CancelUploadRequest {
-            owner_id: caller.user_id.to_string(),
-            upload_id: id,
-        };
-        state.sessions().cancel_upload(req).await.map_err(|s| {
-            if s.code() == tonic::Code::NotFound {
-                Problem::not_found("no such upload")
-            } else {
-                Problem::from(s)
-            }
-        })?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    state.sessions().cancel_upload(req).await.map_err(|s| {
+        if s.code() == tonic::Code::NotFound {
+            Problem::not_found("no such upload")
+        } else {
+            Problem::from(s)
+        }
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
