@@ -49,5 +49,5 @@ step "web app: the tus, IETF and Uppy end-to-end tests again, on the AWS backend
   trap 'bash scripts/aws-servers.sh stop' EXIT
   bash scripts/aws-servers.sh start
   eval "$(bash scripts/aws-servers.sh env)"
-  cd frontend && LFUSYS_E2E_BACKEND=aws node --test --test-concurrency=1 e2e/tus.e2e.test.mjs e2e/uppy.e2e.test.mjs
+  (cd frontend && LFUSYS_E2E_BACKEND=aws node --test --test-concurrency=1 e2e/tus.e2e.test.mjs e2e/uppy.e2e.test.mjs)
 )
