@@ -178,7 +178,9 @@ import_images() {
   while read -r archive ref; do
     base=${ref%:*}
     ctr_k8s images import --base-name "$base" "$archive" >/dev/null
-    ctr_k8s images ls -q | grep -qx "$ref" || { log "importing $archive did not give $ref"; exit 1; }
+    # The whole list read (not grep -q): under pipefail, a grep that stops at the first match
+    # can leave ctr writing to a closed pipe, and the check fail for an image that is there.
+    grep -qx "$ref" <<<"$(ctr_k8s images ls -q)" || { log "importing $archive did not give $ref"; exit 1; }
     log "image $ref loaded"
   done < <(LFUSYS_CACHE="$CACHE" bash "$HERE/images.sh" list)
 }
@@ -257,7 +259,8 @@ node_ready() {
 # volumes) and its cgroups in every hierarchy.
 kubelet_cleanup() {
   local m
-  findmnt -rn -o TARGET | grep -F "$RUN/" | sort -r | while read -r m; do
+  # No mount of ours (a kubelet that never started) is no failure: the restore after it must run.
+  { findmnt -rn -o TARGET | grep -F "$RUN/" || true; } | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   find /sys/fs/cgroup/*/kubepods -depth -type d -exec rmdir {} + 2>/dev/null || true
