@@ -11,7 +11,7 @@
 //! ([`super::append`]). A checksum needs the body's length up front (`Content-Length`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD;
@@ -134,20 +134,20 @@ impl Verdict {
 /// when the digest is `checksum`'s — otherwise the stream fails there and `Verdict` says why.
 pub fn verified(body: ByteStream, len: u64, checksum: Checksum) -> (ByteStream, Verdict) {
     let verdict = Verdict::default();
-    let state = Arc::new(Mutex::new(Some(checksum.algorithm.hasher())));
-    let (seen, expected, flag) = (0u64, checksum.digest, verdict.clone());
-    let stream = body.scan(seen, move |seen, item| {
+    let (expected, flag) = (checksum.digest, verdict.clone());
+    // The bytes seen, and the hasher until the last byte has passed.
+    let start = (0u64, Some(checksum.algorithm.hasher()));
+    let stream = body.scan(start, move |(seen, hasher), item| {
         let out = item.and_then(|bytes| {
-            let mut guard = state.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(hasher) = guard.as_mut() else {
+            let Some(h) = hasher.as_mut() else {
                 return Ok(bytes);
             };
-            hasher.update(&bytes);
+            h.update(&bytes);
             *seen += bytes.len() as u64;
             if *seen < len {
                 return Ok(bytes);
             }
-            let digest = guard.take().map(Hasher::finish).unwrap_or_default();
+            let digest = hasher.take().map(Hasher::finish).unwrap_or_default();
             if digest == expected {
                 Ok(bytes)
             } else {

@@ -133,11 +133,17 @@ pub fn http_date(at_ms: i64) -> HeaderValue {
 
 /// Whether a request's `Content-Type` is `application/offset+octet-stream`.
 pub fn is_offset_stream(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|t| t.eq_ignore_ascii_case(OFFSET_OCTET_STREAM))
+}
+
+/// A request's media type: its `Content-Type` without parameters (`None` when absent or empty).
+pub fn media_type(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(OFFSET_OCTET_STREAM))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use base64::Engine;
 use service_kit::problem::Problem;
 
 use super::checksum::{Algorithm, Checksum};
-use super::headers::UPLOAD_OFFSET;
+use super::headers::{media_type, UPLOAD_OFFSET};
 
 pub const UPLOAD_DRAFT_INTEROP_VERSION: HeaderName =
     HeaderName::from_static("upload-draft-interop-version");
@@ -113,11 +113,7 @@ impl Interop {
 
 /// Whether an append's `Content-Type` is `application/partial-upload`.
 pub fn is_partial_upload(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(PARTIAL_UPLOAD))
+    media_type(headers).is_some_and(|t| t.eq_ignore_ascii_case(PARTIAL_UPLOAD))
 }
 
 /// `Upload-Limit`: the sizes this server takes.
@@ -132,12 +128,8 @@ pub fn representation(headers: &HeaderMap) -> (Option<String>, Option<String>) {
         .get(header::CONTENT_DISPOSITION)
         .and_then(|v| v.to_str().ok())
         .and_then(disposition_filename);
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(PARTIAL_UPLOAD))
+    let media = media_type(headers)
+        .filter(|t| !t.eq_ignore_ascii_case(PARTIAL_UPLOAD))
         .map(str::to_owned);
     (name, media)
 }
