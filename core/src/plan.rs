@@ -49,7 +49,7 @@ impl PlanPolicy {
                 max: self.max_upload_size,
             });
         }
-        let preferred = self.preferred_chunk_size.max(self.min_chunk_size).max(1);
+        let preferred = self.chunk_size();
         if size <= preferred {
             return Ok(UploadPlan {
                 size,
@@ -71,12 +71,18 @@ impl PlanPolicy {
 const MIB: u64 = 1024 * 1024;
 
 impl PlanPolicy {
+    /// The chunk size the policy cuts files into: the preferred one, never below the store's
+    /// minimum (nor zero).
+    fn chunk_size(&self) -> u64 {
+        self.preferred_chunk_size.max(self.min_chunk_size).max(1)
+    }
+
     /// The plan of an upload whose length is not known yet (tus `creation-defer-length`): the
     /// preferred chunk size, and the most such an upload may hold — [`MAX_CHUNKS`] chunks of
     /// it, or the largest accepted upload if that is less. The chunk size cannot grow once
     /// bytes arrive, so a deferred upload is bounded by it.
     pub fn deferred_plan(&self) -> UploadPlan {
-        let chunk_size = self.preferred_chunk_size.max(self.min_chunk_size).max(1);
+        let chunk_size = self.chunk_size();
         let bound = chunk_size
             .saturating_mul(MAX_CHUNKS)
             .min(self.max_upload_size)
