@@ -350,6 +350,9 @@ pub struct UploadRecord {
     /// `size` and `total_chunks` are then the most the upload may hold, until the length is
     /// declared ([`MetadataStore::declare_size`]).
     pub length_deferred: bool,
+    /// Whether the upload is a part of a parallel upload, or the whole made of such parts
+    /// (tus `concatenation`).
+    pub concat: Concat,
     pub state: UploadState,
     /// The blob store's handle of the upload (see [`BlobStore::begin_upload`]).
     pub storage_handle: Option<String>,
@@ -358,6 +361,69 @@ pub struct UploadRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub expires_at_ms: i64,
+}
+
+/// How an upload takes part in a parallel upload (tus `concatenation`, docs/protocol.md
+/// "Parallel uploads").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Concat {
+    /// An ordinary upload.
+    #[default]
+    None,
+    /// A part of a parallel upload: it never becomes a File of its own, and its last chunk
+    /// does not complete it (its set is never moved to assembling by
+    /// [`MetadataStore::commit_chunk`]); it waits in uploading, and expires there, until a
+    /// final upload takes it.
+    Partial,
+    /// The file made of these partial uploads' bytes, in this order. It takes no bytes from a
+    /// client: its assembler copies the partials' into it.
+    Final(Vec<UploadId>),
+}
+
+/// Prefix of a final upload's stored form.
+const FINAL_PREFIX: &str = "final:";
+
+impl Concat {
+    pub fn is_partial(&self) -> bool {
+        matches!(self, Self::Partial)
+    }
+
+    /// The partial uploads of a final one; none otherwise.
+    pub fn parts(&self) -> &[UploadId] {
+        match self {
+            Self::Final(parts) => parts,
+            _ => &[],
+        }
+    }
+
+    /// The form the stores keep: empty, `partial`, or `final:` and the partials' ids
+    /// separated by spaces.
+    pub fn to_stored(&self) -> String {
+        match self {
+            Self::None => String::new(),
+            Self::Partial => "partial".to_owned(),
+            Self::Final(parts) => {
+                let ids: Vec<&str> = parts.iter().map(UploadId::as_str).collect();
+                format!("{FINAL_PREFIX}{}", ids.join(" "))
+            }
+        }
+    }
+
+    /// Reads [`Concat::to_stored`]'s form back.
+    pub fn from_stored(stored: &str) -> StoreResult<Self> {
+        match stored {
+            "" => Ok(Self::None),
+            "partial" => Ok(Self::Partial),
+            other => match other.strip_prefix(FINAL_PREFIX) {
+                Some(ids) if !ids.trim().is_empty() => Ok(Self::Final(
+                    ids.split(' ').map(UploadId::from).collect(),
+                )),
+                _ => Err(StoreError::other(format!(
+                    "an upload's concatenation is stored as {other:?}: neither empty, `partial` nor `final:<ids>`"
+                ))),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use crate::sdk_error;
 use lfusys_core::digest::{crc64_hex, parse_crc64_hex};
 use lfusys_core::state::UploadState;
-use storage::{ChunkRecord, FileId, FileRecord, Sha256Source, StoreResult, UploadRecord};
+use storage::{ChunkRecord, Concat, FileId, FileRecord, Sha256Source, StoreResult, UploadRecord};
 
 use super::attrs::{get_n, get_s, is_condition_failed, malformed, n, opt_n, opt_s, s};
 use super::Item;
@@ -34,6 +34,9 @@ pub(super) fn upload_item(u: &UploadRecord) -> Item {
     .collect();
     if u.length_deferred {
         item.insert(LENGTH_DEFERRED.into(), AttributeValue::Bool(true));
+    }
+    if u.concat != Concat::None {
+        item.insert(CONCAT.into(), s(u.concat.to_stored()));
     }
     if let Some(sha) = &u.sha256 {
         item.insert("sha256".into(), s(sha));
@@ -71,6 +74,24 @@ pub(super) fn is_length_deferred(item: &Item) -> bool {
     matches!(item.get(LENGTH_DEFERRED), Some(AttributeValue::Bool(true)))
 }
 
+/// How an upload takes part in a parallel upload, in `Concat::to_stored`'s form; absent for
+/// an ordinary upload (and on items written before concatenation).
+pub(super) const CONCAT: &str = "concat";
+
+/// The stored form of a partial upload, which its chunks never move to assembling
+/// (`mark_assembling`).
+pub(super) fn partial_value() -> AttributeValue {
+    s(Concat::Partial.to_stored())
+}
+
+fn concat_from(item: &Item) -> StoreResult<Concat> {
+    match item.get(CONCAT) {
+        None => Ok(Concat::None),
+        Some(AttributeValue::S(stored)) => Concat::from_stored(stored),
+        Some(_) => Err(malformed(CONCAT)),
+    }
+}
+
 pub(super) fn upload_from(item: &Item) -> StoreResult<UploadRecord> {
     let state = get_s(item, "state")?;
     Ok(UploadRecord {
@@ -84,6 +105,7 @@ pub(super) fn upload_from(item: &Item) -> StoreResult<UploadRecord> {
         chunk_size: get_n(item, "chunk_size")?,
         total_chunks: get_n(item, "total_chunks")?,
         length_deferred: is_length_deferred(item),
+        concat: concat_from(item)?,
         state: UploadState::parse(&state).ok_or_else(|| malformed("state"))?,
         // Items written before handles were optional hold "" for none.
         storage_handle: opt_s(item, "storage_handle").filter(|h| !h.is_empty()),
@@ -428,6 +450,37 @@ mod tests {
         assert_eq!(file_from(&item).ok().map(|l| l.sha256_source), Some(None));
         item.insert("sha256_source".into(), s("nobody"));
         assert!(file_from(&item).is_err());
+    }
+
+    /// An upload's concatenation is a string attribute, absent for an ordinary upload; an
+    /// attribute of no known form, or of another type, is refused.
+    #[test]
+    fn uploads_keep_their_concatenation() {
+        let plain = storage::conformance::fixtures::upload("u", "o", 2, 42);
+        let item = upload_item(&plain);
+        assert!(!item.contains_key(CONCAT), "none writes nothing");
+        assert_eq!(upload_from(&item).ok(), Some(plain.clone()));
+        for (concat, stored) in [
+            (Concat::Partial, "partial"),
+            (
+                Concat::Final(vec!["a".into(), "b".into(), "c".into()]),
+                "final:a b c",
+            ),
+        ] {
+            let u = UploadRecord {
+                concat,
+                ..plain.clone()
+            };
+            let item = upload_item(&u);
+            assert_eq!(item.get(CONCAT), Some(&s(stored)));
+            assert_eq!(upload_from(&item).ok(), Some(u));
+        }
+        assert_eq!(partial_value(), s("partial"));
+        let mut item = upload_item(&plain);
+        item.insert(CONCAT.into(), s("whole"));
+        assert!(upload_from(&item).is_err());
+        item.insert(CONCAT.into(), n(1));
+        assert!(upload_from(&item).is_err());
     }
 
     #[test]

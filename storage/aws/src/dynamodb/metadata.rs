@@ -26,8 +26,9 @@ use super::attrs::{
 };
 use super::items::{
     chain_attr, claim_attr, conditional, created_key, file_from, file_item, group_len, group_of,
-    groups, head_from, lease_ms, record_attr, record_in, record_value, records_in, until_attr,
-    upload_from, upload_item, Promotion, UploadHead, CHUNKS_PER_ITEM, LENGTH_DEFERRED,
+    groups, head_from, lease_ms, partial_value, record_attr, record_in, record_value, records_in,
+    until_attr, upload_from, upload_item, Promotion, UploadHead, CHUNKS_PER_ITEM, CONCAT,
+    LENGTH_DEFERRED,
 };
 use super::tables::{batch_get, batch_write, check_table};
 use super::{
@@ -145,7 +146,8 @@ impl DynamoMetadataStore {
     }
 
     /// Moves the upload from uploading to assembling, into the outbox; true for exactly one
-    /// caller.
+    /// caller. A partial upload (tus concatenation) is not moved (false): a final upload takes
+    /// it with `transition`.
     async fn mark_assembling(&self, upload_id: &str, now_ms: i64) -> StoreResult<bool> {
         let result = self
             .client
@@ -155,10 +157,14 @@ impl DynamoMetadataStore {
             .update_expression(
                 "SET #st = :assembling, updated_at_ms = :now, sweep_state = :unsent, sweep_at = :now",
             )
-            .condition_expression("#st = :uploading")
+            .condition_expression(
+                "#st = :uploading AND (attribute_not_exists(#cc) OR #cc <> :partial)",
+            )
             .expression_attribute_names("#st", "state")
+            .expression_attribute_names("#cc", CONCAT)
             .expression_attribute_values(":assembling", s(UploadState::Assembling.as_str()))
             .expression_attribute_values(":uploading", s(UploadState::Uploading.as_str()))
+            .expression_attribute_values(":partial", partial_value())
             .expression_attribute_values(":unsent", s(JOB_UNSENT))
             .expression_attribute_values(":now", n(now_ms))
             .send()

@@ -14,13 +14,20 @@ use super::{immediate, Db, DbResult, Durability};
 use lfusys_core::digest::Crc64;
 use lfusys_core::state::UploadState;
 use storage::{
-    decode_cursor, encode_cursor, ChunkRecord, ClaimId, ClaimOutcome, CommitOutcome, FileId,
-    FilePage, FileRecord, MetadataStore, Sha256Source, SizeDeclared, StoreError, StoreResult,
-    UploadId, UploadRecord, UserId,
+    decode_cursor, encode_cursor, ChunkRecord, ClaimId, ClaimOutcome, CommitOutcome, Concat,
+    FileId, FilePage, FileRecord, MetadataStore, Sha256Source, SizeDeclared, StoreError,
+    StoreResult, UploadId, UploadRecord, UserId,
 };
 
 /// The schema's steps, oldest first (see `Db::open`).
-const MIGRATIONS: &[&str] = &[SCHEMA, OUTBOX, CHECKSUMS, SHA256_CHAIN, LENGTH_DEFERRED];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA,
+    OUTBOX,
+    CHECKSUMS,
+    SHA256_CHAIN,
+    LENGTH_DEFERRED,
+    CONCAT,
+];
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id      TEXT PRIMARY KEY,
@@ -104,13 +111,20 @@ ALTER TABLE chunks ADD COLUMN sha256_chain BLOB;
 const LENGTH_DEFERRED: &str = "
 ALTER TABLE uploads ADD COLUMN length_deferred INTEGER NOT NULL DEFAULT 0;
 ";
+/// Version 6: how an upload takes part in a parallel upload (`UploadRecord::concat`, in
+/// `Concat::to_stored`'s form: `''` for none, `'partial'`, or `'final:'` and the parts' ids).
+/// A partial upload is never moved to assembling by its chunks (`commit_chunk`,
+/// `declare_size`).
+const CONCAT: &str = "
+ALTER TABLE uploads ADD COLUMN concat TEXT NOT NULL DEFAULT '';
+";
 /// The columns `chunk_from_row` reads.
 const CHUNK_COLUMNS: &str = "idx, size, crc64nvme, etag, sha256_chain";
 
 const UPLOAD_COLUMNS: &str =
     "upload_id, owner_id, name, size, content_type, sha256, chunk_size, total_chunks, \
      state, storage_handle, error, file_id, created_at_ms, updated_at_ms, expires_at_ms, \
-     crc64nvme, length_deferred";
+     crc64nvme, length_deferred, concat";
 const FILE_COLUMNS: &str =
     "file_id, owner_id, upload_id, name, size, content_type, sha256, blob_key, created_at_ms, \
      crc64nvme, sha256_source";
@@ -161,6 +175,14 @@ fn upload_from_row(r: &Row<'_>) -> rusqlite::Result<UploadRecord> {
         expires_at_ms: r.get(14)?,
         crc64nvme: r.get::<_, Option<i64>>(15)?.map(i64::cast_unsigned),
         length_deferred: r.get(16)?,
+        concat: concat_of(&r.get::<_, String>(17)?)?,
+    })
+}
+
+/// An upload's stored `concat` (see [`CONCAT`]).
+fn concat_of(s: &str) -> rusqlite::Result<Concat> {
+    Concat::from_stored(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, e.into())
     })
 }
 
@@ -288,7 +310,7 @@ impl MetadataStore for SqliteMetadataStore {
                 c.execute(
                     &format!(
                         "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES \
-                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
                     ),
                     params![
                         u.upload_id.as_str(),
@@ -307,7 +329,8 @@ impl MetadataStore for SqliteMetadataStore {
                         u.updated_at_ms,
                         u.expires_at_ms,
                         u.crc64nvme.map(crc_to_sql),
-                        u.length_deferred
+                        u.length_deferred,
+                        u.concat.to_stored()
                     ],
                 )?;
                 Ok(())
@@ -526,7 +549,7 @@ impl MetadataStore for SqliteMetadataStore {
                     let completed_set = count == total
                         && tx.execute(
                             "UPDATE uploads SET state = 'assembling', updated_at_ms = ?2, job_unsent = 1 \
-                             WHERE upload_id = ?1 AND state = 'uploading'",
+                             WHERE upload_id = ?1 AND state = 'uploading' AND concat <> 'partial'",
                             params![upload_id, now_ms],
                         )? == 1;
                     Ok(CommitOutcome::Stored {
@@ -603,7 +626,7 @@ impl MetadataStore for SqliteMetadataStore {
                     let completed_set = received(tx, &upload_id)? == total_chunks
                         && tx.execute(
                             "UPDATE uploads SET state = 'assembling', updated_at_ms = ?2, job_unsent = 1 \
-                             WHERE upload_id = ?1 AND state = 'uploading'",
+                             WHERE upload_id = ?1 AND state = 'uploading' AND concat <> 'partial'",
                             params![upload_id, now_ms],
                         )? == 1;
                     Ok(SizeDeclared::Applied { completed_set })
@@ -926,6 +949,71 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i32);
+    }
+
+    /// A file of schema version 5 (before concatenation) is upgraded in place: its uploads are
+    /// ordinary ones, and complete by their chunks as before. A stored `concat` of no known
+    /// form is an error to read, not an ordinary upload.
+    #[tokio::test]
+    async fn a_version_5_file_is_upgraded_with_ordinary_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.db");
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..5] {
+                c.execute_batch(step).unwrap();
+            }
+            c.execute_batch("PRAGMA user_version = 5").unwrap();
+            for id in ["old", "bad"] {
+                c.execute(
+                    &format!(
+                        "INSERT INTO uploads ({V1_UPLOAD_COLUMNS}) VALUES (?1, 'o', 'a.bin', 10, \
+                         'application/octet-stream', NULL, 10, 1, 'uploading', '', NULL, NULL, 1, 1, 2)"
+                    ),
+                    [id],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteMetadataStore::open(&path).unwrap();
+        let old = UploadId::from("old");
+        assert_eq!(
+            store.get_upload(&old).await.unwrap().unwrap().concat,
+            Concat::None
+        );
+        let claim = ClaimId::from("c");
+        store
+            .claim_chunk(&old, 0, &claim, Duration::from_secs(30), 3)
+            .await
+            .unwrap();
+        let chunk = ChunkRecord {
+            index: 0,
+            size: 10,
+            crc64nvme: 7,
+            etag: None,
+            sha256_chain: None,
+        };
+        assert_eq!(
+            store.commit_chunk(&old, &chunk, &claim, 4).await.unwrap(),
+            CommitOutcome::Stored {
+                received: 1,
+                completed_set: true
+            }
+        );
+        drop(store);
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let version: i32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 6);
+        c.execute(
+            "UPDATE uploads SET concat = 'final:' WHERE upload_id = 'bad'",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let store = SqliteMetadataStore::open(&path).unwrap();
+        assert!(store.get_upload(&UploadId::from("bad")).await.is_err());
     }
 
     /// The upload columns of schema versions 1 and 2.

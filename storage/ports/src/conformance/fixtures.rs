@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use lfusys_core::state::UploadState;
 
-use crate::{ByteStream, ChunkRecord, ChunkTarget, FileRecord, PartRef, UploadRecord};
+use crate::{ByteStream, ChunkRecord, ChunkTarget, Concat, FileRecord, PartRef, UploadRecord};
 
 /// An uploading upload of `total_chunks` chunks of 10 bytes, expiring a day after it was created.
 pub fn upload(id: &str, owner: &str, total_chunks: u32, created_at_ms: i64) -> UploadRecord {
@@ -19,6 +19,7 @@ pub fn upload(id: &str, owner: &str, total_chunks: u32, created_at_ms: i64) -> U
         chunk_size: 10,
         total_chunks,
         length_deferred: false,
+        concat: Concat::None,
         state: UploadState::Uploading,
         storage_handle: None,
         error: None,

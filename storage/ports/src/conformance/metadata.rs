@@ -12,8 +12,8 @@ use lfusys_core::state::UploadState;
 use super::fixtures::{chunk, file, upload};
 use super::scenarios::last_chunks_at_once;
 use crate::{
-    ClaimId, ClaimOutcome, CommitOutcome, MetadataStore, SizeDeclared, StoreError, UploadId,
-    UploadRecord, UserId,
+    ClaimId, ClaimOutcome, CommitOutcome, Concat, MetadataStore, SizeDeclared, StoreError,
+    UploadId, UploadRecord, UserId,
 };
 
 /// Opens metadata stores of one backend for the cases.
@@ -1093,5 +1093,148 @@ pub async fn a_deferred_length_is_declared_once_and_may_complete_the_set(h: &imp
             .await
             .unwrap(),
         SizeDeclared::NotApplied
+    );
+}
+
+/// How an upload takes part in a parallel upload (tus concatenation) is kept with it: none, a
+/// part, or the whole made of parts (in their order), read back alone, listed, and by another
+/// store on the same data.
+pub async fn the_concatenation_of_an_upload_round_trips(h: &impl MetadataHarness) {
+    let (place, s) = fresh(h).await;
+    let plain = upload("plain", "alice", 2, T0);
+    let part = UploadRecord {
+        concat: Concat::Partial,
+        ..upload("part", "alice", 2, T0 + 1)
+    };
+    let whole = UploadRecord {
+        concat: Concat::Final(vec!["p-1".into(), "p-2".into(), "p-3".into()]),
+        ..upload("whole", "alice", 3, T0 + 2)
+    };
+    for u in [&plain, &part, &whole] {
+        s.insert_upload(u).await.unwrap();
+    }
+    for u in [&plain, &part, &whole] {
+        assert_eq!(
+            s.get_upload(&u.upload_id).await.unwrap().as_ref(),
+            Some(u),
+            "{}",
+            u.upload_id
+        );
+    }
+    let expected = vec![whole.clone(), part.clone(), plain.clone()];
+    assert_eq!(
+        s.list_uploads(&UserId::from("alice"), &[]).await.unwrap(),
+        expected
+    );
+    drop(s);
+    let s = h.open(&place).await;
+    assert_eq!(
+        s.list_uploads(&UserId::from("alice"), &[UploadState::Uploading])
+            .await
+            .unwrap(),
+        expected
+    );
+}
+
+/// The state of upload `id`, which exists.
+async fn state(s: &impl MetadataStore, id: &str) -> UploadState {
+    s.get_upload(&UploadId::from(id))
+        .await
+        .unwrap()
+        .unwrap()
+        .state
+}
+
+/// A partial upload (tus concatenation) is not completed by its chunks: with every chunk
+/// recorded, by the last commit or by the declaration of a deferred length, it stays uploading
+/// and out of the outbox of jobs, until a final upload takes it (a transition to assembling,
+/// which puts it into the outbox as any upload). An ordinary upload with the same chunks
+/// completes.
+pub async fn a_partial_upload_is_not_completed_by_its_chunks(h: &impl MetadataHarness) {
+    let (_place, s) = fresh(h).await;
+    let part = UploadRecord {
+        concat: Concat::Partial,
+        ..upload("part", "o", 2, T0)
+    };
+    s.insert_upload(&part).await.unwrap();
+    s.insert_upload(&upload("plain", "o", 2, T0)).await.unwrap();
+    for id in ["part", "plain"] {
+        assert_eq!(
+            store_chunk(&s, id, 0, 0xaa).await,
+            CommitOutcome::Stored {
+                received: 1,
+                completed_set: false
+            },
+            "{id}"
+        );
+    }
+    assert_eq!(
+        store_chunk(&s, "plain", 1, 0xbb).await,
+        CommitOutcome::Stored {
+            received: 2,
+            completed_set: true
+        }
+    );
+    assert_eq!(
+        store_chunk(&s, "part", 1, 0xbb).await,
+        CommitOutcome::Stored {
+            received: 2,
+            completed_set: false
+        },
+        "a partial upload's last chunk does not complete it"
+    );
+    let id = UploadId::from("part");
+    // A retry of the last commit does not complete it either.
+    assert_eq!(
+        s.commit_chunk(&id, &chunk(1, 0xbb), &ClaimId::from("retry"), T0 + 1)
+            .await
+            .unwrap(),
+        CommitOutcome::AlreadyStored { received: 2 }
+    );
+    assert_eq!(state(&s, "plain").await, UploadState::Assembling);
+    assert_eq!(state(&s, "part").await, UploadState::Uploading);
+    assert_eq!(s.list_chunks(&id).await.unwrap().len(), 2);
+    assert_eq!(ids(&s.list_unsent_jobs(10).await.unwrap()), ["plain"]);
+
+    // With its length deferred, every chunk recorded before the length is declared.
+    let deferred = UploadRecord {
+        length_deferred: true,
+        concat: Concat::Partial,
+        ..upload("deferred-part", "o", 100, T0)
+    };
+    s.insert_upload(&deferred).await.unwrap();
+    for index in 0..3 {
+        store_chunk(&s, "deferred-part", index, 0xd0).await;
+    }
+    assert_eq!(
+        s.declare_size(&deferred.upload_id, 25, 3, T0 + 2)
+            .await
+            .unwrap(),
+        SizeDeclared::Applied {
+            completed_set: false
+        }
+    );
+    assert_eq!(state(&s, "deferred-part").await, UploadState::Uploading);
+    assert_eq!(ids(&s.list_unsent_jobs(10).await.unwrap()), ["plain"]);
+
+    // A final upload takes it: the ordinary transition, into the outbox.
+    assert!(s
+        .transition(
+            &id,
+            &[UploadState::Uploading],
+            UploadState::Assembling,
+            None,
+            T0 + 3
+        )
+        .await
+        .unwrap());
+    let taken = s.get_upload(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (taken.state, taken.concat, taken.updated_at_ms),
+        (UploadState::Assembling, Concat::Partial, T0 + 3)
+    );
+    assert_eq!(
+        ids(&s.list_unsent_jobs(10).await.unwrap()),
+        ["plain", "part"]
     );
 }

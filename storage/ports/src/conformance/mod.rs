@@ -89,6 +89,8 @@ macro_rules! __metadata_cases {
             a_commit_racing_a_stored_chunk_of_another_crc_conflicts,
             declared_checksums_apply_once_while_uploading,
             a_deferred_length_is_declared_once_and_may_complete_the_set,
+            the_concatenation_of_an_upload_round_trips,
+            a_partial_upload_is_not_completed_by_its_chunks,
         }
     };
 }
