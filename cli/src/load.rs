@@ -790,6 +790,8 @@ impl CommitRun {
                         content_type: "application/octet-stream".into(),
                         sha256: String::new(),
                         length_deferred: false,
+                        partial: false,
+                        concat_parts: Vec::new(),
                     })
                     .await?
                     .into_inner();

@@ -136,6 +136,8 @@ pub async fn create_upload(
             content_type: new.content_type,
             sha256: new.sha256,
             length_deferred: false,
+            partial: false,
+            concat_parts: Vec::new(),
         })
         .await?
         .into_inner();

@@ -260,6 +260,7 @@ impl Harness {
             upload_id: upload_id.to_owned(),
             size: data.len() as u64,
             crc64nvme: crc64nvme(data),
+            sha256: String::new(),
         })
         .await
         .unwrap()

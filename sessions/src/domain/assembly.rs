@@ -15,10 +15,10 @@ use lfusys_core::ids::{self, FileId, UploadId};
 use lfusys_core::jobs::AssemblyJob;
 use lfusys_core::sha256_chain::Sha256Chain;
 use lfusys_core::state::UploadState;
-use storage::{ChunkRecord, FileRecord, Sha256Source, StoreError, UploadRecord};
+use storage::{ChunkRecord, Concat, FileRecord, Sha256Source, StoreError, UploadRecord};
 
 use super::cancel::release_storage;
-use super::{transitioned, Conflict, DomainError, DomainResult, SessionsDomain};
+use super::{transitioned, validate, Conflict, DomainError, DomainResult, SessionsDomain};
 use crate::SessionsState;
 
 /// Longer failure reasons are cut: they are shown to the owner, not a log.
@@ -59,13 +59,16 @@ impl SessionsDomain {
         upload_id: &UploadId,
         crc64nvme: Crc64,
         size: u64,
+        copied_sha256: Option<&str>,
     ) -> DomainResult<FileRecord> {
         let rec = self.any_upload(upload_id).await?;
         let file_id = ids::file_id_for_upload(&rec.upload_id);
         match rec.state {
             UploadState::Assembling => {}
             UploadState::Completed => {
-                // A redelivered job: the same File again.
+                // A redelivered job: the same File again (its partials' release, if a crash
+                // cut it short, finished).
+                self.release_parts(&rec).await;
                 return self
                     .state
                     .metadata
@@ -81,7 +84,21 @@ impl SessionsDomain {
             (true, Some(index)) => self.chunk(&rec.upload_id, index).await?,
             _ => None,
         };
-        let (sha256, sha256_source) = match file_sha256(&rec, last.as_ref()) {
+        let sha256 = match (&rec.concat, copied_sha256) {
+            (Concat::Final(_), Some(copied)) => Some(validate::sha256_hex("sha256", copied)?),
+            (Concat::Final(_), None) => {
+                return Err(DomainError::invalid(
+                    "sha256",
+                    "a final upload's assembler hashes the bytes it copies: send their SHA-256",
+                ))
+            }
+            _ => None,
+        };
+        let found = match sha256 {
+            Some(copied) => copied_file_sha256(&rec, copied),
+            None => file_sha256(&rec, last.as_ref()),
+        };
+        let (sha256, sha256_source) = match found {
             Ok(found) => found,
             Err(reason) => {
                 // The bytes received are not the file the client described: never published.
@@ -111,6 +128,7 @@ impl SessionsDomain {
             .map_err(DomainError::storage("publishing the file"))?;
         transitioned(&self.state, &rec.upload_id, UploadState::Completed);
         tracing::info!(upload_id = %rec.upload_id, file_id = %published.file_id, size = published.size, "file published");
+        self.release_parts(&rec).await;
         // The chunk records stay until the file is deleted: a client retrying a chunk after
         // completion still gets "already stored", and the upload's status stays complete.
         Ok(published)
@@ -201,6 +219,20 @@ fn file_sha256(
         (_, Some(received)) => Ok((Some(received), Some(Sha256Source::Received))),
         (Some(declared), None) => Ok((Some(declared.clone()), Some(Sha256Source::Declared))),
         (None, None) => Ok((None, None)),
+    }
+}
+
+/// The SHA-256 of a final upload: the one its assembler hashed as it copied the partials'
+/// bytes (`Received`); a SHA-256 declared at creation must be it.
+fn copied_file_sha256(
+    rec: &UploadRecord,
+    copied: String,
+) -> Result<(Option<String>, Option<Sha256Source>), String> {
+    match &rec.sha256 {
+        Some(declared) if *declared != copied => Err(format!(
+            "whole-file SHA-256 mismatch: the client declared {declared}, the partial uploads' bytes hash to {copied}"
+        )),
+        _ => Ok((Some(copied), Some(Sha256Source::Received))),
     }
 }
 

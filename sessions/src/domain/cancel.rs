@@ -74,7 +74,8 @@ pub(crate) async fn release_storage(
         .blobs
         .abort_upload(&rec.upload_id, rec.storage_handle.as_deref())
         .await?;
-    if committed_blob_too {
+    // A partial upload's blob is committed by the assembler of a final that copies it.
+    if committed_blob_too || rec.concat.is_partial() {
         let key = ids::blob_key_for_file(&ids::file_id_for_upload(&rec.upload_id));
         state.blobs.delete_blob(&key).await?;
     }

@@ -367,26 +367,37 @@ impl SessionsDomain {
         rec: &UploadRecord,
         received: u32,
     ) -> DomainResult<bool> {
-        if received < rec.total_chunks
-            || !self
-                .state
-                .metadata
-                .transition(
-                    &rec.upload_id,
-                    &[UploadState::Uploading],
-                    UploadState::Assembling,
-                    None,
-                    now_ms(),
-                )
-                .await
-                .map_err(DomainError::storage("completing the upload"))?
-        {
+        // A partial upload waits in uploading for its final (`super::concat`).
+        if rec.concat.is_partial() || received < rec.total_chunks {
             return Ok(false);
         }
-        transitioned(&self.state, &rec.upload_id, UploadState::Assembling);
-        tracing::info!(upload_id = %rec.upload_id, "every chunk recorded (counted late); assembling");
-        self.send_job(&rec.upload_id).await;
-        Ok(true)
+        let started = self.start_assembly(&rec.upload_id).await?;
+        if started {
+            tracing::info!(upload_id = %rec.upload_id, "every chunk recorded (counted late); assembling");
+        }
+        Ok(started)
+    }
+
+    /// Moves an uploading upload to assembling and enqueues its job, once: whether this call
+    /// did.
+    pub(super) async fn start_assembly(&self, upload_id: &UploadId) -> DomainResult<bool> {
+        let applied = self
+            .state
+            .metadata
+            .transition(
+                upload_id,
+                &[UploadState::Uploading],
+                UploadState::Assembling,
+                None,
+                now_ms(),
+            )
+            .await
+            .map_err(DomainError::storage("completing the upload"))?;
+        if applied {
+            transitioned(&self.state, upload_id, UploadState::Assembling);
+            self.send_job(upload_id).await;
+        }
+        Ok(applied)
     }
 
     /// Sends the job of an upload that just became assembling. A failure is logged, not
@@ -488,6 +499,7 @@ mod tests {
             chunk_size,
             total_chunks: plan.total_chunks,
             length_deferred: false,
+            concat: storage::Concat::None,
             state: UploadState::Uploading,
             storage_handle: None,
             error: None,

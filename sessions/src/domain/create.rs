@@ -7,8 +7,9 @@
 use lfusys_core::clock::now_ms;
 use lfusys_core::failpoint;
 use lfusys_core::ids::{UploadId, UserId};
+use lfusys_core::plan::UploadPlan;
 use lfusys_core::state::UploadState;
-use storage::UploadRecord;
+use storage::{Concat, UploadRecord};
 
 use super::{count_transition, validate, DomainError, DomainResult, SessionsDomain};
 
@@ -25,21 +26,37 @@ pub struct NewUpload {
     /// The client does not know the length yet (`size` is ignored): the upload is planned
     /// for the most it may hold and cut when the length is declared ([`super::length`]).
     pub length_deferred: bool,
+    /// A part of a parallel upload, or the final upload made of such parts
+    /// ([`super::concat`]).
+    pub concat: Concat,
 }
 
 impl SessionsDomain {
-    /// Creates an upload in `uploading`, with no chunk received yet.
+    /// Creates an upload in `uploading`, with no chunk received yet; a final upload
+    /// ([`Concat::Final`]) in `assembling` ([`super::concat`]).
     pub async fn create_upload(&self, new: NewUpload) -> DomainResult<UploadRecord> {
         validate::owner(&new.owner_id)?;
-        validate::file_name(&new.name)?;
-        let content_type = validate::content_type(&new.content_type)?;
-        let sha256 = validate::optional_sha256_hex("sha256", &new.sha256)?;
+        if let Concat::Final(parts) = &new.concat {
+            return self.create_final(&new, parts).await;
+        }
         let plan = if new.length_deferred {
             self.state.policy.deferred_plan()
         } else {
             self.state.policy.plan(new.size)?
         };
+        self.record_new(&new, &plan).await
+    }
 
+    /// Checks what `new` describes but its size, prepares the blob storage for `plan` and
+    /// records the upload in `uploading`.
+    pub(super) async fn record_new(
+        &self,
+        new: &NewUpload,
+        plan: &UploadPlan,
+    ) -> DomainResult<UploadRecord> {
+        validate::file_name(&new.name)?;
+        let content_type = validate::content_type(&new.content_type)?;
+        let sha256 = validate::optional_sha256_hex("sha256", &new.sha256)?;
         let upload_id = UploadId::generate();
         let handle = self
             .state
@@ -52,8 +69,8 @@ impl SessionsDomain {
         let ttl_ms = i64::try_from(self.state.config.upload_ttl.as_millis()).unwrap_or(i64::MAX);
         let rec = UploadRecord {
             upload_id: upload_id.clone(),
-            owner_id: new.owner_id,
-            name: new.name,
+            owner_id: new.owner_id.clone(),
+            name: new.name.clone(),
             size: plan.size,
             content_type,
             sha256,
@@ -61,6 +78,7 @@ impl SessionsDomain {
             chunk_size: plan.chunk_size,
             total_chunks: plan.total_chunks,
             length_deferred: new.length_deferred,
+            concat: new.concat.clone(),
             state: UploadState::Uploading,
             storage_handle: handle,
             error: None,
@@ -90,6 +108,7 @@ impl SessionsDomain {
             chunk_size = rec.chunk_size,
             total_chunks = rec.total_chunks,
             length_deferred = rec.length_deferred,
+            concat = %rec.concat.to_stored(),
             "upload created"
         );
         Ok(rec)

@@ -50,6 +50,21 @@ pub enum Conflict {
     LengthNotDeclarable(UploadState),
     #[error("the upload's length is {0} bytes; it cannot change")]
     LengthSet(u64),
+    #[error("partial upload {upload_id} is {state}; a final upload is made of partial uploads that are still uploading")]
+    PartialNotUploading {
+        upload_id: String,
+        state: UploadState,
+    },
+    #[error("partial upload {upload_id} has {received} of its {size} bytes; a final upload takes it once every byte is stored")]
+    PartialIncomplete {
+        upload_id: String,
+        received: u64,
+        size: u64,
+    },
+    #[error(
+        "partial upload {0} has no length yet; declare it (Upload-Length) before the final upload"
+    )]
+    PartialLengthDeferred(String),
 }
 
 /// The failure of a sessions rule.

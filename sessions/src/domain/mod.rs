@@ -8,6 +8,7 @@
 //! - [`chunks`]: claim, commit and release of one chunk, known by its CRC-64/NVME; the commit
 //!   that completes the set moves the upload to assembling and enqueues its job, exactly once
 //!   (DESIGN §3.2–§3.3).
+//! - [`concat`]: parallel uploads: partial uploads, and the final upload made of them.
 //! - [`checksums`]: the whole-file CRC-64/NVME and SHA-256 a client declares before its last
 //!   chunk; a SHA-256 other than the creation's fails the upload.
 //! - [`assembly`]: what an assembler reads, the File it publishes (with its verified CRC and
@@ -24,6 +25,7 @@ pub mod cancel;
 pub mod changes;
 pub mod checksums;
 pub mod chunks;
+pub mod concat;
 pub mod create;
 pub mod error;
 pub mod files;
@@ -196,6 +198,7 @@ pub(crate) fn test_upload(
         chunk_size: 10,
         total_chunks: 1,
         length_deferred: false,
+        concat: storage::Concat::None,
         state,
         storage_handle: None,
         error: None,

@@ -44,6 +44,8 @@ pub fn upload(rec: &UploadRecord, received: &Received<'_>) -> proto::Upload {
         crc64nvme: rec.crc64nvme,
         received_crc64nvme,
         length_deferred: rec.length_deferred,
+        partial: rec.concat.is_partial(),
+        concat_parts: rec.concat.parts().iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -118,6 +120,7 @@ mod tests {
             chunk_size: 4,
             total_chunks: 3,
             length_deferred: false,
+            concat: storage::Concat::None,
             state: UploadState::Uploading,
             storage_handle: None,
             error: None,

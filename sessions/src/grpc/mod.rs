@@ -14,6 +14,7 @@ use sessions_api::proto::{
     GetAssemblyRequest, GetFileRequest, GetUploadRequest, ListFilesRequest, ListFilesResponse,
     ListUploadsRequest, ListUploadsResponse, ReleaseChunkRequest, ReleaseChunkResponse,
 };
+use storage::Concat;
 use tonic::{Request, Response, Status};
 
 use crate::domain::checksums::DeclaredChecksums;
@@ -62,6 +63,15 @@ impl Sessions for SessionsService {
                 content_type: req.content_type,
                 sha256: req.sha256,
                 length_deferred: req.length_deferred,
+                concat: if req.concat_parts.is_empty() {
+                    if req.partial {
+                        Concat::Partial
+                    } else {
+                        Concat::None
+                    }
+                } else {
+                    Concat::Final(req.concat_parts.into_iter().map(Into::into).collect())
+                },
             })
             .await?;
         Ok(upload_without_chunks(&rec))
@@ -213,7 +223,12 @@ impl Sessions for SessionsService {
         let req = request.into_inner();
         let file = self
             .domain
-            .complete_assembly(&req.upload_id.into(), req.crc64nvme, req.size)
+            .complete_assembly(
+                &req.upload_id.into(),
+                req.crc64nvme,
+                req.size,
+                sessions_api::optional(&req.sha256),
+            )
             .await?;
         Ok(Response::new(encode::file(&file)))
     }

@@ -80,6 +80,8 @@ impl Harness {
                 content_type: String::new(),
                 sha256: String::new(),
                 length_deferred: false,
+                partial: false,
+                concat_parts: Vec::new(),
             })
             .await
             .unwrap()
@@ -231,6 +233,7 @@ impl Harness {
                 upload_id: upload_id.into(),
                 size: data.len() as u64,
                 crc64nvme: crc64nvme(data),
+                sha256: String::new(),
             })
             .await
             .unwrap()

@@ -37,6 +37,7 @@ fn new_upload(name: &str, size: u64) -> NewUpload {
         content_type: String::new(),
         sha256: String::new(),
         length_deferred: false,
+        concat: storage::Concat::None,
     }
 }
 
@@ -300,7 +301,7 @@ async fn the_last_commit_completes_the_set_and_enqueues_its_job() {
         "{err:?}"
     );
     let err = d
-        .complete_assembly(&rec.upload_id, crc64nvme(&data), rec.size + 1)
+        .complete_assembly(&rec.upload_id, crc64nvme(&data), rec.size + 1, None)
         .await
         .unwrap_err();
     assert!(
@@ -388,7 +389,7 @@ async fn a_sha256_chain_carried_through_the_chunks_gives_the_file_its_sha256() {
                 let committed = d.commit_chunk(commit).await.unwrap();
                 assert_eq!(committed.verdict, CommitVerdict::Stored);
             }
-            d.complete_assembly(&rec.upload_id, crc64nvme(data), rec.size)
+            d.complete_assembly(&rec.upload_id, crc64nvme(data), rec.size, None)
                 .await
                 .unwrap()
         }
@@ -527,5 +528,161 @@ async fn declared_checksums_in_domain_terms() {
             )
             .as_str()
         )
+    );
+}
+
+fn partial(name: &str, size: u64) -> NewUpload {
+    NewUpload {
+        concat: storage::Concat::Partial,
+        ..new_upload(name, size)
+    }
+}
+
+fn final_of(parts: &[&str]) -> NewUpload {
+    NewUpload {
+        concat: storage::Concat::Final(parts.iter().map(|&p| p.into()).collect()),
+        ..new_upload("whole.bin", 0)
+    }
+}
+
+/// A partial upload holds every byte without completing; a final upload is made of the
+/// owner's complete partials only.
+#[tokio::test]
+async fn a_final_upload_takes_only_the_owner_s_complete_partial_uploads() {
+    let (_dir, _state, d) = domain().await;
+    let a: Vec<u8> = (0..2 * CHUNK + 10).map(|i| (i * 3) as u8).collect();
+    let pa = d.create_upload(partial("a", a.len() as u64)).await.unwrap();
+    let pb = d.create_upload(partial("b", 10)).await.unwrap();
+    assert!(!store_chunks(&d, &pa.upload_id, &a, &[0, 1, 2]).await);
+    let status = d.get_upload(&"alice".into(), &pa.upload_id).await.unwrap();
+    assert_eq!(
+        (status.upload.state, status.chunks.len()),
+        (UploadState::Uploading, 3),
+        "a partial upload waits for its final"
+    );
+    let err = d
+        .create_upload(final_of(&[&pa.upload_id, &pb.upload_id]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            DomainError::Conflict(Conflict::PartialIncomplete {
+                received: 0,
+                size: 10,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let plain = d.create_upload(new_upload("plain", 10)).await.unwrap();
+    let err = d
+        .create_upload(final_of(&[&plain.upload_id]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            DomainError::InvalidArgument {
+                field: "concat_parts",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let bobs = NewUpload {
+        owner_id: "bob".into(),
+        ..final_of(&[&pa.upload_id])
+    };
+    assert!(matches!(
+        d.create_upload(bobs).await.unwrap_err(),
+        DomainError::NotFound(Subject::Upload)
+    ));
+    assert!(matches!(
+        d.create_upload(final_of(&[])).await.unwrap_err(),
+        DomainError::InvalidArgument {
+            field: "concat_parts",
+            ..
+        }
+    ));
+}
+
+/// A final upload goes straight to assembling with its job; its File gets the SHA-256 its
+/// assembler hashed, and its partials are released.
+#[tokio::test]
+async fn a_final_upload_assembles_and_releases_its_partial_uploads() {
+    let (_dir, state, d) = domain().await;
+    let a: Vec<u8> = (0..2 * CHUNK + 10).map(|i| (i * 3) as u8).collect();
+    let b: Vec<u8> = (0..CHUNK / 2).map(|i| (i * 5) as u8).collect();
+    let pa = d.create_upload(partial("a", a.len() as u64)).await.unwrap();
+    let pb = d.create_upload(partial("b", b.len() as u64)).await.unwrap();
+    assert!(!store_chunks(&d, &pa.upload_id, &a, &[0, 1, 2]).await);
+    assert!(!store_chunks(&d, &pb.upload_id, &b, &[0]).await);
+    let whole = d
+        .create_upload(final_of(&[&pa.upload_id, &pb.upload_id]))
+        .await
+        .unwrap();
+    assert_eq!(whole.state, UploadState::Assembling);
+    assert_eq!(whole.size, (a.len() + b.len()) as u64);
+    assert_eq!(
+        whole.concat.parts(),
+        [pa.upload_id.clone(), pb.upload_id.clone()]
+    );
+    let job = state
+        .queue
+        .receive(Duration::ZERO, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the final's assembly job");
+    assert!(job.body.contains(whole.upload_id.as_str()), "{}", job.body);
+
+    // The assembler sends the SHA-256 it hashed; without it nothing is published.
+    let bytes = [a.as_slice(), b.as_slice()].concat();
+    let crc = crc64nvme(&bytes);
+    assert!(matches!(
+        d.complete_assembly(&whole.upload_id, crc, whole.size, None)
+            .await
+            .unwrap_err(),
+        DomainError::InvalidArgument {
+            field: "sha256",
+            ..
+        }
+    ));
+    let sha = sha256_hex(&bytes);
+    let file = d
+        .complete_assembly(&whole.upload_id, crc, whole.size, Some(&sha))
+        .await
+        .unwrap();
+    assert_eq!(file.sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(file.sha256_source, Some(Sha256Source::Received));
+    for part in [&pa, &pb] {
+        let rec = state
+            .metadata
+            .get_upload(&part.upload_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.state, UploadState::Cancelled, "{}", part.upload_id);
+        assert!(state
+            .metadata
+            .list_chunks(&part.upload_id)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    // Taken partials are gone for another final.
+    let err = d
+        .create_upload(final_of(&[&pa.upload_id]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::Conflict(Conflict::PartialNotUploading {
+                state: UploadState::Cancelled,
+                ..
+            })
+        ),
+        "{err:?}"
     );
 }

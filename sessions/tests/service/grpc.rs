@@ -47,6 +47,8 @@ fn create_req(name: &str, size: u64, sha256: &str) -> CreateUploadRequest {
         content_type: String::new(),
         sha256: sha256.into(),
         length_deferred: false,
+        partial: false,
+        concat_parts: Vec::new(),
     }
 }
 
@@ -509,6 +511,7 @@ async fn unknown_uploads_are_not_found(h: &common::Harness) {
                     upload_id: missing.clone(),
                     size: 1,
                     crc64nvme: 0,
+                    sha256: String::new(),
                 })
                 .await
                 .map(|_| ()),
@@ -817,6 +820,7 @@ async fn uploads_stuck_in_assembling_get_their_job_again() {
         chunk_size: 10,
         total_chunks: 1,
         length_deferred: false,
+        concat: storage::Concat::None,
         state: State::Assembling,
         storage_handle: None,
         error: None,
@@ -874,6 +878,7 @@ async fn complete_assembly_checks_state_size_and_checksum() {
             upload_id: uploading.upload_id.clone(),
             size: 10,
             crc64nvme: crc,
+            sha256: String::new(),
         })
         .await
         .unwrap_err();
@@ -903,6 +908,7 @@ async fn complete_assembly_checks_state_size_and_checksum() {
                 upload_id: declared.upload_id.clone(),
                 size,
                 crc64nvme: crc,
+                sha256: String::new(),
             })
             .await
             .unwrap_err();
@@ -1200,6 +1206,7 @@ async fn failed_uploads_state_the_reason_and_release_storage() {
             upload_id: id.clone(),
             size: bytes.len() as u64,
             crc64nvme: crc64nvme(&bytes),
+            sha256: String::new(),
         })
         .await
         .unwrap_err();

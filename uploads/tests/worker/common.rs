@@ -342,6 +342,8 @@ impl Harness {
                 content_type: String::new(),
                 sha256: declared_sha256.clone().unwrap_or_default(),
                 length_deferred: false,
+                partial: false,
+                concat_parts: Vec::new(),
             })
             .await
             .unwrap()
