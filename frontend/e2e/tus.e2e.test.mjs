@@ -240,6 +240,44 @@ describe('tus-js-client against lfusys up', () => {
     assert.equal(f.size, size);
   });
 
+  test('parallelUploads: 4 partial uploads side by side, concatenated into one File', async () => {
+    const file = path.join(dir, 'parallel.bin');
+    const size = 37 * MIB + 5; // parts of 9.25 MiB: none ends at a chunk boundary
+    await makeFile(file, size);
+    const created = []; // [Upload-Concat, Location] of each creation
+    const { upload } = await tusUpload(file, {
+      source: await readFile(file),
+      parallelUploads: 4,
+      onAfterResponse(req, res) {
+        if (req.getMethod() === 'POST') created.push([req.getHeader('Upload-Concat'), res.getHeader('Location')]);
+      },
+    });
+    const partials = created.filter(([concat]) => concat === 'partial').map(([, url]) => url);
+    assert.equal(partials.length, 4, JSON.stringify(created));
+    const final = created.find(([concat]) => concat?.startsWith('final;'));
+    assert.ok(final, JSON.stringify(created));
+    assert.equal(new URL(final[1], endpoint).href, new URL(upload.url, endpoint).href);
+    const f = await assertPublished(uploadIdOf(upload.url), file);
+    assert.equal(f.size, size);
+    // The final upload names its parts in the file's order, as the client did (the partials'
+    // creations may have been answered in any order); it takes no bytes of its own.
+    const named = (concat) => concat.replace(/^final;/, '').split(' ').map(uploadIdOf);
+    assert.deepEqual([...named(final[0])].sort(), partials.map(uploadIdOf).sort());
+    const head = await tusCall('HEAD', upload.url);
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('upload-offset'), String(size));
+    assert.deepEqual(named(head.headers.get('upload-concat')), named(final[0]));
+    const patch = await tusCall('PATCH', upload.url, {
+      'upload-offset': String(size),
+      'content-type': 'application/offset+octet-stream',
+    }, Buffer.alloc(1));
+    assert.equal(patch.status, 403);
+    // Once the File is published, the partial uploads are released.
+    for (const url of partials) assert.equal((await tusCall('HEAD', url)).status, 410);
+    const listed = await apiCall(server.url, 'GET', '/api/v1/uploads', { token });
+    for (const url of partials) assert.ok(!listed.items.some((u) => u.upload_id === uploadIdOf(url)));
+  });
+
   test('termination cancels the upload and releases it', async () => {
     const file = path.join(dir, 'terminate.bin');
     await makeFile(file, 20 * MIB);
@@ -286,7 +324,7 @@ describe('the tus protocol rules', () => {
     assert.equal(res.headers.get('tus-version'), '1.0.0');
     assert.equal(res.headers.get('tus-resumable'), '1.0.0');
     const ext = res.headers.get('tus-extension').split(',');
-    for (const e of ['creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration', 'checksum']) assert.ok(ext.includes(e), e);
+    for (const e of ['creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration', 'checksum', 'concatenation']) assert.ok(ext.includes(e), e);
     assert.ok(Number(res.headers.get('tus-max-size')) > 0);
     assert.equal(res.headers.get('tus-checksum-algorithm'), 'sha1,sha256');
   });
@@ -331,6 +369,62 @@ describe('the tus protocol rules', () => {
     // Nothing of those was stored.
     const head = await tusCall('HEAD', url);
     assert.equal(head.headers.get('upload-offset'), '0');
+  });
+
+  test('concatenation: a final upload of the caller\'s complete partial uploads, in order; the rules', async () => {
+    const partial = async (bytes) => {
+      const res = await tusCall('POST', endpoint, {
+        'upload-concat': 'partial',
+        'upload-length': String(bytes.length),
+        'content-type': 'application/offset+octet-stream',
+      }, bytes);
+      assert.equal(res.status, 201);
+      assert.equal(res.headers.get('upload-offset'), String(bytes.length));
+      return res.headers.get('location');
+    };
+    const finalOf = (urls, headers = {}, who = token) =>
+      tusCall('POST', endpoint, { 'upload-concat': `final;${urls.join(' ')}`, ...headers }, undefined, who);
+    const [a, b] = [Buffer.from('hello, '), Buffer.from('parallel world')];
+    const urlA = await partial(a);
+    const urlB = await partial(b);
+    const headA = await tusCall('HEAD', urlA);
+    assert.equal(headA.headers.get('upload-concat'), 'partial');
+    assert.equal(headA.headers.get('upload-offset'), String(a.length));
+
+    // What a final upload refuses, each with its reason; nothing is taken.
+    const incomplete = await tusCall('POST', endpoint, { 'upload-concat': 'partial', 'upload-length': '10' });
+    const urlC = incomplete.headers.get('location');
+    const notReady = await finalOf([urlA, urlC]);
+    assert.equal(notReady.status, 409);
+    assert.match((await notReady.json()).detail, /has 0 of its 10 bytes/);
+    const plain = (await tusCall('POST', endpoint, { 'upload-length': '3' })).headers.get('location');
+    const notPartial = await finalOf([plain]);
+    assert.equal(notPartial.status, 400);
+    assert.match((await notPartial.json()).detail, /not a partial upload/);
+    const withLength = await finalOf([urlA, urlB], { 'upload-length': String(a.length + b.length) });
+    assert.equal(withLength.status, 400);
+    assert.match((await withLength.json()).detail, /no Upload-Length/);
+    const foreign = await finalOf(['/api/v1/uploads/x']);
+    assert.equal(foreign.status, 400);
+    const other = await signIn(server.url, 'other-concat@example.com');
+    assert.equal((await finalOf([urlA, urlB], {}, other)).status, 404);
+
+    const res = await finalOf([urlA, urlB], {
+      'upload-metadata': `filename ${Buffer.from('joined.txt').toString('base64')}`,
+    });
+    assert.equal(res.status, 201);
+    const id = uploadIdOf(res.headers.get('location'));
+    const f = await fileOf(id);
+    const whole = Buffer.concat([a, b]);
+    assert.equal(f.name, 'joined.txt');
+    assert.equal(f.size, whole.length);
+    assert.equal(f.sha256, createHash('sha256').update(whole).digest('hex'));
+    assert.equal(f.sha256_source, 'received');
+    assert.equal(await downloadedSha256(f.id), f.sha256);
+    // Its partials are released; the incomplete one is still the caller's.
+    assert.equal((await tusCall('HEAD', urlA)).status, 410);
+    assert.equal((await finalOf([urlA, urlB])).status, 409);
+    assert.equal((await tusCall('HEAD', urlC)).status, 200);
   });
 
   test('checksum: a body that matches its Upload-Checksum is kept; one that does not is 460 and nothing of it is kept', async () => {

@@ -56,6 +56,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerState;
 
+mod concat;
+
 /// Long-poll wait of one receive.
 pub const RECEIVE_WAIT: Duration = Duration::from_secs(10);
 
@@ -276,9 +278,24 @@ impl Assembler {
             return self.fail(&upload_id, &assembly.blob_key, reason).await;
         }
 
+        if upload.partial {
+            // Only its final's assembler copies it (it never reaches assembling itself).
+            return Ok(Done::Skipped {
+                why: "a partial upload is assembled into its final upload".to_owned(),
+            });
+        }
         let blob = self.state.blob();
-        let whole = match self.commit(&upload_id, &assembly).await? {
-            Ok(whole) => whole,
+        let committed = if upload.concat_parts.is_empty() {
+            self.commit(&upload_id, &assembly)
+                .await?
+                .map(|whole| (whole, None))
+        } else {
+            concat::assemble(self, &assembly)
+                .await?
+                .map(|(whole, sha256)| (whole, Some(sha256)))
+        };
+        let (whole, copied_sha256) = match committed {
+            Ok(found) => found,
             Err(reason) => return self.fail(&upload_id, &assembly.blob_key, reason).await,
         };
         failpoint::hit(failpoint::AFTER_BLOB_COMMIT);
@@ -298,6 +315,7 @@ impl Assembler {
             upload_id: upload_id.to_string(),
             size,
             crc64nvme: whole,
+            sha256: copied_sha256.unwrap_or_default(),
         };
         match self.state.sessions().complete_assembly(req).await {
             Ok(file) => Ok(Done::Completed {

@@ -18,6 +18,7 @@ pub mod assembler;
 pub mod chunks;
 mod config;
 pub mod ingest;
+mod streams;
 pub mod tus;
 
 use std::future::Future;

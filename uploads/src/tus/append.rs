@@ -20,16 +20,15 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use lfusys_core::digest::ChunkDigests;
 use lfusys_core::plan::UploadPlan;
 use lfusys_core::sha256_chain::Sha256Chain;
 use sessions_api::proto;
 use storage::{staged_prefix, ByteStream, StagedPiece, UploadId};
-use tokio::sync::Mutex;
 
 use crate::ingest::{self, ChunkRequest, HeldChunk, IngestError, Written};
+use crate::streams::Splitter;
 use crate::WorkerState;
 
 /// Where an upload in progress stands: how many bytes are durably stored, in order from its
@@ -347,71 +346,10 @@ fn slice(stream: ByteStream, skip: u64, take: u64) -> ByteStream {
     ))
 }
 
-/// One request body handed out in consecutive parts, each a stream of its own.
-#[derive(Clone)]
-struct Splitter {
-    inner: Arc<Mutex<(ByteStream, Option<Bytes>)>>,
-}
-
-impl Splitter {
-    fn new(body: ByteStream) -> Self {
-        Self {
-            inner: Arc::new(Mutex::new((body, None))),
-        }
-    }
-
-    /// The next `n` bytes of the body (fewer if it ends first). Parts must be read in order.
-    fn take(&self, n: u64) -> ByteStream {
-        let inner = Arc::clone(&self.inner);
-        Box::pin(futures::stream::unfold(
-            (inner, n),
-            |(inner, left)| async move {
-                if left == 0 {
-                    return None;
-                }
-                let mut guard = inner.lock().await;
-                let (stream, held) = &mut *guard;
-                let mut bytes = match held.take() {
-                    Some(b) => b,
-                    None => match stream.next().await? {
-                        Ok(b) => b,
-                        Err(e) => {
-                            drop(guard);
-                            return Some((Err(e), (inner, 0)));
-                        }
-                    },
-                };
-                if bytes.len() as u64 > left {
-                    *held = Some(bytes.split_off(left as usize));
-                }
-                let taken = bytes.len() as u64;
-                drop(guard);
-                Some((Ok(bytes), (inner, left - taken)))
-            },
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stream_of(frames: &[&[u8]]) -> ByteStream {
-        let frames: Vec<std::io::Result<Bytes>> = frames
-            .iter()
-            .map(|f| Ok(Bytes::copy_from_slice(f)))
-            .collect();
-        Box::pin(futures::stream::iter(frames))
-    }
-
-    async fn collect(s: ByteStream) -> Vec<u8> {
-        s.try_fold(Vec::new(), |mut acc, b| async move {
-            acc.extend_from_slice(&b);
-            Ok(acc)
-        })
-        .await
-        .unwrap()
-    }
+    use crate::streams::testing::{collect, stream_of};
 
     #[test]
     fn the_first_missing_chunk() {
@@ -420,16 +358,6 @@ mod tests {
         assert_eq!(first_missing(&[0, 2], 3), Some(1));
         assert_eq!(first_missing(&[1, 2], 3), Some(0));
         assert_eq!(first_missing(&[0, 1, 2], 3), None);
-    }
-
-    #[tokio::test]
-    async fn parts_of_a_body_are_consecutive_and_exact() {
-        let body = Splitter::new(stream_of(&[b"abc", b"defgh", b"", b"ij"]));
-        assert_eq!(collect(body.take(2)).await, b"ab");
-        assert_eq!(collect(body.take(4)).await, b"cdef");
-        assert_eq!(collect(body.take(0)).await, b"");
-        assert_eq!(collect(body.take(10)).await, b"ghij");
-        assert_eq!(collect(body.take(3)).await, b"");
     }
 
     #[tokio::test]

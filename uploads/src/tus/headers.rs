@@ -146,6 +146,60 @@ pub fn media_type(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// What `Upload-Concat` asks for (the concatenation extension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Concat {
+    /// `partial`: a part of a parallel upload.
+    Partial,
+    /// `final;<url> <url> …`: the upload made of these partial uploads (their ids), in order.
+    Final(Vec<String>),
+}
+
+/// Parses `Upload-Concat`: `partial`, or `final;` and the partial uploads' URLs separated by
+/// spaces, each absolute or a path, ending in `{route}/{id}`. `None` when absent.
+pub fn concat(headers: &HeaderMap, route: &str) -> Result<Option<Concat>, Problem> {
+    let Some(value) = headers.get(&UPLOAD_CONCAT) else {
+        return Ok(None);
+    };
+    let invalid = |why: String| {
+        Problem::bad_request(
+            "invalid-header",
+            format!("Upload-Concat must be `partial` or `final;` and the partial uploads' URLs separated by spaces: {why}"),
+        )
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| invalid("it is not ASCII".to_owned()))?
+        .trim();
+    if value == "partial" {
+        return Ok(Some(Concat::Partial));
+    }
+    let Some(urls) = value.strip_prefix("final;") else {
+        return Err(invalid(format!("got {value:?}")));
+    };
+    let prefix = format!("{route}/");
+    let ids = urls
+        .split(' ')
+        .filter(|u| !u.is_empty())
+        .map(|url| {
+            let path = url.split(['?', '#']).next().unwrap_or_default();
+            path.rfind(&prefix)
+                .map(|at| &path[at + prefix.len()..])
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{url} is not the URL of an upload here ({prefix}<id>)"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.is_empty() {
+        return Err(invalid("no partial upload is named".to_owned()));
+    }
+    Ok(Some(Concat::Final(ids)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +292,32 @@ mod tests {
             "application/octet-stream"
         )));
         assert!(!is_offset_stream(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn upload_concat_names_partial_uploads_by_url() {
+        let of = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(UPLOAD_CONCAT, HeaderValue::from_str(v).unwrap());
+            concat(&h, "/api/v1/tus")
+        };
+        assert_eq!(concat(&HeaderMap::new(), "/api/v1/tus").unwrap(), None);
+        assert_eq!(of("partial").unwrap(), Some(Concat::Partial));
+        assert_eq!(
+            of("final;http://127.0.0.1:8080/api/v1/tus/a /api/v1/tus/b  https://x/api/v1/tus/c?x=1")
+                .unwrap(),
+            Some(Concat::Final(vec!["a".into(), "b".into(), "c".into()]))
+        );
+        for bad in [
+            "final;",
+            "final; ",
+            "whole",
+            "final;/api/v1/uploads/a",
+            "final;/api/v1/tus/",
+            "final;/api/v1/tus/a/b",
+        ] {
+            let p = of(bad).unwrap_err();
+            assert_eq!(p.status, 400, "{bad}");
+        }
     }
 }

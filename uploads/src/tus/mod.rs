@@ -57,8 +57,7 @@ pub const TUS_ROUTE: &str = "/api/v1/tus";
 /// One upload.
 pub const TUS_UPLOAD_ROUTE: &str = "/api/v1/tus/{upload_id}";
 /// The extensions spoken.
-const EXTENSIONS: &str =
-    "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum";
+const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation";
 
 /// The tus routes, for the workers' app and for `lfusys up`'s gateway listener.
 pub fn router(state: WorkerState) -> Router {
@@ -266,15 +265,15 @@ struct Creation {
     completes: bool,
     /// The whole file's SHA-256 the client declares (the draft's `Repr-Digest`), lowercase hex.
     sha256: Option<String>,
+    /// A part of a parallel upload, or the upload made of such parts (tus `Upload-Concat`).
+    concat: Option<headers::Concat>,
 }
 
 impl Creation {
     fn tus(headers: &HeaderMap) -> Result<Self, Problem> {
-        if headers.contains_key(&UPLOAD_CONCAT) {
-            return Err(Problem::bad_request(
-                "tus-extension",
-                "concatenation is not supported: upload the file as one upload",
-            ));
+        let concat = headers::concat(headers, TUS_ROUTE)?;
+        if let Some(headers::Concat::Final(_)) = concat {
+            return Self::tus_final(headers, concat);
         }
         let size = headers::number(headers, &UPLOAD_LENGTH)?;
         match (size, headers::defer_length(headers)?) {
@@ -309,6 +308,37 @@ impl Creation {
             checked,
             completes: false,
             sha256: None,
+            concat,
+        })
+    }
+
+    /// A final upload: its length is its partial uploads', and its bytes are theirs.
+    fn tus_final(headers: &HeaderMap, concat: Option<headers::Concat>) -> Result<Self, Problem> {
+        if headers.contains_key(&UPLOAD_LENGTH) || headers.contains_key(&UPLOAD_DEFER_LENGTH) {
+            return Err(Problem::bad_request(
+                "invalid-header",
+                "a final upload (Upload-Concat: final) takes its length from its partial uploads: send no Upload-Length",
+            ));
+        }
+        let declared = declared_length(headers)?;
+        if headers::is_offset_stream(headers) && declared != Some(0) {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "final-upload",
+                "a final upload (Upload-Concat: final) takes no bytes: its bytes are its partial uploads'",
+            ));
+        }
+        let meta = headers::metadata(headers)?;
+        Ok(Self {
+            size: None,
+            name: meta.name,
+            content_type: meta.content_type,
+            with_body: false,
+            declared,
+            checked: None,
+            completes: false,
+            sha256: None,
+            concat,
         })
     }
 
@@ -338,6 +368,7 @@ impl Creation {
             checked: Checked::of(ietf::content_digest(headers)?, declared)?,
             completes,
             sha256: ietf::repr_digest(headers)?,
+            concat: None,
         })
     }
 }
@@ -355,6 +386,11 @@ async fn created(
         Dialect::Ietf(v) => Creation::ietf(v, headers),
     }
     .map_err(refuse)?;
+    let (partial, concat_parts) = match new.concat {
+        None => (false, Vec::new()),
+        Some(headers::Concat::Partial) => (true, Vec::new()),
+        Some(headers::Concat::Final(parts)) => (false, parts),
+    };
     if new.size == Some(0) {
         return Err(refuse(Problem::bad_request(
             "empty-upload",
@@ -369,7 +405,9 @@ async fn created(
             size: new.size.unwrap_or_default(),
             content_type: new.content_type.unwrap_or_default(),
             sha256: new.sha256.unwrap_or_default(),
-            length_deferred: new.size.is_none(),
+            length_deferred: new.size.is_none() && concat_parts.is_empty(),
+            partial,
+            concat_parts,
         })
         .await
         .map_err(|s| refuse(Problem::from(s)))?
@@ -658,9 +696,28 @@ async fn status(
                 h.insert(UPLOAD_METADATA, v);
             }
             h.insert(UPLOAD_EXPIRES, headers::http_date(upload.expires_at_ms));
+            if let Some(v) = concat_header(&upload) {
+                h.insert(UPLOAD_CONCAT, v);
+            }
         }
     }
     Ok(res)
+}
+
+/// `Upload-Concat` of a partial or final upload.
+fn concat_header(upload: &proto::Upload) -> Option<HeaderValue> {
+    if upload.partial {
+        return Some(HeaderValue::from_static("partial"));
+    }
+    if upload.concat_parts.is_empty() {
+        return None;
+    }
+    let urls: Vec<String> = upload
+        .concat_parts
+        .iter()
+        .map(|id| format!("{TUS_ROUTE}/{id}"))
+        .collect();
+    HeaderValue::from_str(&format!("final;{}", urls.join(" "))).ok()
 }
 
 /// What an append asks for, in either protocol's words.
@@ -771,6 +828,13 @@ async fn admitted(
     let mut upload = upload_of(state, caller, &path_id(path).map_err(refuse)?)
         .await
         .map_err(refuse)?;
+    if !upload.concat_parts.is_empty() {
+        return Err(refuse(Problem::new(
+            StatusCode::FORBIDDEN,
+            "final-upload",
+            "a final upload (Upload-Concat: final) takes no bytes: its bytes are its partial uploads'",
+        )));
+    }
     if let Some(p) = not_appendable(&upload) {
         return Err(refuse(p));
     }
