@@ -14,9 +14,9 @@
 #   BENCH_SIZE=2GiB BENCH_PARALLEL=8 BENCH_ROUNDS=5 BENCH_DIR=/var/tmp/b bash scripts/bench-tusd.sh
 #   bash scripts/bench-tusd.sh --json             the report as JSON (every round's figures)
 #   bash scripts/bench-tusd.sh --no-sha256        LFUSYS without the file's SHA-256 (what it costs)
-#   BENCH_PARALLEL=1 bash scripts/bench-tusd.sh   one stream; then LFUSYS is also driven through
-#                                                 its tus endpoint by the client that drives tusd
-#                                                 (issue 11: the same tus client program)
+#   BENCH_PARALLEL=1 bash scripts/bench-tusd.sh   one stream
+# Every run also drives LFUSYS through its tus endpoint by the client that drives tusd, with the
+# same parallelism (issue 11: the same tus client program; -j > 1 uses concatenation on both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lfusys/target}"
@@ -85,9 +85,7 @@ else
     --tusd-dir "$dir/tusd")
 fi
 
-if [[ $parallel == 1 ]]; then
-  bench_args+=(--lfusys-tus "$tus_endpoint")
-fi
+bench_args+=(--lfusys-tus "$tus_endpoint")
 
 config=$(mktemp -d)
 export LFUSYS_CONFIG_DIR="$config" LFUSYS_PASSWORD="bench password $$"

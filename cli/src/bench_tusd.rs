@@ -77,8 +77,8 @@ pub struct TusdBenchArgs {
     #[arg(long)]
     pub no_sha256: bool,
     /// LFUSYS's tus endpoint (e.g. `http://127.0.0.1:8081/api/v1/tus`): adds LFUSYS driven by
-    /// the very tus client that drives tusd, as a third system (`-j 1`: LFUSYS does not speak
-    /// tus concatenation yet).
+    /// the very tus client that drives tusd, as a third system, with the same parallelism
+    /// (`-j` > 1: partial uploads and their concatenation, as for tusd).
     #[arg(long)]
     pub lfusys_tus: Option<String>,
     #[arg(long)]
@@ -478,12 +478,13 @@ impl Contest<'_> {
                 endpoint,
                 self.source,
                 self.args.size,
-                1,
+                self.args.parallel,
                 Some(&token),
             )
             .await?;
+            // The one upload, or the final one of the partials.
             let upload_id = urls
-                .first()
+                .last()
                 .and_then(|u| u.rsplit('/').next())
                 .context("no tus upload was created")?;
             for _ in 0..60 {
@@ -550,11 +551,6 @@ async fn rounds(
     };
     let mut systems = vec![System::Tusd, System::Lfusys];
     if args.lfusys_tus.is_some() {
-        if args.parallel > 1 {
-            bail!(
-                "--lfusys-tus runs one stream (-j 1): LFUSYS does not speak tus concatenation yet"
-            );
-        }
         systems.push(System::LfusysTus);
     }
     if args.s3_bucket.is_some() {
