@@ -80,23 +80,23 @@ impl SessionsDomain {
             other => return Err(Conflict::NotAssembling(other).into()),
         }
         check_assembled(&rec, crc64nvme, size)?;
-        let last = match (rec.crc64nvme.is_none(), rec.total_chunks.checked_sub(1)) {
-            (true, Some(index)) => self.chunk(&rec.upload_id, index).await?,
-            _ => None,
-        };
-        let sha256 = match (&rec.concat, copied_sha256) {
-            (Concat::Final(_), Some(copied)) => Some(validate::sha256_hex("sha256", copied)?),
+        let found = match (&rec.concat, copied_sha256) {
+            (Concat::Final(_), Some(copied)) => {
+                copied_file_sha256(&rec, validate::sha256_hex("sha256", copied)?)
+            }
             (Concat::Final(_), None) => {
                 return Err(DomainError::invalid(
                     "sha256",
                     "a final upload's assembler hashes the bytes it copies: send their SHA-256",
                 ))
             }
-            _ => None,
-        };
-        let found = match sha256 {
-            Some(copied) => copied_file_sha256(&rec, copied),
-            None => file_sha256(&rec, last.as_ref()),
+            _ => {
+                let last = match (rec.crc64nvme.is_none(), rec.total_chunks.checked_sub(1)) {
+                    (true, Some(index)) => self.chunk(&rec.upload_id, index).await?,
+                    _ => None,
+                };
+                file_sha256(&rec, last.as_ref())
+            }
         };
         let (sha256, sha256_source) = match found {
             Ok(found) => found,

@@ -322,11 +322,7 @@ impl Creation {
         }
         let declared = declared_length(headers)?;
         if headers::is_offset_stream(headers) && declared != Some(0) {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "final-upload",
-                "a final upload (Upload-Concat: final) takes no bytes: its bytes are its partial uploads'",
-            ));
+            return Err(final_takes_no_bytes());
         }
         let meta = headers::metadata(headers)?;
         Ok(Self {
@@ -704,6 +700,15 @@ async fn status(
     Ok(res)
 }
 
+/// `403`: a final upload's bytes are its partials' (a `PATCH`, or a creation with a body).
+fn final_takes_no_bytes() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "final-upload",
+        "a final upload (Upload-Concat: final) takes no bytes: its bytes are its partial uploads'",
+    )
+}
+
 /// `Upload-Concat` of a partial or final upload.
 fn concat_header(upload: &proto::Upload) -> Option<HeaderValue> {
     if upload.partial {
@@ -829,11 +834,7 @@ async fn admitted(
         .await
         .map_err(refuse)?;
     if !upload.concat_parts.is_empty() {
-        return Err(refuse(Problem::new(
-            StatusCode::FORBIDDEN,
-            "final-upload",
-            "a final upload (Upload-Concat: final) takes no bytes: its bytes are its partial uploads'",
-        )));
+        return Err(refuse(final_takes_no_bytes()));
     }
     if let Some(p) = not_appendable(&upload) {
         return Err(refuse(p));
